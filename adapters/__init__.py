@@ -1,0 +1,1 @@
+"""loragate adapters: the base model, the vLLM engine client and its supervisor."""

@@ -1,0 +1,238 @@
+"""HTTP client for one or more vLLM OpenAI-compatible servers.
+
+One pooled ``httpx.AsyncClient`` serves every replica. A background loop probes each
+replica's ``/health``; requests go to the healthy replica with the fewest requests in flight.
+Transport failures become the typed errors of ``adapters.errors`` so the gateway can map them
+to HTTP statuses in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from adapters.errors import (
+    EngineError,
+    EngineRejected,
+    EngineStreamBroken,
+    EngineTimeout,
+    EngineUnavailable,
+)
+
+log = logging.getLogger("loragate.engine")
+
+_json_decode = msgspec.json.Decoder().decode
+
+
+@dataclass
+class Replica:
+    url: str
+    healthy: bool = False
+    in_flight: int = 0
+    consecutive_failures: int = 0
+
+
+@dataclass(frozen=True)
+class EngineClientConfig:
+    urls: tuple[str, ...]
+    api_key: str = ""
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 300.0
+    health_interval_s: float = 2.0
+    max_connections: int = 512
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("urls: at least one engine URL is needed")
+
+
+class EngineClient:
+    def __init__(
+        self, config: EngineClientConfig, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self.replicas = [Replica(url) for url in config.urls]
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(config.request_timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=config.max_connections,
+                max_keepalive_connections=config.max_connections,
+            ),
+            transport=transport,
+        )
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.check_health()
+        self._health_task = asyncio.create_task(self._health_loop(), name="engine-health")
+
+    async def close(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self._http.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return any(replica.healthy for replica in self.replicas)
+
+    async def check_health(self) -> None:
+        await asyncio.gather(*(self._probe(replica) for replica in self.replicas))
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.ready:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+            await self.check_health()
+        return True
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            await self.check_health()
+
+    async def _probe(self, replica: Replica) -> None:
+        try:
+            response = await self._http.get(f"{replica.url}/health", timeout=2.0)
+            healthy = response.status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        self._mark(replica, healthy)
+
+    def _mark(self, replica: Replica, healthy: bool) -> None:
+        if healthy != replica.healthy:
+            log.info("engine replica %s", "up" if healthy else "down", extra={"url": replica.url})
+        replica.healthy = healthy
+        replica.consecutive_failures = 0 if healthy else replica.consecutive_failures + 1
+
+    def pick(self) -> Replica:
+        healthy = [replica for replica in self.replicas if replica.healthy]
+        if not healthy:
+            raise EngineUnavailable("no engine replica is healthy; retry shortly")
+        return min(healthy, key=lambda replica: replica.in_flight)
+
+    # -- requests ------------------------------------------------------------------
+    async def get_json(self, path: str, replica: Replica | None = None) -> Any:
+        replica = replica or self.pick()
+        async with self._request(replica, "GET", path) as response:
+            return _json_decode(await response.aread())
+
+    async def get_text(self, path: str, replica: Replica | None = None) -> str:
+        replica = replica or self.pick()
+        async with self._request(replica, "GET", path) as response:
+            return (await response.aread()).decode()
+
+    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        replica = self.pick()
+        async with self._request(replica, "POST", "/v1/chat/completions", payload) as response:
+            body: dict[str, Any] = _json_decode(await response.aread())
+            return body
+
+    async def stream_chat(self, payload: dict[str, Any]) -> EngineStream:
+        """Open a streaming chat; raises before returning if the engine refuses it."""
+        replica = self.pick()
+        context = self._request(replica, "POST", "/v1/chat/completions", payload)
+        response = await context.__aenter__()
+        return EngineStream(context, response)
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, replica: Replica, method: str, path: str, payload: Any = None
+    ) -> AsyncIterator[httpx.Response]:
+        request = self._http.build_request(method, f"{replica.url}{path}", json=payload)
+        replica.in_flight += 1
+        try:
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                if isinstance(exc, httpx.ConnectTimeout):
+                    self._mark(replica, False)
+                    raise EngineUnavailable(f"engine {replica.url} did not accept") from exc
+                raise EngineTimeout(f"engine {replica.url} did not answer in time") from exc
+            except httpx.TransportError as exc:
+                self._mark(replica, False)
+                raise EngineUnavailable(f"engine {replica.url} is unreachable: {exc}") from exc
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _rejection(response)
+                yield response
+            finally:
+                await response.aclose()
+        finally:
+            replica.in_flight -= 1
+
+
+class EngineStream:
+    """Parsed SSE events of one upstream stream. Closing it aborts the upstream request:
+    closing the connection mid-body is how vLLM learns the client went away."""
+
+    def __init__(
+        self, context: contextlib.AbstractAsyncContextManager[httpx.Response], response: httpx.Response
+    ) -> None:
+        self._context = context
+        self._response = response
+        self._closed = False
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async for line in self._response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event: dict[str, Any] = _json_decode(data)
+                if "error" in event:
+                    raise _error_from_body(500, event)
+                yield event
+        except httpx.TimeoutException as exc:
+            raise EngineTimeout("engine stopped sending tokens") from exc
+        except httpx.TransportError as exc:
+            raise EngineStreamBroken(f"engine stream broke: {exc}") from exc
+        raise EngineStreamBroken("engine stream ended without [DONE]")
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(EngineError, httpx.HTTPError):
+                await self._context.__aexit__(None, None, None)
+
+
+def _rejection(response: httpx.Response) -> EngineError:
+    try:
+        body = _json_decode(response.content)
+    except msgspec.DecodeError:
+        body = {"message": response.text[:500]}
+    if response.status_code >= 500 and response.status_code != 501:
+        return EngineUnavailable(f"engine error {response.status_code}: {_message(body)}")
+    return _error_from_body(response.status_code, body)
+
+
+def _error_from_body(status_code: int, body: Any) -> EngineRejected:
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 600:
+        status_code = code
+    return EngineRejected(status_code, _message(error), param=error.get("param"))
+
+
+def _message(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("detail") or body)
+    return str(body)

@@ -1,0 +1,1 @@
+"""loragate gateway: the Litestar HTTP API, auth, routing, streaming, store and the CLI."""

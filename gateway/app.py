@@ -1,0 +1,154 @@
+"""Assembles the gateway: settings in, a Litestar app out.
+
+Nothing is read from globals: the settings, the Prometheus registry and, for tests, the
+engine client are passed in, so every test can build a fresh app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from litestar import Litestar, Router
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from prometheus_client import CollectorRegistry
+
+from adapters.engine import EngineClient, EngineClientConfig
+from gateway.auth import Authenticator, scope_guard
+from gateway.chat import ChatLimits, ChatService
+from gateway.http_errors import EXCEPTION_HANDLERS
+from gateway.metrics import GatewayMetrics
+from gateway.routes import admin, ops, openai
+from gateway.routing import ModelRouter
+from gateway.settings import Settings
+from gateway.store import Database
+from gateway.store.conversations import ConversationLog
+from gateway.store.keys import KeyStore
+
+log = logging.getLogger("loragate.app")
+
+
+@dataclass
+class Services:
+    """Everything the handlers use, built once per app."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    db: Database
+    keys: KeyStore
+    conversations: ConversationLog
+    engine: EngineClient
+    router: ModelRouter
+    chat: ChatService
+    authenticator: Authenticator
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        registry: CollectorRegistry,
+        engine: EngineClient | None = None,
+    ) -> Services:
+        db = Database(settings.resolved_database_url)
+        keys = KeyStore(db)
+        conversations = ConversationLog(db)
+        engine = engine or EngineClient(engine_config(settings))
+        router = ModelRouter(engine, settings.base_model_name)
+        limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n)
+        chat = ChatService(engine, router, conversations, GatewayMetrics(registry), limits)
+        authenticator = Authenticator(
+            keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
+        )
+        return cls(settings, registry, db, keys, conversations, engine, router, chat,
+                   authenticator)  # fmt: skip
+
+    async def start(self) -> None:
+        await self.db.migrate()
+        self.conversations.start()
+        await self.engine.start()
+        if not self.settings.auth_enabled:
+            log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
+
+    async def stop(self) -> None:
+        await self.conversations.close()
+        await self.engine.close()
+        await self.db.dispose()
+
+
+def engine_config(settings: Settings) -> EngineClientConfig:
+    return EngineClientConfig(
+        urls=tuple(settings.resolved_engine_urls),
+        api_key=settings.engine_api_key,
+        connect_timeout_s=settings.engine_connect_timeout_s,
+        request_timeout_s=settings.engine_request_timeout_s,
+        health_interval_s=settings.engine_health_interval_s,
+        max_connections=settings.engine_max_connections,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    engine: EngineClient | None = None,
+) -> Litestar:
+    services = Services.build(settings, registry or CollectorRegistry(), engine)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    def provide(value: object) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+    api = Router(
+        path="/",
+        route_handlers=[
+            openai.chat_completions,
+            openai.list_models,
+            admin.list_keys,
+            admin.create_key,
+            admin.revoke_key,
+        ],
+        guards=[scope_guard],
+    )
+    return Litestar(
+        route_handlers=[api, ops.healthz, ops.readyz, ops.metrics],
+        dependencies={
+            "chat": provide(services.chat),
+            "router": provide(services.router),
+            "engine": provide(services.engine),
+            "registry": provide(services.registry),
+            "keys": provide(services.keys),
+        },
+        state=_state(services),
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="loragate", version="0.1.0", path="/schema"),
+        logging_config=None,  # gateway.logs owns the log format
+        debug=False,
+    )
+
+
+def _state(services: Services) -> dict[str, object]:
+    from litestar.datastructures import State
+
+    return State({"services": services, "authenticator": services.authenticator})  # type: ignore[return-value]
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for ``uvicorn --factory`` with several workers (external engine mode)."""
+    from gateway.logs import configure_logging
+    from gateway.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

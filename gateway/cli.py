@@ -1,0 +1,198 @@
+"""The ``loragate`` command line. It mirrors the HTTP API; each command loads the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gateway.errors import ConfigError
+from gateway.logs import configure_logging
+from gateway.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="LORAGATE_CONFIG",
+    help="TOML settings file (LORAGATE_* env vars override it).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """loragate: an OpenAI-compatible gateway with hot-swappable LoRA adapters."""
+    try:
+        ctx.obj = load_settings(config_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+
+
+@main.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Start the gateway (and, in embedded mode, the supervised vLLM server)."""
+    from gateway.serve import serve as run_server
+
+    try:
+        run_server(_settings(ctx))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- model ------------------------------------------------------------------------------
+@main.group()
+def model() -> None:
+    """The base model."""
+
+
+@model.command("prepare")
+@click.pass_context
+def model_prepare(ctx: click.Context) -> None:
+    """Write the bundled SmolLM2-135M-Instruct as a bf16 safetensors directory (idempotent)."""
+    from adapters.base_model import PREPARE_STEPS, check_model_dir, prepare_base_model
+    from adapters.errors import AdapterError
+    from gateway.progress import Progress
+
+    settings = _settings(ctx)
+    target = settings.resolved_base_model_path
+    try:
+        if settings.base_model_path is not None:
+            check_model_dir(target)  # an operator's own model: nothing to convert
+            click.echo(f"using the configured model directory {target}")
+            return
+        with Progress("model prepare", PREPARE_STEPS) as progress:
+            info = prepare_base_model(target, progress)
+    except AdapterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"base model ready at {target} (smoke reply: {info.get('smoke_reply')!r})")
+
+
+# -- engine -----------------------------------------------------------------------------
+@main.group()
+def engine() -> None:
+    """The embedded vLLM server."""
+
+
+@engine.command("run")
+@click.pass_context
+def engine_run(ctx: click.Context) -> None:
+    """Run only the supervised vLLM server until interrupted."""
+    from gateway.serve import run_engine
+
+    try:
+        _run(run_engine(_settings(ctx)))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- keys -------------------------------------------------------------------------------
+@main.group()
+def keys() -> None:
+    """API keys (stored as hashes; the key itself is printed once)."""
+
+
+def _with_keys(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from gateway.store import Database
+    from gateway.store.keys import KeyStore
+
+    async def run() -> T:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.migrate()
+            return await action(KeyStore(db))
+        finally:
+            await db.dispose()
+
+    return _run(run())
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["chat", "admin"]), default="chat", show_default=True)
+@click.option("--name", default="", help="A label to recognise the key by.")
+@click.pass_context
+def keys_create(ctx: click.Context, scope: str, name: str) -> None:
+    """Create a key and print it once."""
+    created = _with_keys(_settings(ctx), lambda store: store.create(scope, name))  # type: ignore[arg-type]
+    click.echo(created.key)
+    click.echo(f"id={created.id} scope={created.scope} (the key is not shown again)", err=True)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """List keys (ids, scopes and prefixes; never the keys)."""
+    rows = _with_keys(_settings(ctx), lambda store: store.list())
+    for row in rows:
+        state = "revoked" if row.revoked_at else "active"
+        click.echo(f"{row.id}\t{row.scope}\t{row.prefix}…\t{state}\t{row.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key by id."""
+    if not _with_keys(_settings(ctx), lambda store: store.revoke(key_id)):
+        raise click.ClickException(f"no active key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+# -- config -----------------------------------------------------------------------------
+@main.group()
+def config() -> None:
+    """Settings."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective settings as JSON."""
+    click.echo(json.dumps(_settings(ctx).model_dump(mode="json"), indent=2))
+
+
+@config.command("docs")
+@click.option("--write", "path", type=click.Path(path_type=Path, dir_okay=False),
+              help="Replace the table between the markers in this file instead of printing.")
+def config_docs(path: Path | None) -> None:
+    """Print the settings table in Markdown (docs/configuration.md is generated from it)."""
+    from gateway.settings_docs import replace_table, settings_table
+
+    if path is None:
+        sys.stdout.write(settings_table())
+    else:
+        path.write_text(replace_table(path.read_text()))
+        click.echo(f"updated {path}")
+
+
+@main.command()
+def doctor() -> None:
+    """Check that the install can run the embedded default."""
+    from gateway.doctor import run_checks
+
+    checks = run_checks()
+    for check in checks:
+        click.echo(f"{'ok ' if check.ok else 'BAD'}  {check.name}: {check.detail}")
+    if not all(check.ok for check in checks):
+        raise click.ClickException("the install is broken; see the lines marked BAD")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Gateway errors.
+
+Every error a client can see is a ``GatewayError`` (or an error of another loragate package,
+mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
+
+    GatewayError
+    ├── ConfigError             bad settings, raised at start (never reaches HTTP)
+    ├── InvalidRequest          400  invalid_request_error
+    │   └── ContextLengthExceeded   400  context_length_exceeded
+    ├── AuthenticationFailed    401  invalid_api_key
+    ├── PermissionDenied        403  permission_denied
+    ├── NotFound                404  not_found
+    │   └── ModelNotFound           404  model_not_found
+    └── PayloadTooLarge         413  request_too_large
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status_code: int = 500
+    error_type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(GatewayError):
+    code = "invalid_config"
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"

@@ -1,0 +1,65 @@
+"""Prometheus metrics of the gateway, registered on a registry passed in.
+
+Labels are bounded: ``model`` is a served model name the router knows (or ``-`` before
+one is resolved), ``status`` a status class such as ``2xx``; no paths, users or keys.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "loragate_requests",
+            "Chat completion requests by served model and HTTP status class.",
+            ["model", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "loragate_request_duration_seconds",
+            "End-to-end chat completion latency as the gateway sees it.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "loragate_time_to_first_token_seconds",
+            "Time from request arrival to the first streamed token.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "loragate_tokens",
+            "Tokens processed, by served model and kind (prompt or completion).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "loragate_requests_in_flight",
+            "Chat completion requests being served now.",
+            ["model"],
+            registry=registry,
+        )
+        self.client_disconnects = Counter(
+            "loragate_client_disconnects",
+            "Streams the client closed before the end.",
+            ["model"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "loragate_upstream_errors",
+            "Engine failures by error type.",
+            ["type"],
+            registry=registry,
+        )
+
+
+def status_class(status_code: int) -> str:
+    return f"{status_code // 100}xx"

@@ -1,0 +1,99 @@
+"""``loragate serve`` and ``loragate engine run``: the gateway with its embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from adapters.base_model import check_model_dir
+from adapters.errors import BaseModelError
+from adapters.supervisor import EngineLaunch, EngineSupervisor
+from gateway.app import create_app
+from gateway.errors import ConfigError
+from gateway.settings import Settings
+
+log = logging.getLogger("loragate.serve")
+
+
+def engine_launch(settings: Settings) -> EngineLaunch:
+    model_path = settings.resolved_base_model_path
+    try:
+        check_model_dir(model_path)
+    except BaseModelError as exc:
+        raise ConfigError(
+            f"base_model_path: {exc}. Run `loragate model prepare` first, or point "
+            "LORAGATE_BASE_MODEL_PATH at a Hugging Face model directory."
+        ) from None
+    return EngineLaunch(
+        model_path=model_path,
+        served_model_name=settings.base_model_name,
+        host=settings.engine_host,
+        port=settings.engine_port,
+        max_model_len=settings.max_model_len,
+        kv_cache_gib=settings.kv_cache_gib,
+        max_loras=settings.max_loras,
+        max_cpu_loras=settings.max_cpu_loras,
+        max_lora_rank=settings.max_lora_rank,
+        log_file=settings.data_dir / "logs" / "vllm.log",
+        start_timeout_s=settings.engine_start_timeout_s,
+        restart_backoff_s=settings.engine_restart_backoff_s,
+        restart_backoff_max_s=settings.engine_restart_backoff_max_s,
+        extra_args=tuple(settings.engine_extra_args),
+    )
+
+
+def serve(settings: Settings) -> None:
+    if settings.workers > 1:
+        # Several workers need an import string; each builds its app from the environment.
+        uvicorn.run(
+            "gateway.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    asyncio.run(_serve_one(settings))
+
+
+async def _serve_one(settings: Settings) -> None:
+    supervisor = None
+    if settings.engine_mode == "embedded":
+        supervisor = EngineSupervisor(engine_launch(settings))
+        await supervisor.start()
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(config)
+    log.info("gateway listening", extra={"url": f"http://{settings.host}:{settings.port}"})
+    try:
+        await server.serve()
+    finally:
+        if supervisor is not None:
+            await supervisor.stop()
+
+
+async def run_engine(settings: Settings) -> None:
+    """Run only the supervised vLLM until SIGINT/SIGTERM (tests, or a split deployment)."""
+    supervisor = EngineSupervisor(engine_launch(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    try:
+        await stop.wait()
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor.stop()

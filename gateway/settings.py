@@ -1,0 +1,223 @@
+"""The one typed settings object.
+
+Values come, highest priority first, from keyword overrides, ``LORAGATE_*`` environment
+variables, an optional TOML file (``--config`` or ``LORAGATE_CONFIG``), then the defaults
+below. Every field is documented in docs/configuration.md, generated from this class by
+``loragate config docs``; a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+
+from gateway.errors import ConfigError
+
+DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORAGATE_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    # -- paths and process ------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("data"), description="Directory for the store, models, adapters and indexes."
+    )
+    host: str = Field("127.0.0.1", description="Interface the gateway listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
+    workers: int = Field(
+        1, ge=1, description="Gateway worker processes (external engine mode only)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json` gives one structured object per line; `text` is for humans."
+    )
+
+    # -- store ------------------------------------------------------------------------
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL. Empty means a SQLite file `loragate.db` in "
+        "`data_dir`. Use `postgresql+asyncpg://...` for several replicas.",
+    )
+
+    # -- auth -------------------------------------------------------------------------
+    auth_enabled: bool = Field(
+        True, description="Require API keys. Turning it off is for local use and logs a warning."
+    )
+    key_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
+    )
+
+    # -- engine -----------------------------------------------------------------------
+    engine_mode: Literal["embedded", "external"] = Field(
+        "embedded",
+        description="`embedded` starts and supervises a vLLM child process; `external` "
+        "uses the servers in `engine_urls`.",
+    )
+    engine_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="External vLLM base URLs (without /v1), comma separated in the env var.",
+    )
+    engine_host: str = Field("127.0.0.1", description="Embedded vLLM listen address.")
+    engine_port: int = Field(8001, ge=1, le=65535, description="Embedded vLLM port.")
+    engine_api_key: str = Field("", description="API key vLLM expects, if any.")
+    engine_start_timeout_s: float = Field(
+        600.0, gt=0, description="How long to wait for the embedded vLLM to answer /health."
+    )
+    engine_request_timeout_s: float = Field(
+        300.0, gt=0, description="Upstream read timeout for one chat request."
+    )
+    engine_connect_timeout_s: float = Field(5.0, gt=0, description="Upstream connect timeout.")
+    engine_health_interval_s: float = Field(
+        2.0, gt=0, description="How often each engine replica's /health is probed."
+    )
+    engine_max_connections: int = Field(
+        512, ge=1, description="Pooled HTTP connections to the engines, in all."
+    )
+    engine_restart_backoff_s: float = Field(
+        2.0, gt=0, description="First delay before restarting a dead vLLM; doubles per failure."
+    )
+    engine_restart_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest delay between vLLM restarts."
+    )
+    engine_extra_args: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra command-line arguments for the vLLM server (shell-quoted string in "
+        "the env var).",
+    )
+
+    # -- base model and LoRA slots ----------------------------------------------------
+    base_model_path: Path | None = Field(
+        None,
+        description="Hugging Face model directory to serve. Empty means the SmolLM2 model "
+        "that `loragate model prepare` writes under `data_dir/models`.",
+    )
+    base_model_name: str = Field(
+        DEFAULT_BASE_MODEL_NAME, min_length=1, description="Model name clients use for the base."
+    )
+    max_model_len: int = Field(2048, ge=64, description="Context window vLLM serves.")
+    kv_cache_gib: float = Field(
+        1.0, gt=0, description="KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vLLM's share of GPU memory (GPU engines only)."
+    )
+    max_loras: int = Field(4, ge=1, description="LoRA adapters active in one batch.")
+    max_cpu_loras: int = Field(8, ge=1, description="LoRA adapters cached in host memory.")
+    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
+
+    # -- requests ---------------------------------------------------------------------
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
+    )
+    max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
+    max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("engine_extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("engine_urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [url.rstrip("/").removesuffix("/v1") for url in urls]
+
+    @model_validator(mode="after")
+    def _check_engine_mode(self) -> Settings:
+        if self.engine_mode == "external" and not self.engine_urls:
+            raise ValueError("engine_urls: external engine mode needs at least one URL")
+        if self.engine_mode == "embedded" and self.workers != 1:
+            raise ValueError("workers: embedded engine mode runs one gateway worker")
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError("max_cpu_loras: must be at least max_loras")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    # -- derived values ---------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'loragate.db').resolve()}"
+
+    @property
+    def resolved_base_model_path(self) -> Path:
+        if self.base_model_path is not None:
+            return self.base_model_path
+        return self.data_dir / "models" / DEFAULT_BASE_MODEL_NAME
+
+    @property
+    def resolved_engine_urls(self) -> list[str]:
+        if self.engine_mode == "embedded":
+            return [f"http://{self.engine_host}:{self.engine_port}"]
+        return list(self.engine_urls)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build and validate the settings; a bad value raises ConfigError naming the field."""
+    settings_cls = Settings
+    if config_file is None and os.environ.get("LORAGATE_CONFIG"):
+        config_file = Path(os.environ["LORAGATE_CONFIG"])
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        config = SettingsConfigDict(**Settings.model_config)  # type: ignore[typeddict-item]
+        config["toml_file"] = config_file
+        settings_cls = type("Settings", (Settings,), {"model_config": config})
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(f"{field}: {error['msg']}")
+    return "invalid settings: " + "; ".join(problems)

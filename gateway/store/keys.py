@@ -1,0 +1,78 @@
+"""API keys: created once and shown once, stored only as sha256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select, update
+
+from gateway.store.db import Database
+from gateway.store.tables import ApiKey, utcnow
+
+Scope = Literal["chat", "admin"]
+SCOPES: tuple[Scope, ...] = ("chat", "admin")
+KEY_PREFIX = "lg-"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id (None when auth is off) and its scope."""
+
+    key_id: str | None
+    scope: Scope
+
+    def allows(self, scope: Scope) -> bool:
+        return self.scope == "admin" or self.scope == scope
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    id: str
+    scope: Scope
+    name: str
+    key: str  # the plaintext, returned once
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, scope: Scope, name: str = "") -> CreatedKey:
+        if scope not in SCOPES:
+            raise ValueError(f"scope: must be one of {', '.join(SCOPES)}")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key_id = "key_" + secrets.token_hex(8)
+        async with self.db.transaction() as session:
+            session.add(
+                ApiKey(id=key_id, name=name, scope=scope, key_hash=hash_key(key), prefix=key[:10])
+            )
+        return CreatedKey(id=key_id, scope=scope, name=name, key=key)
+
+    async def find(self, key: str) -> Principal | None:
+        async with self.db.sessions() as session:
+            row = await session.scalar(
+                select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+            )
+        if row is None or row.scope not in SCOPES:
+            return None
+        return Principal(key_id=row.id, scope=row.scope)  # type: ignore[arg-type]
+
+    async def list(self) -> list[ApiKey]:
+        async with self.db.sessions() as session:
+            return list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+    async def revoke(self, key_id: str) -> bool:
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""loragate retrieval: ingestion, chunking, embeddings and FAISS indexes (see issue 3)."""

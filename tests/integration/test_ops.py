@@ -1,0 +1,77 @@
+"""Health, readiness, OpenAPI, metrics and the key commands, on the real stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
+from tests.support import ThreadedGateway, create_keys
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_health_ready_and_schema(embedded_server: EmbeddedServer) -> None:
+    assert httpx.get(f"{embedded_server.base_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{embedded_server.base_url}/readyz").json()
+    assert ready["status"] == "ready" and ready["engines"][0]["healthy"]
+    schema = httpx.get(f"{embedded_server.base_url}/schema/openapi.json").json()
+    assert "/v1/chat/completions" in schema["paths"]
+    assert "/v1/models" in schema["paths"]
+
+
+def test_metrics_count_requests_tokens_and_ttft(embedded_server: EmbeddedServer) -> None:
+    client = embedded_server.client()
+    client.chat.completions.create(
+        model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    list(
+        client.chat.completions.create(
+            model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+            stream=True,
+        )
+    )  # fmt: skip
+    samples = _samples(httpx.get(f"{embedded_server.base_url}/metrics").text)
+    model = (("model", BASE_MODEL),)
+    assert samples[("loragate_requests_total", (("model", BASE_MODEL), ("status", "2xx")))] >= 2
+    assert samples[("loragate_request_duration_seconds_count", model)] >= 2
+    assert samples[("loragate_time_to_first_token_seconds_count", model)] >= 1
+    completion_tokens = (("kind", "completion"), ("model", BASE_MODEL))
+    assert samples[("loragate_tokens_total", completion_tokens)] >= 2
+    assert ("loragate_requests_in_flight", model) in samples
+
+
+def test_cli_key_works_and_revoked_key_stops_working(
+    gateway_factory: Callable[..., ThreadedGateway], tmp_path: object
+) -> None:
+    gateway = gateway_factory(key_cache_seconds=0)
+    env = {**os.environ, "LORAGATE_DATA_DIR": str(gateway.settings.data_dir)}
+    created = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "keys", "create", "--scope", "chat", "--name", "cli"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    key = created.stdout.strip()
+    assert key.startswith("lg-")
+    assert sdk_client(gateway.base_url, key).models.list().data
+
+    admin = create_keys(gateway.settings.resolved_database_url)["admin"]
+    listing = gateway.get("/v1/admin/keys", headers={"Authorization": f"Bearer {admin}"}).json()
+    key_id = next(row["id"] for row in listing["data"] if row["name"] == "cli")
+    assert all(key not in str(row) for row in listing["data"])  # only hashes are stored
+
+    revoked = httpx.delete(
+        f"{gateway.base_url}/v1/admin/keys/{key_id}", headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert revoked.status_code == 200
+    assert gateway.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401

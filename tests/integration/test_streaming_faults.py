@@ -1,0 +1,101 @@
+"""What happens when a stream is cut: by the client, by a dying vLLM, by a stop signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer
+from tests.support import wait_for_conversation, wait_until
+
+LONG_ANSWER = {
+    "model": BASE_MODEL,
+    "messages": [{"role": "user", "content": "Tell me a very long story."}],
+    "max_tokens": 1800,
+    "ignore_eos": True,  # vLLM extension: keep generating so the request is surely running
+    "stream": True,
+}
+
+
+def _open_long_stream(server: EmbeddedServer) -> tuple[httpx.Client, httpx.Response, str]:
+    client = httpx.Client(timeout=120)
+    request = client.build_request(
+        "POST",
+        f"{server.base_url}/v1/chat/completions",
+        json=LONG_ANSWER,
+        headers={"Authorization": f"Bearer {server.keys['chat']}"},
+    )
+    response = client.send(request, stream=True)
+    assert response.status_code == 200
+    lines = response.iter_lines()
+    first = next(line for line in lines if line.startswith("data:"))
+    return client, response, json.loads(first[5:])["id"]
+
+
+def test_client_disconnect_cancels_the_vllm_request(embedded_server: EmbeddedServer) -> None:
+    wait_until(
+        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0, 60, "an idle engine"
+    )
+    client, response, completion_id = _open_long_stream(embedded_server)
+    assert embedded_server.engine_metric("vllm:num_requests_running") == 1
+
+    response.close()
+    client.close()
+
+    # 1800 tokens take vLLM on CPU far longer than this wait: reaching zero means it aborted.
+    wait_until(
+        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0,
+        15,
+        "vLLM to abort the request",
+    )
+    row = wait_for_conversation(embedded_server.database_url, completion_id)
+    assert row.status == "cancelled"
+    assert row.response[0]["content"]  # what was streamed before the client left is kept
+
+
+@pytest.mark.destructive(order=1)
+def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
+    embedded_server: EmbeddedServer,
+) -> None:
+    client = embedded_server.client(timeout=120)
+    stream = client.chat.completions.create(**LONG_ANSWER)  # type: ignore[call-overload]
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk)
+            if len(received) == 3:
+                os.kill(embedded_server.engine_pid(), signal.SIGKILL)
+    assert "stream" in caught.value.message.lower()
+
+    row = wait_for_conversation(embedded_server.database_url, received[0].id)
+    assert row.status == "error"
+    assert row.error
+
+    # The supervisor restarts vLLM; the gateway becomes ready again and serves.
+    wait_until(lambda: not embedded_server.ready(), 30, "the gateway to notice the engine is gone")
+    wait_until(embedded_server.ready, 900, "the restarted engine", step_s=2)
+    answer = client.chat.completions.create(
+        model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+    )
+    assert answer.choices[0].message.content
+    log = embedded_server.log_path.read_text()
+    assert "engine exited; restarting" in log
+
+
+@pytest.mark.destructive(order=2)
+def test_sigterm_stops_gateway_and_vllm_cleanly(embedded_server: EmbeddedServer) -> None:
+    import psutil
+
+    engine_pid = embedded_server.engine_pid()
+    embedded_server.process.send_signal(signal.SIGTERM)
+    assert embedded_server.process.wait(timeout=120) == 0
+    wait_until(lambda: not psutil.pid_exists(engine_pid), 30, "vLLM to exit")
+    engine_port = int(embedded_server.engine_url.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", engine_port)) != 0

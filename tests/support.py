@@ -1,0 +1,124 @@
+"""Helpers shared by the tests: ports, a gateway in a thread, store reads."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.store import Database
+from gateway.store.keys import KeyStore
+from gateway.store.tables import Conversation
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, step_s: float = 0.2) -> T:
+    """Poll until ``check`` returns something truthy. Waiting, not timing: no speed asserted."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout_s:.0f}s")
+        time.sleep(step_s)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def create_keys(database_url: str) -> dict[str, str]:
+    """An admin and a chat key in the store at ``database_url``."""
+
+    async def make() -> dict[str, str]:
+        db = Database(database_url)
+        try:
+            await db.migrate()
+            store = KeyStore(db)
+            return {
+                "admin": (await store.create("admin", "tests")).key,
+                "chat": (await store.create("chat", "tests")).key,
+            }
+        finally:
+            await db.dispose()
+
+    result: dict[str, str] = run(make())
+    return result
+
+
+def read_conversation(database_url: str, completion_id: str) -> Conversation | None:
+    async def read() -> Conversation | None:
+        db = Database(database_url)
+        try:
+            async with db.sessions() as session:
+                return await session.get(Conversation, completion_id)
+        finally:
+            await db.dispose()
+
+    row: Conversation | None = run(read())
+    return row
+
+
+def wait_for_conversation(database_url: str, completion_id: str, timeout_s: float = 30) -> Conversation:
+    return wait_until(
+        lambda: read_conversation(database_url, completion_id),
+        timeout_s,
+        f"conversation row {completion_id}",
+    )
+
+
+@dataclass
+class ThreadedGateway:
+    """A real gateway (uvicorn + Litestar) on a free port, in a background thread."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    base_url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @classmethod
+    def start(cls, settings: Settings) -> ThreadedGateway:
+        registry = CollectorRegistry()
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings, registry=registry),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
+        thread.start()
+        wait_until(lambda: server.started, 60, "the gateway to start")
+        return cls(settings, registry, f"http://127.0.0.1:{port}", server, thread)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", timeout=60, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.post(f"{self.base_url}{path}", timeout=120, **kwargs)

@@ -1,0 +1,1 @@
+"""loragate trainer: curation, QLoRA training, the evaluation gate and publishing (issue 5)."""
