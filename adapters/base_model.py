@@ -80,6 +80,8 @@ def prepare_base_model(target: Path, on_step: StepCallback = lambda _: None) -> 
         tokenizer.save_pretrained(staging)
         on_step("safetensors written")
         check_model_dir(staging)
+        if "quantization_config" in json.loads((staging / "config.json").read_text()):
+            raise BaseModelError("the written config still declares a quantization")
         if not getattr(tokenizer, "chat_template", None):
             raise BaseModelError(f"{gguf.name} carries no chat template")
         reply = smoke_generate(staging, torch, transformers)
@@ -116,7 +118,9 @@ def _dequantize(gguf: Path, torch: Any, transformers: Any) -> Any:
     # that came from GGUF; rebuilding a plain model from the config and loading the state dict
     # gives an ordinary bf16 checkpoint.
     loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = loaded.config
+    # A fresh config, without the gguf quantization_config that the loaded model carries:
+    # vLLM would otherwise try (and fail) to load the safetensors as GGUF.
+    config = transformers.AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config.dtype = torch.bfloat16
     model_class = type(loaded)
     clean = model_class(config).to(torch.bfloat16)

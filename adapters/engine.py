@@ -181,7 +181,9 @@ class EngineStream:
     closing the connection mid-body is how vLLM learns the client went away."""
 
     def __init__(
-        self, context: contextlib.AbstractAsyncContextManager[httpx.Response], response: httpx.Response
+        self,
+        context: contextlib.AbstractAsyncContextManager[httpx.Response],
+        response: httpx.Response,
     ) -> None:
         self._context = context
         self._response = response

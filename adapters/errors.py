@@ -22,7 +22,7 @@ class AdapterError(Exception):
 class MissingDependency(AdapterError):
     def __init__(self, module: str, extra: str) -> None:
         super().__init__(
-            f"missing dependency {module!r}: install the extra, e.g. pip install 'loragate[{extra}]'"
+            f"missing dependency {module!r}: install the extra with pip install 'loragate[{extra}]'"
         )
 
 

@@ -164,7 +164,9 @@ class EngineSupervisor:
             try:
                 await self.wait_healthy()
             except EngineUnavailable as exc:
-                log.error("engine failed to start", extra={"error": str(exc), "retry_in_s": backoff})
+                log.error(
+                    "engine failed to start", extra={"error": str(exc), "retry_in_s": backoff}
+                )
                 backoff = await self._relaunch_after(backoff, grow=True)
                 continue
             self.ready.set()

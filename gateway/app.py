@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from litestar import Litestar, Router
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from prometheus_client import CollectorRegistry
@@ -21,7 +22,7 @@ from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
-from gateway.routes import admin, ops, openai
+from gateway.routes import admin, openai, ops
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.store import Database
@@ -138,10 +139,8 @@ def create_app(
     )
 
 
-def _state(services: Services) -> dict[str, object]:
-    from litestar.datastructures import State
-
-    return State({"services": services, "authenticator": services.authenticator})  # type: ignore[return-value]
+def _state(services: Services) -> State:
+    return State({"services": services, "authenticator": services.authenticator})
 
 
 def create_app_from_env() -> Litestar:

@@ -46,9 +46,7 @@ class Authenticator:
 
 def _bearer_token(authorization: str | None) -> str:
     if not authorization:
-        raise AuthenticationFailed(
-            "Missing API key: send it as 'Authorization: Bearer <key>'."
-        )
+        raise AuthenticationFailed("Missing API key: send it as 'Authorization: Bearer <key>'.")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("Malformed Authorization header: expected 'Bearer <key>'.")

@@ -130,7 +130,7 @@ def _with_keys(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T
 @click.pass_context
 def keys_create(ctx: click.Context, scope: str, name: str) -> None:
     """Create a key and print it once."""
-    created = _with_keys(_settings(ctx), lambda store: store.create(scope, name))  # type: ignore[arg-type]
+    created = _with_keys(_settings(ctx), lambda store: store.create(scope, name))
     click.echo(created.key)
     click.echo(f"id={created.id} scope={created.scope} (the key is not shown again)", err=True)
 
@@ -169,8 +169,12 @@ def config_show(ctx: click.Context) -> None:
 
 
 @config.command("docs")
-@click.option("--write", "path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Replace the table between the markers in this file instead of printing.")
+@click.option(
+    "--write",
+    "path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Replace the table between the markers in this file instead of printing.",
+)
 def config_docs(path: Path | None) -> None:
     """Print the settings table in Markdown (docs/configuration.md is generated from it)."""
     from gateway.settings_docs import replace_table, settings_table

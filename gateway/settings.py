@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import shlex
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    PydanticBaseSettingsSource,
     NoDecode,
+    PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -204,9 +204,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     if config_file is not None:
         if not config_file.is_file():
             raise ConfigError(f"config file {config_file} does not exist")
-        config = SettingsConfigDict(**Settings.model_config)  # type: ignore[typeddict-item]
-        config["toml_file"] = config_file
-        settings_cls = type("Settings", (Settings,), {"model_config": config})
+        toml_file = config_file
+
+        class SettingsFromFile(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": toml_file})
+
+        settings_cls = SettingsFromFile
     try:
         return settings_cls(**overrides)
     except ValidationError as exc:

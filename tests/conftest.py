@@ -12,7 +12,9 @@ import pytest
 from tests.support import run
 
 REPO = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("LORAGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "LORAGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,7 +32,9 @@ def prepared_model() -> Path:
     from adapters.base_model import prepare_base_model
     from gateway.progress import Progress
 
-    target = Path(os.environ.get("LORAGATE_TEST_MODEL_DIR", REPO / "data/models/SmolLM2-135M-Instruct"))
+    target = Path(
+        os.environ.get("LORAGATE_TEST_MODEL_DIR", REPO / "data/models/SmolLM2-135M-Instruct")
+    )
     with Progress("model prepare (tests)", 6) as progress:
         prepare_base_model(target, progress)
     return target

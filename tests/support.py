@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, step_s: float = 0.2) -> T:
+def wait_until(
+    check: Callable[[], T | None], timeout_s: float, what: str, step_s: float = 0.2
+) -> T:
     """Poll until ``check`` returns something truthy. Waiting, not timing: no speed asserted."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -77,7 +79,9 @@ def read_conversation(database_url: str, completion_id: str) -> Conversation | N
     return row
 
 
-def wait_for_conversation(database_url: str, completion_id: str, timeout_s: float = 30) -> Conversation:
+def wait_for_conversation(
+    database_url: str, completion_id: str, timeout_s: float = 30
+) -> Conversation:
     return wait_until(
         lambda: read_conversation(database_url, completion_id),
         timeout_s,

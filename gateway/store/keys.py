@@ -62,7 +62,7 @@ class KeyStore:
             )
         if row is None or row.scope not in SCOPES:
             return None
-        return Principal(key_id=row.id, scope=row.scope)  # type: ignore[arg-type]
+        return Principal(key_id=row.id, scope=row.scope)
 
     async def list(self) -> list[ApiKey]:
         async with self.db.sessions() as session:

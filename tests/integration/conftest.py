@@ -65,7 +65,9 @@ class EmbeddedServer:
 
 
 @pytest.fixture(scope="session")
-def embedded_server(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+def embedded_server(
+    prepared_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedServer]:
     data_dir = tmp_path_factory.mktemp("embedded")
     port, engine_port = free_port(), free_port()
     env = {

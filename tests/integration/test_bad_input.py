@@ -51,8 +51,8 @@ def _conversation_count(database_url: str, status: Any = None) -> int:
             "messages[0].role", None, "Invalid enum value 'wizard'",
         ),
         (
-            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}'
-            % BASE_MODEL.encode(),
+            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], '
+            b'"temperature": "hot"}' % BASE_MODEL.encode(),
             "temperature", None, "Expected `float`",
         ),
         (b"[1, 2, 3]", None, None, "Expected `object`"),
@@ -93,7 +93,9 @@ def test_unknown_model_is_404_model_not_found(embedded_server: EmbeddedServer) -
     assert caught.value.body["param"] == "model"  # type: ignore[index]
 
 
-def test_max_tokens_above_the_context_is_refused_before_vllm(embedded_server: EmbeddedServer) -> None:
+def test_max_tokens_above_the_context_is_refused_before_vllm(
+    embedded_server: EmbeddedServer,
+) -> None:
     before = _conversation_count(embedded_server.database_url)
     with pytest.raises(openai.BadRequestError) as caught:
         embedded_server.client().chat.completions.create(

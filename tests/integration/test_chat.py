@@ -133,7 +133,9 @@ def test_admin_key_can_chat_and_chat_key_cannot_administer(embedded_server: Embe
         ({"Authorization": "Basic abc"}, "Malformed Authorization"),
     ],
 )
-def test_bad_keys_are_refused(embedded_server: EmbeddedServer, headers: dict[str, str], message: str) -> None:
+def test_bad_keys_are_refused(
+    embedded_server: EmbeddedServer, headers: dict[str, str], message: str
+) -> None:
     response = httpx.post(
         f"{embedded_server.base_url}/v1/chat/completions",
         json={"model": BASE_MODEL, "messages": QUESTION},
@@ -145,6 +147,8 @@ def test_bad_keys_are_refused(embedded_server: EmbeddedServer, headers: dict[str
 
 
 def test_sdk_raises_authentication_error_for_a_wrong_key(embedded_server: EmbeddedServer) -> None:
-    client = openai.OpenAI(base_url=f"{embedded_server.base_url}/v1", api_key="lg-wrong", max_retries=0)
+    client = openai.OpenAI(
+        base_url=f"{embedded_server.base_url}/v1", api_key="lg-wrong", max_retries=0
+    )
     with pytest.raises(openai.AuthenticationError):
         client.chat.completions.create(model=BASE_MODEL, messages=QUESTION)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -23,7 +24,11 @@ LONG_ANSWER = {
 }
 
 
-def _open_long_stream(server: EmbeddedServer) -> tuple[httpx.Client, httpx.Response, str]:
+def _open_long_stream(
+    server: EmbeddedServer,
+) -> tuple[httpx.Client, httpx.Response, Iterator[str], str]:
+    """A long stream, with its first event read. Keep the line iterator alive: when httpx
+    finalises it, it closes the response, which is a client disconnect."""
     client = httpx.Client(timeout=120)
     request = client.build_request(
         "POST",
@@ -35,16 +40,24 @@ def _open_long_stream(server: EmbeddedServer) -> tuple[httpx.Client, httpx.Respo
     assert response.status_code == 200
     lines = response.iter_lines()
     first = next(line for line in lines if line.startswith("data:"))
-    return client, response, json.loads(first[5:])["id"]
+    return client, response, lines, json.loads(first[5:])["id"]
 
 
 def test_client_disconnect_cancels_the_vllm_request(embedded_server: EmbeddedServer) -> None:
     wait_until(
-        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0, 60, "an idle engine"
+        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0,
+        60,
+        "an idle engine",
     )
-    client, response, completion_id = _open_long_stream(embedded_server)
-    assert embedded_server.engine_metric("vllm:num_requests_running") == 1
+    client, response, lines, completion_id = _open_long_stream(embedded_server)
+    # vLLM refreshes its gauges on its own schedule, so wait to see the request running.
+    wait_until(
+        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 1,
+        30,
+        "vLLM to report the stream as running",
+    )
 
+    next(lines)  # the stream is still flowing
     response.close()
     client.close()
 
@@ -64,7 +77,13 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
     embedded_server: EmbeddedServer,
 ) -> None:
     client = embedded_server.client(timeout=120)
-    stream = client.chat.completions.create(**LONG_ANSWER)  # type: ignore[call-overload]
+    stream = client.chat.completions.create(
+        model=BASE_MODEL,
+        messages=LONG_ANSWER["messages"],  # type: ignore[arg-type]
+        max_tokens=1800,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
     received = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in stream:

@@ -99,7 +99,9 @@ async def test_connection_refused_marks_the_replica_down() -> None:
 
 
 async def test_requests_go_to_the_least_busy_healthy_replica() -> None:
-    client = _client(lambda request: httpx.Response(200, json={}), urls=("http://a", "http://b", "http://c"))
+    client = _client(
+        lambda request: httpx.Response(200, json={}), urls=("http://a", "http://b", "http://c")
+    )
     a, b, c = client.replicas
     a.in_flight, b.in_flight, c.in_flight = 3, 1, 0
     c.healthy = False
