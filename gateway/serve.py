@@ -76,12 +76,24 @@ async def _serve_one(settings: Settings) -> None:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    _exit_quietly_on_signals(server)
     log.info("gateway listening", extra={"url": f"http://{settings.host}:{settings.port}"})
     try:
         await server.serve()
     finally:
         if supervisor is not None:
             await supervisor.stop()
+
+
+def _exit_quietly_on_signals(server: uvicorn.Server) -> None:
+    # uvicorn re-raises the SIGTERM/SIGINT it handled once it has drained, which would kill
+    # this process before the supervisor stops vLLM. With these handlers in place the
+    # re-raised signal only asks for the exit already under way.
+    def request_exit(signum: int, frame: object) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_exit)
 
 
 async def run_engine(settings: Settings) -> None:
