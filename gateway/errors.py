@@ -11,7 +11,8 @@ mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
     ├── PermissionDenied        403  permission_denied
     ├── NotFound                404  not_found
     │   └── ModelNotFound           404  model_not_found
-    └── PayloadTooLarge         413  request_too_large
+    ├── PayloadTooLarge         413  request_too_large
+    └── ClientDisconnected      499  client_closed_request (logged; nobody reads it)
 """
 
 from __future__ import annotations
@@ -69,3 +70,9 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientDisconnected(GatewayError):
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"

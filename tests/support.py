@@ -79,6 +79,20 @@ def read_conversation(database_url: str, completion_id: str) -> Conversation | N
     return row
 
 
+def count_conversations(database_url: str, status: str | None = None) -> int:
+    from gateway.store.conversations import ConversationLog
+
+    async def count() -> int:
+        db = Database(database_url)
+        try:
+            return await ConversationLog(db).count(status)  # type: ignore[arg-type]
+        finally:
+            await db.dispose()
+
+    result: int = run(count())
+    return result
+
+
 def wait_for_conversation(
     database_url: str, completion_id: str, timeout_s: float = 30
 ) -> Conversation:

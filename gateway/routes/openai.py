@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from gateway.chat import ChatService
+from gateway.errors import ClientDisconnected
 from gateway.routing import ModelRouter
 from gateway.schemas import ChatCompletionRequest
 
 VERSION_HEADER = "x-loragate-version"
+T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -27,8 +32,31 @@ async def chat_completions(
         route, events = await chat.stream(data, principal, started)
         headers = {**SSE_HEADERS, VERSION_HEADER: route.served_name}
         return Stream(events, media_type="text/event-stream", headers=headers)
-    route, body = await chat.complete(data, principal, started)
+    route, body = await _cancel_on_disconnect(request, chat.complete(data, principal, started))
     return Response(body, headers={VERSION_HEADER: route.served_name})
+
+
+async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:
+    """Run ``work`` but cancel it if the client hangs up first, so vLLM stops generating an
+    answer nobody will read. (Streams get this from Litestar already.)"""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("The client closed the connection before the answer.")
+    return task.result()
+
+
+async def _disconnected(request: Request[Any, Any, Any]) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @get("/v1/models", opt={"scope": "chat"}, tags=["openai"])

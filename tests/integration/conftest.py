@@ -48,6 +48,12 @@ class EmbeddedServer:
         ]
         return sum(values)
 
+    def wait_running_requests(self, count: int, timeout_s: float, what: str) -> None:
+        """Wait for vLLM's own gauge; it refreshes on its own schedule, hence the wait."""
+        wait_until(
+            lambda: self.engine_metric("vllm:num_requests_running") == count, timeout_s, what
+        )
+
     def engine_pid(self) -> int:
         """The vLLM API server process the supervisor started."""
         import psutil

@@ -11,7 +11,12 @@ import openai
 import pytest
 
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
-from tests.support import ThreadedGateway, create_keys, run, wait_for_conversation
+from tests.support import (
+    ThreadedGateway,
+    count_conversations,
+    create_keys,
+    wait_for_conversation,
+)
 
 QUESTION = [{"role": "user", "content": "Hello?"}]
 
@@ -22,21 +27,6 @@ def _post(server: EmbeddedServer, content: bytes | None = None, **kwargs: Any) -
         f"{server.base_url}/v1/chat/completions", content=content, headers=headers, timeout=60,
         **kwargs,
     )  # fmt: skip
-
-
-def _conversation_count(database_url: str, status: Any = None) -> int:
-    from gateway.store import Database
-    from gateway.store.conversations import ConversationLog
-
-    async def count() -> int:
-        db = Database(database_url)
-        try:
-            return await ConversationLog(db).count(status)
-        finally:
-            await db.dispose()
-
-    result: int = run(count())
-    return result
 
 
 @pytest.mark.parametrize(
@@ -63,7 +53,7 @@ def _conversation_count(database_url: str, status: Any = None) -> int:
 def test_malformed_requests_get_400_and_nothing_is_recorded(
     embedded_server: EmbeddedServer, body: bytes, param: str | None, code: str | None, fragment: str
 ) -> None:
-    before = _conversation_count(embedded_server.database_url)
+    before = count_conversations(embedded_server.database_url)
     response = _post(embedded_server, content=body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -72,7 +62,7 @@ def test_malformed_requests_get_400_and_nothing_is_recorded(
     assert fragment in error["message"]
     assert error["param"] == param
     assert error["code"] == code
-    assert _conversation_count(embedded_server.database_url) == before
+    assert count_conversations(embedded_server.database_url) == before
     assert httpx.get(f"{embedded_server.base_url}/healthz").status_code == 200
 
 
@@ -96,14 +86,14 @@ def test_unknown_model_is_404_model_not_found(embedded_server: EmbeddedServer) -
 def test_max_tokens_above_the_context_is_refused_before_vllm(
     embedded_server: EmbeddedServer,
 ) -> None:
-    before = _conversation_count(embedded_server.database_url)
+    before = count_conversations(embedded_server.database_url)
     with pytest.raises(openai.BadRequestError) as caught:
         embedded_server.client().chat.completions.create(
             model=BASE_MODEL, messages=QUESTION, max_tokens=100_000
         )
     assert caught.value.code == "context_length_exceeded"
     assert caught.value.body["param"] == "max_tokens"  # type: ignore[index]
-    assert _conversation_count(embedded_server.database_url) == before
+    assert count_conversations(embedded_server.database_url) == before
 
 
 def test_prompt_longer_than_the_context_is_vllms_400_and_recorded_as_error(
@@ -162,4 +152,4 @@ def test_engine_down_is_503_with_retry_after_and_recorded(
             model=BASE_MODEL, messages=QUESTION, stream=True
         )
     # Both calls reached routing, so both are kept, as errors.
-    wait_until(lambda: _conversation_count(database_url, "error") == 2, 30, "two error rows")
+    wait_until(lambda: count_conversations(database_url, "error") == 2, 30, "two error rows")

@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
-from tests.support import ThreadedGateway, create_keys
+from tests.support import ThreadedGateway, create_keys, free_port
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -75,3 +75,24 @@ def test_cli_key_works_and_revoked_key_stops_working(
     )
     assert revoked.status_code == 200
     assert gateway.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_requests_avoid_a_dead_replica(
+    gateway_factory: Callable[..., ThreadedGateway], embedded_server: EmbeddedServer
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    gateway = gateway_factory(
+        engine_urls=f"{dead},{embedded_server.engine_url}", auth_enabled=False
+    )
+    ready = gateway.get("/readyz").json()
+    assert {engine["url"]: engine["healthy"] for engine in ready["engines"]} == {
+        dead: False,
+        embedded_server.engine_url: True,
+    }
+    for _ in range(4):
+        response = gateway.post(
+            "/v1/chat/completions",
+            json={"model": BASE_MODEL, "messages": [{"role": "user", "content": "Hi"}],
+                  "max_tokens": 2},
+        )  # fmt: skip
+        assert response.status_code == 200

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import wait_for_conversation, wait_until
+from tests.support import count_conversations, wait_for_conversation, wait_until
 
 LONG_ANSWER = {
     "model": BASE_MODEL,
@@ -44,32 +44,33 @@ def _open_long_stream(
 
 
 def test_client_disconnect_cancels_the_vllm_request(embedded_server: EmbeddedServer) -> None:
-    wait_until(
-        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0,
-        60,
-        "an idle engine",
-    )
+    embedded_server.wait_running_requests(0, 60, "an idle engine")
     client, response, lines, completion_id = _open_long_stream(embedded_server)
-    # vLLM refreshes its gauges on its own schedule, so wait to see the request running.
-    wait_until(
-        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 1,
-        30,
-        "vLLM to report the stream as running",
-    )
+    embedded_server.wait_running_requests(1, 30, "vLLM to report the stream as running")
 
     next(lines)  # the stream is still flowing
     response.close()
     client.close()
 
     # 1800 tokens take vLLM on CPU far longer than this wait: reaching zero means it aborted.
-    wait_until(
-        lambda: embedded_server.engine_metric("vllm:num_requests_running") == 0,
-        15,
-        "vLLM to abort the request",
-    )
+    embedded_server.wait_running_requests(0, 15, "vLLM to abort the request")
     row = wait_for_conversation(embedded_server.database_url, completion_id)
     assert row.status == "cancelled"
     assert row.response[0]["content"]  # what was streamed before the client left is kept
+
+
+def test_client_leaving_a_non_streaming_request_cancels_it_too(
+    embedded_server: EmbeddedServer,
+) -> None:
+    embedded_server.wait_running_requests(0, 60, "an idle engine")
+    body = {**LONG_ANSWER, "stream": False}
+    headers = {"Authorization": f"Bearer {embedded_server.keys['chat']}"}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+        httpx.post(
+            f"{embedded_server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=8
+        )
+    embedded_server.wait_running_requests(0, 15, "vLLM to abort the request")
+    assert count_conversations(embedded_server.database_url, "cancelled") >= 1
 
 
 @pytest.mark.destructive(order=1)
