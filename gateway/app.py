@@ -6,11 +6,13 @@ engine client are passed in, so every test can build a fresh app.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -20,14 +22,20 @@ from prometheus_client import CollectorRegistry
 from adapters.engine import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
+from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
-from gateway.routes import admin, openai, ops
+from gateway.routes import admin, collections, openai, ops
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.conversations import ConversationLog
 from gateway.store.keys import KeyStore
+from retrieval.chunking import ChunkingConfig
+from retrieval.embeddings import Embedder
+from retrieval.errors import RetrievalError
+from retrieval.index import IndexConfig
+from retrieval.service import RetrievalConfig, Retriever
 
 log = logging.getLogger("loragate.app")
 
@@ -45,6 +53,7 @@ class Services:
     router: ModelRouter
     chat: ChatService
     authenticator: Authenticator
+    retriever: Retriever
 
     @classmethod
     def build(
@@ -59,24 +68,54 @@ class Services:
         engine = engine or EngineClient(engine_config(settings))
         router = ModelRouter(engine, settings.base_model_name)
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n)
-        chat = ChatService(engine, router, conversations, GatewayMetrics(registry), limits)
+        metrics = GatewayMetrics(registry)
+        retriever = build_retriever(settings, db)
+        grounder = Grounder(
+            retriever, settings.retrieval_models, settings.retrieval_top_k,
+            settings.retrieval_min_score, metrics,
+        )  # fmt: skip
+        chat = ChatService(engine, router, conversations, metrics, limits, grounder)
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
-                   authenticator)  # fmt: skip
+                   authenticator, retriever)  # fmt: skip
 
     async def start(self) -> None:
         await self.db.migrate()
         self.conversations.start()
         await self.engine.start()
+        self._warm_up = asyncio.create_task(self._load_embedder(), name="embedder-warm-up")
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
+
+    async def _load_embedder(self) -> None:
+        # Loading the embedding model takes seconds; do it now rather than in the first
+        # grounded request. Failure is logged, and surfaces again on first use.
+        try:
+            await anyio.to_thread.run_sync(lambda: self.retriever.embedder.dimension)
+        except (RetrievalError, OSError) as exc:
+            log.warning("embedding model unavailable", extra={"error": str(exc)})
 
     async def stop(self) -> None:
         await self.conversations.close()
         await self.engine.close()
         await self.db.dispose()
+
+
+def build_retriever(settings: Settings, db: Database) -> Retriever:
+    """The retrieval service on the shared store, with index files under the data dir."""
+    embedder = Embedder(
+        settings.embedding_model_path,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+    )
+    config = RetrievalConfig(
+        chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap_tokens),
+        index=IndexConfig(settings.exact_index_max_vectors, settings.ivf_nprobe),
+        max_document_bytes=settings.max_document_bytes,
+    )
+    return Retriever(db.sessions, embedder, settings.data_dir / "indexes", config)
 
 
 def engine_config(settings: Settings) -> EngineClientConfig:
@@ -117,6 +156,10 @@ def create_app(
             admin.list_keys,
             admin.create_key,
             admin.revoke_key,
+            collections.list_collections,
+            collections.add_document,
+            collections.delete_document,
+            collections.search,
         ],
         guards=[scope_guard],
     )
@@ -128,6 +171,7 @@ def create_app(
             "engine": provide(services.engine),
             "registry": provide(services.registry),
             "keys": provide(services.keys),
+            "retriever": provide(services.retriever),
         },
         state=_state(services),
         lifespan=[lifespan],

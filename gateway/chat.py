@@ -20,12 +20,14 @@ import msgspec
 from adapters.engine import EngineClient, EngineStream
 from adapters.errors import EngineError
 from gateway.errors import ContextLengthExceeded, InvalidRequest
+from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics, status_class
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
 from gateway.store.keys import Principal
+from retrieval.grounding import citations, groundedness
 
 log = logging.getLogger("loragate.chat")
 
@@ -51,12 +53,14 @@ class ChatService:
         conversations: ConversationLog,
         metrics: GatewayMetrics,
         limits: ChatLimits,
+        grounder: Grounder | None = None,
     ) -> None:
         self.engine = engine
         self.router = router
         self.conversations = conversations
         self.metrics = metrics
         self.limits = limits
+        self.grounder = grounder
 
     async def complete(
         self, request: ChatCompletionRequest, principal: Principal, started: float
@@ -76,6 +80,10 @@ class ChatService:
             body.pop(name, None)
         call.record.response = [_choice_record(choice) for choice in body.get("choices", [])]
         call.add_usage(body.get("usage"))
+        if call.grounding is not None:
+            body["citations"] = call.cite(
+                call.record.response[0]["content"] if call.record.response else ""
+            )
         call.finish("ok", 200)
         return call.route, body
 
@@ -116,6 +124,9 @@ class ChatService:
                 event["id"] = call.record.id
                 event["model"] = call.route.served_name
                 yield b"data: " + _encode(event) + b"\n\n"
+            if call.grounding is not None:
+                answer = "".join(texts.get(0, []))
+                yield b"data: " + _encode(call.citations_chunk(answer)) + b"\n\n"
             yield DONE_EVENT
             outcome = ("ok", 200, None)
         except EngineError as exc:
@@ -142,6 +153,7 @@ class ChatService:
         self._check_limits(request)
         route = await self.router.resolve(request.model)
         payload = request.upstream_payload(route.upstream_model)
+        grounding = await self._ground(request, route, payload)
         record = ConversationRecord(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             requested_model=request.model,
@@ -150,8 +162,22 @@ class ChatService:
             request={key: value for key, value in payload.items() if key != "model"},
             conversation_id=request.conversation_id,
             api_key_id=principal.key_id,
+            context=[hit.chunk_id for hit in grounding.hits] if grounding else None,
         )
-        return _Call(self, route, payload, record, started)
+        return _Call(self, route, payload, record, started, grounding)
+
+    async def _ground(
+        self, request: ChatCompletionRequest, route: Route, payload: dict[str, Any]
+    ) -> Grounding | None:
+        """Retrieve sources and put them in front of the conversation, as a system message."""
+        if self.grounder is None:
+            return None
+        plan = self.grounder.plan(request.retrieval, (route.requested, route.served_name))
+        if plan is None:
+            return None
+        grounding = await self.grounder.ground(plan, payload["messages"])
+        payload["messages"] = [grounding.system_message, *payload["messages"]]
+        return grounding
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:
         if len(request.messages) > self.limits.max_messages:
@@ -181,12 +207,14 @@ class _Call:
         payload: dict[str, Any],
         record: ConversationRecord,
         started: float,
+        grounding: Grounding | None = None,
     ) -> None:
         self.service = service
         self.route = route
         self.payload = payload
         self.record = record
         self.started = started
+        self.grounding = grounding
         self._finished = False
         service.metrics.in_flight.labels(route.served_name).inc()
 
@@ -200,6 +228,27 @@ class _Call:
         if usage:
             self.record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.record.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def cite(self, answer: str) -> list[dict[str, Any]]:
+        """Citations for the answer; also scores its groundedness."""
+        assert self.grounding is not None
+        hits = self.grounding.hits
+        score = groundedness(answer, hits)
+        if score is not None:
+            self.record.groundedness = score
+            self.service.metrics.groundedness.labels(self.route.served_name).observe(score)
+        return citations(answer, hits) if hits else []
+
+    def citations_chunk(self, answer: str) -> dict[str, Any]:
+        """The last stream chunk before [DONE]: no choices, just the citations."""
+        return {
+            "id": self.record.id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.route.served_name,
+            "choices": [],
+            "citations": self.cite(answer),
+        }
 
     def finish_error(self, exc: EngineError) -> None:
         info = describe(exc)

@@ -155,6 +155,32 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+# -- retrieval --------------------------------------------------------------------------
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--collection", required=True, help="Collection to add the documents to.")
+@click.pass_context
+def ingest(ctx: click.Context, path: Path, collection: str) -> None:
+    """Ingest .txt, .md, .html and .jsonl files (a file or a folder) into a collection.
+
+    Resumable: documents already ingested with the same content are skipped.
+    """
+    from gateway.ingest import ingest_path
+    from retrieval.errors import RetrievalError
+
+    try:
+        summary = ingest_path(_settings(ctx), path, collection)
+    except RetrievalError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(
+        f"{collection}: {summary['created']} created, {summary['replaced']} replaced, "
+        f"{summary['unchanged']} unchanged, {summary['failed']} failed, "
+        f"{summary['chunks']} chunks written"
+    )
+    if summary["failed"]:
+        raise SystemExit(1)
+
+
 # -- config -----------------------------------------------------------------------------
 @main.group()
 def config() -> None:

@@ -23,6 +23,14 @@ from adapters.errors import (
     EngineUnavailable,
 )
 from gateway.errors import GatewayError
+from retrieval.errors import (
+    CollectionNotFound,
+    InvalidCollectionName,
+    InvalidDocument,
+    InvalidQuery,
+    RetrievalError,
+)
+from retrieval.errors import MissingDependency as RetrievalMissingDependency
 
 log = logging.getLogger("loragate.http")
 
@@ -58,6 +66,16 @@ _ADAPTER_ERRORS: tuple[tuple[type[AdapterError], int, str, str], ...] = (
     (AdapterError, 500, "internal_error", "adapter_error"),
 )
 
+# (status, type, code) per retrieval error.
+_RETRIEVAL_ERRORS: tuple[tuple[type[RetrievalError], int, str, str], ...] = (
+    (CollectionNotFound, 404, "invalid_request_error", "collection_not_found"),
+    (InvalidCollectionName, 400, "invalid_request_error", "invalid_collection_name"),
+    (InvalidDocument, 400, "invalid_request_error", "invalid_document"),
+    (InvalidQuery, 400, "invalid_request_error", "invalid_query"),
+    (RetrievalMissingDependency, 503, "service_unavailable", "retrieval_unavailable"),
+    (RetrievalError, 500, "internal_error", "retrieval_error"),
+)
+
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -73,6 +91,10 @@ def describe(exc: Exception) -> ErrorInfo:
             if isinstance(exc, error_class):
                 retry = EngineUnavailable.retry_after_s if status == 503 else None
                 return ErrorInfo(status, str(exc), kind, code, retry_after_s=retry)
+    if isinstance(exc, RetrievalError):
+        for retrieval_class, status, kind, code in _RETRIEVAL_ERRORS:
+            if isinstance(exc, retrieval_class):
+                return ErrorInfo(status, exc.message, kind, code, exc.param)
     if isinstance(exc, HTTPException):
         return _from_http_exception(exc)
     return ErrorInfo(500, "Internal server error.", "internal_error")

@@ -53,6 +53,19 @@ class GatewayMetrics:
             ["model"],
             registry=registry,
         )
+        self.retrieval_latency = Histogram(
+            "loragate_retrieval_duration_seconds",
+            "Time to retrieve sources for one chat request (embed + search + fetch).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+        self.groundedness = Histogram(
+            "loragate_groundedness",
+            "How far grounded answers rest on their sources (0..1), by served model.",
+            ["model"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "loragate_upstream_errors",
             "Engine failures by error type.",

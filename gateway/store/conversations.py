@@ -40,6 +40,8 @@ class ConversationRecord:
     completion_tokens: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    context: list[int] | None = None
+    groundedness: float | None = None
 
 
 class ConversationLog:

@@ -50,6 +50,9 @@ class Conversation(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Grounding: ids of the chunks given to the model, and how far the answer rests on them.
+    context: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    groundedness: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )

@@ -1,0 +1,409 @@
+"""Retrieval, measured: VectorIndex build time, search latency and recall; chunk+embed throughput.
+
+1. Synthetic 384-d vectors (a clustered Gaussian mixture, L2-normalised, like real sentence
+   embeddings) at several sizes: ``VectorIndex.build`` time, p50/p99 latency of one query at a
+   time (k=10), and recall@10 against exact inner-product search. For the largest size, if it
+   is IVF, recall and latency over a range of ``nprobe`` values, to choose the default.
+2. Real text: synthetic markdown documents through ``chunk_document`` and ``Embedder.embed``
+   (the bundled all-MiniLM-L6-v2, batches of 32): chunks/s and documents/s.
+
+The tables are printed and written to docs/benchmarks.md with the machine and the date.
+Nothing here asserts on time.
+
+    .venv/bin/python bench/retrieval.py [--sizes 10000,100000,1000000] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.serving_latency import machine_description, percentile  # noqa: E402
+from retrieval.chunking import ChunkingConfig, chunk_document  # noqa: E402
+from retrieval.embeddings import Embedder  # noqa: E402
+from retrieval.index import IndexConfig, VectorIndex  # noqa: E402
+
+SECTION = "## Retrieval"
+DIMENSION = 384
+K = 10
+RECALL_TARGET = 0.95
+P99_TARGET_MS = 5.0
+MS = 1000.0
+
+
+# -- synthetic vectors ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mixture:
+    """A Gaussian mixture on the unit sphere: uneven cluster sizes, isotropic noise."""
+
+    centres: np.ndarray  # (clusters, dimension), unit length
+    weights: np.ndarray  # (clusters,), sums to 1
+    noise: float  # noise norm relative to the (unit) centre
+
+    @classmethod
+    def make(cls, clusters: int, noise: float, seed: int) -> Mixture:
+        rng = np.random.default_rng(seed)
+        centres = _normalised(rng.standard_normal((clusters, DIMENSION), dtype=np.float32))
+        weights = 1.0 / np.arange(1, clusters + 1) ** 0.5  # a few big topics, a long tail
+        return cls(centres, rng.permutation(weights / weights.sum()), noise)
+
+    def sample(self, count: int, seed: int, chunk: int = 100_000) -> np.ndarray:
+        """(count, dimension) float32, unit length; generated in chunks to bound memory."""
+        rng = np.random.default_rng(seed)
+        out = np.empty((count, DIMENSION), dtype=np.float32)
+        scale = np.float32(self.noise / np.sqrt(DIMENSION))
+        for start in range(0, count, chunk):
+            stop = min(count, start + chunk)
+            picks = rng.choice(len(self.centres), stop - start, p=self.weights)
+            block = rng.standard_normal((stop - start, DIMENSION), dtype=np.float32)
+            block *= scale
+            block += self.centres[picks]
+            out[start:stop] = _normalised(block)
+        return out
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+@dataclass
+class SearchRun:
+    recall: float
+    latencies: list[float]
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * MS
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies, 0.99) * MS
+
+
+@dataclass
+class SizeResult:
+    size: int
+    kind: str
+    nprobe: int | None
+    nlist: int | None
+    build_s: float
+    run: SearchRun
+    sweep: dict[int, SearchRun] = field(default_factory=dict)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(set(row[row >= 0]) & set(true)) for row, true in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def timed_search(index: VectorIndex, queries: np.ndarray, truth: np.ndarray) -> SearchRun:
+    for query in queries[:20]:  # warm-up: caches, thread pool
+        index.search(query[None, :], K)
+    latencies, found = [], np.empty((len(queries), K), dtype=np.int64)
+    for row, query in enumerate(queries):
+        one = query[None, :]
+        started = time.perf_counter()
+        _, ids = index.search(one, K)
+        latencies.append(time.perf_counter() - started)
+        found[row] = ids[0]
+    return SearchRun(recall_at_k(found, truth), latencies)
+
+
+def exact_neighbours(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    flat = faiss.IndexFlatIP(DIMENSION)
+    flat.add(vectors)
+    _, truth = flat.search(queries, K)
+    return truth
+
+
+def measure_size(
+    size: int,
+    mixture: Mixture,
+    queries: np.ndarray,
+    config: IndexConfig,
+    nprobes: list[int] | None,
+) -> SizeResult:
+    vectors = mixture.sample(size, seed=size)
+    truth = exact_neighbours(vectors, queries)
+    ids = np.arange(size, dtype=np.int64)
+    started = time.perf_counter()
+    index = VectorIndex.build(DIMENSION, config, ids, vectors)
+    build_s = time.perf_counter() - started
+    del vectors
+    ivf = index.kind == "ivf"
+    result = SizeResult(
+        size=size,
+        kind=index.kind,
+        nprobe=int(index._index.nprobe) if ivf else None,
+        nlist=int(index._index.nlist) if ivf else None,
+        build_s=build_s,
+        run=timed_search(index, queries, truth),
+    )
+    if ivf and nprobes:
+        for nprobe in nprobes:
+            index._index.nprobe = nprobe
+            result.sweep[nprobe] = timed_search(index, queries, truth)
+        index._index.nprobe = config.ivf_nprobe
+    return result
+
+
+def measure_vectors(args: argparse.Namespace, config: IndexConfig) -> list[SizeResult]:
+    mixture = Mixture.make(args.clusters, args.noise, seed=args.seed)
+    queries = mixture.sample(args.queries, seed=args.seed + 1)  # same topics, not indexed
+    results = []
+    for position, size in enumerate(args.sizes):
+        largest = position == len(args.sizes) - 1
+        print(f"… {size:,} vectors", file=sys.stderr, flush=True)
+        results.append(
+            measure_size(size, mixture, queries, config, args.nprobes if largest else None)
+        )
+    return results
+
+
+# -- chunk + embed throughput -------------------------------------------------------------
+WORDS = (
+    "account address adapter answer apply approve archive balance batch billing branch budget "
+    "cache call cancel capacity card change charge check claim client cluster code config "
+    "contract cost credit customer data date deadline delivery deploy device discount document "
+    "domain draft due email engine error estimate event export feature fee field file filter "
+    "form gateway grant group guide history holiday invoice issue item key label language "
+    "latency limit link list load log login manager margin member message method metric model "
+    "module month network notice number offer order owner package page partner password "
+    "payment period plan policy price priority process product profile project quota rate "
+    "record refund region release report request response return review role rule schedule "
+    "score search server service session setting shipment signal size source staff status "
+    "storage store subscription supplier support system table target task team template term "
+    "ticket token total trade training transfer trial update upgrade usage user value vendor "
+    "version volume warehouse warranty week window worker year zone"
+).split()
+GLUE = "the a an of to in for on with by from and or but is are was be can will must may".split()
+
+
+def synthetic_markdown(rng: random.Random) -> str:
+    def sentence() -> str:
+        words = [
+            rng.choice(WORDS if rng.random() < 0.6 else GLUE) for _ in range(rng.randint(8, 22))
+        ]
+        return " ".join(words).capitalize() + "."
+
+    def paragraph() -> str:
+        return " ".join(sentence() for _ in range(rng.randint(2, 9)))
+
+    def title() -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4))).capitalize()
+
+    lines = [f"# {title()}", "", paragraph(), ""]
+    for _ in range(rng.randint(2, 6)):
+        lines += [f"## {title()}", ""] + [
+            p for _ in range(rng.randint(1, 4)) for p in (paragraph(), "")
+        ]
+        for _ in range(rng.randint(0, 2)):
+            lines += [f"### {title()}", "", paragraph(), ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class TextResult:
+    documents: int
+    chunks: int
+    tokens: int
+    load_s: float
+    chunk_s: float
+    embed_s: float
+    threads: int
+
+    @property
+    def total_s(self) -> float:
+        return self.chunk_s + self.embed_s
+
+
+def measure_text(args: argparse.Namespace) -> TextResult:
+    rng = random.Random(args.seed)
+    documents = [synthetic_markdown(rng) for _ in range(args.documents)]
+    embedder = Embedder(batch_size=32, threads=args.embed_threads)
+    started = time.perf_counter()
+    embedder.embed(["warm-up"])  # load the model outside the timed part
+    load_s = time.perf_counter() - started
+    print(f"… {len(documents)} documents", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    chunks = [
+        chunk
+        for text in documents
+        for chunk in chunk_document(text, embedder.token_spans, ChunkingConfig())
+    ]
+    chunk_s = time.perf_counter() - started
+    texts = [chunk.embedding_text() for chunk in chunks]
+    started = time.perf_counter()
+    for start in range(0, len(texts), 32):
+        embedder.embed(texts[start : start + 32])
+    embed_s = time.perf_counter() - started
+    tokens = sum(len(embedder.token_spans(text)) for text in texts)
+    return TextResult(
+        len(documents), len(chunks), tokens, load_s, chunk_s, embed_s, args.embed_threads
+    )
+
+
+# -- report -----------------------------------------------------------------------------------
+def vector_lines(
+    results: list[SizeResult], args: argparse.Namespace, config: IndexConfig
+) -> list[str]:
+    lines = [
+        f"### Vector index ({DIMENSION}-d, k={K}, {args.queries} single-vector queries)",
+        "",
+        "| vectors | index | nlist | nprobe | build s | p50 ms | p99 ms | recall@10 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        lines.append(
+            f"| {result.size:,} | {result.kind} | {result.nlist or '—'} | {result.nprobe or '—'} | "
+            f"{result.build_s:.2f} | {result.run.p50_ms:.2f} | {result.run.p99_ms:.2f} | "
+            f"{result.run.recall:.3f} |"
+        )
+    largest = results[-1]
+    if largest.sweep:
+        lines += [
+            "",
+            f"nprobe at {largest.size:,} vectors (nlist {largest.nlist}):",
+            "",
+            "| nprobe | p50 ms | p99 ms | recall@10 |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for nprobe, run in largest.sweep.items():
+            lines.append(f"| {nprobe} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {run.recall:.3f} |")
+        reached = [n for n, run in largest.sweep.items() if run.recall >= RECALL_TARGET]
+        if reached:
+            run = largest.sweep[reached[0]]
+            verdict = "meets" if run.p99_ms < P99_TARGET_MS else "misses"
+            lines += [
+                "",
+                f"First nprobe with recall@10 ≥ {RECALL_TARGET}: **{reached[0]}** "
+                f"(p99 {run.p99_ms:.2f} ms; {verdict} the {P99_TARGET_MS:.0f} ms p99 target). "
+                f"Configured default: `ivf_nprobe={config.ivf_nprobe}`.",
+            ]
+        else:
+            lines += ["", f"No nprobe tried reached recall@10 ≥ {RECALL_TARGET}."]
+    lines += [
+        "",
+        f"Data: a Gaussian mixture of {args.clusters:,} random unit centres (cluster sizes ∝ "
+        f"rank^-0.5) plus isotropic noise of norm {args.noise} relative to the centre, then "
+        "L2-normalised — clustered, as real sentence embeddings are, rather than uniform on the "
+        "sphere (which would be unrealistically hard for IVF). Queries come from the same mixture "
+        "but are not in the index. Recall@10 is against exact `IndexFlatIP` on the same vectors. "
+        f"`exact_max_vectors={config.exact_max_vectors:,}`: larger collections use IVF with "
+        f"nlist ≈ {config.ivf_lists_per_sqrt:g}·√n. Build time includes IVF training. Latency is "
+        f"`VectorIndex.search` around one query, FAISS on {faiss.omp_get_max_threads()} threads.",
+    ]
+    return lines
+
+
+def text_lines(result: TextResult) -> list[str]:
+    return [
+        "### Chunk + embed throughput",
+        "",
+        "| documents | chunks | tokens | chunk s | embed s | chunks/s | documents/s | "
+        "embed-only chunks/s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {result.documents} | {result.chunks} | {result.tokens:,} | {result.chunk_s:.2f} | "
+        f"{result.embed_s:.2f} | {result.chunks / result.total_s:.1f} | "
+        f"{result.documents / result.total_s:.2f} | {result.chunks / result.embed_s:.1f} |",
+        "",
+        f"Synthetic markdown (headings, 2-9 sentence paragraphs from a fixed word list), "
+        f"chunked with the default `ChunkingConfig` (200 tokens, 40 overlap) using the model's "
+        f"tokenizer, then embedded with the bundled all-MiniLM-L6-v2 in batches of 32 on "
+        f"{result.threads} torch thread(s). chunks/s and documents/s cover chunking + embedding; "
+        f"model load ({result.load_s:.1f} s) is excluded.",
+    ]
+
+
+def report(
+    args: argparse.Namespace,
+    config: IndexConfig,
+    vectors: list[SizeResult] | None,
+    text: TextResult | None,
+) -> None:
+    lines = [
+        SECTION,
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {machine_description()}"
+        f" · {os.cpu_count()} cores · Python {platform.python_version()} · "
+        f"faiss {faiss.__version__} · `python bench/retrieval.py`",
+        "",
+    ]
+    if vectors:
+        lines += [*vector_lines(vectors, args, config), ""]
+    if text:
+        lines += [*text_lines(text), ""]
+    lines += [
+        "Timings are wall-clock on a shared machine (a vLLM server may be running alongside), "
+        f"so treat them as upper bounds. Target: p99 < {P99_TARGET_MS:.0f} ms at 1M vectors "
+        f"with recall@10 ≥ {RECALL_TARGET}.",
+        "",
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        write_section(REPO / "docs" / "benchmarks.md", table)
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this suite's section in docs/benchmarks.md, keeping the others.
+
+    ``bench.serving_latency.write_section`` is tied to its own heading, hence this copy.
+    """
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    if SECTION + "\n" in text:
+        head, _, rest = text.partition(SECTION + "\n")
+        following = rest.find("\n## ")
+        tail = rest[following + 1 :] if following != -1 else ""
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def int_list(value: str) -> list[int]:
+    return [int(part) for part in value.split(",") if part.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int_list, default=int_list("10000,100000,1000000"))
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--nprobes", type=int_list, default=int_list("8,16,32,64,128"))
+    parser.add_argument("--exact-max", type=int, default=IndexConfig().exact_max_vectors)
+    parser.add_argument("--clusters", type=int, default=4000)
+    parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--documents", type=int, default=200)
+    parser.add_argument("--embed-threads", type=int, default=1, help="torch threads (gateway: 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-vectors", action="store_true")
+    parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    config = IndexConfig(exact_max_vectors=args.exact_max)
+    vectors = None if args.skip_vectors else measure_vectors(args, config)
+    text = None if args.skip_text else measure_text(args)
+    # grounding_latency(...) — the latency grounding adds to a chat request — goes here.
+    report(args, config, vectors, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Which requests are grounded, and with what: the gateway side of retrieval.
+
+A model or alias may have a default (settings ``retrieval_models``); a request overrides it
+with ``retrieval: {"collection", "top_k", "min_score"}`` or turns it off with
+``retrieval: false``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.metrics import GatewayMetrics
+from gateway.schemas import RetrievalOptions
+from gateway.settings import ModelRetrieval
+from retrieval.grounding import grounding_message, retrieval_query
+from retrieval.service import Hit, Retriever
+
+
+@dataclass(frozen=True)
+class GroundingPlan:
+    collection: str
+    top_k: int
+    min_score: float
+
+
+@dataclass(frozen=True)
+class Grounding:
+    hits: list[Hit]
+    system_message: dict[str, str]
+
+
+class Grounder:
+    def __init__(
+        self,
+        retriever: Retriever,
+        defaults: dict[str, ModelRetrieval],
+        top_k: int,
+        min_score: float,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.retriever = retriever
+        self.defaults = defaults
+        self.top_k = top_k
+        self.min_score = min_score
+        self.metrics = metrics
+
+    def plan(
+        self, requested: RetrievalOptions | bool | None, models: tuple[str, ...]
+    ) -> GroundingPlan | None:
+        if requested is False:
+            return None
+        default = next((self.defaults[m] for m in models if m in self.defaults), None)
+        options = requested if isinstance(requested, RetrievalOptions) else None
+        collection = (options.collection if options else None) or (
+            default.collection if default else None
+        )
+        if collection is None:
+            return None
+        return GroundingPlan(
+            collection=collection,
+            top_k=_first(options and options.top_k, default and default.top_k, self.top_k),
+            min_score=_first(
+                options and options.min_score, default and default.min_score, self.min_score
+            ),
+        )
+
+    async def ground(self, plan: GroundingPlan, messages: list[dict[str, Any]]) -> Grounding:
+        started = time.perf_counter()
+        query = retrieval_query(messages)
+        hits = []
+        if query:
+            hits = await self.retriever.search(
+                plan.collection, query, plan.top_k, min_score=plan.min_score
+            )
+        self.metrics.retrieval_latency.observe(time.perf_counter() - started)
+        return Grounding(hits, {"role": "system", "content": grounding_message(hits)})
+
+
+def _first(*values: Any) -> Any:
+    return next(value for value in values if value is not None and value is not False)

@@ -1,0 +1,78 @@
+"""Document collections: ingest (admin), delete (admin), search (chat)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import delete, get, post
+from litestar.params import Parameter
+
+from gateway.errors import NotFound
+from retrieval.documents import from_fields
+from retrieval.service import MAX_K, Retriever
+
+
+class DocumentIn(msgspec.Struct, forbid_unknown_fields=False):
+    """One document: exactly one of `text`, `markdown` or `html`."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    text: str | None = None
+    markdown: str | None = None
+    html: str | None = None
+    source: str = ""
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+@get("/v1/collections", opt={"scope": "chat"}, tags=["retrieval"])
+async def list_collections(retriever: Retriever) -> dict[str, Any]:
+    """Collections with their document and chunk counts."""
+    return {"object": "list", "data": await retriever.list_collections()}
+
+
+@post(
+    "/v1/collections/{name:str}/documents", opt={"scope": "admin"}, tags=["retrieval"],
+    status_code=201,
+)  # fmt: skip
+async def add_document(name: str, data: DocumentIn, retriever: Retriever) -> dict[str, Any]:
+    """Add a document, or replace the one with the same id. Creates the collection."""
+    document = from_fields(
+        data.id, text=data.text, markdown=data.markdown, html=data.html,
+        source=data.source, metadata=data.metadata,
+    )  # fmt: skip
+    result = await retriever.upsert(name, document)
+    return {"id": result.document_id, "collection": name, "status": result.status,
+            "chunks": result.chunks}  # fmt: skip
+
+
+@delete(
+    "/v1/collections/{name:str}/documents/{document_id:path}", opt={"scope": "admin"},
+    tags=["retrieval"], status_code=200,
+)  # fmt: skip
+async def delete_document(name: str, document_id: str, retriever: Retriever) -> dict[str, Any]:
+    """Remove a document and its chunks."""
+    document_id = document_id.lstrip("/")
+    if not await retriever.delete_document(name, document_id):
+        raise NotFound(f"No document '{document_id}' in collection '{name}'.", param="id",
+                       code="document_not_found")  # fmt: skip
+    return {"id": document_id, "collection": name, "deleted": True}
+
+
+@get("/v1/collections/{name:str}/search", opt={"scope": "chat"}, tags=["retrieval"])
+async def search(
+    name: str,
+    retriever: Retriever,
+    q: Annotated[str, Parameter(min_length=1, max_length=4096, description="The query.")],
+    k: Annotated[int, Parameter(ge=1, le=MAX_K, description="How many chunks.")] = 5,
+) -> dict[str, Any]:
+    """The chunks nearest in meaning to `q`, best first."""
+    hits = await retriever.search(name, q, k)
+    return {
+        "object": "list",
+        "data": [
+            {"chunk_id": hit.chunk_id, "score": round(hit.score, 4),
+             "document_id": hit.document_id, "source": hit.source, "section": hit.section,
+             "text": hit.text}
+            for hit in hits
+        ],
+    }  # fmt: skip

@@ -1,0 +1,95 @@
+"""Token-aware chunking with overlap; markdown is split on headings first.
+
+Token counts come from the embedding model's own tokenizer (passed in as a function giving
+the character span of each token), so a chunk never exceeds what the embedder reads. Each
+chunk remembers its section: the heading path above it, e.g. ``Refunds > Late returns``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+TokenSpans = Callable[[str], Sequence[tuple[int, int]]]
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    ordinal: int
+    section: str
+    text: str
+
+    def embedding_text(self) -> str:
+        # The section title carries meaning the chunk text may lack ("Refunds" above a
+        # paragraph that never says the word), so it is embedded with the text.
+        return f"{self.section}\n{self.text}" if self.section else self.text
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    chunk_tokens: int = 200
+    overlap_tokens: int = 40
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16:
+            raise ValueError("chunk_tokens: must be at least 16")
+        if not 0 <= self.overlap_tokens < self.chunk_tokens // 2:
+            raise ValueError("overlap_tokens: must be >= 0 and under half of chunk_tokens")
+
+
+def split_sections(markdown: str) -> list[tuple[str, str]]:
+    """(heading path, body) pairs; text before the first heading has an empty path."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    path: list[tuple[int, str]] = []
+    in_fence = False
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING.match(line)
+        if heading is None:
+            sections[-1][1].append(line)
+            continue
+        level, title = len(heading.group(1)), heading.group(2).strip()
+        path = [(depth, name) for depth, name in path if depth < level] + [(level, title)]
+        sections.append((" > ".join(name for _, name in path), []))
+    joined = [(title, "\n".join(lines).strip()) for title, lines in sections]
+    return [(title, body) for title, body in joined if body]
+
+
+def chunk_document(text: str, spans_of: TokenSpans, config: ChunkingConfig) -> list[Chunk]:
+    chunks: list[Chunk] = []
+    for section, body in split_sections(text):
+        for piece in _windows(body, spans_of(body), config):
+            chunks.append(Chunk(ordinal=len(chunks), section=section, text=piece))
+    return chunks
+
+
+def _windows(body: str, spans: Sequence[tuple[int, int]], config: ChunkingConfig) -> list[str]:
+    if len(spans) <= config.chunk_tokens:
+        return [body]
+    step = config.chunk_tokens - config.overlap_tokens
+    pieces = []
+    for first in range(0, len(spans), step):
+        last = min(first + config.chunk_tokens, len(spans)) - 1
+        start = _word_start(body, spans[first][0])
+        end = _word_end(body, spans[last][1])
+        pieces.append(body[start:end].strip())
+        if last == len(spans) - 1:
+            break
+    return [piece for piece in pieces if piece]
+
+
+def _word_start(text: str, index: int) -> int:
+    while index > 0 and not text[index - 1].isspace():
+        index -= 1
+    return index
+
+
+def _word_end(text: str, index: int) -> int:
+    while index < len(text) and not text[index].isspace():
+        index += 1
+    return index

@@ -1,0 +1,398 @@
+"""Collections of documents, searchable by meaning.
+
+``Retriever`` owns one ``VectorIndex`` per collection. Writes go to the store first (chunk
+text and vector), then to the index, then the index file is swapped in atomically. A
+per-collection reader/writer lock spans the store read and the index search, so a search
+sees a document either before or after an update, never half of it. Embedding and FAISS
+work run in worker threads, off the event loop, so chat is not blocked by a large ingest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from retrieval.chunking import ChunkingConfig, chunk_document
+from retrieval.documents import Document
+from retrieval.embeddings import Embedder
+from retrieval.errors import (
+    CollectionNotFound,
+    InvalidCollectionName,
+    InvalidDocument,
+    InvalidQuery,
+)
+from retrieval.index import IndexConfig, VectorIndex
+from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
+
+log = logging.getLogger("loragate.retrieval")
+
+_COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    max_document_bytes: int = 2 * 1024 * 1024
+    reload_check_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: int
+    score: float
+    document_id: str
+    source: str
+    section: str
+    text: str
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    document_id: str
+    status: str  # created | replaced | unchanged
+    chunks: int
+
+
+@dataclass
+class _LoadedCollection:
+    index: VectorIndex
+    generation: int
+    checked_at: float
+    lock: _ReadWriteLock
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.match(name):
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class Retriever:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        embedder: Embedder,
+        index_dir: Path,
+        config: RetrievalConfig,
+    ) -> None:
+        self.sessions = sessions
+        self.embedder = embedder
+        self.index_dir = index_dir
+        self.config = config
+        self._collections: dict[str, _LoadedCollection] = {}
+        self._load_lock = asyncio.Lock()
+        self._embed_limiter = anyio.CapacityLimiter(1)
+
+    # -- collections -----------------------------------------------------------------
+    async def list_collections(self) -> list[dict[str, object]]:
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(
+                    Collection.name,
+                    func.count(StoredDocument.id),
+                    func.coalesce(func.sum(StoredDocument.chunk_count), 0),
+                )
+                .outerjoin(StoredDocument, StoredDocument.collection == Collection.name)
+                .group_by(Collection.name)
+                .order_by(Collection.name)
+            )
+            return [
+                {"name": name, "documents": int(documents), "chunks": int(chunks)}
+                for name, documents, chunks in rows
+            ]
+
+    async def ensure_collection(self, name: str) -> None:
+        check_collection_name(name)
+        async with self.sessions() as session, session.begin():
+            if await session.get(Collection, name) is None:
+                session.add(Collection(name=name, generation=0))
+
+    async def document_hashes(self, collection: str) -> dict[str, str]:
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(StoredDocument.id, StoredDocument.content_hash).where(
+                    StoredDocument.collection == collection
+                )
+            )
+            return {doc_id: content_hash for doc_id, content_hash in rows}
+
+    # -- writes ----------------------------------------------------------------------
+    async def upsert(self, collection: str, document: Document) -> UpsertResult:
+        """Add or replace one document. Re-posting an id replaces its chunks."""
+        await self.ensure_collection(collection)
+        self._check_document(document)
+        existing = await self.document_hashes(collection)
+        if existing.get(document.id) == document.content_hash:
+            return UpsertResult(document.id, "unchanged", 0)
+        chunks = await anyio.to_thread.run_sync(
+            lambda: chunk_document(document.text, self.embedder.token_spans, self.config.chunking),
+            limiter=self._embed_limiter,
+        )
+        if not chunks:
+            raise InvalidDocument(f"document {document.id!r} has no text to index")
+        vectors = await self._embed([chunk.embedding_text() for chunk in chunks])
+        loaded = await self._loaded(collection)
+        async with loaded.lock.writing():
+            async with self.sessions() as session, session.begin():
+                old_ids = await self._delete_chunks(session, collection, document.id)
+                await session.merge(
+                    StoredDocument(
+                        collection=collection, id=document.id, source=document.source,
+                        content_hash=document.content_hash, meta=document.metadata,
+                        chunk_count=len(chunks), updated_at=utcnow(),
+                    )
+                )  # fmt: skip
+                await session.flush()
+                rows = [
+                    StoredChunk(
+                        collection=collection, document_id=document.id, ordinal=chunk.ordinal,
+                        section=chunk.section[:1024], text=chunk.text, vector=vector.tobytes(),
+                    )
+                    for chunk, vector in zip(chunks, vectors, strict=True)
+                ]  # fmt: skip
+                session.add_all(rows)
+                await session.flush()
+                new_ids = np.array([row.id for row in rows], dtype=np.int64)
+                generation = await self._bump(session, collection)
+            await self._apply(collection, loaded, old_ids, new_ids, vectors, generation)
+        status = "replaced" if document.id in existing else "created"
+        return UpsertResult(document.id, status, len(chunks))
+
+    async def delete_document(self, collection: str, document_id: str) -> bool:
+        loaded = await self._loaded(collection)
+        async with loaded.lock.writing():
+            async with self.sessions() as session, session.begin():
+                old_ids = await self._delete_chunks(session, collection, document_id)
+                deleted = await session.execute(
+                    delete(StoredDocument).where(
+                        StoredDocument.collection == collection, StoredDocument.id == document_id
+                    )
+                )
+                if not deleted.rowcount:  # type: ignore[attr-defined]
+                    return False
+                generation = await self._bump(session, collection)
+            empty = np.zeros((0, self.embedder.dimension), dtype=np.float32)
+            await self._apply(collection, loaded, old_ids, old_ids[:0], empty, generation)
+        return True
+
+    # -- search ----------------------------------------------------------------------
+    async def search(
+        self, collection: str, query: str, k: int, min_score: float = -1.0
+    ) -> list[Hit]:
+        if not 1 <= k <= MAX_K:
+            raise InvalidQuery(f"k must be between 1 and {MAX_K}", param="k")
+        if not query.strip():
+            raise InvalidQuery("the query is empty", param="q")
+        loaded = await self._loaded(collection)
+        vector = await self._embed([query])
+        async with loaded.lock.reading():
+            scores, ids = await anyio.to_thread.run_sync(loaded.index.search, vector, k)
+            found = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
+            found = {i: s for i, s in found.items() if s >= min_score}
+            if not found:
+                return []
+            async with self.sessions() as session:
+                rows = await session.execute(
+                    select(StoredChunk, StoredDocument.source)
+                    .join(
+                        StoredDocument,
+                        (StoredDocument.collection == StoredChunk.collection)
+                        & (StoredDocument.id == StoredChunk.document_id),
+                    )
+                    .where(StoredChunk.id.in_(list(found)))
+                )
+                hits = [
+                    Hit(chunk.id, found[chunk.id], chunk.document_id, source, chunk.section,
+                        chunk.text)
+                    for chunk, source in rows
+                ]  # fmt: skip
+        return sorted(hits, key=lambda hit: hit.score, reverse=True)
+
+    # -- internals -------------------------------------------------------------------
+    def _check_document(self, document: Document) -> None:
+        if not document.text.strip():
+            raise InvalidDocument(f"document {document.id!r} is empty")
+        size = len(document.text.encode())
+        if size > self.config.max_document_bytes:
+            raise InvalidDocument(
+                f"document {document.id!r} is {size} bytes; the limit is "
+                f"{self.config.max_document_bytes}"
+            )
+        if not document.id or len(document.id) > 512:
+            raise InvalidDocument("document id must be 1-512 characters", param="id")
+
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await anyio.to_thread.run_sync(
+            self.embedder.embed, texts, limiter=self._embed_limiter
+        )
+
+    async def _delete_chunks(
+        self, session: AsyncSession, collection: str, document_id: str
+    ) -> np.ndarray:
+        ids = list(
+            await session.scalars(
+                select(StoredChunk.id).where(
+                    StoredChunk.collection == collection, StoredChunk.document_id == document_id
+                )
+            )
+        )
+        if ids:
+            await session.execute(delete(StoredChunk).where(StoredChunk.id.in_(ids)))
+        return np.array(ids, dtype=np.int64)
+
+    async def _bump(self, session: AsyncSession, collection: str) -> int:
+        row = await session.get(Collection, collection, with_for_update=True)
+        if row is None:
+            raise CollectionNotFound(f"collection {collection!r} does not exist")
+        row.generation += 1
+        return row.generation
+
+    async def _apply(
+        self,
+        collection: str,
+        loaded: _LoadedCollection,
+        remove: np.ndarray,
+        add: np.ndarray,
+        vectors: np.ndarray,
+        generation: int,
+    ) -> None:
+        def work() -> None:
+            loaded.index.remove(remove)
+            loaded.index.add(add, vectors)
+            loaded.index.save(self._index_path(collection))
+
+        try:
+            await anyio.to_thread.run_sync(work)
+        except BaseException:
+            # The store has the change; drop the in-memory index so the next use rebuilds it
+            # from the store instead of serving a half-applied update.
+            self._collections.pop(collection, None)
+            raise
+        loaded.generation = generation
+
+    def _index_path(self, collection: str) -> Path:
+        return self.index_dir / f"{check_collection_name(collection)}.faiss"
+
+    async def _loaded(self, collection: str) -> _LoadedCollection:
+        """The collection's index, (re)loaded when the store has moved past it."""
+        check_collection_name(collection)
+        loaded = self._collections.get(collection)
+        now = time.monotonic()
+        if loaded is not None and now - loaded.checked_at < self.config.reload_check_s:
+            return loaded
+        generation = await self._generation(collection)
+        if loaded is not None and loaded.generation >= generation:
+            loaded.checked_at = now
+            return loaded
+        async with self._load_lock:
+            loaded = self._collections.get(collection)
+            if loaded is None or loaded.generation < generation:
+                index = await self._load_index(collection)
+                lock = loaded.lock if loaded else _ReadWriteLock()
+                loaded = _LoadedCollection(index, generation, now, lock)
+                self._collections[collection] = loaded
+        return loaded
+
+    async def _generation(self, collection: str) -> int:
+        async with self.sessions() as session:
+            generation = await session.scalar(
+                select(Collection.generation).where(Collection.name == collection)
+            )
+        if generation is None:
+            raise CollectionNotFound(f"collection {collection!r} does not exist")
+        return int(generation)
+
+    async def _load_index(self, collection: str) -> VectorIndex:
+        """The saved file if it matches the store exactly; otherwise rebuilt from the store."""
+        ids, vectors = await self._stored_vectors(collection)
+        path = self._index_path(collection)
+        dimension = self.embedder.dimension
+        if path.exists():
+            try:
+                index = await anyio.to_thread.run_sync(
+                    VectorIndex.load, path, dimension, self.config.index
+                )
+                if np.array_equal(index.ids(), ids):
+                    return index
+                log.warning("index out of date; rebuilding", extra={"collection": collection})
+            except (RuntimeError, ValueError) as exc:  # faiss raises RuntimeError on bad files
+                log.warning(
+                    "index unreadable; rebuilding",
+                    extra={"collection": collection, "error": str(exc)},
+                )
+        index = await anyio.to_thread.run_sync(
+            VectorIndex.build, dimension, self.config.index, ids, vectors
+        )
+        if len(index):
+            await anyio.to_thread.run_sync(index.save, path)
+        return index
+
+    async def _stored_vectors(self, collection: str) -> tuple[np.ndarray, np.ndarray]:
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(StoredChunk.id, StoredChunk.vector)
+                    .where(StoredChunk.collection == collection)
+                    .order_by(StoredChunk.id)
+                )
+            ).all()
+        ids = np.array([row[0] for row in rows], dtype=np.int64)
+        dimension = self.embedder.dimension
+        if not rows:
+            return ids, np.zeros((0, dimension), dtype=np.float32)
+        vectors = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+        return ids, vectors.reshape(len(rows), dimension)
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds off new readers."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._condition = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[None]:
+        async with self._condition:
+            await self._condition.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            async with self._condition:
+                self._readers -= 1
+                self._condition.notify_all()
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        async with self._condition:
+            self._writers_waiting += 1
+            try:
+                await self._condition.wait_for(lambda: not self._writer and not self._readers)
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            async with self._condition:
+                self._writer = False
+                self._condition.notify_all()
