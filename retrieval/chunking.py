@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 TokenSpans = Callable[[str], Sequence[tuple[int, int]]]
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)(?:\s+#+)?\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -37,7 +37,7 @@ class ChunkingConfig:
     def __post_init__(self) -> None:
         if self.chunk_tokens < 16:
             raise ValueError("chunk_tokens: must be at least 16")
-        if not 0 <= self.overlap_tokens < self.chunk_tokens // 2:
+        if not 0 <= 2 * self.overlap_tokens < self.chunk_tokens:
             raise ValueError("overlap_tokens: must be >= 0 and under half of chunk_tokens")
 
 
@@ -75,21 +75,29 @@ def _windows(body: str, spans: Sequence[tuple[int, int]], config: ChunkingConfig
     pieces = []
     for first in range(0, len(spans), step):
         last = min(first + config.chunk_tokens, len(spans)) - 1
-        start = _word_start(body, spans[first][0])
-        end = _word_end(body, spans[last][1])
+        start, end = _whole_words(body, spans, first, last)
         pieces.append(body[start:end].strip())
         if last == len(spans) - 1:
             break
     return [piece for piece in pieces if piece]
 
 
-def _word_start(text: str, index: int) -> int:
-    while index > 0 and not text[index - 1].isspace():
-        index -= 1
-    return index
+def _whole_words(
+    body: str, spans: Sequence[tuple[int, int]], first: int, last: int
+) -> tuple[int, int]:
+    """Character range of tokens first..last, narrowed to whole words so no word is cut and
+    the chunk never grows past its token budget. A window inside one long word (a URL, an
+    id) keeps its raw token edges."""
+    starts = [i for i in range(first, last + 1) if _starts_word(body, spans[i][0])]
+    ends = [i for i in range(first, last + 1) if _ends_word(body, spans[i][1])]
+    if starts and ends and starts[0] <= ends[-1]:
+        return spans[starts[0]][0], spans[ends[-1]][1]
+    return spans[first][0], spans[last][1]
 
 
-def _word_end(text: str, index: int) -> int:
-    while index < len(text) and not text[index].isspace():
-        index += 1
-    return index
+def _starts_word(text: str, index: int) -> bool:
+    return index == 0 or text[index - 1].isspace()
+
+
+def _ends_word(text: str, index: int) -> bool:
+    return index >= len(text) or text[index].isspace()

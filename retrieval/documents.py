@@ -101,16 +101,31 @@ def _read_jsonl(text: str, relative: str) -> Iterator[Document]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidDocument(f"{relative}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise InvalidDocument(f"{relative}:{number}: each line must be a JSON object")
-        yield from_fields(
-            str(record.get("id") or f"{relative}#{number}"),
-            text=record.get("text"),
-            markdown=record.get("markdown"),
-            html=record.get("html"),
-            source=str(record.get("source") or relative),
-            metadata=record.get("metadata") or {},
-        )
+        try:
+            yield _from_record(record, f"{relative}#{number}", relative)
+        except InvalidDocument as exc:
+            raise InvalidDocument(f"{relative}:{number}: {exc.message}") from None
+
+
+def _from_record(record: object, default_id: str, default_source: str) -> Document:
+    if not isinstance(record, dict):
+        raise InvalidDocument("each line must be a JSON object")
+    bodies = {key: record.get(key) for key in ("text", "markdown", "html")}
+    for key, value in bodies.items():
+        if value is not None and not isinstance(value, str):
+            raise InvalidDocument(f"{key} must be a string", param=key)
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise InvalidDocument("metadata must be an object", param="metadata")
+    doc_id = record.get("id")
+    return from_fields(
+        default_id if doc_id is None or doc_id == "" else str(doc_id),
+        text=bodies["text"],
+        markdown=bodies["markdown"],
+        html=bodies["html"],
+        source=str(record.get("source") or default_source),
+        metadata=metadata,
+    )
 
 
 class _HtmlText(HTMLParser):
@@ -121,11 +136,13 @@ class _HtmlText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self._parts: list[str] = []
         self._skipping = 0
+        self._in_heading = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skipping += 1
-        elif len(tag) == 2 and tag[0] == "h" and tag[1] in "123456":
+        elif _is_heading(tag):
+            self._in_heading = True
             self._parts.append("\n\n" + "#" * int(tag[1]) + " ")
         elif tag in self._BLOCKS:
             self._parts.append("\n")
@@ -133,12 +150,15 @@ class _HtmlText(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP and self._skipping:
             self._skipping -= 1
-        elif (len(tag) == 2 and tag[0] == "h") or tag in self._BLOCKS:
+        elif _is_heading(tag) or tag in self._BLOCKS:
+            self._in_heading = False
             self._parts.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self._parts.append(data)
+        if self._skipping:
+            return
+        # A pretty-printed <h2>\n  Title\n</h2> must stay one heading line.
+        self._parts.append(" ".join(data.split()) if self._in_heading else data)
 
     def text(self) -> str:
         lines = [" ".join(line.split()) for line in "".join(self._parts).splitlines()]
@@ -147,3 +167,7 @@ class _HtmlText(HTMLParser):
             if line or (collapsed and collapsed[-1]):
                 collapsed.append(line)
         return "\n".join(collapsed).strip()
+
+
+def _is_heading(tag: str) -> bool:
+    return len(tag) == 2 and tag[0] == "h" and tag[1] in "123456"

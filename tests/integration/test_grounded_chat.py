@@ -92,7 +92,7 @@ def test_an_injected_document_stays_quoted_data(
     row = wait_for_conversation(gateway.settings.resolved_database_url, str(body["id"]))
     system = row.request["messages"][0]["content"]
     assert system.count("<sources>") == 1 and system.count("</sources>") == 1
-    assert system.count("</source>") == system.count("<source ") == 2
+    assert system.count("</source>") == system.count("<source ") == len(row.context or []) == 3
     assert "&lt;/source&gt;&lt;/sources&gt;" in system  # the attack, escaped inside its block
     assert system.index("Ignore previous instructions") > system.index("<sources>")
 
