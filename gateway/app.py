@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from litestar import Litestar, Router
@@ -18,6 +18,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.engine import EngineClient, EngineClientConfig
 from gateway.auth import Authenticator, scope_guard
@@ -54,6 +55,7 @@ class Services:
     chat: ChatService
     authenticator: Authenticator
     retriever: Retriever
+    warm_up: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def build(
@@ -85,19 +87,22 @@ class Services:
         await self.db.migrate()
         self.conversations.start()
         await self.engine.start()
-        self._warm_up = asyncio.create_task(self._load_embedder(), name="embedder-warm-up")
+        self.warm_up = asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up")
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
 
-    async def _load_embedder(self) -> None:
-        # Loading the embedding model takes seconds; do it now rather than in the first
-        # grounded request. Failure is logged, and surfaces again on first use.
+    async def _warm_up_retrieval(self) -> None:
+        # Loading the embedding model and the indexes takes seconds; do it now rather than
+        # in the first grounded request. Failure is logged, and surfaces again on first use.
         try:
             await anyio.to_thread.run_sync(lambda: self.retriever.embedder.dimension)
-        except (RetrievalError, OSError) as exc:
-            log.warning("embedding model unavailable", extra={"error": str(exc)})
+            await self.retriever.preload()
+        except (RetrievalError, OSError, SQLAlchemyError) as exc:
+            log.warning("retrieval warm-up failed", extra={"error": str(exc)})
 
     async def stop(self) -> None:
+        if self.warm_up is not None:
+            self.warm_up.cancel()
         await self.conversations.close()
         await self.engine.close()
         await self.db.dispose()

@@ -117,6 +117,13 @@ class Retriever:
                 for name, documents, chunks in rows
             ]
 
+    async def preload(self) -> None:
+        """Load (or rebuild) every collection's index now rather than on its first search."""
+        async with self.sessions() as session:
+            names = list(await session.scalars(select(Collection.name)))
+        for name in names:
+            await self._loaded(name)
+
     async def ensure_collection(self, name: str) -> None:
         check_collection_name(name)
         async with self.sessions() as session, session.begin():
