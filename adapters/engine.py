@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ class Replica:
     healthy: bool = False
     in_flight: int = 0
     consecutive_failures: int = 0
+    adapters: frozenset[str] = frozenset()  # LoRA names loaded there, kept by the reconciler
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class EngineClient:
             transport=transport,
         )
         self._health_task: asyncio.Task[None] | None = None
+        self._on_up: list[Callable[[Replica], None]] = []
+
+    def on_replica_up(self, callback: Callable[[Replica], None]) -> None:
+        """Call ``callback(replica)`` when a replica turns healthy (say, after a restart)."""
+        self._on_up.append(callback)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -113,16 +119,27 @@ class EngineClient:
         self._mark(replica, healthy)
 
     def _mark(self, replica: Replica, healthy: bool) -> None:
+        came_up = healthy and not replica.healthy
         if healthy != replica.healthy:
             log.info("engine replica %s", "up" if healthy else "down", extra={"url": replica.url})
         replica.healthy = healthy
+        if not healthy:
+            replica.adapters = frozenset()  # a restarted vLLM comes back without them
+        if came_up:
+            for callback in self._on_up:
+                callback(replica)
         replica.consecutive_failures = 0 if healthy else replica.consecutive_failures + 1
 
-    def pick(self) -> Replica:
+    def pick(self, model: str | None = None) -> Replica:
+        """The least busy healthy replica, among those that have ``model`` loaded if any do."""
         healthy = [replica for replica in self.replicas if replica.healthy]
         if not healthy:
             raise EngineUnavailable("no engine replica is healthy; retry shortly")
-        return min(healthy, key=lambda replica: replica.in_flight)
+        having = [replica for replica in healthy if model in replica.adapters]
+        return min(having or healthy, key=lambda replica: replica.in_flight)
+
+    def serving(self, model: str) -> bool:
+        return any(replica.healthy and model in replica.adapters for replica in self.replicas)
 
     # -- requests ------------------------------------------------------------------
     async def get_json(self, path: str, replica: Replica | None = None) -> Any:
@@ -135,15 +152,20 @@ class EngineClient:
         async with self._request(replica, "GET", path) as response:
             return (await response.aread()).decode()
 
+    async def post_json(self, path: str, body: Any, replica: Replica) -> Any:
+        async with self._request(replica, "POST", path, body) as response:
+            raw = await response.aread()
+            return _json_decode(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
+
     async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        replica = self.pick()
+        replica = self.pick(payload.get("model"))
         async with self._request(replica, "POST", "/v1/chat/completions", payload) as response:
             body: dict[str, Any] = _json_decode(await response.aread())
             return body
 
     async def stream_chat(self, payload: dict[str, Any]) -> EngineStream:
         """Open a streaming chat; raises before returning if the engine refuses it."""
-        replica = self.pick()
+        replica = self.pick(payload.get("model"))
         context = self._request(replica, "POST", "/v1/chat/completions", payload)
         response = await context.__aenter__()
         return EngineStream(context, response)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 from litestar import Litestar, Router
@@ -21,17 +22,24 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.engine import EngineClient, EngineClientConfig
+from adapters.reconciler import Reconciler
+from adapters.registry import Registry, ValidationLimits
+from adapters.rollout import RolloutController, RolloutPolicy
 from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
+from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
-from gateway.routes import admin, collections, openai, ops
+from gateway.rollout_stats import version_stats
+from gateway.routes import adapters as adapter_routes
+from gateway.routes import admin, collections, openai, ops, rollouts
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.conversations import ConversationLog
 from gateway.store.keys import KeyStore
+from gateway.store.leader import LeaderLock
 from retrieval.chunking import ChunkingConfig
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
@@ -55,7 +63,14 @@ class Services:
     chat: ChatService
     authenticator: Authenticator
     retriever: Retriever
+    adapters: Registry
+    reconciler: Reconciler
+    feedback: FeedbackService
+    rollouts: RolloutController
+    leader: LeaderLock
+    metrics: GatewayMetrics
     warm_up: asyncio.Task[None] | None = field(default=None, init=False)
+    rollout_loop: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def build(
@@ -68,25 +83,41 @@ class Services:
         keys = KeyStore(db)
         conversations = ConversationLog(db)
         engine = engine or EngineClient(engine_config(settings))
-        router = ModelRouter(engine, settings.base_model_name)
-        limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n)
+        adapters = adapter_registry(settings, db)
+        reconciler = Reconciler(
+            engine, adapters, settings.reconcile_interval_s, settings.adapter_drain_s
+        )
+        leader = LeaderLock(db)
+        rollouts = RolloutController(
+            adapters, db.sessions,
+            lambda version, since, until: version_stats(db, version, since, until),
+            rollout_policy(settings), leader.is_leader,
+        )  # fmt: skip
+        router = ModelRouter(adapters, settings.base_model_name)
+        limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
+                            settings.adapter_wait_s)  # fmt: skip
         metrics = GatewayMetrics(registry)
         retriever = build_retriever(settings, db)
         grounder = Grounder(
             retriever, settings.retrieval_models, settings.retrieval_top_k,
             settings.retrieval_min_score, metrics,
         )  # fmt: skip
-        chat = ChatService(engine, router, conversations, metrics, limits, grounder)
+        chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler)
+        feedback = FeedbackService(db, conversations, metrics)
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )
+        metrics.watch(reconciler, rollouts)
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
-                   authenticator, retriever)  # fmt: skip
+                   authenticator, retriever, adapters, reconciler, feedback, rollouts,
+                   leader, metrics)  # fmt: skip
 
     async def start(self) -> None:
         await self.db.migrate()
         self.conversations.start()
         await self.engine.start()
+        await self.reconciler.start()
+        self.rollout_loop = asyncio.create_task(self._tick_rollouts(), name="rollouts")
         self.warm_up = asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up")
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
@@ -100,12 +131,53 @@ class Services:
         except (RetrievalError, OSError, SQLAlchemyError) as exc:
             log.warning("retrieval warm-up failed", extra={"error": str(exc)})
 
+    async def _tick_rollouts(self) -> None:
+        # Ticks often; the controller acts only when a step's interval has passed.
+        period = min(5.0, self.settings.rollout_interval_s / 4)
+        while True:
+            try:
+                await self.rollouts.tick()
+                await self.metrics.refresh_rollouts(self.adapters)
+            except Exception:  # the loop must outlive one bad tick; it is logged
+                log.exception("rollout tick failed")
+            await asyncio.sleep(period)
+
     async def stop(self) -> None:
-        if self.warm_up is not None:
-            self.warm_up.cancel()
+        for task in (self.warm_up, self.rollout_loop):
+            if task is not None:
+                task.cancel()
+        await self.leader.release()
+        await self.reconciler.stop()
         await self.conversations.close()
         await self.engine.close()
         await self.db.dispose()
+
+
+def rollout_policy(settings: Settings) -> RolloutPolicy:
+    return RolloutPolicy(
+        steps=tuple(settings.rollout_steps),
+        interval_s=settings.rollout_interval_s,
+        min_samples=settings.rollout_min_samples,
+        failure_threshold=settings.rollout_failure_threshold,
+        max_negative_rate_increase=settings.rollout_max_negative_rate_increase,
+        max_groundedness_drop=settings.rollout_max_groundedness_drop,
+        max_error_rate_increase=settings.rollout_max_error_rate_increase,
+        max_p95_latency_ratio=settings.rollout_max_p95_latency_ratio,
+    )
+
+
+def adapter_registry(settings: Settings, db: Database) -> Registry:
+    """The adapter registry on the shared store, with version files under the data dir."""
+    limits = ValidationLimits(
+        _base_model_dir(settings), settings.max_lora_rank, settings.max_adapter_bytes
+    )
+    return Registry(db.sessions, settings.data_dir / "adapters", limits)
+
+
+def _base_model_dir(settings: Settings) -> Path | None:
+    """The base weights adapters are checked against, when this host can see them."""
+    path = settings.resolved_base_model_path
+    return path if (path / "config.json").is_file() else None
 
 
 def build_retriever(settings: Settings, db: Database) -> Retriever:
@@ -165,6 +237,13 @@ def create_app(
             collections.add_document,
             collections.delete_document,
             collections.search,
+            adapter_routes.publish_adapter,
+            adapter_routes.list_adapters,
+            adapter_routes.list_aliases,
+            adapter_routes.submit_feedback,
+            rollouts.start_rollout,
+            rollouts.rollout_status,
+            rollouts.rollout_action,
         ],
         guards=[scope_guard],
     )
@@ -177,6 +256,9 @@ def create_app(
             "registry": provide(services.registry),
             "keys": provide(services.keys),
             "retriever": provide(services.retriever),
+            "adapters": provide(services.adapters),
+            "feedback": provide(services.feedback),
+            "rollouts": provide(services.rollouts),
         },
         state=_state(services),
         lifespan=[lifespan],

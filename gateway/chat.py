@@ -19,6 +19,7 @@ import msgspec
 
 from adapters.engine import EngineClient, EngineStream
 from adapters.errors import EngineError
+from adapters.reconciler import Reconciler
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
@@ -43,6 +44,7 @@ class ChatLimits:
     context_window: int
     max_messages: int
     max_n: int
+    adapter_wait_s: float = 10.0  # how long a request waits for its adapter to be loaded
 
 
 class ChatService:
@@ -54,6 +56,7 @@ class ChatService:
         metrics: GatewayMetrics,
         limits: ChatLimits,
         grounder: Grounder | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.engine = engine
         self.router = router
@@ -61,6 +64,7 @@ class ChatService:
         self.metrics = metrics
         self.limits = limits
         self.grounder = grounder
+        self.reconciler = reconciler
 
     async def complete(
         self, request: ChatCompletionRequest, principal: Principal, started: float
@@ -151,11 +155,15 @@ class ChatService:
         self, request: ChatCompletionRequest, principal: Principal, started: float
     ) -> _Call:
         self._check_limits(request)
-        route = await self.router.resolve(request.model)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        sticky_key = request.conversation_id or principal.key_id or completion_id
+        route = await self.router.resolve(request.model, sticky_key)
+        if route.is_adapter and self.reconciler is not None:
+            await self.reconciler.ensure_serving(route.upstream_model, self.limits.adapter_wait_s)
         payload = request.upstream_payload(route.upstream_model)
         grounding = await self._ground(request, route, payload)
         record = ConversationRecord(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
+            id=completion_id,
             requested_model=request.model,
             served_model=route.served_name,
             stream=request.stream,
@@ -266,6 +274,8 @@ class _Call:
         metrics, model = self.service.metrics, self.route.served_name
         metrics.in_flight.labels(model).dec()
         metrics.requests.labels(model, status_class(status_code)).inc()
+        if self.route.alias is not None and self.route.requested == self.route.alias:
+            metrics.alias_requests.labels(self.route.alias, model).inc()
         metrics.latency.labels(model).observe(seconds)
         metrics.tokens.labels(model, "prompt").inc(self.record.prompt_tokens)
         metrics.tokens.labels(model, "completion").inc(self.record.completion_tokens)

@@ -155,6 +155,136 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+# -- adapters ---------------------------------------------------------------------------
+@main.group()
+def adapters() -> None:
+    """LoRA adapter versions."""
+
+
+def _with_registry(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from gateway.app import adapter_registry
+    from gateway.store import Database
+
+    async def run() -> T:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.migrate()
+            return await action(adapter_registry(settings, db))
+        finally:
+            await db.dispose()
+
+    return _run(run())
+
+
+@adapters.command("publish")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--alias", required=True, help="Alias the version belongs to, e.g. support.")
+@click.pass_context
+def adapters_publish(ctx: click.Context, path: Path, alias: str) -> None:
+    """Validate a PEFT LoRA directory and store it as <alias>-v<N>."""
+    from adapters.errors import AdapterError
+
+    try:
+        published = _with_registry(_settings(ctx), lambda registry: registry.publish(path, alias))
+    except AdapterError as exc:
+        raise click.ClickException(str(exc)) from None
+    verb = "published" if published.created else "already published as"
+    click.echo(f"{verb} {published.version.name} ({published.version.state})")
+
+
+@adapters.command("list")
+@click.option("--alias", default=None)
+@click.pass_context
+def adapters_list(ctx: click.Context, alias: str | None) -> None:
+    """List versions with their state."""
+    versions = _with_registry(_settings(ctx), lambda registry: registry.versions(alias))
+    for version in versions:
+        click.echo(f"{version.name}\t{version.state}\trank={version.rank}\t{version.sha256[:12]}")
+
+
+@main.group()
+def rollout() -> None:
+    """Canary rollouts of adapter versions."""
+
+
+def _with_rollouts(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from gateway.app import adapter_registry, rollout_policy
+    from gateway.rollout_stats import version_stats
+    from gateway.store import Database
+    from gateway.store.leader import LeaderLock
+
+    async def run() -> T:
+        from adapters.rollout import RolloutController
+
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.migrate()
+            controller = RolloutController(
+                adapter_registry(settings, db), db.sessions,
+                lambda version, since, until: version_stats(db, version, since, until),
+                rollout_policy(settings), LeaderLock(db).is_leader,
+            )  # fmt: skip
+            return await action(controller)
+        finally:
+            await db.dispose()
+
+    return _run(run())
+
+
+def _rollout_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
+    from adapters.errors import AdapterError
+    from gateway.routes.rollouts import rollout_card
+
+    try:
+        result = _with_rollouts(_settings(ctx), action)
+    except AdapterError as exc:
+        raise click.ClickException(str(exc)) from None
+    card = rollout_card(*result) if isinstance(result, tuple) else rollout_card(result)
+    click.echo(json.dumps(card, indent=2, default=str))
+
+
+@rollout.command("start")
+@click.argument("alias")
+@click.argument("version")
+@click.option("--steps", default=None, help="Comma-separated percentages, e.g. 10,25,50,100.")
+@click.pass_context
+def rollout_start(ctx: click.Context, alias: str, version: str, steps: str | None) -> None:
+    """Start a canary rollout of VERSION under ALIAS."""
+    parsed = tuple(int(step) for step in steps.split(",")) if steps else None
+    _rollout_command(ctx, lambda controller: controller.start(alias, version, parsed))
+
+
+@rollout.command("status")
+@click.argument("alias")
+@click.pass_context
+def rollout_status(ctx: click.Context, alias: str) -> None:
+    """Show the alias's latest rollout and its history."""
+
+    async def status(controller: Any) -> Any:
+        rollout, events = await controller.status(alias)
+        if rollout is None:
+            from adapters.rollout import RolloutError
+
+            raise RolloutError(f"alias {alias} has had no rollout")
+        return rollout, events
+
+    _rollout_command(ctx, status)
+
+
+def _rollout_override(name: str, help_text: str) -> None:
+    @rollout.command(name, help=help_text)
+    @click.argument("alias")
+    @click.pass_context
+    def command(ctx: click.Context, alias: str) -> None:
+        _rollout_command(ctx, lambda controller: getattr(controller, name)(alias))
+
+
+for _name, _help in (("promote", "Promote the canary now."), ("rollback", "Roll back now."),
+                     ("pause", "Freeze the rollout at its step."),
+                     ("resume", "Resume a paused rollout.")):  # fmt: skip
+    _rollout_override(_name, _help)
+
+
 # -- retrieval --------------------------------------------------------------------------
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))

@@ -22,6 +22,9 @@ from adapters.errors import (
     EngineTimeout,
     EngineUnavailable,
 )
+from adapters.registry import UnknownAdapter
+from adapters.rollout import RolloutError
+from adapters.validation import InvalidAdapter
 from gateway.errors import GatewayError
 from retrieval.errors import (
     CollectionNotFound,
@@ -60,6 +63,9 @@ class ErrorInfo:
 
 # (status, type, code) per adapters error; the first matching class in order wins.
 _ADAPTER_ERRORS: tuple[tuple[type[AdapterError], int, str, str], ...] = (
+    (InvalidAdapter, 400, "invalid_request_error", "invalid_adapter"),
+    (UnknownAdapter, 404, "invalid_request_error", "adapter_not_found"),
+    (RolloutError, 409, "invalid_request_error", "rollout_conflict"),
     (EngineUnavailable, 503, "service_unavailable", "engine_unavailable"),
     (EngineTimeout, 504, "timeout", "engine_timeout"),
     (EngineStreamBroken, 502, "upstream_error", "engine_stream_broken"),

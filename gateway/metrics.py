@@ -6,7 +6,15 @@ one is resolved), ``status`` a status class such as ``2xx``; no paths, users or 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from adapters.reconciler import Reconciler
+from adapters.registry import Registry
+from adapters.rollout import RolloutController
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -66,12 +74,76 @@ class GatewayMetrics:
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=registry,
         )
+        self.feedback = Counter(
+            "loragate_feedback",
+            "Feedback received, by served model/version and polarity.",
+            ["model", "polarity"],
+            registry=registry,
+        )
+        self.alias_requests = Counter(
+            "loragate_alias_requests",
+            "Requests to an alias by the version that served them (traffic share).",
+            ["alias", "version"],
+            registry=registry,
+        )
+        self.rollout_weight = Gauge(
+            "loragate_rollout_weight",
+            "Share of an alias's traffic routed to each version (0..1).",
+            ["alias", "version"],
+            registry=registry,
+        )
+        self._weights_seen: set[tuple[str, str]] = set()
         self.upstream_errors = Counter(
             "loragate_upstream_errors",
             "Engine failures by error type.",
             ["type"],
             registry=registry,
         )
+
+    # -- adapters, reconciler, rollouts -----------------------------------------------------
+    def watch(self, reconciler: Reconciler, rollouts: RolloutController) -> None:
+        """Export the adapter machinery's own counters, read at scrape time."""
+        self.registry.register(_AdapterCollector(reconciler, rollouts))
+
+    async def refresh_rollouts(self, registry: Registry) -> None:
+        current: dict[tuple[str, str], float] = {}
+        for route in (await registry.routes()).values():
+            if route.live:
+                current[(route.alias, route.live)] = 1.0 - route.weight
+            if route.canary:
+                current[(route.alias, route.canary)] = route.weight
+        for labels in self._weights_seen - set(current):
+            self.rollout_weight.remove(*labels)
+        for labels, weight in current.items():
+            self.rollout_weight.labels(*labels).set(weight)
+        self._weights_seen = set(current)
+
+
+class _AdapterCollector(Collector):
+    def __init__(self, reconciler: Reconciler, rollouts: RolloutController) -> None:
+        self.reconciler = reconciler
+        self.rollouts = rollouts
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.reconciler.stats
+        actions = CounterMetricFamily(
+            "loragate_reconciler_actions", "Adapter loads, unloads and failures.", labels=["action"]
+        )
+        for action, value in (("load", stats.loads), ("unload", stats.unloads),
+                              ("failure", stats.failures)):  # fmt: skip
+            actions.add_metric([action], value)
+        yield actions
+        yield GaugeMetricFamily(
+            "loragate_adapter_load_seconds", "Duration of the last adapter load.",
+            value=stats.last_load_seconds,
+        )  # fmt: skip
+        outcomes = CounterMetricFamily(
+            "loragate_rollout_outcomes", "Promotions and rollbacks by reason.",
+            labels=["outcome", "reason"],
+        )  # fmt: skip
+        for (outcome, reason), count in self.rollouts.outcomes.items():
+            outcomes.add_metric([outcome, reason], count)
+        yield outcomes
 
 
 def status_class(status_code: int) -> str:

@@ -1,18 +1,20 @@
-"""Resolves the ``model`` a client asks for to what the engine serves.
+"""Resolves the ``model`` a client asks for to the version that answers.
 
-Today: the base model by its configured name, and LoRA adapters the engine already has
-loaded (vLLM lists them in its ``/v1/models``). The adapter registry (aliases, pinned
-versions, canary splits) plugs in here.
+* the base model name serves the base;
+* ``support-v3`` pins a version (it must be live or canary, i.e. loaded);
+* ``support`` resolves to the alias's live version or, during a rollout, to the canary for a
+  share of traffic equal to its weight. The choice is sticky: a stable hash of the
+  conversation id (or the API key, when there is none) always lands on the same side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.engine import EngineClient
-from adapters.errors import EngineError
+from adapters.registry import SERVING_STATES, AliasRoute, Registry, UnknownAdapter
 from gateway.errors import ModelNotFound
 
 
@@ -21,48 +23,86 @@ class Route:
     requested: str
     upstream_model: str  # the name vLLM knows
     served_name: str  # what the client is told answered (x-loragate-version)
+    alias: str | None = None
+    canary: bool = False
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.alias is not None
+
+
+def sticky_bucket(key: str) -> float:
+    """A stable number in [0, 1) for a key: same key, same side of every split."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 class ModelRouter:
-    def __init__(self, engine: EngineClient, base_model_name: str, refresh_s: float = 5.0) -> None:
-        self.engine = engine
+    def __init__(self, registry: Registry, base_model_name: str, refresh_s: float = 1.0) -> None:
+        self.registry = registry
         self.base_model_name = base_model_name
         self.refresh_s = refresh_s
-        self._engine_models: list[dict[str, Any]] = []
+        self._routes: dict[str, AliasRoute] = {}
+        self._serving: dict[str, str] = {}  # version name -> alias
+        self._fetched_at = float("-inf")
+        registry.on_change(self.invalidate)
+
+    def invalidate(self) -> None:
         self._fetched_at = float("-inf")
 
-    async def resolve(self, requested: str) -> Route:
+    async def resolve(self, requested: str, sticky_key: str) -> Route:
         if requested == self.base_model_name:
             return Route(requested, requested, requested)
-        if requested in {model["id"] for model in await self.engine_models()}:
-            return Route(requested, requested, requested)
-        raise ModelNotFound(f"The model '{requested}' does not exist.", param="model")
+        await self._refresh()
+        route = self._routes.get(requested)
+        if route is not None:
+            return self._split(route, sticky_key)
+        alias = self._serving.get(requested)
+        if alias is not None:
+            return Route(requested, requested, requested, alias=alias)
+        raise ModelNotFound(await self._not_found_message(requested), param="model")
 
-    async def engine_models(self) -> list[dict[str, Any]]:
-        """The engine's model list, cached briefly; empty while no engine answers."""
-        if time.monotonic() - self._fetched_at > self.refresh_s and self.engine.ready:
-            try:
-                body = await self.engine.get_json("/v1/models")
-                self._engine_models = list(body.get("data", []))
-                self._fetched_at = time.monotonic()
-            except EngineError:
-                pass
-        return self._engine_models
+    def _split(self, route: AliasRoute, sticky_key: str) -> Route:
+        if route.canary and sticky_bucket(f"{route.alias}:{sticky_key}") < route.weight:
+            return Route(route.alias, route.canary, route.canary, alias=route.alias, canary=True)
+        if route.live is None:
+            raise ModelNotFound(f"The alias '{route.alias}' has no live version.", param="model")
+        return Route(route.alias, route.live, route.live, alias=route.alias)
+
+    async def _not_found_message(self, requested: str) -> str:
+        try:
+            version = await self.registry.get(requested)
+        except UnknownAdapter:
+            return f"The model '{requested}' does not exist."
+        return f"The version '{requested}' is {version.state}, not serving."
+
+    async def _refresh(self) -> None:
+        if time.monotonic() - self._fetched_at < self.refresh_s:
+            return
+        self._routes = await self.registry.routes()
+        self._serving = {
+            version.name: version.alias
+            for version in await self.registry.serving_versions()
+            if version.state in SERVING_STATES
+        }
+        self._fetched_at = time.monotonic()
 
     async def list_models(self) -> list[dict[str, Any]]:
+        await self._refresh()
         created = int(time.time())
         models = [_model_card(self.base_model_name, created, parent=None)]
-        for model in await self.engine_models():
-            if model["id"] != self.base_model_name:
-                models.append(_model_card(model["id"], created, parent=self.base_model_name))
+        for alias, route in sorted(self._routes.items()):
+            models.append(_model_card(alias, created, parent=self.base_model_name,
+                                      live=route.live, canary=route.canary,
+                                      weight=route.weight))  # fmt: skip
+        for version, alias in sorted(self._serving.items()):
+            models.append(_model_card(version, created, parent=self.base_model_name,
+                                      alias=alias))  # fmt: skip
         return models
 
 
-def _model_card(model_id: str, created: int, parent: str | None) -> dict[str, Any]:
-    return {
-        "id": model_id,
-        "object": "model",
-        "created": created,
-        "owned_by": "loragate",
-        "parent": parent,
-    }
+def _model_card(model_id: str, created: int, parent: str | None, **extra: Any) -> dict[str, Any]:
+    card = {"id": model_id, "object": "model", "created": created, "owned_by": "loragate",
+            "parent": parent}  # fmt: skip
+    card.update({key: value for key, value in extra.items() if value is not None})
+    return card

@@ -133,6 +133,47 @@ class Settings(BaseSettings):
     max_cpu_loras: int = Field(8, ge=1, description="LoRA adapters cached in host memory.")
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
 
+    # -- adapters ---------------------------------------------------------------------
+    max_adapter_bytes: int = Field(
+        512 * 1024 * 1024, ge=1024, description="Largest adapter accepted for publishing."
+    )
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="How often every engine is checked for the wanted adapters."
+    )
+    adapter_wait_s: float = Field(
+        10.0, ge=0, description="How long a request waits for its adapter to be loaded."
+    )
+    adapter_drain_s: float = Field(
+        60.0, ge=0, description="How long a retired version stays loaded for in-flight requests."
+    )
+
+    # -- rollouts ---------------------------------------------------------------------
+    rollout_steps: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [10, 25, 50, 100],
+        description="Canary traffic steps in percent, rising to 100 (comma list in the env).",
+    )
+    rollout_interval_s: float = Field(
+        300.0, gt=0, description="Analysis interval: how long each step collects traffic."
+    )
+    rollout_min_samples: int = Field(
+        20, ge=1, description="Requests (or feedback, or grounded answers) a gate needs per side."
+    )
+    rollout_failure_threshold: int = Field(
+        2, ge=1, description="Failed analyses that roll a canary back."
+    )
+    rollout_max_negative_rate_increase: float = Field(
+        0.10, ge=0, le=1, description="Gate: canary negative-feedback rate minus live's."
+    )
+    rollout_max_groundedness_drop: float = Field(
+        0.10, ge=0, le=1, description="Gate: live mean groundedness minus canary's."
+    )
+    rollout_max_error_rate_increase: float = Field(
+        0.05, ge=0, le=1, description="Gate: canary error rate minus live's."
+    )
+    rollout_max_p95_latency_ratio: float = Field(
+        1.5, gt=0, description="Gate: canary p95 latency over live's."
+    )
+
     # -- requests ---------------------------------------------------------------------
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
@@ -180,6 +221,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("rollout_steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace("[", "").replace("]", "").split(",")]
+        return value
+
     @field_validator("retrieval_models", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
@@ -206,7 +254,10 @@ class Settings(BaseSettings):
             raise ValueError("workers: embedded engine mode runs one gateway worker")
         if self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras: must be at least max_loras")
-        if self.chunk_overlap_tokens >= self.chunk_tokens // 2:
+        steps = self.rollout_steps
+        if not steps or steps != sorted(steps) or steps[-1] != 100 or steps[0] <= 0:
+            raise ValueError("rollout_steps: must rise from above 0 to exactly 100")
+        if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
         return self
 

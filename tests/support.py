@@ -140,3 +140,25 @@ class ThreadedGateway:
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.post(f"{self.base_url}{path}", timeout=120, **kwargs)
+
+
+def make_lora(
+    target: Any,
+    base_model: Any,
+    *,
+    seed: int = 0,
+    rank: int = 4,
+    modules: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Any:
+    """A small real PEFT LoRA on the prepared base model, with random (non-zero) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(modules),
+                        init_lora_weights=False)  # fmt: skip
+    get_peft_model(model, config).save_pretrained(target)
+    (target / "README.md").unlink(missing_ok=True)
+    return target

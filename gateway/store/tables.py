@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -56,3 +56,24 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class Feedback(Base):
+    """A user's or rule's verdict on one completion; one row per completion and key."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("completion_id", "api_key_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    completion_id: Mapped[str] = mapped_column(String(64), index=True)
+    api_key_id: Mapped[str] = mapped_column(String(32))  # "" when auth is off
+    served_model: Mapped[str] = mapped_column(String(200), index=True)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    polarity: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    flag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

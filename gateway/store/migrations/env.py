@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from alembic import context
 
+from adapters.tables import AdapterBase
 from gateway.store.tables import Base
 from retrieval.tables import RetrievalBase
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=[Base.metadata, RetrievalBase.metadata],
+    target_metadata=[Base.metadata, RetrievalBase.metadata, AdapterBase.metadata],
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

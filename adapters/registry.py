@@ -1,0 +1,271 @@
+"""The adapter registry: immutable versions under aliases.
+
+Publishing validates a PEFT LoRA directory, copies it into the adapter store atomically (temp
+dir + rename) under a never-reused name ``<alias>-v<N>``, and records it. Publishing the same
+content again returns the existing version. The first version of an alias goes live at once;
+later ones start as candidates for a rollout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.errors import AdapterError
+from adapters.tables import AdapterVersion, Alias, Rollout, utcnow
+from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, InvalidAdapter, validate_adapter
+
+log = logging.getLogger("loragate.registry")
+
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
+_VERSION = re.compile(r"^(?P<alias>.+)-v(?P<number>\d+)$")
+SERVING_STATES = ("live", "canary")
+
+
+class UnknownAdapter(AdapterError):
+    """No alias or version by that name."""
+
+
+@dataclass(frozen=True)
+class ValidationLimits:
+    base_model_dir: Path | None
+    max_rank: int
+    max_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Published:
+    version: AdapterVersion
+    created: bool
+
+
+@dataclass(frozen=True)
+class AliasRoute:
+    """How one alias is served right now."""
+
+    alias: str
+    live: str | None
+    canary: str | None = None
+    weight: float = 0.0  # the canary's share of traffic, 0..1
+
+
+def check_alias(alias: str) -> str:
+    if not _ALIAS.match(alias) or _VERSION.match(alias):
+        raise InvalidAdapter(
+            f"invalid alias {alias!r}: 1-48 lowercase letters, digits, '.', '_' or '-', and "
+            "not ending in -v<number>"
+        )
+    return alias
+
+
+def version_alias(name: str) -> str | None:
+    match = _VERSION.match(name)
+    return match.group("alias") if match else None
+
+
+class Registry:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store_dir: Path,
+        limits: ValidationLimits,
+    ) -> None:
+        self.sessions = sessions
+        self.store_dir = store_dir
+        self.limits = limits
+        self._listeners: list[Any] = []
+
+    def on_change(self, callback: Any) -> None:
+        """Call ``callback()`` after every change (the reconciler and router listen)."""
+        self._listeners.append(callback)
+
+    def changed(self) -> None:
+        for callback in self._listeners:
+            callback()
+
+    # -- publishing ------------------------------------------------------------------
+    async def publish(
+        self,
+        source: Path,
+        alias: str,
+        *,
+        parent: str | None = None,
+        eval_report: dict[str, Any] | None = None,
+    ) -> Published:
+        check_alias(alias)
+        info = await anyio.to_thread.run_sync(
+            lambda: validate_adapter(
+                source,
+                base_model_dir=self.limits.base_model_dir,
+                max_rank=self.limits.max_rank,
+                max_bytes=self.limits.max_bytes,
+            )
+        )
+        digest = await anyio.to_thread.run_sync(content_sha256, source)
+        existing = await self._by_sha(alias, digest)
+        if existing is not None:
+            return Published(existing, created=False)
+        for _ in range(5):  # two publishers racing for the same number: the loser retries
+            number = await self._next_number(alias)
+            name = f"{alias}-v{number}"
+            target = await anyio.to_thread.run_sync(self._copy_in, source, name)
+            try:
+                version = await self._insert(alias, name, number, parent, digest, info, target,
+                                             eval_report)  # fmt: skip
+            except IntegrityError:
+                await anyio.to_thread.run_sync(_remove_tree, target)
+                continue
+            log.info("adapter published", extra={"version": name, "state": version.state})
+            self.changed()
+            return Published(version, created=True)
+        raise AdapterError(f"could not allocate a version number for {alias}")
+
+    def _copy_in(self, source: Path, name: str) -> Path:
+        """Copy to a temp dir, fsync, rename: a version directory is whole or absent."""
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        target = self.store_dir / name
+        if target.exists():
+            raise AdapterError(f"adapter directory {target} already exists; names are never reused")
+        staging = self.store_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            for file_name in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.copyfile(source / file_name, staging / file_name)
+                with (staging / file_name).open("rb") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    async def _insert(
+        self,
+        alias: str,
+        name: str,
+        number: int,
+        parent: str | None,
+        digest: str,
+        info: Any,
+        target: Path,
+        eval_report: dict[str, Any] | None,
+    ) -> AdapterVersion:
+        async with self.sessions() as session, session.begin():
+            alias_row = await session.get(Alias, alias, with_for_update=True)
+            if alias_row is None:
+                alias_row = Alias(name=alias, live_version=None, generation=0)
+                session.add(alias_row)
+            first = alias_row.live_version is None
+            version = AdapterVersion(
+                name=name, alias=alias, number=number,
+                parent=parent or alias_row.live_version, sha256=digest, rank=info.rank,
+                target_modules=list(info.target_modules), base_model=info.base_model,
+                path=str(target), size_bytes=info.size_bytes,
+                state="live" if first else "candidate", eval_report=eval_report,
+            )  # fmt: skip
+            session.add(version)
+            if first:
+                alias_row.live_version = name
+            alias_row.generation += 1
+            alias_row.updated_at = utcnow()
+        return version
+
+    async def _by_sha(self, alias: str, digest: str) -> AdapterVersion | None:
+        async with self.sessions() as session:
+            result: AdapterVersion | None = await session.scalar(
+                select(AdapterVersion).where(
+                    AdapterVersion.alias == alias, AdapterVersion.sha256 == digest
+                )
+            )
+            return result
+
+    async def _next_number(self, alias: str) -> int:
+        async with self.sessions() as session:
+            highest = await session.scalar(
+                select(func.max(AdapterVersion.number)).where(AdapterVersion.alias == alias)
+            )
+        return int(highest or 0) + 1
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, name: str) -> AdapterVersion:
+        async with self.sessions() as session:
+            version = await session.get(AdapterVersion, name)
+        if version is None:
+            raise UnknownAdapter(f"no adapter version {name!r}")
+        return version
+
+    async def versions(self, alias: str | None = None) -> list[AdapterVersion]:
+        query = select(AdapterVersion).order_by(AdapterVersion.alias, AdapterVersion.number)
+        if alias is not None:
+            query = query.where(AdapterVersion.alias == alias)
+        async with self.sessions() as session:
+            return list(await session.scalars(query))
+
+    async def serving_versions(self) -> list[AdapterVersion]:
+        """Every version that must be loaded on every engine replica."""
+        async with self.sessions() as session:
+            return list(
+                await session.scalars(
+                    select(AdapterVersion).where(AdapterVersion.state.in_(SERVING_STATES))
+                )
+            )
+
+    async def routes(self) -> dict[str, AliasRoute]:
+        async with self.sessions() as session:
+            aliases = list(await session.scalars(select(Alias)))
+            rollouts = {
+                rollout.alias: rollout
+                for rollout in await session.scalars(
+                    select(Rollout).where(Rollout.state.in_(("running", "paused")))
+                )
+            }
+        routes = {}
+        for alias in aliases:
+            rollout = rollouts.get(alias.name)
+            if rollout is None:
+                routes[alias.name] = AliasRoute(alias.name, alias.live_version)
+            else:
+                routes[alias.name] = AliasRoute(
+                    alias.name, alias.live_version, rollout.candidate, rollout.weight
+                )
+        return routes
+
+    async def set_state(self, name: str, state: str, session: AsyncSession | None = None) -> None:
+        async def apply(active: AsyncSession) -> None:
+            await active.execute(
+                update(AdapterVersion).where(AdapterVersion.name == name).values(state=state)
+            )
+
+        if session is not None:
+            await apply(session)
+            return
+        async with self.sessions() as fresh, fresh.begin():
+            await apply(fresh)
+        self.changed()
+
+
+def content_sha256(directory: Path) -> str:
+    """Hash of the config and weights, so identical uploads map to the same version."""
+    digest = hashlib.sha256()
+    for file_name in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update(file_name.encode() + b"\0")
+        with (directory / file_name).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,323 @@
+"""Canary rollouts: step weights, metric gates, automatic promotion or rollback.
+
+A rollout sends a growing share of an alias's traffic (``steps``, in percent) to a
+candidate version. At each analysis interval the canary's own traffic is compared with the
+live version's traffic over the same window:
+
+* negative-feedback rate, mean groundedness, error rate, p95 latency;
+* each gate has a margin and needs ``min_samples`` on both sides, otherwise the step waits;
+* a failed analysis counts toward ``failure_threshold``; reaching it rolls back (weight 0,
+  state ``rolled_back``); passing every step promotes (the alias points at the candidate,
+  the old version is retired and unloaded by the reconciler once requests drain).
+
+All state lives in the store, so a restarted gateway resumes where it was. With several
+gateways only the holder of the leader lock acts; all of them read the same weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from adapters.errors import AdapterError
+from adapters.registry import Registry
+from adapters.tables import AdapterVersion, Alias, Rollout, RolloutEvent, utcnow
+
+log = logging.getLogger("loragate.rollout")
+
+ACTIVE = ("running", "paused")
+
+
+class RolloutError(AdapterError):
+    """A rollout command that does not fit the current state."""
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    steps: tuple[int, ...] = (10, 25, 50, 100)
+    interval_s: float = 300.0
+    min_samples: int = 20
+    failure_threshold: int = 2
+    max_negative_rate_increase: float = 0.10
+    max_groundedness_drop: float = 0.10
+    max_error_rate_increase: float = 0.05
+    max_p95_latency_ratio: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not self.steps or any(not 0 < step <= 100 for step in self.steps):
+            raise ValueError("steps: each must be in 1..100")
+        if list(self.steps) != sorted(self.steps) or self.steps[-1] != 100:
+            raise ValueError("steps: must rise and end at 100")
+        if self.failure_threshold < 1 or self.min_samples < 1:
+            raise ValueError("failure_threshold and min_samples: must be at least 1")
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """One version's traffic over an analysis window."""
+
+    requests: int = 0
+    errors: int = 0
+    p95_latency_ms: float = 0.0
+    feedback: int = 0
+    negative: int = 0
+    grounded: int = 0
+    mean_groundedness: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def negative_rate(self) -> float:
+        return self.negative / self.feedback if self.feedback else 0.0
+
+
+StatsSource = Callable[[str, datetime, datetime], Awaitable[VersionStats]]
+LeaderCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool | None  # None: not enough samples yet
+    canary: float
+    live: float
+
+
+def analyse(canary: VersionStats, live: VersionStats, policy: RolloutPolicy) -> list[GateResult]:
+    enough_traffic = min(canary.requests, live.requests) >= policy.min_samples
+    enough_feedback = min(canary.feedback, live.feedback) >= policy.min_samples
+    enough_grounded = min(canary.grounded, live.grounded) >= policy.min_samples
+    return [
+        GateResult(
+            "negative_feedback_rate",
+            None if not enough_feedback
+            else canary.negative_rate <= live.negative_rate + policy.max_negative_rate_increase,
+            canary.negative_rate, live.negative_rate,
+        ),
+        GateResult(
+            "groundedness",
+            None if not enough_grounded
+            else canary.mean_groundedness >= live.mean_groundedness - policy.max_groundedness_drop,
+            canary.mean_groundedness, live.mean_groundedness,
+        ),
+        GateResult(
+            "error_rate",
+            None if not enough_traffic
+            else canary.error_rate <= live.error_rate + policy.max_error_rate_increase,
+            canary.error_rate, live.error_rate,
+        ),
+        GateResult(
+            "p95_latency",
+            None if not enough_traffic
+            else canary.p95_latency_ms <= live.p95_latency_ms * policy.max_p95_latency_ratio,
+            canary.p95_latency_ms, live.p95_latency_ms,
+        ),
+    ]  # fmt: skip
+
+
+class RolloutController:
+    def __init__(
+        self,
+        registry: Registry,
+        sessions: async_sessionmaker[AsyncSession],
+        stats: StatsSource,
+        policy: RolloutPolicy,
+        is_leader: LeaderCheck,
+    ) -> None:
+        self.registry = registry
+        self.sessions = sessions
+        self.stats = stats
+        self.policy = policy
+        self.is_leader = is_leader
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (outcome, reason) for metrics
+
+    # -- commands --------------------------------------------------------------------
+    async def start(
+        self, alias: str, candidate: str, steps: tuple[int, ...] | None = None
+    ) -> Rollout:
+        steps = steps or self.policy.steps
+        RolloutPolicy(steps=steps)  # validates the steps
+        async with self.sessions() as session, session.begin():
+            alias_row = await session.get(Alias, alias, with_for_update=True)
+            version = await session.get(AdapterVersion, candidate)
+            if alias_row is None or version is None or version.alias != alias:
+                raise RolloutError(f"{candidate} is not a version of alias {alias}")
+            if await self._active(session, alias) is not None:
+                raise RolloutError(f"alias {alias} already has a rollout in progress")
+            if version.state != "candidate":
+                raise RolloutError(f"{candidate} is {version.state}; only candidates roll out")
+            rollout = Rollout(
+                alias=alias, candidate=candidate, baseline=alias_row.live_version,
+                state="running", steps=list(steps), step=0, weight=steps[0] / 100,
+                failures=0, step_started_at=utcnow(),
+            )  # fmt: skip
+            session.add(rollout)
+            version.state = "canary"
+            alias_row.generation += 1
+            await session.flush()
+            self._event(session, rollout, "started", {"steps": list(steps)})
+        log.info("rollout started", extra={"alias": alias, "candidate": candidate})
+        self.registry.changed()
+        return rollout
+
+    async def promote(self, alias: str, reason: str = "manual") -> Rollout:
+        return await self._finish(alias, "promoted", reason)
+
+    async def rollback(self, alias: str, reason: str = "manual") -> Rollout:
+        return await self._finish(alias, "rolled_back", reason)
+
+    async def pause(self, alias: str) -> Rollout:
+        return await self._set_running(alias, running=False)
+
+    async def resume(self, alias: str) -> Rollout:
+        return await self._set_running(alias, running=True)
+
+    async def status(self, alias: str) -> tuple[Rollout | None, list[RolloutEvent]]:
+        async with self.sessions() as session:
+            rollout = await session.scalar(
+                select(Rollout).where(Rollout.alias == alias).order_by(Rollout.id.desc())
+            )
+            if rollout is None:
+                return None, []
+            events = list(
+                await session.scalars(
+                    select(RolloutEvent)
+                    .where(RolloutEvent.rollout_id == rollout.id)
+                    .order_by(RolloutEvent.id)
+                )
+            )
+        return rollout, events
+
+    # -- the analysis loop -----------------------------------------------------------
+    async def tick(self) -> None:
+        """Analyse every running rollout whose interval has passed (leader only)."""
+        if not await self.is_leader():
+            return
+        async with self.sessions() as session:
+            running = list(await session.scalars(select(Rollout).where(Rollout.state == "running")))
+        for rollout in running:
+            now = utcnow()
+            started = _aware(rollout.step_started_at)
+            if now - started >= timedelta(seconds=self.policy.interval_s):
+                await self._analyse_step(rollout, started, now)
+
+    async def _analyse_step(self, rollout: Rollout, since: datetime, until: datetime) -> None:
+        canary = await self.stats(rollout.candidate, since, until)
+        live = await self.stats(rollout.baseline, since, until) if rollout.baseline else canary
+        results = analyse(canary, live, self.policy)
+        failed = [result.gate for result in results if result.passed is False]
+        decided = [result for result in results if result.passed is not None]
+        detail = {"canary": asdict(canary), "live": asdict(live),
+                  "gates": [asdict(result) for result in results]}  # fmt: skip
+        if failed:
+            await self._record_failure(rollout.id, failed, detail)
+        elif decided:
+            await self._advance(rollout.id, detail)
+        else:
+            await self._log_event(rollout.id, "waiting_for_samples", detail)
+
+    async def _record_failure(
+        self, rollout_id: int, failed: list[str], detail: dict[str, Any]
+    ) -> None:
+        async with self.sessions() as session, session.begin():
+            rollout = await session.get(Rollout, rollout_id, with_for_update=True)
+            if rollout is None or rollout.state != "running":
+                return
+            rollout.failures += 1
+            rollout.step_started_at = utcnow()
+            self._event(session, rollout, "gate_failed", {**detail, "failed": failed})
+            alias, failures = rollout.alias, rollout.failures
+        log.warning("rollout gate failed", extra={"alias": alias, "gates": failed})
+        if failures >= self.policy.failure_threshold:
+            await self._finish(alias, "rolled_back", "gate_failed:" + ",".join(failed))
+
+    async def _advance(self, rollout_id: int, detail: dict[str, Any]) -> None:
+        async with self.sessions() as session, session.begin():
+            rollout = await session.get(Rollout, rollout_id, with_for_update=True)
+            if rollout is None or rollout.state != "running":
+                return
+            last_step = rollout.step >= len(rollout.steps) - 1
+            if not last_step:
+                rollout.step += 1
+                rollout.weight = rollout.steps[rollout.step] / 100
+                rollout.step_started_at = rollout.updated_at = utcnow()
+                await self._bump(session, rollout.alias)
+            self._event(session, rollout, "gates_passed", {**detail, "step": rollout.step})
+            alias = rollout.alias
+        if last_step:
+            await self._finish(alias, "promoted", "all_steps_passed")
+        else:
+            self.registry.changed()
+
+    async def _finish(self, alias: str, outcome: str, reason: str) -> Rollout:
+        async with self.sessions() as session, session.begin():
+            rollout = await self._active(session, alias)
+            if rollout is None:
+                raise RolloutError(f"alias {alias} has no rollout in progress")
+            alias_row = await session.get(Alias, alias, with_for_update=True)
+            candidate = await session.get(AdapterVersion, rollout.candidate)
+            assert alias_row is not None and candidate is not None
+            rollout.state, rollout.reason, rollout.updated_at = outcome, reason, utcnow()
+            rollout.weight = 1.0 if outcome == "promoted" else 0.0
+            if outcome == "promoted":
+                old = await session.get(AdapterVersion, alias_row.live_version or "")
+                if old is not None:
+                    old.state = "retired"
+                candidate.state = "live"
+                alias_row.live_version = candidate.name
+            else:
+                candidate.state = "rolled_back"
+            alias_row.generation += 1
+            self._event(session, rollout, outcome, {"reason": reason})
+        self.outcomes[(outcome, reason.split(":", 1)[0])] += 1
+        log.info("rollout %s", outcome, extra={"alias": alias, "version": rollout.candidate,
+                                               "reason": reason})  # fmt: skip
+        self.registry.changed()
+        return rollout
+
+    async def _set_running(self, alias: str, *, running: bool) -> Rollout:
+        async with self.sessions() as session, session.begin():
+            rollout = await self._active(session, alias)
+            if rollout is None:
+                raise RolloutError(f"alias {alias} has no rollout in progress")
+            rollout.state = "running" if running else "paused"
+            if running:
+                rollout.step_started_at = utcnow()  # a fresh window: paused time is not data
+            self._event(session, rollout, "resumed" if running else "paused", {})
+        return rollout
+
+    # -- helpers ---------------------------------------------------------------------
+    async def _active(self, session: AsyncSession, alias: str) -> Rollout | None:
+        result: Rollout | None = await session.scalar(
+            select(Rollout).where(Rollout.alias == alias, Rollout.state.in_(ACTIVE))
+        )
+        return result
+
+    async def _bump(self, session: AsyncSession, alias: str) -> None:
+        alias_row = await session.get(Alias, alias, with_for_update=True)
+        if alias_row is not None:
+            alias_row.generation += 1
+
+    async def _log_event(self, rollout_id: int, kind: str, detail: dict[str, Any]) -> None:
+        async with self.sessions() as session, session.begin():
+            rollout = await session.get(Rollout, rollout_id)
+            if rollout is not None:
+                self._event(session, rollout, kind, detail)
+
+    @staticmethod
+    def _event(session: AsyncSession, rollout: Rollout, kind: str, detail: dict[str, Any]) -> None:
+        session.add(RolloutEvent(rollout_id=rollout.id, kind=kind, detail=detail))
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)

@@ -1,0 +1,147 @@
+"""Checks a PEFT LoRA directory before anything is stored.
+
+Reads only JSON and safetensors headers (never unpickles, never loads tensors), so a
+hostile upload costs nothing to refuse. Each refusal names the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import AdapterError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+ALLOWED_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, "README.md", "tokenizer_config.json"})
+_HEADER_LIMIT = 64 * 1024 * 1024
+
+
+class InvalidAdapter(AdapterError):
+    """The adapter directory is refused; the message says why."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    rank: int
+    target_modules: tuple[str, ...]
+    base_model: str
+    size_bytes: int
+
+
+def validate_adapter(
+    directory: Path, *, base_model_dir: Path | None, max_rank: int, max_bytes: int
+) -> AdapterInfo:
+    files = _check_files(directory)
+    size = sum(path.stat().st_size for path in files)
+    if size > max_bytes:
+        raise InvalidAdapter(f"adapter is {size} bytes; the limit is {max_bytes}")
+    config = _read_config(directory / CONFIG_FILE)
+    rank = int(config.get("r", 0))
+    if not 1 <= rank <= max_rank:
+        raise InvalidAdapter(f"rank {rank} is outside 1..{max_rank} (the engine's max_lora_rank)")
+    tensors = safetensors_header(directory / WEIGHTS_FILE)
+    modules = _lora_modules(tensors)
+    if not modules:
+        raise InvalidAdapter(f"{WEIGHTS_FILE} holds no lora_A/lora_B weights")
+    if base_model_dir is not None:
+        _check_against_base(modules, tensors, base_model_dir)
+    targets = tuple(sorted({name.rsplit(".", 1)[-1] for name in modules}))
+    return AdapterInfo(rank, targets, str(config.get("base_model_name_or_path") or ""), size)
+
+
+def _check_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        raise InvalidAdapter(f"{directory} is not a directory")
+    root = directory.resolve()
+    files = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink():
+            raise InvalidAdapter(f"{path.name} is a symlink; adapters must be plain files")
+        if not path.resolve().is_relative_to(root):
+            raise InvalidAdapter(f"{path} escapes the adapter directory")
+        if path.is_dir():
+            raise InvalidAdapter(f"unexpected folder {path.name} in the adapter")
+        if path.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"):
+            raise InvalidAdapter(f"{path.name} is a pickle; only safetensors are accepted")
+        if path.name not in ALLOWED_FILES:
+            raise InvalidAdapter(f"unexpected file {path.name} in the adapter")
+        files.append(path)
+    for needed in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / needed).is_file():
+            raise InvalidAdapter(f"{needed} is missing")
+    return files
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidAdapter(f"{CONFIG_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidAdapter(f"{CONFIG_FILE} must hold an object")
+    if config.get("peft_type", "LORA") != "LORA":
+        raise InvalidAdapter(f"peft_type {config.get('peft_type')!r} is not LORA")
+    return config
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """Tensor names to {dtype, shape} from a safetensors file's JSON header."""
+    with path.open("rb") as handle:
+        raw_length = handle.read(8)
+        if len(raw_length) != 8:
+            raise InvalidAdapter(f"{path.name} is not a safetensors file")
+        length = struct.unpack("<Q", raw_length)[0]
+        if length > _HEADER_LIMIT:
+            raise InvalidAdapter(f"{path.name} has an implausible header")
+        try:
+            header = json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidAdapter(f"{path.name} is not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise InvalidAdapter(f"{path.name} is not a safetensors file")
+    header.pop("__metadata__", None)
+    return header
+
+
+def _lora_modules(tensors: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
+    """Module path (as in the base model) to the shapes of its lora_A and lora_B."""
+    modules: dict[str, dict[str, list[int]]] = {}
+    for name, info in tensors.items():
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in name:
+                module = name.split(marker, 1)[0].removeprefix("base_model.model.")
+                modules.setdefault(module, {})[part] = list(info.get("shape", []))
+    return modules
+
+
+def _check_against_base(
+    modules: dict[str, dict[str, list[int]]], tensors: dict[str, Any], base_model_dir: Path
+) -> None:
+    base = _base_shapes(base_model_dir)
+    for module, shapes in modules.items():
+        weight = base.get(f"{module}.weight")
+        if weight is None:
+            raise InvalidAdapter(f"target module {module} does not exist in the base model")
+        out_features, in_features = weight[0], weight[-1]
+        lora_a, lora_b = shapes.get("lora_A"), shapes.get("lora_B")
+        if lora_a is None or lora_b is None:
+            raise InvalidAdapter(f"{module} lacks lora_A or lora_B")
+        if lora_a[-1] != in_features or lora_b[0] != out_features:
+            raise InvalidAdapter(
+                f"{module} shapes {lora_a}/{lora_b} do not fit the base weight {weight}"
+            )
+
+
+def _base_shapes(base_model_dir: Path) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    for path in sorted(base_model_dir.glob("*.safetensors")):
+        for name, info in safetensors_header(path).items():
+            shapes[name] = list(info.get("shape", []))
+    if not shapes:
+        raise InvalidAdapter(f"no safetensors weights in the base model at {base_model_dir}")
+    return shapes

@@ -1,0 +1,67 @@
+"""Admin API for adapters (publish, list) and the public feedback endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, get, post
+
+from adapters.registry import Registry
+from adapters.tables import AdapterVersion
+from gateway.feedback import FeedbackIn, FeedbackService
+
+
+class PublishIn(msgspec.Struct):
+    """A PEFT LoRA directory on the gateway host (or a volume it shares)."""
+
+    path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    alias: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    parent: str | None = None
+
+
+def version_card(version: AdapterVersion) -> dict[str, Any]:
+    return {
+        "name": version.name, "alias": version.alias, "number": version.number,
+        "state": version.state, "parent": version.parent, "sha256": version.sha256,
+        "rank": version.rank, "target_modules": version.target_modules,
+        "size_bytes": version.size_bytes, "eval_report": version.eval_report,
+        "created_at": version.created_at.isoformat(),
+    }  # fmt: skip
+
+
+@post("/v1/admin/adapters", opt={"scope": "admin"}, tags=["admin"], status_code=201)
+async def publish_adapter(data: PublishIn, adapters: Registry) -> dict[str, Any]:
+    """Validate and store an adapter as a new immutable version (idempotent by content)."""
+    published = await adapters.publish(Path(data.path), data.alias, parent=data.parent)
+    return {**version_card(published.version), "created": published.created}
+
+
+@get("/v1/admin/adapters", opt={"scope": "admin"}, tags=["admin"])
+async def list_adapters(adapters: Registry, alias: str | None = None) -> dict[str, Any]:
+    """Every version, optionally of one alias, with state and eval report."""
+    versions = await adapters.versions(alias)
+    return {"object": "list", "data": [version_card(version) for version in versions]}
+
+
+@get("/v1/admin/aliases", opt={"scope": "admin"}, tags=["admin"])
+async def list_aliases(adapters: Registry) -> dict[str, Any]:
+    """Aliases with their live version and any canary and its weight."""
+    routes = await adapters.routes()
+    return {
+        "object": "list",
+        "data": [
+            {"alias": route.alias, "live": route.live, "canary": route.canary,
+             "canary_weight": route.weight}
+            for route in routes.values()
+        ],
+    }  # fmt: skip
+
+
+@post("/v1/feedback", opt={"scope": "chat"}, tags=["openai"], status_code=200)
+async def submit_feedback(
+    request: Request[Any, Any, Any], data: FeedbackIn, feedback: FeedbackService
+) -> dict[str, Any]:
+    """Rate a completion (thumbs or stars), correct it, or flag it."""
+    return await feedback.submit(data, request.state.principal)
