@@ -7,8 +7,9 @@ live version's traffic over the same window:
 * negative-feedback rate, mean groundedness, error rate, p95 latency;
 * each gate has a margin and needs ``min_samples`` on both sides, otherwise the step waits;
 * a failed analysis counts toward ``failure_threshold``; reaching it rolls back (weight 0,
-  state ``rolled_back``); passing every step promotes (the alias points at the candidate,
-  the old version is retired and unloaded by the reconciler once requests drain).
+  state ``rolled_back``); passing the last step below 100% promotes (the alias points at
+  the candidate, the old version is retired and unloaded by the reconciler once requests
+  drain). At 100% nothing is left to compare with, so that step is never analysed.
 
 All state lives in the store, so a restarted gateway resumes where it was. With several
 gateways only the holder of the leader lock acts; all of them read the same weights.
@@ -211,6 +212,9 @@ class RolloutController:
                 await self._analyse_step(rollout, started, now)
 
     async def _analyse_step(self, rollout: Rollout, since: datetime, until: datetime) -> None:
+        if rollout.weight >= 1.0:  # started at 100%: nothing to compare, the step has run
+            await self._finish(rollout.alias, "promoted", "full_weight")
+            return
         canary = await self.stats(rollout.candidate, since, until)
         live = await self.stats(rollout.baseline, since, until) if rollout.baseline else canary
         results = analyse(canary, live, self.policy)
@@ -245,7 +249,11 @@ class RolloutController:
             rollout = await session.get(Rollout, rollout_id, with_for_update=True)
             if rollout is None or rollout.state != "running":
                 return
-            last_step = rollout.step >= len(rollout.steps) - 1
+            # At 100% the live version gets no traffic left to compare with, so passing the
+            # step before it is the last decision: promote instead of moving to 100%.
+            last_step = (
+                rollout.step >= len(rollout.steps) - 1 or rollout.steps[rollout.step + 1] >= 100
+            )
             if not last_step:
                 rollout.step += 1
                 rollout.weight = rollout.steps[rollout.step] / 100

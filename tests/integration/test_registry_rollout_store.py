@@ -87,7 +87,7 @@ def _controller(registry: Registry, db: Database, stats: dict[str, VersionStats]
     async def leader() -> bool:
         return True
 
-    settings = {"steps": (50, 100), "interval_s": 0.0, "min_samples": 10,
+    settings = {"steps": (25, 50, 100), "interval_s": 0.0, "min_samples": 10,
                 "failure_threshold": 2, **policy}  # fmt: skip
     return RolloutController(registry, db.sessions, source, RolloutPolicy(**settings), leader)  # type: ignore[arg-type]
 
@@ -105,7 +105,7 @@ async def test_bad_canary_rolls_back_after_the_failure_threshold(
     alias, live, canary = await _two_versions(registry, loras)
     controller = _controller(registry, db, {live: GOOD, canary: BAD})
     await controller.start(alias, canary)
-    assert (await registry.routes())[alias].weight == 0.5
+    assert (await registry.routes())[alias].weight == 0.25
 
     await controller.tick()
     rollout, _ = await controller.status(alias)
@@ -128,9 +128,10 @@ async def test_good_canary_is_promoted_step_by_step(
     alias, live, canary = await _two_versions(registry, loras)
     controller = _controller(registry, db, {live: GOOD, canary: GOOD})
     await controller.start(alias, canary)
+    assert (await registry.routes())[alias].weight == 0.25
     await controller.tick()
-    assert (await registry.routes())[alias].weight == 1.0  # second step: 100%
-    await controller.tick()
+    assert (await registry.routes())[alias].weight == 0.5
+    await controller.tick()  # passing the step below 100% promotes
     rollout, _ = await controller.status(alias)
     assert rollout is not None and rollout.state == "promoted"
     assert (await registry.get(canary)).state == "live"

@@ -7,13 +7,14 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import count_conversations, wait_for_conversation, wait_until
+from tests.support import count_conversations, make_lora, wait_for_conversation, wait_until
 
 LONG_ANSWER = {
     "model": BASE_MODEL,
@@ -75,9 +76,18 @@ def test_client_leaving_a_non_streaming_request_cancels_it_too(
 
 @pytest.mark.destructive(order=1)
 def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
-    embedded_server: EmbeddedServer,
+    embedded_server: EmbeddedServer, prepared_model: Path, tmp_path: Path
 ) -> None:
+    admin = {"Authorization": f"Bearer {embedded_server.keys['admin']}"}
+    lora = make_lora(tmp_path / "lora", prepared_model, seed=11)
+    published = httpx.post(
+        f"{embedded_server.base_url}/v1/admin/adapters",
+        json={"path": str(lora), "alias": "faults"},
+        headers=admin,
+    ).json()
     client = embedded_server.client(timeout=120)
+    ask = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    assert client.chat.completions.create(model="faults", **ask).model == published["name"]
     stream = client.chat.completions.create(
         model=BASE_MODEL,
         messages=LONG_ANSWER["messages"],  # type: ignore[arg-type]
@@ -104,6 +114,10 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
         model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
     )
     assert answer.choices[0].message.content
+    # The reconciler put the adapter back on the new vLLM.
+    assert client.chat.completions.create(model="faults", **ask).model == published["name"]
+    engine_models = httpx.get(f"{embedded_server.engine_url}/v1/models").json()["data"]
+    assert published["name"] in {model["id"] for model in engine_models}
     log = embedded_server.log_path.read_text()
     assert "engine exited; restarting" in log
 
