@@ -189,7 +189,9 @@ def build_retriever(settings: Settings, db: Database) -> Retriever:
     )
     config = RetrievalConfig(
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap_tokens),
-        index=IndexConfig(settings.exact_index_max_vectors, settings.ivf_nprobe),
+        index=IndexConfig(
+            settings.exact_index_max_vectors, settings.ivf_nprobe, threads=settings.faiss_threads
+        ),
         max_document_bytes=settings.max_document_bytes,
     )
     return Retriever(db.sessions, embedder, settings.data_dir / "indexes", config)

@@ -199,6 +199,9 @@ class Settings(BaseSettings):
         50_000, ge=1000, description="Above this many chunks a collection switches to IVF."
     )
     ivf_nprobe: int = Field(32, ge=1, description="IVF lists searched per query.")
+    faiss_threads: int = Field(
+        1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
+    )
     max_document_bytes: int = Field(
         2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
     )
