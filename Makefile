@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check clean docs
+.PHONY: run test install lint typecheck check clean docs bench
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/loragate model prepare
+	$(BIN)/python bench/serving_latency.py
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/retrieval.py --grounding-only
 
 docs: $(STAMP)
 	$(BIN)/loragate config docs --write docs/configuration.md

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.report import machine_description, percentile, write_section
+
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
 MODEL = "SmolLM2-135M-Instruct"
@@ -71,11 +74,6 @@ def timed_chat(client: httpx.Client, url: str, stream: bool) -> tuple[float, flo
                 first = time.perf_counter() - started
     total = time.perf_counter() - started
     return total, first if first is not None else total
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -159,33 +157,7 @@ def report(start_s: float, rows: dict[str, dict[str, list[float]]], requests: in
     ]
     table = "\n".join(lines)
     print(table)
-    write_section(REPO / "docs" / "benchmarks.md", table)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.system()} {platform.machine()}, {cpu}, {memory_gib:.0f} GiB RAM"
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this suite's section in docs/benchmarks.md, keeping the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        following = rest.find("\n## ")
-        tail = rest[following + 1 :] if following != -1 else ""
-        text = head + section + ("\n" + tail if tail else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section(SECTION, table)
 
 
 if __name__ == "__main__":

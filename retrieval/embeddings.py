@@ -38,7 +38,8 @@ class Embedder:
         self.batch_size = batch_size
         self.threads = threads
         self._model: Any = None
-        self._lock = threading.Lock()
+        # Re-entrant: embed() holds it while the model property may still be loading.
+        self._lock = threading.RLock()
 
     @property
     def model(self) -> Any:
@@ -73,8 +74,14 @@ class Embedder:
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token, from the model's own tokenizer."""
+        # Whole sections are longer than the model reads; that is why they are chunked, so
+        # the tokenizer's warning about it (verbose) is noise here.
         encoded = self.model.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, truncation=False
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=False,
+            verbose=False,
         )
         return [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
 

@@ -35,7 +35,7 @@ def _faiss() -> Any:
 @dataclass(frozen=True)
 class IndexConfig:
     exact_max_vectors: int = 50_000
-    ivf_nprobe: int = 32
+    ivf_nprobe: int = 16
     ivf_lists_per_sqrt: float = 4.0
     # Retrain IVF centroids once the index has grown this many times past its training size.
     ivf_retrain_growth: float = 4.0
@@ -145,8 +145,10 @@ class VectorIndex:
             faiss.IndexFlatIP(self.dimension), self.dimension, lists, faiss.METRIC_INNER_PRODUCT
         )
         sample = training
-        if len(training) > lists * 256:  # k-means needs ~40-256 points a list, not all of them
-            picks = np.random.default_rng(0).choice(len(training), lists * 256, replace=False)
+        # k-means needs some 40-256 points a list; 64 trains 1M vectors in a quarter of the
+        # time of using them all, with the same recall (bench/retrieval.py).
+        if len(training) > lists * 64:
+            picks = np.random.default_rng(0).choice(len(training), lists * 64, replace=False)
             sample = training[picks]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self._index = index

@@ -1,0 +1,41 @@
+"""Shared by the bench scripts: the machine line, percentiles, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.system()} {platform.machine()}, {cpu}, {memory_gib:.0f} GiB RAM"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def write_section(heading: str, section: str, path: Path = BENCHMARKS) -> None:
+    """Replace one suite's ``## heading`` section in docs/benchmarks.md, keeping the others."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    marker = heading + "\n"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        following = rest.find("\n## ")
+        tail = rest[following + 1 :] if following != -1 else ""
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
