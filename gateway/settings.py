@@ -199,7 +199,7 @@ class Settings(BaseSettings):
         50_000, ge=1000, description="Above this many chunks a collection switches to IVF."
     )
     ivf_nprobe: int = Field(
-        16, ge=1, description="IVF lists searched per query (recall vs latency: docs/benchmarks.md)."
+        16, ge=1, description="IVF lists searched per query (recall vs latency in benchmarks)."
     )
     faiss_threads: int = Field(
         1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
