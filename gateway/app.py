@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 from litestar import Litestar, Router
@@ -21,17 +20,22 @@ from litestar.openapi import OpenAPIConfig
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.engine import EngineClient, EngineClientConfig
+from adapters.engine import EngineClient
 from adapters.reconciler import Reconciler
-from adapters.registry import Registry, ValidationLimits
-from adapters.rollout import RolloutController, RolloutPolicy
+from adapters.registry import Registry
+from adapters.rollout import RolloutController
 from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
+from gateway.components import (
+    adapter_registry,
+    build_retriever,
+    engine_config,
+    rollout_controller,
+)
 from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
-from gateway.rollout_stats import version_stats
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, openai, ops, rollouts
 from gateway.routing import ModelRouter
@@ -40,11 +44,8 @@ from gateway.store import Database
 from gateway.store.conversations import ConversationLog
 from gateway.store.keys import KeyStore
 from gateway.store.leader import LeaderLock
-from retrieval.chunking import ChunkingConfig
-from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
-from retrieval.index import IndexConfig
-from retrieval.service import RetrievalConfig, Retriever
+from retrieval.service import Retriever
 
 log = logging.getLogger("loragate.app")
 
@@ -88,11 +89,7 @@ class Services:
             engine, adapters, settings.reconcile_interval_s, settings.adapter_drain_s
         )
         leader = LeaderLock(db)
-        rollouts = RolloutController(
-            adapters, db.sessions,
-            lambda version, since, until: version_stats(db, version, since, until),
-            rollout_policy(settings), leader.is_leader,
-        )  # fmt: skip
+        rollouts = rollout_controller(settings, db, adapters, leader)  # fmt: skip
         router = ModelRouter(adapters, settings.base_model_name)
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
                             settings.adapter_wait_s)  # fmt: skip
@@ -151,61 +148,6 @@ class Services:
         await self.conversations.close()
         await self.engine.close()
         await self.db.dispose()
-
-
-def rollout_policy(settings: Settings) -> RolloutPolicy:
-    return RolloutPolicy(
-        steps=tuple(settings.rollout_steps),
-        interval_s=settings.rollout_interval_s,
-        min_samples=settings.rollout_min_samples,
-        failure_threshold=settings.rollout_failure_threshold,
-        max_negative_rate_increase=settings.rollout_max_negative_rate_increase,
-        max_groundedness_drop=settings.rollout_max_groundedness_drop,
-        max_error_rate_increase=settings.rollout_max_error_rate_increase,
-        max_p95_latency_ratio=settings.rollout_max_p95_latency_ratio,
-    )
-
-
-def adapter_registry(settings: Settings, db: Database) -> Registry:
-    """The adapter registry on the shared store, with version files under the data dir."""
-    limits = ValidationLimits(
-        _base_model_dir(settings), settings.max_lora_rank, settings.max_adapter_bytes
-    )
-    return Registry(db.sessions, settings.data_dir / "adapters", limits)
-
-
-def _base_model_dir(settings: Settings) -> Path | None:
-    """The base weights adapters are checked against, when this host can see them."""
-    path = settings.resolved_base_model_path
-    return path if (path / "config.json").is_file() else None
-
-
-def build_retriever(settings: Settings, db: Database) -> Retriever:
-    """The retrieval service on the shared store, with index files under the data dir."""
-    embedder = Embedder(
-        settings.embedding_model_path,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-    )
-    config = RetrievalConfig(
-        chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap_tokens),
-        index=IndexConfig(
-            settings.exact_index_max_vectors, settings.ivf_nprobe, threads=settings.faiss_threads
-        ),
-        max_document_bytes=settings.max_document_bytes,
-    )
-    return Retriever(db.sessions, embedder, settings.data_dir / "indexes", config)
-
-
-def engine_config(settings: Settings) -> EngineClientConfig:
-    return EngineClientConfig(
-        urls=tuple(settings.resolved_engine_urls),
-        api_key=settings.engine_api_key,
-        connect_timeout_s=settings.engine_connect_timeout_s,
-        request_timeout_s=settings.engine_request_timeout_s,
-        health_interval_s=settings.engine_health_interval_s,
-        max_connections=settings.engine_max_connections,
-    )
 
 
 def create_app(

@@ -27,6 +27,25 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
+def _with_store(
+    settings: Settings,
+    build: Callable[[Settings, Any], Any],
+    action: Callable[[Any], Coroutine[Any, Any, T]],
+) -> T:
+    """Open the store (migrated), build a service on it, run ``action`` on the service."""
+    from gateway.store import Database
+
+    async def run() -> T:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.migrate()
+            return await action(build(settings, db))
+        finally:
+            await db.dispose()
+
+    return _run(run())
+
+
 @click.group()
 @click.option(
     "--config",
@@ -110,18 +129,9 @@ def keys() -> None:
 
 
 def _with_keys(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.store import Database
     from gateway.store.keys import KeyStore
 
-    async def run() -> T:
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.migrate()
-            return await action(KeyStore(db))
-        finally:
-            await db.dispose()
-
-    return _run(run())
+    return _with_store(settings, lambda _, db: KeyStore(db), action)
 
 
 @keys.command("create")
@@ -162,18 +172,9 @@ def adapters() -> None:
 
 
 def _with_registry(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.app import adapter_registry
-    from gateway.store import Database
+    from gateway.components import adapter_registry
 
-    async def run() -> T:
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.migrate()
-            return await action(adapter_registry(settings, db))
-        finally:
-            await db.dispose()
-
-    return _run(run())
+    return _with_store(settings, adapter_registry, action)
 
 
 @adapters.command("publish")
@@ -208,27 +209,9 @@ def rollout() -> None:
 
 
 def _with_rollouts(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.app import adapter_registry, rollout_policy
-    from gateway.rollout_stats import version_stats
-    from gateway.store import Database
-    from gateway.store.leader import LeaderLock
+    from gateway.components import rollout_controller
 
-    async def run() -> T:
-        from adapters.rollout import RolloutController
-
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.migrate()
-            controller = RolloutController(
-                adapter_registry(settings, db), db.sessions,
-                lambda version, since, until: version_stats(db, version, since, until),
-                rollout_policy(settings), LeaderLock(db).is_leader,
-            )  # fmt: skip
-            return await action(controller)
-        finally:
-            await db.dispose()
-
-    return _run(run())
+    return _with_store(settings, rollout_controller, action)
 
 
 def _rollout_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from gateway.app import build_retriever
+from gateway.components import build_retriever
 from gateway.progress import Progress
 from gateway.settings import Settings
 from gateway.store import Database

@@ -9,41 +9,12 @@ import signal
 
 import uvicorn
 
-from adapters.base_model import check_model_dir
-from adapters.errors import BaseModelError
-from adapters.supervisor import EngineLaunch, EngineSupervisor
+from adapters.supervisor import EngineSupervisor
 from gateway.app import create_app
-from gateway.errors import ConfigError
+from gateway.components import engine_launch
 from gateway.settings import Settings
 
 log = logging.getLogger("loragate.serve")
-
-
-def engine_launch(settings: Settings) -> EngineLaunch:
-    model_path = settings.resolved_base_model_path
-    try:
-        check_model_dir(model_path)
-    except BaseModelError as exc:
-        raise ConfigError(
-            f"base_model_path: {exc}. Run `loragate model prepare` first, or point "
-            "LORAGATE_BASE_MODEL_PATH at a Hugging Face model directory."
-        ) from None
-    return EngineLaunch(
-        model_path=model_path,
-        served_model_name=settings.base_model_name,
-        host=settings.engine_host,
-        port=settings.engine_port,
-        max_model_len=settings.max_model_len,
-        kv_cache_gib=settings.kv_cache_gib,
-        max_loras=settings.max_loras,
-        max_cpu_loras=settings.max_cpu_loras,
-        max_lora_rank=settings.max_lora_rank,
-        log_file=settings.data_dir / "logs" / "vllm.log",
-        start_timeout_s=settings.engine_start_timeout_s,
-        restart_backoff_s=settings.engine_restart_backoff_s,
-        restart_backoff_max_s=settings.engine_restart_backoff_max_s,
-        extra_args=tuple(settings.engine_extra_args),
-    )
 
 
 def serve(settings: Settings) -> None:

@@ -1,0 +1,122 @@
+"""Settings in, configured components out: the one place that maps settings fields onto
+each package's own config objects. ``app.py`` wires the results together; the CLI uses the
+same builders for its offline commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adapters.base_model import check_model_dir
+from adapters.engine import EngineClientConfig
+from adapters.errors import BaseModelError
+from adapters.registry import Registry, ValidationLimits
+from adapters.rollout import RolloutController, RolloutPolicy
+from adapters.supervisor import EngineLaunch
+from gateway.errors import ConfigError
+from gateway.rollout_stats import version_stats
+from gateway.settings import Settings
+from gateway.store import Database
+from gateway.store.leader import LeaderLock
+from retrieval.chunking import ChunkingConfig
+from retrieval.embeddings import Embedder
+from retrieval.index import IndexConfig
+from retrieval.service import RetrievalConfig, Retriever
+
+
+def rollout_policy(settings: Settings) -> RolloutPolicy:
+    return RolloutPolicy(
+        steps=tuple(settings.rollout_steps),
+        interval_s=settings.rollout_interval_s,
+        min_samples=settings.rollout_min_samples,
+        failure_threshold=settings.rollout_failure_threshold,
+        max_negative_rate_increase=settings.rollout_max_negative_rate_increase,
+        max_groundedness_drop=settings.rollout_max_groundedness_drop,
+        max_error_rate_increase=settings.rollout_max_error_rate_increase,
+        max_p95_latency_ratio=settings.rollout_max_p95_latency_ratio,
+    )
+
+
+def adapter_registry(settings: Settings, db: Database) -> Registry:
+    """The adapter registry on the shared store, with version files under the data dir."""
+    limits = ValidationLimits(
+        _base_model_dir(settings), settings.max_lora_rank, settings.max_adapter_bytes
+    )
+    return Registry(db.sessions, settings.data_dir / "adapters", limits)
+
+
+def _base_model_dir(settings: Settings) -> Path | None:
+    """The base weights adapters are checked against, when this host can see them."""
+    path = settings.resolved_base_model_path
+    return path if (path / "config.json").is_file() else None
+
+
+def build_retriever(settings: Settings, db: Database) -> Retriever:
+    """The retrieval service on the shared store, with index files under the data dir."""
+    embedder = Embedder(
+        settings.embedding_model_path,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+    )
+    config = RetrievalConfig(
+        chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap_tokens),
+        index=IndexConfig(
+            settings.exact_index_max_vectors, settings.ivf_nprobe, threads=settings.faiss_threads
+        ),
+        max_document_bytes=settings.max_document_bytes,
+    )
+    return Retriever(db.sessions, embedder, settings.data_dir / "indexes", config)
+
+
+def engine_config(settings: Settings) -> EngineClientConfig:
+    return EngineClientConfig(
+        urls=tuple(settings.resolved_engine_urls),
+        api_key=settings.engine_api_key,
+        connect_timeout_s=settings.engine_connect_timeout_s,
+        request_timeout_s=settings.engine_request_timeout_s,
+        health_interval_s=settings.engine_health_interval_s,
+        max_connections=settings.engine_max_connections,
+    )
+
+
+def rollout_controller(
+    settings: Settings,
+    db: Database,
+    registry: Registry | None = None,
+    leader: LeaderLock | None = None,
+) -> RolloutController:
+    registry = registry or adapter_registry(settings, db)
+    leader = leader or LeaderLock(db)
+    return RolloutController(
+        registry,
+        db.sessions,
+        lambda version, since, until: version_stats(db, version, since, until),
+        rollout_policy(settings),
+        leader.is_leader,
+    )
+
+
+def engine_launch(settings: Settings) -> EngineLaunch:
+    model_path = settings.resolved_base_model_path
+    try:
+        check_model_dir(model_path)
+    except BaseModelError as exc:
+        raise ConfigError(
+            f"base_model_path: {exc}. Run `loragate model prepare` first, or point "
+            "LORAGATE_BASE_MODEL_PATH at a Hugging Face model directory."
+        ) from None
+    return EngineLaunch(
+        model_path=model_path,
+        served_model_name=settings.base_model_name,
+        host=settings.engine_host,
+        port=settings.engine_port,
+        max_model_len=settings.max_model_len,
+        kv_cache_gib=settings.kv_cache_gib,
+        max_loras=settings.max_loras,
+        max_cpu_loras=settings.max_cpu_loras,
+        max_lora_rank=settings.max_lora_rank,
+        log_file=settings.data_dir / "logs" / "vllm.log",
+        start_timeout_s=settings.engine_start_timeout_s,
+        restart_backoff_s=settings.engine_restart_backoff_s,
+        restart_backoff_max_s=settings.engine_restart_backoff_max_s,
+        extra_args=tuple(settings.engine_extra_args),
+    )

@@ -1,0 +1,88 @@
+"""The offline CLI commands against a real store: adapters, rollouts, ingest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import make_lora
+
+
+@pytest.fixture
+def cli(tmp_path: Path, prepared_model: Path):  # type: ignore[no-untyped-def]
+    env = {
+        **os.environ,
+        "LORAGATE_DATA_DIR": str(tmp_path / "data"),
+        "LORAGATE_BASE_MODEL_PATH": str(prepared_model),
+        "LORAGATE_LOG_LEVEL": "WARNING",
+    }
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True
+        )
+        assert (result.returncode == 0) == ok, result.stderr
+        return result
+
+    return run
+
+
+def test_publish_list_and_roll_out_from_the_cli(cli, tmp_path: Path, prepared_model: Path) -> None:  # type: ignore[no-untyped-def]
+    first = make_lora(tmp_path / "a", prepared_model, seed=1)
+    second = make_lora(tmp_path / "b", prepared_model, seed=2)
+    assert cli("adapters", "publish", str(first), "--alias", "help").stdout.strip() == (
+        "published help-v1 (live)"
+    )
+    assert (
+        "already published as help-v1"
+        in cli("adapters", "publish", str(first), "--alias", "help").stdout
+    )
+    cli("adapters", "publish", str(second), "--alias", "help")
+    listing = cli("adapters", "list").stdout.splitlines()
+    assert [line.split("\t")[:2] for line in listing] == [
+        ["help-v1", "live"],
+        ["help-v2", "candidate"],
+    ]
+
+    started = json.loads(cli("rollout", "start", "help", "help-v2", "--steps", "20,100").stdout)
+    assert (started["state"], started["weight"]) == ("running", 0.2)
+    assert json.loads(cli("rollout", "pause", "help").stdout)["state"] == "paused"
+    status = json.loads(cli("rollout", "status", "help").stdout)
+    assert [event["kind"] for event in status["history"]] == ["started", "paused"]
+    assert json.loads(cli("rollout", "promote", "help").stdout)["state"] == "promoted"
+    assert "no rollout in progress" in cli("rollout", "rollback", "help", ok=False).stderr
+    listing = cli("adapters", "list").stdout.splitlines()
+    assert [line.split("\t")[1] for line in listing] == ["retired", "live"]
+
+
+def test_refusals_are_clear_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pickle_dir = tmp_path / "pickled"
+    pickle_dir.mkdir()
+    (pickle_dir / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4}')
+    (pickle_dir / "adapter_model.bin").write_bytes(b"\x80\x04")
+    assert (
+        "only safetensors"
+        in cli("adapters", "publish", str(pickle_dir), "--alias", "x", ok=False).stderr
+    )
+    assert (
+        "invalid alias"
+        in cli("adapters", "publish", str(pickle_dir), "--alias", "Bad/Alias", ok=False).stderr
+    )
+
+
+def test_ingest_is_resumable(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Title\n\nAlpha text about otters.")
+    (docs / "b.txt").write_text("Beta text about beavers.")
+    (docs / "bad.txt").write_bytes(b"\xff\xfe\x00binary")
+    first = cli("ingest", str(docs), "--collection", "animals", ok=False)  # one file failed
+    assert "2 created, 0 replaced, 0 unchanged, 1 failed" in first.stdout
+    (docs / "bad.txt").unlink()
+    again = cli("ingest", str(docs), "--collection", "animals")
+    assert "0 created, 0 replaced, 2 unchanged, 0 failed" in again.stdout
