@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from adapters.engine import EngineClient, Replica
@@ -46,6 +47,7 @@ class Reconciler:
         self.interval_s = interval_s
         self.drain_s = drain_s
         self._unwanted_since: dict[str, float] = {}
+        self._on_load_failure: list[Callable[[str, str], Awaitable[None]]] = []
         self.stats = ReconcilerStats()
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -61,6 +63,10 @@ class Reconciler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def on_load_failure(self, callback: Callable[[str, str], Awaitable[None]]) -> None:
+        """Await ``callback(version, error)`` when an engine refuses to load a version."""
+        self._on_load_failure.append(callback)
 
     def wake(self) -> None:
         self._wake.set()
@@ -129,11 +135,16 @@ class Reconciler:
             await self.engine.post_json(
                 "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, replica
             )
-        except EngineRejected as exc:
-            if "already been loaded" in exc.message:
+        except (EngineRejected, EngineUnavailable) as exc:
+            if not replica.healthy:
+                raise  # the replica is gone, not the adapter: try again when it is back
+            message = str(exc)
+            if "already been loaded" in message:
                 return True
             self.stats.failures += 1
-            log.error("adapter load refused", extra={"version": name, "error": exc.message})
+            log.error("adapter load refused", extra={"version": name, "error": message})
+            for callback in self._on_load_failure:
+                await callback(name, message)
             return False
         self.stats.loads += 1
         self.stats.last_load_seconds = time.monotonic() - started

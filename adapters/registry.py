@@ -59,6 +59,7 @@ class AliasRoute:
     live: str | None
     canary: str | None = None
     weight: float = 0.0  # the canary's share of traffic, 0..1
+    step: int = 0
 
 
 def check_alias(alias: str) -> str:
@@ -238,7 +239,7 @@ class Registry:
                 routes[alias.name] = AliasRoute(alias.name, alias.live_version)
             else:
                 routes[alias.name] = AliasRoute(
-                    alias.name, alias.live_version, rollout.candidate, rollout.weight
+                    alias.name, alias.live_version, rollout.candidate, rollout.weight, rollout.step
                 )
         return routes
 

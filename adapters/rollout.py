@@ -176,6 +176,15 @@ class RolloutController:
     async def rollback(self, alias: str, reason: str = "manual") -> Rollout:
         return await self._finish(alias, "rolled_back", reason)
 
+    async def abort_for(self, version: str, error: str) -> None:
+        """The engine cannot load ``version``: end its rollout, if it has one, cleanly."""
+        async with self.sessions() as session:
+            rollout = await session.scalar(
+                select(Rollout).where(Rollout.candidate == version, Rollout.state.in_(ACTIVE))
+            )
+        if rollout is not None:
+            await self._finish(rollout.alias, "aborted", f"load_failed: {error}"[:500])
+
     async def pause(self, alias: str) -> Rollout:
         return await self._set_running(alias, running=False)
 
@@ -282,7 +291,7 @@ class RolloutController:
                     old.state = "retired"
                 candidate.state = "live"
                 alias_row.live_version = candidate.name
-            else:
+            else:  # rolled_back or aborted: the candidate leaves the traffic either way
                 candidate.state = "rolled_back"
             alias_row.generation += 1
             self._event(session, rollout, outcome, {"reason": reason})

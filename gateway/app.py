@@ -105,6 +105,7 @@ class Services:
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )
         metrics.watch(reconciler, rollouts)
+        reconciler.on_load_failure(rollouts.abort_for)
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
                    authenticator, retriever, adapters, reconciler, feedback, rollouts,
                    leader, metrics)  # fmt: skip

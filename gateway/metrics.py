@@ -92,7 +92,14 @@ class GatewayMetrics:
             ["alias", "version"],
             registry=registry,
         )
+        self.rollout_step = Gauge(
+            "loragate_rollout_step",
+            "Index of the current canary step of an alias's rollout (absent when none).",
+            ["alias"],
+            registry=registry,
+        )
         self._weights_seen: set[tuple[str, str]] = set()
+        self._steps_seen: set[str] = set()
         self.upstream_errors = Counter(
             "loragate_upstream_errors",
             "Engine failures by error type.",
@@ -107,11 +114,18 @@ class GatewayMetrics:
 
     async def refresh_rollouts(self, registry: Registry) -> None:
         current: dict[tuple[str, str], float] = {}
+        steps: dict[str, int] = {}
         for route in (await registry.routes()).values():
             if route.live:
                 current[(route.alias, route.live)] = 1.0 - route.weight
             if route.canary:
                 current[(route.alias, route.canary)] = route.weight
+                steps[route.alias] = route.step
+        for alias in self._steps_seen - set(steps):
+            self.rollout_step.remove(alias)
+        for alias, step in steps.items():
+            self.rollout_step.labels(alias).set(step)
+        self._steps_seen = set(steps)
         for labels in self._weights_seen - set(current):
             self.rollout_weight.remove(*labels)
         for labels, weight in current.items():

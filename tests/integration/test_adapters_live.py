@@ -256,3 +256,21 @@ def test_feedback_rules(admin_factory: Callable[..., Admin], loras: list[Path]) 
     assert stars.json()["polarity"] == "negative"  # an admin may rate any completion
     metrics = admin.gateway.get("/metrics").text
     assert f'loragate_feedback_total{{model="{admin.alias}-v1",polarity="negative"}} 2.0' in metrics
+
+
+def test_a_version_vllm_cannot_load_aborts_its_rollout(
+    admin_factory: Callable[..., Admin], loras: list[Path]
+) -> None:
+    admin = admin_factory(rollout_interval_s=3600)
+    v1, v2 = admin.publish(loras[0])["name"], admin.publish(loras[1])["name"]
+    stored = admin.gateway.settings.data_dir / "adapters" / v2
+    (stored / "adapter_model.safetensors").write_bytes(b"damaged after publishing")
+    admin.rollout(v2, [50, 100])
+    state = wait_until(
+        lambda: (s := admin.rollout_state())["state"] != "running" and s, 60, "the abort"
+    )
+    assert state["state"] == "aborted" and state["reason"].startswith("load_failed")
+    versions = admin.gateway.get("/v1/admin/adapters", headers=admin.headers()).json()["data"]
+    assert {v["name"]: v["state"] for v in versions} == {v1: "live", v2: "rolled_back"}
+    for n in range(6):  # the alias keeps answering from the live version
+        assert admin.chat(admin.alias, f"after-{n}").headers["x-loragate-version"] == v1
