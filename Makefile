@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/serving_latency.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/retrieval.py --grounding-only
+	$(BIN)/python bench/adapters.py
 
 docs: $(STAMP)
 	$(BIN)/loragate config docs --write docs/configuration.md

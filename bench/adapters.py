@@ -1,5 +1,4 @@
-"""Adapters, measured: publish-to-first-served latency, failures during a hot swap, and
-multi-adapter throughput through loragate vs directly against vLLM.
+"""Adapters, measured: publish-to-first-served latency, hot-swap failures, multi-adapter tok/s.
 
 Starts ``loragate serve`` (gateway + supervised vLLM CPU server) on free ports with small real
 PEFT LoRAs made on the prepared base model, then:
@@ -225,6 +224,7 @@ class Publish:
     attempts: int
     refusals: list[str]
     warm_s: float  # one more identical request, adapter already loaded
+    load_s: float | None  # the reconciler's load of this version into vLLM
 
 
 def chat_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> httpx.Response:
@@ -253,10 +253,13 @@ def publish_to_first_served(
             raise SystemExit(f"{version} was never served: {refusals[-3:]}")
         time.sleep(0.1)
     first_served = time.perf_counter() - started
+    load = last_load_seconds(client, server)  # nothing else loads meanwhile
     warm_started = time.perf_counter()
     chat_once(client, url, alias, max_tokens=1).raise_for_status()
     warm = time.perf_counter() - warm_started
-    return Publish(alias, version, published - started, first_served, attempts, refusals, warm)
+    return Publish(
+        alias, version, published - started, first_served, attempts, refusals, warm, load
+    )
 
 
 # -- 2. hot swap under concurrent streams -----------------------------------------------------
@@ -352,6 +355,7 @@ class Swap:
     rollout_at: float
     promote_at: float
     canary_first_s: float  # rollout POST to the first request served by the new version
+    canary_load_s: float | None  # the reconciler's load of the new version into vLLM
     problem: str | None  # a timeout or an admin refusal, if any
 
 
@@ -369,7 +373,8 @@ def hot_swap(
     ]
     for thread in threads:
         thread.start()
-    new, rollout_at, promote_at, canary_first, problem = "", 0.0, 0.0, float("nan"), None
+    new, rollout_at, promote_at, problem = "", 0.0, 0.0, None
+    canary_first, canary_load = float("nan"), None
     try:
         wait_for(lambda: run.total() >= 2 * streams, timeout_s, "streams before the swap")
         new = publish(client, server, paths[1], alias)
@@ -377,6 +382,7 @@ def hot_swap(
         admin(client, server, "/v1/admin/rollouts",
               {"alias": alias, "version": new, "steps": [100]})  # fmt: skip
         canary_first = wait_for(lambda: run.served_by(new) >= 1, timeout_s, f"{new} as canary")
+        canary_load = last_load_seconds(client, server)
         wait_for(lambda: run.served_by(new) >= 2, timeout_s, f"{new} as canary")
         promote_at = time.perf_counter()
         admin(client, server, f"/v1/admin/rollouts/{alias}/promote")
@@ -391,7 +397,16 @@ def hot_swap(
     with run.lock:
         results = list(run.results)
     return Swap(
-        old, new, streams, max_tokens, results, rollout_at, promote_at, canary_first, problem
+        old,
+        new,
+        streams,
+        max_tokens,
+        results,
+        rollout_at,
+        promote_at,
+        canary_first,
+        canary_load,
+        problem,
     )
 
 
@@ -452,6 +467,11 @@ def throughput(
     )
 
 
+def warm_up(url: str, model: str) -> httpx.Response:
+    with httpx.Client(timeout=600) as client:
+        return chat_once(client, url, model, max_tokens=4)
+
+
 def measure_mixes(
     client: httpx.Client, server: Server, versions: list[str], args: argparse.Namespace
 ) -> dict[str, dict[str, Throughput]]:
@@ -460,9 +480,11 @@ def measure_mixes(
         if size <= len(versions):
             mixes[f"{size} adapter{'s' if size > 1 else ''}"] = versions[:size]
     wait_loaded(client, server, versions)
-    for model in [MODEL, *versions]:  # warm-up: the first request per adapter is slower
-        for direct in (True, False):
-            chat_once(client, server.chat_url(direct), model, max_tokens=4).raise_for_status()
+    warm_ups = [(server.chat_url(direct), model) for direct in (True, False)
+                for model in (MODEL, *versions)]  # fmt: skip
+    with ThreadPoolExecutor(max_workers=len(versions) + 1) as pool:  # the first is slower
+        for response in pool.map(lambda job: warm_up(*job), warm_ups):
+            response.raise_for_status()
     rows: dict[str, dict[str, Throughput]] = {}
     for turn, (name, models) in enumerate(mixes.items()):
         rows[name] = {}
@@ -482,32 +504,30 @@ def measure_mixes(
 # -- report ---------------------------------------------------------------------------------
 
 
-def adapter_load_seconds(client: httpx.Client, server: Server) -> tuple[float, int] | None:
-    """Sum and count of ``loragate_adapter_load_seconds`` from the gateway's /metrics."""
+def last_load_seconds(client: httpx.Client, server: Server) -> float | None:
+    """The gateway's ``loragate_adapter_load_seconds`` gauge: how long the last load took."""
     try:
         text = client.get(f"{server.gateway}/metrics").text
     except httpx.HTTPError:
         return None
-    values: dict[str, float] = {}
     for line in text.splitlines():
-        for suffix in ("_sum", "_count"):
-            if line.startswith(f"loragate_adapter_load_seconds{suffix}"):
-                values[suffix] = values.get(suffix, 0.0) + float(line.split()[-1])
-    if "_count" not in values:
-        return None
-    return values.get("_sum", 0.0), int(values["_count"])
+        if line.startswith("loragate_adapter_load_seconds "):
+            return float(line.split()[-1])
+    return None
 
 
-def publish_table(publishes: list[Publish], load: tuple[float, int] | None) -> list[str]:
+def publish_table(publishes: list[Publish]) -> list[str]:
     lines = [
         "### Publish to first served",
         "",
-        "| alias | version | publish POST ms | first served s | attempts | next request s |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| alias | version | publish POST ms | vLLM load s | first served s | attempts | "
+        "next request s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for item in publishes:
+        load = "—" if item.load_s is None else f"{item.load_s:.2f}"
         lines.append(
-            f"| {item.alias} | {item.version} | {item.publish_s * 1000:.0f} | "
+            f"| {item.alias} | {item.version} | {item.publish_s * 1000:.0f} | {load} | "
             f"{item.first_served_s:.2f} | {item.attempts} | {item.warm_s:.2f} |"
         )
     median = statistics.median(item.first_served_s for item in publishes)
@@ -521,11 +541,10 @@ def publish_table(publishes: list[Publish], load: tuple[float, int] | None) -> l
         "goes live at once, the reconciler loads it into vLLM, and the request waits for "
         "that (`adapter_wait_s`) rather than failing.",
     ]
-    if load is not None and load[1]:
-        lines[-1] += (
-            f" Mean `loragate_adapter_load_seconds` over the run: {load[0] / load[1]:.2f} s "
-            f"({load[1]} loads)."
-        )
+    lines[-1] += (
+        " vLLM load s is the gateway's `loragate_adapter_load_seconds` gauge (the last load's "
+        "duration) read right after; next request s is the same chat again, already loaded."
+    )
     refused = [(item.version, reason) for item in publishes for reason in item.refusals]
     if refused:
         lines += ["", "Refused attempts before the first answer:", ""]
@@ -578,8 +597,20 @@ def swap_table(swap: Swap) -> list[str]:
     if swap.canary_first_s == swap.canary_first_s:  # not NaN
         lines[-1] += (
             f" From the rollout POST to the first answer by `{swap.new}`: "
-            f"{swap.canary_first_s:.2f} s (includes loading it into vLLM)."
+            f"{swap.canary_first_s:.2f} s (includes loading it into vLLM"
+            + (
+                f", {swap.canary_load_s:.2f} s by `loragate_adapter_load_seconds`"
+                if swap.canary_load_s is not None
+                else ""
+            )
+            + ", and that request's own generation)."
         )
+        routed = [r.started for r in swap.results if r.version == swap.new and swap.rollout_at]
+        if routed:
+            lines[-1] += (
+                f" The first request routed to it started {min(routed) - swap.rollout_at:.2f} s "
+                "after the POST: each thread first finishes the request it is in."
+            )
     if seconds:
         lines[-1] += (
             f" Stream latency p50 {statistics.median(seconds):.2f} s, p95 "
@@ -634,6 +665,10 @@ def throughput_table(rows: dict[str, dict[str, Throughput]], args: argparse.Name
     return lines
 
 
+def join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}" if reference else "—"
 
@@ -654,7 +689,7 @@ def main() -> None:
         "--after-promote", type=int, default=12,
         help="answers by the new version after promotion before the swap stops",
     )  # fmt: skip
-    parser.add_argument("--requests", type=int, default=24, help="chats per throughput cell")
+    parser.add_argument("--requests", type=int, default=16, help="chats per throughput cell")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank of the test adapters")
@@ -697,13 +732,12 @@ def main() -> None:
             mix = [publish(client, server, path, f"mix{index}")
                    for index, path in enumerate(loras[args.publishes + 2 :])]  # fmt: skip
             rows = measure_mixes(client, server, mix, args)
-            load = adapter_load_seconds(client, server)
             others |= set(other_workloads())
         problems = server.log_lines("ERROR", "Traceback", "WARNING", '"level": "error"')
     finally:
         stop_server(server)
     minutes = (time.monotonic() - begun) / 60
-    table = report(args, start_s, publishes, load, swap, rows, others, load_before, minutes)
+    table = report(args, start_s, publishes, swap, rows, others, load_before, minutes)
     print(table)
     if problems:
         print("\nserve log (errors and warnings):", *problems, sep="\n")
@@ -713,9 +747,8 @@ def main() -> None:
 
 
 def report(
-    args: argparse.Namespace, start_s: float, publishes: list[Publish],
-    load: tuple[float, int] | None, swap: Swap, rows: dict[str, dict[str, Throughput]],
-    others: set[str], load_before: float, minutes: float,
+    args: argparse.Namespace, start_s: float, publishes: list[Publish], swap: Swap,
+    rows: dict[str, dict[str, Throughput]], others: set[str], load_before: float, minutes: float,
 ) -> str:  # fmt: skip
     try:
         vllm = f" · vLLM {metadata.version('vllm')}"
@@ -733,14 +766,14 @@ def report(
     ]
     if others:
         lines += [
-            f"Noisy numbers: {' and '.join(sorted(others))} shared this machine's "
+            f"Noisy numbers: {join(sorted(others))} shared this machine's "
             f"{os.cpu_count()} cores during the run (load average {load_before:.1f} at the "
             "start), so latencies are upper bounds and throughput lower bounds.",
             "",
         ]
     if args.note:
         lines += [args.note, ""]
-    lines += [*publish_table(publishes, load), ""]
+    lines += [*publish_table(publishes), ""]
     lines += [*swap_table(swap), ""]
     lines += [*throughput_table(rows, args), ""]
     return "\n".join(lines)
