@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import machine_description, percentile, write_section
+from bench.report import free_port, machine_description, percentile, wait_ready, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -52,26 +51,6 @@ MIX_SIZES = (1, 4, 8)
 
 
 # -- server ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 900) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if process.poll() is not None:
-            raise SystemExit(f"loragate serve exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("the engine did not become ready")
 
 
 @dataclass

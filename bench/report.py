@@ -1,12 +1,38 @@
-"""Shared by the bench scripts: the machine line, percentiles, and docs/benchmarks.md."""
+"""Shared by the bench scripts: ports and readiness of a served gateway, the machine line,
+percentiles, and writing docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import os
 import platform
+import socket
+import subprocess
+import time
 from pathlib import Path
 
+import httpx
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 900) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            raise SystemExit(f"loragate serve exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("the engine did not become ready")
 
 
 def machine_description() -> str:
