@@ -5,7 +5,8 @@ candidate version. At each analysis interval the canary's own traffic is compare
 live version's traffic over the same window:
 
 * negative-feedback rate, mean groundedness, error rate, p95 latency;
-* each gate has a margin and needs ``min_samples`` on both sides, otherwise the step waits;
+* each gate has a margin and needs ``min_samples`` on both sides, otherwise the step waits
+  (a gate with no samples at all, say groundedness without retrieval, does not apply);
 * a failed analysis counts toward ``failure_threshold``; reaching it rolls back (weight 0,
   state ``rolled_back``); passing the last step below 100% promotes (the alias points at
   the candidate, the old version is retired and unloaded by the reconciler once requests
@@ -88,40 +89,42 @@ LeaderCheck = Callable[[], Awaitable[bool]]
 @dataclass(frozen=True)
 class GateResult:
     gate: str
-    passed: bool | None  # None: not enough samples yet
+    passed: bool | None  # None: not decided
     canary: float
     live: float
+    # Some samples exist but fewer than min_samples on a side: the step waits for more.
+    # (No samples on either side, e.g. no grounded answers at all, means the gate does not
+    # apply to this traffic and does not hold the step.)
+    waiting: bool = False
+
+
+def _gate(
+    name: str,
+    samples: tuple[int, int],
+    policy: RolloutPolicy,
+    ok: bool,
+    values: tuple[float, float],
+) -> GateResult:
+    if min(samples) >= policy.min_samples:
+        return GateResult(name, ok, *values)
+    return GateResult(name, None, *values, waiting=max(samples) > 0)
 
 
 def analyse(canary: VersionStats, live: VersionStats, policy: RolloutPolicy) -> list[GateResult]:
-    enough_traffic = min(canary.requests, live.requests) >= policy.min_samples
-    enough_feedback = min(canary.feedback, live.feedback) >= policy.min_samples
-    enough_grounded = min(canary.grounded, live.grounded) >= policy.min_samples
+    traffic = (canary.requests, live.requests)
     return [
-        GateResult(
-            "negative_feedback_rate",
-            None if not enough_feedback
-            else canary.negative_rate <= live.negative_rate + policy.max_negative_rate_increase,
-            canary.negative_rate, live.negative_rate,
-        ),
-        GateResult(
-            "groundedness",
-            None if not enough_grounded
-            else canary.mean_groundedness >= live.mean_groundedness - policy.max_groundedness_drop,
-            canary.mean_groundedness, live.mean_groundedness,
-        ),
-        GateResult(
-            "error_rate",
-            None if not enough_traffic
-            else canary.error_rate <= live.error_rate + policy.max_error_rate_increase,
-            canary.error_rate, live.error_rate,
-        ),
-        GateResult(
-            "p95_latency",
-            None if not enough_traffic
-            else canary.p95_latency_ms <= live.p95_latency_ms * policy.max_p95_latency_ratio,
-            canary.p95_latency_ms, live.p95_latency_ms,
-        ),
+        _gate("negative_feedback_rate", (canary.feedback, live.feedback), policy,
+              canary.negative_rate <= live.negative_rate + policy.max_negative_rate_increase,
+              (canary.negative_rate, live.negative_rate)),
+        _gate("groundedness", (canary.grounded, live.grounded), policy,
+              canary.mean_groundedness >= live.mean_groundedness - policy.max_groundedness_drop,
+              (canary.mean_groundedness, live.mean_groundedness)),
+        _gate("error_rate", traffic, policy,
+              canary.error_rate <= live.error_rate + policy.max_error_rate_increase,
+              (canary.error_rate, live.error_rate)),
+        _gate("p95_latency", traffic, policy,
+              canary.p95_latency_ms <= live.p95_latency_ms * policy.max_p95_latency_ratio,
+              (canary.p95_latency_ms, live.p95_latency_ms)),
     ]  # fmt: skip
 
 
@@ -228,12 +231,13 @@ class RolloutController:
         live = await self.stats(rollout.baseline, since, until) if rollout.baseline else canary
         results = analyse(canary, live, self.policy)
         failed = [result.gate for result in results if result.passed is False]
+        waiting = any(result.waiting for result in results)
         decided = [result for result in results if result.passed is not None]
         detail = {"canary": asdict(canary), "live": asdict(live),
                   "gates": [asdict(result) for result in results]}  # fmt: skip
         if failed:
             await self._record_failure(rollout.id, failed, detail)
-        elif decided:
+        elif decided and not waiting:
             await self._advance(rollout.id, detail)
         else:
             await self._log_event(rollout.id, "waiting_for_samples", detail)

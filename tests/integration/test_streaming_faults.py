@@ -109,6 +109,13 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
 
     # The supervisor restarts vLLM; the gateway becomes ready again and serves.
     wait_until(lambda: not embedded_server.ready(), 30, "the gateway to notice the engine is gone")
+    # Publishing while vLLM is down is accepted; the version loads when vLLM is back.
+    late = httpx.post(
+        f"{embedded_server.base_url}/v1/admin/adapters",
+        json={"path": str(make_lora(tmp_path / "late", prepared_model, seed=12)), "alias": "late"},
+        headers=admin,
+    )
+    assert late.status_code == 201, late.text
     wait_until(embedded_server.ready, 900, "the restarted engine", step_s=2)
     answer = client.chat.completions.create(
         model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=4
@@ -118,6 +125,7 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
     assert client.chat.completions.create(model="faults", **ask).model == published["name"]
     engine_models = httpx.get(f"{embedded_server.engine_url}/v1/models").json()["data"]
     assert published["name"] in {model["id"] for model in engine_models}
+    assert client.chat.completions.create(model="late", **ask).model == late.json()["name"]
     log = embedded_server.log_path.read_text()
     assert "engine exited; restarting" in log
 

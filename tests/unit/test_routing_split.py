@@ -55,3 +55,18 @@ def test_too_few_samples_decide_nothing() -> None:
 def test_bad_steps_are_refused(steps: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="steps"):
         RolloutPolicy(steps=steps)
+
+
+def test_a_gate_with_some_but_too_few_samples_holds_the_step() -> None:
+    few_feedback = VersionStats(**{**GOOD.__dict__, "feedback": 2, "negative": 0})
+    results = {result.gate: result for result in analyse(few_feedback, GOOD, POLICY)}
+    assert results["negative_feedback_rate"].passed is None
+    assert results["negative_feedback_rate"].waiting  # decided gates alone must not advance
+    assert results["error_rate"].passed is True
+
+
+def test_a_gate_with_no_samples_at_all_does_not_apply() -> None:
+    ungrounded = VersionStats(**{**GOOD.__dict__, "grounded": 0, "mean_groundedness": 0.0})
+    results = {result.gate: result for result in analyse(ungrounded, ungrounded, POLICY)}
+    assert results["groundedness"].passed is None
+    assert not results["groundedness"].waiting
