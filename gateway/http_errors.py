@@ -61,8 +61,9 @@ class ErrorInfo:
         return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
 
 
-# (status, type, code) per adapters error; the first matching class in order wins.
-_ADAPTER_ERRORS: tuple[tuple[type[AdapterError], int, str, str], ...] = (
+# (status, type, code) per error of the other packages; the first matching class wins, so
+# each package's base class comes after its subclasses.
+_PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidAdapter, 400, "invalid_request_error", "invalid_adapter"),
     (UnknownAdapter, 404, "invalid_request_error", "adapter_not_found"),
     (RolloutError, 409, "invalid_request_error", "rollout_conflict"),
@@ -70,10 +71,6 @@ _ADAPTER_ERRORS: tuple[tuple[type[AdapterError], int, str, str], ...] = (
     (EngineTimeout, 504, "timeout", "engine_timeout"),
     (EngineStreamBroken, 502, "upstream_error", "engine_stream_broken"),
     (AdapterError, 500, "internal_error", "adapter_error"),
-)
-
-# (status, type, code) per retrieval error.
-_RETRIEVAL_ERRORS: tuple[tuple[type[RetrievalError], int, str, str], ...] = (
     (CollectionNotFound, 404, "invalid_request_error", "collection_not_found"),
     (InvalidCollectionName, 400, "invalid_request_error", "invalid_collection_name"),
     (InvalidDocument, 400, "invalid_request_error", "invalid_document"),
@@ -92,15 +89,11 @@ def describe(exc: Exception) -> ErrorInfo:
     if isinstance(exc, EngineRejected):
         kind = "invalid_request_error" if exc.status_code < 500 else "upstream_error"
         return ErrorInfo(exc.status_code, exc.message, kind, None, exc.param)
-    if isinstance(exc, AdapterError):
-        for error_class, status, kind, code in _ADAPTER_ERRORS:
-            if isinstance(exc, error_class):
-                retry = EngineUnavailable.retry_after_s if status == 503 else None
-                return ErrorInfo(status, str(exc), kind, code, retry_after_s=retry)
-    if isinstance(exc, RetrievalError):
-        for retrieval_class, status, kind, code in _RETRIEVAL_ERRORS:
-            if isinstance(exc, retrieval_class):
-                return ErrorInfo(status, exc.message, kind, code, exc.param)
+    for error_class, status, kind, code in _PACKAGE_ERRORS:
+        if isinstance(exc, error_class):
+            retry = exc.retry_after_s if isinstance(exc, EngineUnavailable) else None
+            param = getattr(exc, "param", None)
+            return ErrorInfo(status, str(exc), kind, code, param, retry_after_s=retry)
     if isinstance(exc, HTTPException):
         return _from_http_exception(exc)
     return ErrorInfo(500, "Internal server error.", "internal_error")
