@@ -2,8 +2,11 @@
 
 Publishing validates a PEFT LoRA directory, copies it into the adapter store atomically (temp
 dir + rename) under a never-reused name ``<alias>-v<N>``, and records it. Publishing the same
-content again returns the existing version. The first version of an alias goes live at once;
-later ones start as candidates for a rollout.
+content again returns the existing version. The first version of an alias goes live at once,
+unless the publisher asks for a candidate (the trainer does: its versions roll out as canaries
+even against the base); later ones start as candidates for a rollout. An alias may exist
+with no version at all: it then serves the base model, and collects the traffic a first
+adapter is trained on.
 """
 
 from __future__ import annotations
@@ -104,7 +107,9 @@ class Registry:
         *,
         parent: str | None = None,
         eval_report: dict[str, Any] | None = None,
+        state: str | None = None,
     ) -> Published:
+        """``state`` forces the new version's state (``candidate`` or ``rejected``)."""
         check_alias(alias)
         info = await anyio.to_thread.run_sync(
             lambda: validate_adapter(
@@ -124,7 +129,7 @@ class Registry:
             target = await anyio.to_thread.run_sync(self._copy_in, source, name)
             try:
                 version = await self._insert(alias, name, number, parent, digest, info, target,
-                                             eval_report)  # fmt: skip
+                                             eval_report, state)  # fmt: skip
             except IntegrityError:
                 await anyio.to_thread.run_sync(_remove_tree, target)
                 continue
@@ -162,19 +167,20 @@ class Registry:
         info: Any,
         target: Path,
         eval_report: dict[str, Any] | None,
+        state: str | None,
     ) -> AdapterVersion:
         async with self.sessions() as session, session.begin():
             alias_row = await session.get(Alias, alias, with_for_update=True)
             if alias_row is None:
                 alias_row = Alias(name=alias, live_version=None, generation=0)
                 session.add(alias_row)
-            first = alias_row.live_version is None
+            first = alias_row.live_version is None and state is None
             version = AdapterVersion(
                 name=name, alias=alias, number=number,
                 parent=parent or alias_row.live_version, sha256=digest, rank=info.rank,
                 target_modules=list(info.target_modules), base_model=info.base_model,
                 path=str(target), size_bytes=info.size_bytes,
-                state="live" if first else "candidate", eval_report=eval_report,
+                state=state or ("live" if first else "candidate"), eval_report=eval_report,
             )  # fmt: skip
             session.add(version)
             if first:
@@ -182,6 +188,25 @@ class Registry:
             alias_row.generation += 1
             alias_row.updated_at = utcnow()
         return version
+
+    async def create_alias(self, alias: str) -> bool:
+        """Declare an alias with no version yet (it serves the base); False if it exists."""
+        check_alias(alias)
+        try:
+            async with self.sessions() as session, session.begin():
+                if await session.get(Alias, alias) is not None:
+                    return False
+                session.add(Alias(name=alias, live_version=None, generation=0))
+        except IntegrityError:
+            return False
+        self.changed()
+        return True
+
+    async def set_eval_report(self, name: str, report: dict[str, Any]) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(AdapterVersion).where(AdapterVersion.name == name).values(eval_report=report)
+            )
 
     async def _by_sha(self, alias: str, digest: str) -> AdapterVersion | None:
         async with self.sessions() as session:

@@ -82,7 +82,7 @@ class VersionStats:
         return self.negative / self.feedback if self.feedback else 0.0
 
 
-StatsSource = Callable[[str, datetime, datetime], Awaitable[VersionStats]]
+StatsSource = Callable[[str | None, datetime, datetime], Awaitable[VersionStats]]
 LeaderCheck = Callable[[], Awaitable[bool]]
 
 
@@ -228,7 +228,8 @@ class RolloutController:
             await self._finish(rollout.alias, "promoted", "full_weight")
             return
         canary = await self.stats(rollout.candidate, since, until)
-        live = await self.stats(rollout.baseline, since, until) if rollout.baseline else canary
+        # No baseline means the alias served the base model: the stats source knows its name.
+        live = await self.stats(rollout.baseline, since, until)
         results = analyse(canary, live, self.policy)
         failed = [result.gate for result in results if result.passed is False]
         waiting = any(result.waiting for result in results)

@@ -33,11 +33,13 @@ from gateway.components import (
     rollout_controller,
 )
 from gateway.feedback import FeedbackService
+from gateway.flagging import Flagger
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
+from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
-from gateway.routes import admin, collections, openai, ops, rollouts
+from gateway.routes import admin, collections, openai, ops, review, rollouts
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.store import Database
@@ -67,6 +69,7 @@ class Services:
     adapters: Registry
     reconciler: Reconciler
     feedback: FeedbackService
+    review: ReviewQueue
     rollouts: RolloutController
     leader: LeaderLock
     metrics: GatewayMetrics
@@ -100,15 +103,19 @@ class Services:
             settings.retrieval_min_score, metrics,
         )  # fmt: skip
         chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler)
-        feedback = FeedbackService(db, conversations, metrics)
+        flagger = Flagger(db, settings.flag_rules, settings.flag_rules_by_alias,
+                          settings.review_trust_corrections)  # fmt: skip
+        conversations.on_written(flagger.examine)
+        feedback = FeedbackService(db, conversations, metrics, flagger)
+        review_queue = ReviewQueue(db, flagger)
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )
         metrics.watch(reconciler, rollouts)
         reconciler.on_load_failure(rollouts.abort_for)
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
-                   authenticator, retriever, adapters, reconciler, feedback, rollouts,
-                   leader, metrics)  # fmt: skip
+                   authenticator, retriever, adapters, reconciler, feedback, review_queue,
+                   rollouts, leader, metrics)  # fmt: skip
 
     async def start(self) -> None:
         await self.db.migrate()
@@ -186,6 +193,12 @@ def create_app(
             adapter_routes.list_adapters,
             adapter_routes.list_aliases,
             adapter_routes.submit_feedback,
+            review.list_review,
+            review.show_review,
+            review.decide_review,
+            review.edit_review,
+            review.flag_completion,
+            adapter_routes.create_alias,
             rollouts.start_rollout,
             rollouts.rollout_status,
             rollouts.rollout_action,
@@ -204,6 +217,7 @@ def create_app(
             "adapters": provide(services.adapters),
             "feedback": provide(services.feedback),
             "rollouts": provide(services.rollouts),
+            "review": provide(services.review),
         },
         state=_state(services),
         lifespan=[lifespan],

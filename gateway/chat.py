@@ -171,6 +171,9 @@ class ChatService:
             conversation_id=request.conversation_id,
             api_key_id=principal.key_id,
             context=[hit.chunk_id for hit in grounding.hits] if grounding else None,
+            top_score=max((hit.score for hit in grounding.hits), default=None)
+            if grounding
+            else None,
         )
         return _Call(self, route, payload, record, started, grounding)
 

@@ -89,7 +89,9 @@ def rollout_controller(
     return RolloutController(
         registry,
         db.sessions,
-        lambda version, since, until: version_stats(db, version, since, until),
+        lambda version, since, until: version_stats(
+            db, version or settings.base_model_name, since, until
+        ),
         rollout_policy(settings),
         leader.is_leader,
     )

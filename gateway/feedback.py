@@ -12,6 +12,7 @@ import msgspec
 from sqlalchemy import select
 
 from gateway.errors import InvalidRequest, NotFound
+from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.store.conversations import ConversationLog
 from gateway.store.db import Database
@@ -44,11 +45,16 @@ class FeedbackIn(msgspec.Struct, forbid_unknown_fields=False):
 
 class FeedbackService:
     def __init__(
-        self, db: Database, conversations: ConversationLog, metrics: GatewayMetrics
+        self,
+        db: Database,
+        conversations: ConversationLog,
+        metrics: GatewayMetrics,
+        flagger: Flagger | None = None,
     ) -> None:
         self.db = db
         self.conversations = conversations
         self.metrics = metrics
+        self.flagger = flagger
 
     async def submit(self, data: FeedbackIn, principal: Principal) -> dict[str, object]:
         if data.score is None and not (data.correction or data.flag or data.comment):
@@ -71,8 +77,26 @@ class FeedbackService:
             row.flag, row.comment, row.updated_at = data.flag, data.comment, utcnow()
         if created and polarity is not None:
             self.metrics.feedback.labels(conversation.served_model, polarity).inc()
+        flagged = await self._flag(conversation, data, polarity, principal)
         return {"completion_id": data.completion_id, "model": conversation.served_model,
-                "polarity": polarity, "created": created}  # fmt: skip
+                "polarity": polarity, "created": created, "flagged": flagged}  # fmt: skip
+
+    async def _flag(
+        self,
+        conversation: Conversation,
+        data: FeedbackIn,
+        polarity: Polarity | None,
+        principal: Principal,
+    ) -> list[str]:
+        if self.flagger is None:
+            return []
+        flags = self.flagger.feedback_flags(
+            conversation, polarity=polarity, correction=data.correction, flag=data.flag,
+            by_admin=principal.scope == "admin",
+        )  # fmt: skip
+        if flags:
+            await self.flagger.add(flags, data.correction)
+        return [flag.reason for flag in flags]
 
     async def _conversation(self, completion_id: str, principal: Principal) -> Conversation:
         row = await self.conversations.get(completion_id)

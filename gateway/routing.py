@@ -2,9 +2,10 @@
 
 * the base model name serves the base;
 * ``support-v3`` pins a version (it must be live or canary, i.e. loaded);
-* ``support`` resolves to the alias's live version or, during a rollout, to the canary for a
-  share of traffic equal to its weight. The choice is sticky: a stable hash of the
-  conversation id (or the API key, when there is none) always lands on the same side.
+* ``support`` resolves to the alias's live version (the base model while it has none) or,
+  during a rollout, to the canary for a share of traffic equal to its weight. The choice is
+  sticky: a stable hash of the conversation id (or the API key, when there is none) always
+  lands on the same side.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ class Route:
     served_name: str  # what the client is told answered (x-loragate-version)
     alias: str | None = None
     canary: bool = False
+    base: bool = False  # an alias with no live version yet serves the base model
 
     @property
     def is_adapter(self) -> bool:
-        return self.alias is not None
+        return self.alias is not None and not self.base
 
 
 def sticky_bucket(key: str) -> float:
@@ -66,7 +68,8 @@ class ModelRouter:
         if route.canary and sticky_bucket(f"{route.alias}:{sticky_key}") < route.weight:
             return Route(route.alias, route.canary, route.canary, alias=route.alias, canary=True)
         if route.live is None:
-            raise ModelNotFound(f"The alias '{route.alias}' has no live version.", param="model")
+            base = self.base_model_name
+            return Route(route.alias, base, base, alias=route.alias, base=True)
         return Route(route.alias, route.live, route.live, alias=route.alias)
 
     async def _not_found_message(self, requested: str) -> str:

@@ -39,6 +39,19 @@ class ModelRetrieval(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1)
 
 
+class FlagRules(BaseModel):
+    """Which rules send a completion of one alias to the review queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    negative_feedback: bool = True
+    correction: bool = True
+    operator_flag: bool = True
+    retry: bool = True
+    groundedness_below: float | None = Field(default=0.35, ge=0, le=1)
+    idk_min_source_score: float | None = Field(default=0.5, ge=-1, le=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LORAGATE_", extra="forbid", validate_default=True, frozen=True
@@ -217,6 +230,22 @@ class Settings(BaseSettings):
         '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
     )
 
+    # -- flagging and review ----------------------------------------------------------
+    flag_rules: FlagRules = Field(
+        default_factory=lambda: FlagRules(),
+        description='Flagging rules for every alias, JSON: `{"retry": true, '
+        '"groundedness_below": 0.35, "idk_min_source_score": 0.5, ...}`; null turns a '
+        "threshold rule off.",
+    )
+    flag_rules_by_alias: dict[str, FlagRules] = Field(
+        default_factory=dict,
+        description="Per-alias flagging rules replacing `flag_rules`, JSON by alias.",
+    )
+    review_trust_corrections: bool = Field(
+        False,
+        description="Approve user corrections without review. Off: an operator approves each.",
+    )
+
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -233,7 +262,7 @@ class Settings(BaseSettings):
             return [int(part) for part in value.replace("[", "").replace("]", "").split(",")]
         return value
 
-    @field_validator("retrieval_models", mode="before")
+    @field_validator("retrieval_models", "flag_rules", "flag_rules_by_alias", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value

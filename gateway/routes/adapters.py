@@ -45,6 +45,17 @@ async def list_adapters(adapters: Registry, alias: str | None = None) -> dict[st
     return {"object": "list", "data": [version_card(version) for version in versions]}
 
 
+class AliasIn(msgspec.Struct):
+    alias: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+
+
+@post("/v1/admin/aliases", opt={"scope": "admin"}, tags=["admin"], status_code=201)
+async def create_alias(data: AliasIn, adapters: Registry) -> dict[str, Any]:
+    """Declare an alias before its first version: it serves the base model meanwhile."""
+    created = await adapters.create_alias(data.alias)
+    return {"alias": data.alias, "created": created}
+
+
 @get("/v1/admin/aliases", opt={"scope": "admin"}, tags=["admin"])
 async def list_aliases(adapters: Registry) -> dict[str, Any]:
     """Aliases with their live version and any canary and its weight."""

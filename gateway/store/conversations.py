@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,7 @@ class ConversationRecord:
     ttft_ms: float | None = None
     context: list[int] | None = None
     groundedness: float | None = None
+    top_score: float | None = None  # best retrieval score, for the "I don't know" rule
 
 
 class ConversationLog:
@@ -53,6 +55,11 @@ class ConversationLog:
         self.retry_s = retry_s
         self._queue: asyncio.Queue[ConversationRecord] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[list[ConversationRecord]], Awaitable[None]]] = []
+
+    def on_written(self, listener: Callable[[list[ConversationRecord]], Awaitable[None]]) -> None:
+        """Call ``listener(batch)`` after each committed batch (the flagging rules listen)."""
+        self._listeners.append(listener)
 
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="conversation-writer")
@@ -78,16 +85,25 @@ class ConversationLog:
             batch = [await self._queue.get()]
             while len(batch) < self.batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._write_until_done(batch)
+            if await self._write_until_done(batch):
+                await self._notify(batch)
             for _ in batch:
                 self._queue.task_done()
 
-    async def _write_until_done(self, batch: list[ConversationRecord]) -> None:
+    async def _notify(self, batch: list[ConversationRecord]) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(batch)
+            except Exception:
+                # A listener's failure must not stop the log; the rows are already safe.
+                log.exception("conversation listener failed")
+
+    async def _write_until_done(self, batch: list[ConversationRecord]) -> bool:
         while True:
             try:
                 async with self.db.transaction() as session:
                     session.add_all(Conversation(**asdict(record)) for record in batch)
-                return
+                return True
             except (OperationalError, InterfaceError, OSError) as exc:
                 # Keep the rows in memory and retry: a short database outage loses nothing.
                 log.error(
@@ -102,7 +118,7 @@ class ConversationLog:
                     "conversation rows refused",
                     extra={"ids": [record.id for record in batch], "error": str(exc)},
                 )
-                return
+                return False
 
     # -- reads ---------------------------------------------------------------------
     async def get(self, completion_id: str) -> Conversation | None:

@@ -53,6 +53,7 @@ class Conversation(Base):
     # Grounding: ids of the chunks given to the model, and how far the answer rests on them.
     context: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     groundedness: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
@@ -77,3 +78,31 @@ class Feedback(Base):
         DateTime(timezone=True), default=utcnow, index=True
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewItem(Base):
+    """A flagged completion waiting for (or past) an operator's verdict; one per completion.
+
+    ``reasons`` accumulates every rule that flagged it, each with its detail, so a
+    completion flagged twice (say low groundedness, then a thumbs-down) is reviewed once.
+    """
+
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    completion_id: Mapped[str] = mapped_column(String(64), unique=True)
+    alias: Mapped[str] = mapped_column(String(200), index=True)
+    served_model: Mapped[str] = mapped_column(String(200))
+    reasons: Mapped[list[Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # pending | approved | rejected
+    # The reply to train on: the user's correction, as the operator may have edited it. Empty
+    # on an approved item means the answer as served was judged good.
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewer: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    decided_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )

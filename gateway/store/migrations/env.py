@@ -7,11 +7,17 @@ from alembic import context
 from adapters.tables import AdapterBase
 from gateway.store.tables import Base
 from retrieval.tables import RetrievalBase
+from trainer.tables import TrainerBase
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=[Base.metadata, RetrievalBase.metadata, AdapterBase.metadata],
+    target_metadata=[
+        Base.metadata,
+        RetrievalBase.metadata,
+        AdapterBase.metadata,
+        TrainerBase.metadata,
+    ],
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

@@ -1,0 +1,165 @@
+"""The review queue: flagged completions, pending → approved | rejected, by an operator.
+
+Approving is what turns a flagged conversation into a training example: with the
+(possibly edited) correction as the reply to learn, or with no correction when the answer as
+served was judged good. Rejected items never reach the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+
+from gateway.errors import InvalidRequest, NotFound
+from gateway.flagging import REASONS, Flag, Flagger, alias_of
+from gateway.store.db import Database
+from gateway.store.tables import Conversation, ReviewItem, utcnow
+
+State = Literal["pending", "approved", "rejected"]
+STATES: tuple[State, ...] = ("pending", "approved", "rejected")
+MAX_CORRECTION_CHARS = 32_768
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    state: str | None = None
+    alias: str | None = None
+    reason: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+    def check(self) -> ReviewFilter:
+        if self.state is not None and self.state not in STATES:
+            raise InvalidRequest(f"state must be one of {', '.join(STATES)}", param="state")
+        if self.reason is not None and self.reason not in REASONS:
+            raise InvalidRequest(f"reason must be one of {', '.join(REASONS)}", param="reason")
+        if not 1 <= self.limit <= 1000:
+            raise InvalidRequest("limit must be 1..1000", param="limit")
+        if self.offset < 0:
+            raise InvalidRequest("offset must be 0 or more", param="offset")
+        return self
+
+
+def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "id": item.id, "completion_id": item.completion_id, "alias": item.alias,
+        "served_model": item.served_model, "state": item.state,
+        "reasons": [reason["reason"] for reason in item.reasons],
+        "correction": item.correction, "reviewer": item.reviewer, "note": item.note,
+        "created_at": item.created_at.isoformat(),
+        "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+    }  # fmt: skip
+    if conversation is not None:
+        card["reason_details"] = item.reasons
+        card["messages"] = conversation.request.get("messages", [])
+        card["answer"] = conversation.response[0]["content"] if conversation.response else ""
+        card["groundedness"] = conversation.groundedness
+    return card
+
+
+class ReviewQueue:
+    def __init__(self, db: Database, flagger: Flagger) -> None:
+        self.db = db
+        self.flagger = flagger
+
+    async def list(self, where: ReviewFilter) -> tuple[list[ReviewItem], int]:
+        where.check()
+        query = select(ReviewItem)
+        if where.state:
+            query = query.where(ReviewItem.state == where.state)
+        if where.alias:
+            query = query.where(ReviewItem.alias == where.alias)
+        async with self.db.sessions() as session:
+            items = list(await session.scalars(query.order_by(ReviewItem.id)))
+        if where.reason:  # reasons is a JSON list: filtered here, portably across databases
+            items = [item for item in items if where.reason in _reasons(item)]
+        return items[where.offset : where.offset + where.limit], len(items)
+
+    async def show(self, item_id: int) -> tuple[ReviewItem, Conversation | None]:
+        async with self.db.sessions() as session:
+            item = await session.get(ReviewItem, item_id)
+            if item is None:
+                raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            conversation = await session.get(Conversation, item.completion_id)
+        return item, conversation
+
+    async def decide(
+        self,
+        item_id: int,
+        state: Literal["approved", "rejected"],
+        *,
+        reviewer: str,
+        correction: str | None = None,
+        note: str | None = None,
+    ) -> ReviewItem:
+        """Approve or reject; an approval may replace the correction with an edited one."""
+        _check_correction(correction)
+        async with self.db.transaction() as session:
+            item = await session.get(ReviewItem, item_id, with_for_update=True)
+            if item is None:
+                raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            if correction is not None:
+                item.correction = correction or None
+            item.state, item.reviewer, item.note = state, reviewer, note
+            item.decided_at = utcnow()
+        return item
+
+    async def edit(self, item_id: int, correction: str, note: str | None = None) -> ReviewItem:
+        """Change the correction while the item waits; decided items are history."""
+        _check_correction(correction)
+        async with self.db.transaction() as session:
+            item = await session.get(ReviewItem, item_id, with_for_update=True)
+            if item is None:
+                raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            if item.state != "pending":
+                raise InvalidRequest(
+                    f"Review item {item_id} is {item.state}; only pending items are edited.",
+                    param="id",
+                )
+            item.correction = correction or None
+            if note is not None:
+                item.note = note
+        return item
+
+    async def flag(self, completion_id: str, note: str, correction: str | None = None) -> int:
+        """An operator flags a completion by hand (the ``operator_flag`` reason)."""
+        _check_correction(correction)
+        async with self.db.sessions() as session:
+            row = await session.get(Conversation, completion_id)
+        if row is None:
+            raise NotFound(f"No completion '{completion_id}'.", param="completion_id",
+                           code="completion_not_found")  # fmt: skip
+        alias = alias_of(row.requested_model, row.served_model)
+        await self.flagger.add(
+            [Flag(completion_id, alias, row.served_model, "operator_flag", {"note": note})],
+            correction,
+        )
+        async with self.db.sessions() as session:
+            item_id = await session.scalar(
+                select(ReviewItem.id).where(ReviewItem.completion_id == completion_id)
+            )
+        return int(item_id or 0)
+
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Items by (alias, state), for the queue-size gauge."""
+        query = select(ReviewItem.alias, ReviewItem.state, func.count()).group_by(
+            ReviewItem.alias, ReviewItem.state
+        )
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return {(alias, state): int(count) for alias, state, count in rows}
+
+
+def _reasons(item: ReviewItem) -> set[str]:
+    return {reason["reason"] for reason in item.reasons}
+
+
+def _check_correction(correction: str | None) -> None:
+    if correction is not None and len(correction) > MAX_CORRECTION_CHARS:
+        raise InvalidRequest(
+            f"The correction is {len(correction)} characters; the limit is {MAX_CORRECTION_CHARS}.",
+            param="correction",
+            code="correction_too_long",
+        )

@@ -1,0 +1,81 @@
+"""Admin API for the review queue: list, show, approve or reject, edit, flag by hand."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, get, patch, post
+
+from gateway.review import ReviewFilter, ReviewQueue, item_card
+
+
+class DecisionIn(msgspec.Struct, forbid_unknown_fields=False):
+    decision: Literal["approve", "reject"]
+    correction: str | None = None  # replaces the stored correction when given
+    note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class EditIn(msgspec.Struct, forbid_unknown_fields=False):
+    correction: str
+    note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class FlagIn(msgspec.Struct, forbid_unknown_fields=False):
+    completion_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    note: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    correction: str | None = None
+
+
+@get("/v1/admin/review", opt={"scope": "admin"}, tags=["admin"])
+async def list_review(
+    review: ReviewQueue,
+    state: str | None = "pending",
+    alias: str | None = None,
+    reason: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Flagged completions, filtered by state (default pending), alias and reason."""
+    items, total = await review.list(ReviewFilter(state or None, alias, reason, limit, offset))
+    return {"object": "list", "total": total, "data": [item_card(item) for item in items]}
+
+
+@get("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])
+async def show_review(item_id: int, review: ReviewQueue) -> dict[str, Any]:
+    """One item with the conversation as served and the answer."""
+    item, conversation = await review.show(item_id)
+    return item_card(item, conversation)
+
+
+@post("/v1/admin/review/{item_id:int}/decision", opt={"scope": "admin"}, tags=["admin"],
+      status_code=200)  # fmt: skip
+async def decide_review(
+    item_id: int, data: DecisionIn, review: ReviewQueue, request: Request[Any, Any, Any]
+) -> dict[str, Any]:
+    """Approve (optionally with an edited correction) or reject."""
+    state: Literal["approved", "rejected"] = (
+        "approved" if data.decision == "approve" else "rejected"
+    )
+    item = await review.decide(item_id, state, reviewer=_reviewer(request),
+                               correction=data.correction, note=data.note)  # fmt: skip
+    return item_card(item)
+
+
+@patch("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])
+async def edit_review(item_id: int, data: EditIn, review: ReviewQueue) -> dict[str, Any]:
+    """Edit a pending item's correction before deciding."""
+    return item_card(await review.edit(item_id, data.correction, data.note))
+
+
+@post("/v1/admin/review", opt={"scope": "admin"}, tags=["admin"], status_code=201)
+async def flag_completion(data: FlagIn, review: ReviewQueue) -> dict[str, Any]:
+    """Flag a completion by hand (reason ``operator_flag``)."""
+    item_id = await review.flag(data.completion_id, data.note, data.correction)
+    item, _ = await review.show(item_id)
+    return item_card(item)
+
+
+def _reviewer(request: Request[Any, Any, Any]) -> str:
+    principal = getattr(request.state, "principal", None)
+    return f"key:{principal.key_id}" if principal and principal.key_id else "admin"

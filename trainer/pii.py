@@ -1,0 +1,93 @@
+"""PII scrubbing: personal data and secrets are replaced before an example leaves the store.
+
+Each kind has a pattern and, where a checksum exists, a check (Luhn for cards, mod-97 for
+IBANs), so that order numbers and prices survive while real identifiers do not. Patterns run
+from most to least specific: a secret or an IBAN must not be half-eaten as a phone number.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_SECRET_PATTERNS = (
+    r"\b(?:sk|pk|rk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{16,}",  # OpenAI-style keys
+    r"\blg-[A-Za-z0-9_-]{20,}",  # this gateway's keys
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub tokens
+    r"\bxox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
+    r"\bAIza[0-9A-Za-z_-]{30,}",  # Google API keys
+    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
+    r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",  # Authorization headers
+    # Anything long, mixed letters and digits, that looks generated rather than written.
+    r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b",
+)
+SECRET = re.compile("|".join(f"(?:{pattern})" for pattern in _SECRET_PATTERNS))
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+PHONE = re.compile(r"(?<![\w+(])(?:\+|00)?\(?\d[\d ().-]{6,}\d(?!\w)")
+
+
+@dataclass
+class ScrubReport:
+    """How many of each kind were replaced, summed over every text scrubbed."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def iban_valid(candidate: str) -> bool:
+    compact = candidate.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    number = "".join(str(int(char, 36)) for char in rearranged)
+    return int(number) % 97 == 1
+
+
+def _is_card(match: str) -> bool:
+    digits = re.sub(r"\D", "", match)
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def _is_phone(match: str) -> bool:
+    digits = re.sub(r"\D", "", match)
+    # Nine or more digits with a separator or a country prefix: not a price, year or amount.
+    has_shape = match.startswith(("+", "00")) or bool(re.search(r"[ ().-]", match))
+    return 9 <= len(digits) <= 15 and has_shape
+
+
+_KINDS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None], ...] = (
+    ("SECRET", SECRET, None),
+    ("EMAIL", EMAIL, None),
+    ("IBAN", IBAN, iban_valid),
+    ("CARD", CARD, _is_card),
+    ("PHONE", PHONE, _is_phone),
+)
+
+
+def scrub(text: str, report: ScrubReport | None = None) -> str:
+    """Replace personal data and secrets with ``[KIND]`` placeholders."""
+    for kind, pattern, check in _KINDS:
+
+        def replace(match: re.Match[str], kind: str = kind, check: object = check) -> str:
+            if check is not None and not check(match.group(0)):  # type: ignore[operator]
+                return match.group(0)
+            if report is not None:
+                report.counts[kind] += 1
+            return f"[{kind}]"
+
+        text = pattern.sub(replace, text)
+    return text

@@ -1,0 +1,51 @@
+"""Tables written by the trainer: the frozen holdout and the history of training runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TrainerBase(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class HoldoutItem(TrainerBase):
+    """An example frozen into an alias's holdout. Rows are only ever added, never changed:
+    scores stay comparable across versions, and nothing here ever reaches training."""
+
+    __tablename__ = "holdout_items"
+
+    alias: Mapped[str] = mapped_column(String(200), primary_key=True)
+    completion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stratum: Mapped[str] = mapped_column(String(64))
+    example: Mapped[dict[str, Any]] = mapped_column(JSON)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(TrainerBase):
+    """One attempt to turn an alias's approved examples into a published version."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alias: Mapped[str] = mapped_column(String(200), index=True)
+    # running | published | rejected | failed | skipped
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # manual | new_examples | schedule
+    worker: Mapped[str] = mapped_column(String(200), default="")
+    approved_examples: Mapped[int] = mapped_column(Integer, default=0)
+    snapshot: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    candidate: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
