@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -203,6 +203,35 @@ def adapters_list(ctx: click.Context, alias: str | None) -> None:
         click.echo(f"{version.name}\t{version.state}\trank={version.rank}\t{version.sha256[:12]}")
 
 
+@adapters.command("show")
+@click.argument("version")
+@click.pass_context
+def adapters_show(ctx: click.Context, version: str) -> None:
+    """Show one version, with its eval report."""
+    from adapters.errors import AdapterError
+    from gateway.routes.adapters import version_card
+
+    try:
+        row = _with_registry(_settings(ctx), lambda registry: registry.get(version))
+    except AdapterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(version_card(row), indent=2, default=str))
+
+
+@adapters.command("alias")
+@click.argument("alias")
+@click.pass_context
+def adapters_alias(ctx: click.Context, alias: str) -> None:
+    """Declare ALIAS before its first version; it serves the base model meanwhile."""
+    from adapters.errors import AdapterError
+
+    try:
+        created = _with_registry(_settings(ctx), lambda registry: registry.create_alias(alias))
+    except AdapterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"alias {alias} {'created' if created else 'already exists'}")
+
+
 @main.group()
 def rollout() -> None:
     """Canary rollouts of adapter versions."""
@@ -266,6 +295,128 @@ for _name, _help in (("promote", "Promote the canary now."), ("rollback", "Roll 
                      ("pause", "Freeze the rollout at its step."),
                      ("resume", "Resume a paused rollout.")):  # fmt: skip
     _rollout_override(_name, _help)
+
+
+# -- review -----------------------------------------------------------------------------
+@main.group()
+def review() -> None:
+    """The review queue of flagged completions."""
+
+
+def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from gateway.errors import GatewayError
+    from gateway.flagging import Flagger
+    from gateway.review import ReviewQueue
+
+    settings = _settings(ctx)
+
+    def build(_: Settings, db: Any) -> ReviewQueue:
+        flagger = Flagger(
+            db, settings.flag_rules, settings.flag_rules_by_alias, settings.review_trust_corrections
+        )
+        return ReviewQueue(db, flagger)
+
+    try:
+        return _with_store(settings, build, action)
+    except GatewayError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@review.command("list")
+@click.option(
+    "--state",
+    default="pending",
+    show_default=True,
+    type=click.Choice(["pending", "approved", "rejected", "all"]),
+)
+@click.option("--alias", default=None)
+@click.option("--reason", default=None)
+@click.option("--limit", default=100, show_default=True)
+@click.pass_context
+def review_list(
+    ctx: click.Context, state: str, alias: str | None, reason: str | None, limit: int
+) -> None:
+    """List flagged completions."""
+    from gateway.review import ReviewFilter
+
+    where = ReviewFilter(None if state == "all" else state, alias, reason, limit)
+    items, total = _review(ctx, lambda queue: queue.list(where))
+    for item in items:
+        reasons = ",".join(reason["reason"] for reason in item.reasons)
+        click.echo(
+            f"{item.id}	{item.state}	{item.alias}	{reasons}	{item.completion_id}"
+        )
+    click.echo(f"{len(items)} of {total}", err=True)
+
+
+@review.command("show")
+@click.argument("item_id", type=int)
+@click.pass_context
+def review_show(ctx: click.Context, item_id: int) -> None:
+    """Show one item with its conversation and answer."""
+    from gateway.review import item_card
+
+    item, conversation = _review(ctx, lambda queue: queue.show(item_id))
+    click.echo(json.dumps(item_card(item, conversation), indent=2, default=str))
+
+
+def _decide(
+    ctx: click.Context,
+    item_id: int,
+    state: Literal["approved", "rejected"],
+    correction: str | None,
+    note: str | None,
+) -> None:
+    item = _review(
+        ctx,
+        lambda queue: queue.decide(
+            item_id, state, reviewer="cli", correction=correction, note=note
+        ),
+    )
+    click.echo(f"{item.id} {item.state}")
+
+
+@review.command("approve")
+@click.argument("item_id", type=int)
+@click.option("--correction", default=None, help="Replace the correction before approving.")
+@click.option("--note", default=None)
+@click.pass_context
+def review_approve(
+    ctx: click.Context, item_id: int, correction: str | None, note: str | None
+) -> None:
+    """Approve an item for training (with its correction, or the answer as served)."""
+    _decide(ctx, item_id, "approved", correction, note)
+
+
+@review.command("reject")
+@click.argument("item_id", type=int)
+@click.option("--note", default=None)
+@click.pass_context
+def review_reject(ctx: click.Context, item_id: int, note: str | None) -> None:
+    """Reject an item: it never reaches training."""
+    _decide(ctx, item_id, "rejected", None, note)
+
+
+@review.command("edit")
+@click.argument("item_id", type=int)
+@click.option("--correction", required=True, help="The reply the model should have given.")
+@click.option("--note", default=None)
+@click.pass_context
+def review_edit(ctx: click.Context, item_id: int, correction: str, note: str | None) -> None:
+    """Edit a pending item's correction."""
+    item = _review(ctx, lambda queue: queue.edit(item_id, correction, note))
+    click.echo(f"{item.id} {item.state}: correction updated")
+
+
+@review.command("flag")
+@click.argument("completion_id")
+@click.option("--note", default="", help="Why it is flagged.")
+@click.option("--correction", default=None)
+@click.pass_context
+def review_flag(ctx: click.Context, completion_id: str, note: str, correction: str | None) -> None:
+    """Flag a completion by hand (reason operator_flag)."""
+    item_id = _review(ctx, lambda queue: queue.flag(completion_id, note, correction))
+    click.echo(f"review item {item_id}")
 
 
 # -- retrieval --------------------------------------------------------------------------
@@ -336,6 +487,16 @@ def doctor() -> None:
     if not all(check.ok for check in checks):
         raise click.ClickException("the install is broken; see the lines marked BAD")
 
+
+def _add_trainer_commands() -> None:
+    # The trainer's commands live with the trainer; they import nothing heavy until run.
+    from trainer.cli import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_trainer_commands()
 
 if __name__ == "__main__":
     main()

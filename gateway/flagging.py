@@ -180,9 +180,12 @@ class Flagger:
             self.flagged[flag.reason] = self.flagged.get(flag.reason, 0) + 1
             log.info(
                 "completion flagged",
-                extra={"completion_id": flag.completion_id, "alias": flag.alias,
-                       "reason": flag.reason},
-            )  # fmt: skip
+                extra={
+                    "completion_id": flag.completion_id,
+                    "alias": flag.alias,
+                    "reason": flag.reason,
+                },
+            )
 
     async def _add_one(self, session: AsyncSession, flag: Flag, correction: str | None) -> None:
         item = await session.scalar(
@@ -191,9 +194,12 @@ class Flagger:
         entry = {"reason": flag.reason, "detail": flag.detail, "at": utcnow().isoformat()}
         if item is None:
             item = ReviewItem(
-                completion_id=flag.completion_id, alias=flag.alias,
-                served_model=flag.served_model, reasons=[], state="pending",
-            )  # fmt: skip
+                completion_id=flag.completion_id,
+                alias=flag.alias,
+                served_model=flag.served_model,
+                reasons=[],
+                state="pending",
+            )
             session.add(item)
         if flag.reason not in {reason["reason"] for reason in item.reasons}:
             item.reasons = [*item.reasons, entry]

@@ -44,13 +44,18 @@ class ReviewFilter:
 
 def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dict[str, Any]:
     card: dict[str, Any] = {
-        "id": item.id, "completion_id": item.completion_id, "alias": item.alias,
-        "served_model": item.served_model, "state": item.state,
+        "id": item.id,
+        "completion_id": item.completion_id,
+        "alias": item.alias,
+        "served_model": item.served_model,
+        "state": item.state,
         "reasons": [reason["reason"] for reason in item.reasons],
-        "correction": item.correction, "reviewer": item.reviewer, "note": item.note,
+        "correction": item.correction,
+        "reviewer": item.reviewer,
+        "note": item.note,
         "created_at": item.created_at.isoformat(),
         "decided_at": item.decided_at.isoformat() if item.decided_at else None,
-    }  # fmt: skip
+    }
     if conversation is not None:
         card["reason_details"] = item.reasons
         card["messages"] = conversation.request.get("messages", [])
@@ -129,8 +134,11 @@ class ReviewQueue:
         async with self.db.sessions() as session:
             row = await session.get(Conversation, completion_id)
         if row is None:
-            raise NotFound(f"No completion '{completion_id}'.", param="completion_id",
-                           code="completion_not_found")  # fmt: skip
+            raise NotFound(
+                f"No completion '{completion_id}'.",
+                param="completion_id",
+                code="completion_not_found",
+            )
         alias = alias_of(row.requested_model, row.served_model)
         await self.flagger.add(
             [Flag(completion_id, alias, row.served_model, "operator_flag", {"note": note})],

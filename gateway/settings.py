@@ -246,6 +246,74 @@ class Settings(BaseSettings):
         description="Approve user corrections without review. Off: an operator approves each.",
     )
 
+    # -- training (the `loragate trainer` worker and `loragate train`) --------------------
+    train_method: Literal["qlora", "lora"] = Field(
+        "qlora", description="`qlora`: 4-bit NF4 base, double quant; `lora`: bf16 base."
+    )
+    train_rank: int = Field(16, ge=1, le=512, description="LoRA rank r.")
+    train_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    train_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    train_target_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                 "up_proj", "down_proj"],
+        description="Modules that get LoRA weights (comma list in the env).",
+    )  # fmt: skip
+    train_epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
+    train_max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: epochs.")
+    train_learning_rate: float = Field(5e-4, gt=0, lt=1, description="Peak learning rate.")
+    train_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
+    train_eval_every: int = Field(
+        10, ge=0, description="Steps between validation losses (0: only at the end)."
+    )
+    train_patience: int = Field(
+        3, ge=1, description="Validations without improvement before stopping early."
+    )
+    train_checkpoint_every: int = Field(
+        10, ge=1, description="Steps between resumable checkpoints."
+    )
+    train_compute_dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="Compute dtype of the 4-bit layers and the LoRA weights."
+    )
+    train_optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        "adamw", description="Optimizer; the 8-bit ones (bitsandbytes) need CUDA."
+    )
+    train_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` trains on CUDA when present, else on the CPU."
+    )
+    train_threads: int = Field(0, ge=0, description="CPU threads for torch; 0: torch's default.")
+    train_max_example_tokens: int = Field(
+        1024, ge=32, description="Examples longer than this (prompt + reply) are dropped."
+    )
+    train_max_reply_chars: int = Field(
+        8192, ge=1, description="Corrections longer than this are dropped."
+    )
+    train_holdout_fraction: float = Field(
+        0.25, gt=0, lt=1, description="Share of each flag reason frozen into the holdout."
+    )
+    train_validation_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
+    )
+    train_near_duplicate_similarity: float = Field(
+        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
+    )
+    eval_margin: float = Field(
+        0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
+    )
+    eval_probe_tolerance: float = Field(
+        0.10, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
+    )
+    eval_max_tokens: int = Field(96, ge=1, description="Reply length when scoring.")
+    trainer_min_new_examples: int = Field(
+        20, ge=1, description="New approved examples of an alias that trigger a training run."
+    )
+    trainer_schedule_s: float = Field(
+        0.0, ge=0, description="Also train every this many seconds when anything is new; 0: off."
+    )
+    trainer_poll_s: float = Field(30.0, gt=0, description="How often the worker polls the store.")
+    trainer_auto_rollout: bool = Field(
+        True, description="Start a canary rollout when a candidate passes the gate."
+    )
+
     @field_validator("engine_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -266,6 +334,13 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("train_target_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("engine_extra_args", mode="before")
     @classmethod
@@ -291,6 +366,8 @@ class Settings(BaseSettings):
         steps = self.rollout_steps
         if not steps or steps != sorted(steps) or steps[-1] != 100 or steps[0] <= 0:
             raise ValueError("rollout_steps: must rise from above 0 to exactly 100")
+        if self.train_rank > self.max_lora_rank:
+            raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
         if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
         return self

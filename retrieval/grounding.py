@@ -26,6 +26,7 @@ NO_SOURCES = (
 )
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")  # [1] or [1, 2]
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_SOURCE_BLOCK = re.compile(r"<source [^>]*>\n(.*?)\n</source>", re.DOTALL)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOPWORD_TEXT = """
 a an the and or but if then so of to in on at by for with from as is are was were be been
@@ -94,7 +95,12 @@ def groundedness(answer: str, hits: Sequence[Hit]) -> float | None:
     """
     if not hits:
         return None
-    sources = [_content_words(hit.text + " " + hit.section) for hit in hits]
+    return lexical_support(answer, [hit.text + " " + hit.section for hit in hits])
+
+
+def lexical_support(answer: str, source_texts: Sequence[str]) -> float:
+    """The groundedness measure on plain source texts (the evaluator's frozen sources)."""
+    sources = [_content_words(text) for text in source_texts] or [set()]
     weighted, total = 0.0, 0
     for sentence in _SENTENCE.split(_CITATION.sub(" ", answer)):
         words = _content_words(sentence)
@@ -104,6 +110,16 @@ def groundedness(answer: str, hits: Sequence[Hit]) -> float | None:
         weighted += best * len(words)
         total += len(words)
     return round(weighted / total, 4) if total else 0.0
+
+
+def sources_in(system_message: str) -> list[str]:
+    """The source texts of a grounding system message, unescaped."""
+    return [html.unescape(text) for text in _SOURCE_BLOCK.findall(system_message)]
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased, stemmed words that carry meaning (stopwords dropped)."""
+    return _content_words(text)
 
 
 def _content_words(text: str) -> set[str]:

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, get, patch, post
+from litestar.params import Parameter
 
 from gateway.review import ReviewFilter, ReviewQueue, item_card
 
@@ -30,14 +31,16 @@ class FlagIn(msgspec.Struct, forbid_unknown_fields=False):
 @get("/v1/admin/review", opt={"scope": "admin"}, tags=["admin"])
 async def list_review(
     review: ReviewQueue,
-    state: str | None = "pending",
+    review_state: Annotated[str | None, Parameter(query="state")] = "pending",
     alias: str | None = None,
     reason: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> dict[str, Any]:
     """Flagged completions, filtered by state (default pending), alias and reason."""
-    items, total = await review.list(ReviewFilter(state or None, alias, reason, limit, offset))
+    items, total = await review.list(
+        ReviewFilter(review_state or None, alias, reason, limit, offset)
+    )
     return {"object": "list", "total": total, "data": [item_card(item) for item in items]}
 
 
@@ -48,8 +51,12 @@ async def show_review(item_id: int, review: ReviewQueue) -> dict[str, Any]:
     return item_card(item, conversation)
 
 
-@post("/v1/admin/review/{item_id:int}/decision", opt={"scope": "admin"}, tags=["admin"],
-      status_code=200)  # fmt: skip
+@post(
+    "/v1/admin/review/{item_id:int}/decision",
+    opt={"scope": "admin"},
+    tags=["admin"],
+    status_code=200,
+)
 async def decide_review(
     item_id: int, data: DecisionIn, review: ReviewQueue, request: Request[Any, Any, Any]
 ) -> dict[str, Any]:
@@ -57,8 +64,9 @@ async def decide_review(
     state: Literal["approved", "rejected"] = (
         "approved" if data.decision == "approve" else "rejected"
     )
-    item = await review.decide(item_id, state, reviewer=_reviewer(request),
-                               correction=data.correction, note=data.note)  # fmt: skip
+    item = await review.decide(
+        item_id, state, reviewer=_reviewer(request), correction=data.correction, note=data.note
+    )
     return item_card(item)
 
 

@@ -22,9 +22,10 @@ ROLLOUT_LOCK_KEY = 0x6C6F7261  # "lora"
 
 
 class LeaderLock:
-    def __init__(self, db: Database, key: int = ROLLOUT_LOCK_KEY) -> None:
+    def __init__(self, db: Database, key: int = ROLLOUT_LOCK_KEY, name: str = "rollout") -> None:
         self.db = db
         self.key = key
+        self.name = name
         self._connection: AsyncConnection | None = None
 
     async def is_leader(self) -> bool:
@@ -40,7 +41,7 @@ class LeaderLock:
             )
             if held:
                 self._connection = connection
-                log.info("became rollout leader")
+                log.info("lock acquired", extra={"lock": self.name})
                 return True
             await connection.close()
             return False

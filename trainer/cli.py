@@ -1,0 +1,200 @@
+"""``loragate train``, ``loragate trainer`` and ``loragate eval``: the trainer's commands.
+
+They run in their own process, next to (never inside) the gateway, on the same store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+
+from adapters.errors import AdapterError
+from adapters.registry import Registry
+from gateway.settings import Settings
+from gateway.store.db import Database
+from trainer.errors import TrainerError
+
+T = TypeVar("T")
+
+
+@dataclass
+class TrainerParts:
+    db: Database
+    registry: Registry
+    job: Any  # TrainingJob
+
+
+@asynccontextmanager
+async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
+    """The store, the registry and a training job, built from the settings."""
+    from gateway.components import adapter_registry, rollout_controller
+    from retrieval.embeddings import Embedder
+    from trainer.job import JobConfig, TrainingJob
+
+    db = Database(settings.resolved_database_url)
+    try:
+        await db.migrate()
+        registry = adapter_registry(settings, db)
+        rollouts = rollout_controller(settings, db, registry)
+        embedder = Embedder(
+            settings.embedding_model_path,
+            batch_size=settings.embedding_batch_size,
+            threads=settings.embedding_threads,
+        )
+        job = TrainingJob(JobConfig.from_settings(settings), db, registry, rollouts, embedder)
+        yield TrainerParts(db, registry, job)
+    finally:
+        await db.dispose()
+
+
+def _run(settings: Settings, action: Callable[[TrainerParts], Coroutine[Any, Any, T]]) -> T:
+    async def run() -> T:
+        async with trainer_parts(settings) as parts:
+            return await action(parts)
+
+    try:
+        return asyncio.run(run())
+    except (TrainerError, AdapterError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_outcome(report: dict[str, Any], state: str, candidate: str | None) -> None:
+    gate = report["gate"]
+    holdout_c, holdout_l = report["candidate"]["holdout"], report["baseline"]["holdout"]
+    probes_c, probes_l = report["candidate"]["probes"], report["baseline"]["probes"]
+    rows = [
+        ("", "candidate", report["baseline"]["model"]),
+        ("holdout accuracy", f"{holdout_c['accuracy']:.3f}", f"{holdout_l['accuracy']:.3f}"),
+        ("holdout similarity", f"{holdout_c['similarity']:.3f}", f"{holdout_l['similarity']:.3f}"),
+        ("groundedness", _fmt(holdout_c["groundedness"]), _fmt(holdout_l["groundedness"])),
+        ("probe accuracy", f"{probes_c['accuracy']:.3f}", f"{probes_l['accuracy']:.3f}"),
+    ]
+    for label, left, right in rows:
+        click.echo(f"{label:<20}{left:>12}{right:>24}")
+    click.echo(
+        f"gate: {'passed' if gate['passed'] else 'failed'} "
+        f"(gain {gate['holdout_gain']:+.3f}, probes {gate['probe_change']:+.3f})"
+    )
+    for reason in gate["reasons"]:
+        click.echo(f"  - {reason}")
+    click.echo(f"{state}: {candidate}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@click.command("train")
+@click.option("--alias", required=True, help="The alias to train a new version of.")
+@click.pass_context
+def train_command(ctx: click.Context, alias: str) -> None:
+    """Train, evaluate and (if it beats the live version) publish one candidate for ALIAS."""
+    settings: Settings = ctx.obj
+    outcome = _run(settings, lambda parts: parts.job.run(alias, "manual"))
+    _print_outcome(outcome.report, outcome.state, outcome.candidate)
+
+
+@click.command("trainer")
+@click.option("--once", is_flag=True, help="Poll once, train what is due, and exit.")
+@click.pass_context
+def trainer_command(ctx: click.Context, once: bool) -> None:
+    """Run the training worker: poll the store, train aliases with enough new examples."""
+    from trainer.store import TrainerStore
+    from trainer.worker import TrainerWorker
+
+    settings: Settings = ctx.obj
+
+    async def work(parts: TrainerParts) -> int:
+        worker = TrainerWorker(
+            parts.job,
+            TrainerStore(parts.db),
+            min_new_examples=settings.trainer_min_new_examples,
+            schedule_s=settings.trainer_schedule_s,
+            poll_s=settings.trainer_poll_s,
+        )
+        if once:
+            return await worker.poll_once()
+        await worker.run_forever()
+        return 0
+
+    finished = _run(settings, work)
+    click.echo(f"{finished} training run(s) finished")
+
+
+@click.command("eval")
+@click.argument("alias")
+@click.option(
+    "--candidate",
+    default=None,
+    help="Version name or adapter directory; default: the alias's newest version.",
+)
+@click.pass_context
+def eval_command(ctx: click.Context, alias: str, candidate: str | None) -> None:
+    """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
+    from trainer.evaluate import Evaluator, decide, shipped_probes
+    from trainer.store import TrainerStore
+
+    settings: Settings = ctx.obj
+
+    async def evaluate(parts: TrainerParts) -> dict[str, Any]:
+        name, path = await _resolve_candidate(parts.registry, alias, candidate)
+        holdout = await TrainerStore(parts.db).frozen_holdout(alias)
+        live = await parts.job.live_model(alias)
+        evaluator = Evaluator(
+            parts.job.config.engine_url,
+            parts.job.embedder.embed,
+            api_key=settings.engine_api_key,
+            max_tokens=settings.eval_max_tokens,
+        )
+        try:
+            async with evaluator.loaded(f"eval-{alias}-cli", path) as served:
+                scored_c = await evaluator.score(served, holdout, shipped_probes())
+            scored_l = await evaluator.score(live, holdout, shipped_probes())
+        finally:
+            await evaluator.close()
+        verdict = decide(scored_c, scored_l, parts.job.config.gate)
+        return {
+            "candidate": {
+                "name": name,
+                "holdout": scored_c[0].summary(),
+                "probes": scored_c[1].summary(),
+            },
+            "baseline": {
+                "model": live,
+                "holdout": scored_l[0].summary(),
+                "probes": scored_l[1].summary(),
+            },
+            "gate": {
+                "passed": verdict.passed,
+                "reasons": verdict.reasons,
+                "holdout_gain": verdict.holdout_gain,
+                "probe_change": verdict.probe_change,
+            },
+        }
+
+    report = _run(settings, evaluate)
+    _print_outcome(report, "evaluated", report["candidate"]["name"])
+
+
+async def _resolve_candidate(
+    registry: Registry, alias: str, candidate: str | None
+) -> tuple[str, Path]:
+    if candidate is not None and await anyio.Path(candidate).is_dir():
+        return candidate, Path(await anyio.Path(candidate).resolve())
+    if candidate is not None:
+        version = await registry.get(candidate)
+        return version.name, Path(version.path)
+    versions = await registry.versions(alias)
+    if not versions:
+        raise TrainerError(f"alias {alias!r} has no versions to evaluate")
+    return versions[-1].name, Path(versions[-1].path)
+
+
+COMMANDS = (train_command, trainer_command, eval_command)

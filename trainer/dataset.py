@@ -1,0 +1,306 @@
+"""Curation: approved review items become a scrubbed, de-duplicated, split dataset snapshot.
+
+An example is the conversation exactly as it was served (grounding system message included,
+so the model trains as it serves) plus the reply to learn: the correction, or the answer as
+served when an operator approved it as good.
+
+The split is deterministic and stratified by flag reason. Holdout membership is frozen in the
+store: an example that entered an alias's holdout stays there, with the text it had then, and
+never reaches training; new examples top each stratum up to the holdout fraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.errors import DatasetError, SnapshotCorrupt
+from trainer.pii import ScrubReport, scrub
+
+SPLITS = ("train", "validation", "holdout")
+MANIFEST = "manifest.json"
+
+# Counts a chat's tokens as the model would see it (prompt + reply).
+TokenCounter = Callable[[list[dict[str, Any]], str], int]
+# Embeds texts as unit vectors (rows), for near-duplicate detection.
+EmbedTexts = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # the completion id it came from
+    alias: str
+    messages: list[dict[str, Any]]  # the prompt as served, without the reply
+    reply: str
+    origin: str  # "correction" or "approved_answer"
+    stratum: str  # the first flag reason
+
+    @property
+    def question(self) -> str:
+        for message in reversed(self.messages):
+            if message.get("role") == "user":
+                return str(message.get("content") or "")
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Example:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class CurationLimits:
+    max_example_tokens: int = 1024
+    max_reply_chars: int = 8192
+    holdout_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    near_duplicate_similarity: float = 0.97
+
+
+@dataclass
+class Curated:
+    train: list[Example]
+    validation: list[Example]
+    holdout: list[Example]
+    new_holdout: list[Example]  # to be frozen into the store with this snapshot
+    dropped: Counter[str] = field(default_factory=Counter)
+    pii: Counter[str] = field(default_factory=Counter)
+
+
+def scrub_example(example: Example, report: ScrubReport) -> Example:
+    messages = [
+        {**message, "content": scrub(message["content"], report)}
+        if isinstance(message.get("content"), str)
+        else message
+        for message in example.messages
+    ]
+    return Example(
+        example.id,
+        example.alias,
+        messages,
+        scrub(example.reply, report),
+        example.origin,
+        example.stratum,
+    )
+
+
+def curate(
+    candidates: Sequence[Example],
+    frozen_holdout: Sequence[Example],
+    limits: CurationLimits,
+    count_tokens: TokenCounter,
+    embed: EmbedTexts | None = None,
+) -> Curated:
+    """Scrub, filter, de-duplicate and split. Raises DatasetError when nothing is left."""
+    if not candidates and not frozen_holdout:
+        raise DatasetError("no approved examples: approve flagged conversations first")
+    report, dropped = ScrubReport(), Counter[str]()
+    frozen_ids = {example.id for example in frozen_holdout}
+    pool = [
+        scrub_example(example, report) for example in candidates if example.id not in frozen_ids
+    ]
+    pool = _drop_too_long(pool, limits, count_tokens, dropped)
+    pool = _drop_exact_duplicates(pool, frozen_holdout, dropped)
+    if embed is not None:
+        pool = _drop_near_duplicates(pool, frozen_holdout, embed, limits, dropped)
+    if not pool and candidates:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
+        raise DatasetError(f"all {len(candidates)} examples were dropped ({reasons})")
+    new_holdout, trainable = _split_holdout(pool, frozen_holdout, limits.holdout_fraction)
+    train, validation = _split_validation(trainable, limits.validation_fraction)
+    if not train:
+        raise DatasetError(
+            f"no training examples left after the holdout split ({len(pool)} usable); "
+            "approve more flagged conversations"
+        )
+    return Curated(
+        train, validation, [*frozen_holdout, *new_holdout], new_holdout, dropped, report.counts
+    )
+
+
+def _drop_too_long(
+    pool: list[Example], limits: CurationLimits, count_tokens: TokenCounter, dropped: Counter[str]
+) -> list[Example]:
+    kept = []
+    for example in pool:
+        if len(example.reply) > limits.max_reply_chars:
+            dropped["reply_too_long"] += 1
+        elif count_tokens(example.messages, example.reply) > limits.max_example_tokens:
+            dropped["over_context"] += 1
+        else:
+            kept.append(example)
+    return kept
+
+
+def _dedup_key(example: Example) -> str:
+    text = " ".join((example.question + "\x00" + example.reply).lower().split())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _drop_exact_duplicates(
+    pool: list[Example], frozen_holdout: Sequence[Example], dropped: Counter[str]
+) -> list[Example]:
+    seen = {_dedup_key(example) for example in frozen_holdout}
+    kept = []
+    for example in pool:
+        key = _dedup_key(example)
+        if key in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        kept.append(example)
+    return kept
+
+
+def _drop_near_duplicates(
+    pool: list[Example],
+    frozen_holdout: Sequence[Example],
+    embed: EmbedTexts,
+    limits: CurationLimits,
+    dropped: Counter[str],
+) -> list[Example]:
+    """Greedy: keep an example unless it is near one already kept (or frozen)."""
+    if not pool:
+        return pool
+    texts = [f"{example.question}\n{example.reply}" for example in [*frozen_holdout, *pool]]
+    vectors = embed(texts)
+    kept_rows = list(range(len(frozen_holdout)))
+    kept = []
+    for offset, example in enumerate(pool):
+        row = len(frozen_holdout) + offset
+        if kept_rows and float(np.max(vectors[kept_rows] @ vectors[row])) >= (
+            limits.near_duplicate_similarity
+        ):
+            dropped["near_duplicate"] += 1
+            continue
+        kept_rows.append(row)
+        kept.append(example)
+    return kept
+
+
+def _rank(example: Example) -> str:
+    return hashlib.sha256(example.id.encode()).hexdigest()
+
+
+def _split_holdout(
+    pool: list[Example], frozen_holdout: Sequence[Example], fraction: float
+) -> tuple[list[Example], list[Example]]:
+    """Top every stratum's holdout up to ``fraction`` of it, in a stable hash order."""
+    frozen = Counter(example.stratum for example in frozen_holdout)
+    by_stratum: dict[str, list[Example]] = {}
+    for example in sorted(pool, key=_rank):
+        by_stratum.setdefault(example.stratum, []).append(example)
+    holdout, train = [], []
+    for stratum, examples in sorted(by_stratum.items()):
+        target = math.floor(fraction * (frozen[stratum] + len(examples)) + 0.5)
+        take = max(0, min(len(examples) - 1, target - frozen[stratum]))  # keep one to train
+        holdout.extend(examples[:take])
+        train.extend(examples[take:])
+    return holdout, train
+
+
+def _split_validation(
+    examples: list[Example], fraction: float
+) -> tuple[list[Example], list[Example]]:
+    ordered = sorted(examples, key=lambda example: _rank(example)[::-1])
+    count = math.floor(fraction * len(ordered)) if len(ordered) >= 10 else 0
+    return ordered[count:], ordered[:count]
+
+
+# -- snapshots ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    manifest: dict[str, Any]
+
+    def examples(self, split: str) -> list[Example]:
+        return [
+            Example.from_json(json.loads(line)) for line in _lines(self.path / f"{split}.jsonl")
+        ]
+
+
+def write_snapshot(root: Path, alias: str, curated: Curated, extra: dict[str, Any]) -> Snapshot:
+    """Write the three splits and a manifest (hashes, counts) into a new directory, atomically."""
+    splits = {"train": curated.train, "validation": curated.validation, "holdout": curated.holdout}
+    payloads = {
+        name: "".join(json.dumps(example.to_json(), sort_keys=True) + "\n" for example in rows)
+        for name, rows in splits.items()
+    }
+    digest = hashlib.sha256("".join(payloads.values()).encode()).hexdigest()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = root / alias / f"{stamp}-{digest[:10]}"
+    staging = root / alias / f".{target.name}.tmp-{uuid.uuid4().hex[:6]}"
+    staging.mkdir(parents=True)
+    manifest = {
+        "alias": alias,
+        "created_at": datetime.now(UTC).isoformat(),
+        "sha256": digest,
+        "counts": {name: len(rows) for name, rows in splits.items()},
+        "files": {
+            f"{name}.jsonl": hashlib.sha256(payload.encode()).hexdigest()
+            for name, payload in payloads.items()
+        },
+        "dropped": dict(curated.dropped),
+        "pii_replaced": dict(curated.pii),
+        "new_holdout": len(curated.new_holdout),
+        "strata": dict(Counter(example.stratum for example in curated.train)),
+        **extra,
+    }
+    try:
+        for name, payload in payloads.items():
+            _write_synced(staging / f"{name}.jsonl", payload)
+        _write_synced(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Snapshot(target, manifest)
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Open a snapshot, checking every file against the manifest's hashes."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SnapshotCorrupt(f"snapshot {path} has no readable manifest: {exc}") from None
+    for name, expected in files.items():
+        try:
+            actual = hashlib.sha256((path / name).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise SnapshotCorrupt(f"snapshot {path}: cannot read {name}: {exc}") from None
+        if actual != expected:
+            raise SnapshotCorrupt(f"snapshot {path}: {name} does not match its manifest hash")
+    snapshot = Snapshot(path, manifest)
+    try:
+        for split in SPLITS:
+            snapshot.examples(split)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SnapshotCorrupt(f"snapshot {path}: a record cannot be read: {exc}") from None
+    return snapshot
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _lines(path: Path) -> Iterable[str]:
+    with path.open(encoding="utf-8") as handle:
+        yield from (line for line in handle if line.strip())

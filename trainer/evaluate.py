@@ -1,0 +1,232 @@
+"""The evaluation gate: a candidate against the alias's live version (or the base).
+
+Both are asked, through vLLM, the holdout conversations exactly as they were served (the same
+grounding for both), at temperature 0, and the general-ability probes shipped with the
+project. The candidate is loaded into vLLM under a temporary name for the duration.
+
+It passes when its holdout accuracy beats the live version's by at least ``margin`` and its
+probe accuracy is no more than ``probe_tolerance`` below the live version's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from retrieval.grounding import lexical_support, sources_in
+from trainer.dataset import Example
+from trainer.errors import EvaluationError
+from trainer.scoring import probe_passed, score_answer
+
+log = logging.getLogger("loragate.eval")
+
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: str
+    expect: str
+
+
+def shipped_probes() -> list[Probe]:
+    text = resources.files("trainer").joinpath("probes.jsonl").read_text(encoding="utf-8")
+    return [Probe(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class SetScore:
+    model: str
+    count: int = 0
+    accuracy: float = 0.0
+    similarity: float = 0.0
+    groundedness: float | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("items")
+        return data
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    margin: float = 0.05
+    probe_tolerance: float = 0.10
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str]
+    holdout_gain: float
+    probe_change: float
+
+
+def decide(
+    candidate: tuple[SetScore, SetScore], live: tuple[SetScore, SetScore], policy: GatePolicy
+) -> Verdict:
+    (holdout_c, probes_c), (holdout_l, probes_l) = candidate, live
+    gain = holdout_c.accuracy - holdout_l.accuracy
+    change = probes_c.accuracy - probes_l.accuracy
+    reasons = []
+    if holdout_c.count == 0:
+        reasons.append("the holdout is empty: nothing to measure a gain on")
+    elif gain < policy.margin:
+        reasons.append(
+            f"holdout accuracy {holdout_c.accuracy:.3f} vs live {holdout_l.accuracy:.3f}: "
+            f"gain {gain:+.3f} is below the margin {policy.margin:.3f}"
+        )
+    if change < -policy.probe_tolerance:
+        reasons.append(
+            f"probe accuracy fell {-change:.3f} (from {probes_l.accuracy:.3f} to "
+            f"{probes_c.accuracy:.3f}), more than the tolerance {policy.probe_tolerance:.3f}"
+        )
+    return Verdict(not reasons, reasons, round(gain, 4), round(change, 4))
+
+
+class Evaluator:
+    """Scores models served by one vLLM server; ``embed`` gives unit-norm sentence vectors."""
+
+    def __init__(
+        self,
+        engine_url: str,
+        embed: Embed,
+        *,
+        api_key: str = "",
+        max_tokens: int = 96,
+        concurrency: int = 4,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self.engine_url = engine_url.rstrip("/")
+        self.embed = embed
+        self.max_tokens = max_tokens
+        self.concurrency = concurrency
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.engine_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def loaded(self, name: str, adapter_dir: Path) -> AsyncIterator[str]:
+        """Serve ``adapter_dir`` (absolute: vLLM has its own cwd) as ``name``, then unload."""
+        await self._post(
+            "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(adapter_dir)}
+        )
+        try:
+            yield name
+        finally:
+            with contextlib.suppress(EvaluationError):
+                await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+
+    async def _post(self, path: str, body: dict[str, Any]) -> None:
+        try:
+            response = await self._client.post(path, json=body)
+        except httpx.HTTPError as exc:
+            raise EvaluationError(f"vLLM at {self.engine_url} is unreachable: {exc}") from None
+        if response.status_code >= 400 and "already been loaded" not in response.text:
+            raise EvaluationError(
+                f"vLLM refused {path} ({response.status_code}): {response.text[:300]}"
+            )
+
+    async def answer(self, model: str, messages: list[dict[str, Any]]) -> str:
+        body = {
+            "model": model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": self.max_tokens,
+        }
+        try:
+            response = await self._client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise EvaluationError(f"vLLM at {self.engine_url} is unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise EvaluationError(
+                f"vLLM answered {response.status_code} for {model}: {response.text[:300]}"
+            )
+        return str(response.json()["choices"][0]["message"]["content"] or "")
+
+    async def _answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(messages: list[dict[str, Any]]) -> str:
+            async with limit:
+                return await self.answer(model, messages)
+
+        return list(await asyncio.gather(*(one(messages) for messages in prompts)))
+
+    async def score_holdout(self, model: str, examples: Sequence[Example]) -> SetScore:
+        if not examples:
+            return SetScore(model)
+        answers = await self._answers(model, [example.messages for example in examples])
+        vectors = self.embed([*answers, *(example.reply for example in examples)])
+        similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
+        items, grounded = [], []
+        for example, answer, similarity in zip(examples, answers, similarities, strict=True):
+            score = score_answer(answer, example.reply, float(similarity))
+            sources = _sources(example)
+            if sources:
+                grounded.append(lexical_support(answer, sources))
+            items.append(
+                {
+                    "id": example.id,
+                    "question": example.question,
+                    "answer": answer,
+                    "reference": example.reply,
+                    **asdict(score),
+                }
+            )
+        return SetScore(
+            model,
+            len(items),
+            accuracy=round(sum(item["correct"] for item in items) / len(items), 4),
+            similarity=round(float(np.mean(similarities)), 4),
+            groundedness=round(float(np.mean(grounded)), 4) if grounded else None,
+            items=items,
+        )
+
+    async def score_probes(self, model: str, probes: Sequence[Probe]) -> SetScore:
+        prompts = [[{"role": "user", "content": probe.prompt}] for probe in probes]
+        answers = await self._answers(model, prompts)
+        passed = [
+            probe_passed(answer, probe.expect)
+            for probe, answer in zip(probes, answers, strict=True)
+        ]
+        items: list[dict[str, Any]] = [
+            {"prompt": probe.prompt, "answer": answer, "expect": probe.expect, "correct": ok}
+            for probe, answer, ok in zip(probes, answers, passed, strict=True)
+        ]
+        accuracy = sum(passed) / len(passed) if passed else 0.0
+        return SetScore(model, len(items), accuracy=round(accuracy, 4), items=items)
+
+    async def score(
+        self, model: str, holdout: Sequence[Example], probes: Sequence[Probe]
+    ) -> tuple[SetScore, SetScore]:
+        log.info(
+            "evaluating", extra={"model": model, "holdout": len(holdout), "probes": len(probes)}
+        )
+        return await self.score_holdout(model, holdout), await self.score_probes(model, probes)
+
+
+def _sources(example: Example) -> list[str]:
+    for message in example.messages:
+        if message.get("role") == "system" and isinstance(message.get("content"), str):
+            found = sources_in(message["content"])
+            if found:
+                return found
+    return []

@@ -1,0 +1,312 @@
+"""One training run for one alias: curate → snapshot → QLoRA → evaluate → gate → publish.
+
+Runs in the ``loragate train`` / ``loragate trainer`` process, never in the gateway. Every
+stage is recorded in ``training_runs``. Nothing is published until the gate has decided, and
+publishing itself is atomic (the registry copies into a temp dir and renames), so a crash at
+any point leaves no half-adapter: the next run records the dead one as failed and starts
+again, resuming training from the last checkpoint when the dataset is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from adapters.registry import Registry, check_alias
+from adapters.rollout import RolloutController
+from gateway.progress import Progress
+from gateway.settings import Settings
+from gateway.store.db import Database
+from retrieval.embeddings import Embedder
+from trainer.dataset import CurationLimits, Snapshot, curate, read_snapshot, write_snapshot
+from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
+from trainer.lock import training_lock
+from trainer.qlora import (
+    TrainConfig,
+    TrainResult,
+    load_tokenizer,
+    token_counter,
+    total_steps,
+    train,
+)
+from trainer.store import TrainerStore
+
+log = logging.getLogger("loragate.trainer")
+STAGES = 6
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    data_dir: Path
+    base_model_dir: Path
+    base_model_name: str
+    engine_url: str
+    engine_api_key: str
+    train: TrainConfig
+    limits: CurationLimits
+    gate: GatePolicy
+    eval_max_tokens: int
+    auto_rollout: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobConfig:
+        train = TrainConfig(
+            method=settings.train_method,
+            rank=settings.train_rank,
+            alpha=settings.train_alpha,
+            dropout=settings.train_dropout,
+            target_modules=tuple(settings.train_target_modules),
+            epochs=settings.train_epochs,
+            max_steps=settings.train_max_steps,
+            learning_rate=settings.train_learning_rate,
+            batch_size=settings.train_batch_size,
+            max_tokens=settings.train_max_example_tokens,
+            eval_every=settings.train_eval_every,
+            patience=settings.train_patience,
+            checkpoint_every=settings.train_checkpoint_every,
+            compute_dtype=settings.train_compute_dtype,
+            optimizer=settings.train_optimizer,
+            device=settings.train_device,
+            threads=settings.train_threads,
+        )
+        limits = CurationLimits(
+            max_example_tokens=settings.train_max_example_tokens,
+            max_reply_chars=settings.train_max_reply_chars,
+            holdout_fraction=settings.train_holdout_fraction,
+            validation_fraction=settings.train_validation_fraction,
+            near_duplicate_similarity=settings.train_near_duplicate_similarity,
+        )
+        return cls(
+            data_dir=settings.data_dir.resolve(),
+            base_model_dir=settings.resolved_base_model_path.resolve(),
+            base_model_name=settings.base_model_name,
+            engine_url=settings.resolved_engine_urls[0],
+            engine_api_key=settings.engine_api_key,
+            train=train,
+            limits=limits,
+            gate=GatePolicy(settings.eval_margin, settings.eval_probe_tolerance),
+            eval_max_tokens=settings.eval_max_tokens,
+            auto_rollout=settings.trainer_auto_rollout,
+        )
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    alias: str
+    state: str  # published | rejected
+    candidate: str | None
+    report: dict[str, Any]
+
+
+class TrainingJob:
+    def __init__(
+        self,
+        config: JobConfig,
+        db: Database,
+        registry: Registry,
+        rollouts: RolloutController,
+        embedder: Embedder,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.store = TrainerStore(db)
+        self.registry = registry
+        self.rollouts = rollouts
+        self.embedder = embedder
+
+    async def run(self, alias: str, trigger: str = "manual") -> RunOutcome:
+        check_alias(alias)
+        async with training_lock(self.db, self.config.data_dir / "locks", alias):
+            stale = await self.store.fail_stale_runs(alias)
+            if stale:
+                log.warning("earlier runs died mid-way", extra={"alias": alias, "runs": stale})
+            approved = await self.store.approved_count(alias)
+            run_id = await self.store.start_run(alias, trigger, approved)
+            try:
+                outcome = await self._stages(alias, run_id)
+            except BaseException as exc:
+                error = str(exc) or type(exc).__name__
+                with anyio.CancelScope(shield=True):
+                    await self.store.finish_run(run_id, "failed", error=error[:2000])
+                log.error(
+                    "training run failed", extra={"alias": alias, "run": run_id, "error": error}
+                )
+                raise
+            await self.store.finish_run(
+                run_id, outcome.state, candidate=outcome.candidate, report=outcome.report
+            )
+            return outcome
+
+    async def _stages(self, alias: str, run_id: int) -> RunOutcome:
+        with Progress(f"train {alias}", STAGES) as progress:
+            snapshot = await self._curate(alias)
+            await self.store.update_run(run_id, snapshot=str(snapshot.path))
+            progress(f"dataset {snapshot.manifest['counts']}")
+            result = await self._train(alias, snapshot)
+            progress(f"trained {result.steps} steps, loss {result.train_loss:.3f}")
+            holdout = snapshot.examples("holdout")
+            candidate, live, live_name = await self._evaluate(alias, run_id, result, holdout)
+            progress(
+                f"scored: candidate {candidate[0].accuracy:.3f}, {live_name} {live[0].accuracy:.3f}"
+            )
+            verdict = decide(candidate, live, self.config.gate)
+            report = _report(snapshot, result, candidate, live, live_name, verdict, self.config)
+            progress("gate " + ("passed" if verdict.passed else "failed"))
+            outcome = await self._publish(alias, run_id, result, verdict, report)
+            progress(f"{outcome.state} {outcome.candidate}")
+            shutil.rmtree(self._work_dir(alias, snapshot), ignore_errors=True)
+            progress("cleaned up")
+        return outcome
+
+    # -- stages ----------------------------------------------------------------------
+    async def _curate(self, alias: str) -> Snapshot:
+        candidates = await self.store.approved_examples(alias)
+        frozen = await self.store.frozen_holdout(alias)
+        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.config.base_model_dir)
+        curated = await anyio.to_thread.run_sync(
+            lambda: curate(
+                candidates,
+                frozen,
+                self.config.limits,
+                token_counter(tokenizer),
+                self.embedder.embed,
+            )
+        )
+        extra = {
+            "approved": len(candidates),
+            "frozen_holdout_before": len(frozen),
+            "limits": asdict(self.config.limits),
+        }
+        snapshot = await anyio.to_thread.run_sync(
+            lambda: write_snapshot(self.config.data_dir / "datasets", alias, curated, extra)
+        )
+        # Frozen only once the snapshot that uses them exists: a crash before this point
+        # leaves the holdout as it was.
+        await self.store.freeze(alias, curated.new_holdout)
+        log.info(
+            "dataset snapshot written",
+            extra={"alias": alias, "path": str(snapshot.path), **snapshot.manifest["counts"]},
+        )
+        return read_snapshot(snapshot.path)
+
+    def _work_dir(self, alias: str, snapshot: Snapshot) -> Path:
+        # Keyed by the dataset's content: an unchanged dataset resumes the crashed run.
+        return self.config.data_dir / "training" / alias / snapshot.manifest["sha256"][:16]
+
+    async def _train(self, alias: str, snapshot: Snapshot) -> TrainResult:
+        work_dir = self._work_dir(alias, snapshot)
+        train_set, validation = snapshot.examples("train"), snapshot.examples("validation")
+        total = total_steps(self.config.train, len(train_set))
+        with Progress(f"qlora {alias}", total) as steps:
+            return await anyio.to_thread.run_sync(
+                lambda: train(
+                    train_set,
+                    validation,
+                    self.config.base_model_dir,
+                    work_dir,
+                    self.config.train,
+                    steps,
+                    snapshot.manifest["sha256"],
+                )
+            )
+
+    async def _evaluate(
+        self, alias: str, run_id: int, result: TrainResult, holdout: list[Any]
+    ) -> tuple[tuple[SetScore, SetScore], tuple[SetScore, SetScore], str]:
+        live_name = await self.live_model(alias)
+        probes = shipped_probes()
+        evaluator = Evaluator(
+            self.config.engine_url,
+            self.embedder.embed,
+            api_key=self.config.engine_api_key,
+            max_tokens=self.config.eval_max_tokens,
+        )
+        try:
+            async with evaluator.loaded(f"eval-{alias}-run{run_id}", result.adapter_dir) as name:
+                candidate = await evaluator.score(name, holdout, probes)
+            live = await evaluator.score(live_name, holdout, probes)
+        finally:
+            await evaluator.close()
+        return candidate, live, live_name
+
+    async def live_model(self, alias: str) -> str:
+        """What the alias serves now: its live version, or the base model."""
+        routes = await self.registry.routes()
+        route = routes.get(alias)
+        return route.live if route is not None and route.live else self.config.base_model_name
+
+    async def _publish(
+        self,
+        alias: str,
+        run_id: int,
+        result: TrainResult,
+        verdict: Verdict,
+        report: dict[str, Any],
+    ) -> RunOutcome:
+        state = "candidate" if verdict.passed else "rejected"
+        published = await self.registry.publish(
+            result.adapter_dir, alias, eval_report=report, state=state
+        )
+        name = published.version.name
+        if verdict.passed and self.config.auto_rollout and published.created:
+            rollout = await self.rollouts.start(alias, name)
+            report["rollout"] = {"id": rollout.id, "steps": rollout.steps}
+            await self.registry.set_eval_report(name, report)
+        log.info(
+            "training run decided",
+            extra={
+                "alias": alias,
+                "run": run_id,
+                "version": name,
+                "state": state,
+                "reasons": verdict.reasons,
+            },
+        )
+        return RunOutcome(
+            run_id, alias, "published" if verdict.passed else "rejected", name, report
+        )
+
+
+def _report(
+    snapshot: Snapshot,
+    result: TrainResult,
+    candidate: tuple[SetScore, SetScore],
+    live: tuple[SetScore, SetScore],
+    live_name: str,
+    verdict: Verdict,
+    config: JobConfig,
+) -> dict[str, Any]:
+    return {
+        "dataset": {
+            "path": str(snapshot.path),
+            "sha256": snapshot.manifest["sha256"],
+            "counts": snapshot.manifest["counts"],
+            "dropped": snapshot.manifest["dropped"],
+        },
+        "training": {
+            **result.summary(),
+            "method": config.train.method,
+            "rank": config.train.rank,
+            "learning_rate": config.train.learning_rate,
+        },
+        "candidate": {"holdout": candidate[0].summary(), "probes": candidate[1].summary()},
+        "baseline": {"model": live_name, "holdout": live[0].summary(), "probes": live[1].summary()},
+        "gate": {
+            "passed": verdict.passed,
+            "reasons": verdict.reasons,
+            "holdout_gain": verdict.holdout_gain,
+            "probe_change": verdict.probe_change,
+            "margin": config.gate.margin,
+            "probe_tolerance": config.gate.probe_tolerance,
+        },
+        "holdout_items": [
+            {key: item[key] for key in ("id", "question", "answer", "reference", "correct")}
+            for item in candidate[0].items
+        ],
+    }

@@ -1,0 +1,76 @@
+"""How an answer is scored against its reference, and how two versions are compared.
+
+An answer is **correct** when, after normalization (case, punctuation, articles, citation
+markers), it equals the reference, contains it, or carries the reference's key facts and
+means the same:
+
+* if the reference has numbers, every one of them appears in the answer and the embedding
+  similarity is at least ``0.5``;
+* otherwise at least 60% of the reference's content words appear and the similarity is at
+  least ``0.6``.
+
+Numbers carry most facts in support answers (days, prices, years), and a wrong number is the
+typical wrong answer, so they are required exactly. Similarity (all-MiniLM-L6-v2 cosine)
+guards against an answer that lists the right words in a wrong statement.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from retrieval.grounding import content_words
+
+_CITATION = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+NUMBER_SIMILARITY = 0.5
+WORDS_SIMILARITY = 0.6
+WORDS_RECALL = 0.6
+
+
+def normalize(text: str) -> str:
+    text = _CITATION.sub(" ", text.lower())
+    text = _PUNCTUATION.sub(" ", text)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def numbers_in(text: str) -> set[str]:
+    """Numbers with thousands separators dropped: "1,890" and "1890" are the same number."""
+    found = set()
+    for match in _NUMBER.findall(text):
+        value = re.sub(r",(?=\d{3}\b)", "", match)
+        found.add(value.rstrip(".,"))
+    return found
+
+
+@dataclass(frozen=True)
+class AnswerScore:
+    exact: bool
+    contains: bool
+    key_recall: float
+    similarity: float
+    correct: bool
+
+
+def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
+    said, wanted = normalize(answer), normalize(reference)
+    exact = bool(wanted) and said == wanted
+    contains = bool(wanted) and wanted in said
+    numbers = numbers_in(reference)
+    if numbers:
+        recall = len(numbers & numbers_in(answer)) / len(numbers)
+        facts = recall == 1.0 and similarity >= NUMBER_SIMILARITY
+    else:
+        words = content_words(reference)
+        recall = len(words & content_words(answer)) / len(words) if words else 0.0
+        facts = recall >= WORDS_RECALL and similarity >= WORDS_SIMILARITY
+    return AnswerScore(
+        exact, contains, round(recall, 4), round(similarity, 4), exact or contains or facts
+    )
+
+
+def probe_passed(answer: str, expect: str) -> bool:
+    """A general-ability probe passes when the expected word appears in the answer."""
+    return normalize(expect) in normalize(answer)

@@ -1,0 +1,142 @@
+"""The trainer's view of the shared store: approved examples, the frozen holdout, run records."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from gateway.store.db import Database
+from gateway.store.tables import Conversation, ReviewItem
+from trainer.dataset import Example
+from trainer.tables import HoldoutItem, TrainingRun, utcnow
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def example_from(item: ReviewItem, conversation: Conversation) -> Example:
+    served = conversation.response[0]["content"] if conversation.response else ""
+    reply = item.correction if item.correction else served
+    origin = "correction" if item.correction else "approved_answer"
+    stratum = item.reasons[0]["reason"] if item.reasons else "unknown"
+    messages = list(conversation.request.get("messages") or [])
+    return Example(conversation.id, item.alias, messages, reply, origin, stratum)
+
+
+class TrainerStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- examples ----------------------------------------------------------------------
+    async def approved_examples(self, alias: str) -> list[Example]:
+        query = (
+            select(ReviewItem, Conversation)
+            .join(Conversation, Conversation.id == ReviewItem.completion_id)
+            .where(ReviewItem.alias == alias, ReviewItem.state == "approved")
+            .order_by(ReviewItem.decided_at, ReviewItem.id)
+        )
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [example_from(item, conversation) for item, conversation in rows]
+
+    async def approved_count(self, alias: str) -> int:
+        query = select(func.count()).where(
+            ReviewItem.alias == alias, ReviewItem.state == "approved"
+        )
+        async with self.db.sessions() as session:
+            return int(await session.scalar(query) or 0)
+
+    async def aliases_with_approved(self) -> dict[str, int]:
+        query = (
+            select(ReviewItem.alias, func.count())
+            .where(ReviewItem.state == "approved")
+            .group_by(ReviewItem.alias)
+        )
+        async with self.db.sessions() as session:
+            return {alias: int(count) for alias, count in (await session.execute(query)).all()}
+
+    async def frozen_holdout(self, alias: str) -> list[Example]:
+        async with self.db.sessions() as session:
+            rows = await session.scalars(
+                select(HoldoutItem).where(HoldoutItem.alias == alias).order_by(HoldoutItem.added_at)
+            )
+            return [Example.from_json(row.example) for row in rows]
+
+    async def freeze(self, alias: str, examples: list[Example]) -> None:
+        """Add examples to the alias's holdout; existing members are never touched."""
+        if not examples:
+            return
+        async with self.db.transaction() as session:
+            existing = set(
+                await session.scalars(
+                    select(HoldoutItem.completion_id).where(HoldoutItem.alias == alias)
+                )
+            )
+            session.add_all(
+                HoldoutItem(
+                    alias=alias,
+                    completion_id=example.id,
+                    stratum=example.stratum,
+                    example=example.to_json(),
+                )
+                for example in examples
+                if example.id not in existing
+            )
+
+    # -- runs --------------------------------------------------------------------------
+    async def start_run(self, alias: str, trigger: str, approved: int) -> int:
+        async with self.db.transaction() as session:
+            run = TrainingRun(
+                alias=alias,
+                state="running",
+                trigger=trigger,
+                worker=WORKER_ID,
+                approved_examples=approved,
+            )
+            session.add(run)
+            await session.flush()
+            return int(run.id)
+
+    async def update_run(self, run_id: int, **values: Any) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(TrainingRun)
+                .where(TrainingRun.id == run_id)
+                .values(heartbeat_at=utcnow(), **values)
+            )
+
+    async def finish_run(self, run_id: int, state: str, **values: Any) -> None:
+        await self.update_run(run_id, state=state, finished_at=utcnow(), **values)
+
+    async def fail_stale_runs(self, alias: str) -> int:
+        """Mark runs left ``running`` by a crashed worker as failed.
+
+        Called with the alias's training lock held, so no live worker owns any of them.
+        """
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(TrainingRun)
+                .where(TrainingRun.alias == alias, TrainingRun.state == "running")
+                .values(state="failed", error="worker died mid-run", finished_at=utcnow())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def runs(self, alias: str | None = None, limit: int = 20) -> list[TrainingRun]:
+        query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+        if alias is not None:
+            query = query.where(TrainingRun.alias == alias)
+        async with self.db.sessions() as session:
+            return list(await session.scalars(query))
+
+    async def last_finished(self, alias: str) -> TrainingRun | None:
+        query = (
+            select(TrainingRun)
+            .where(TrainingRun.alias == alias, TrainingRun.state != "running")
+            .order_by(TrainingRun.id.desc())
+            .limit(1)
+        )
+        async with self.db.sessions() as session:
+            run: TrainingRun | None = await session.scalar(query)
+            return run

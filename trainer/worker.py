@@ -1,0 +1,85 @@
+"""The ``loragate trainer`` worker: polls the store and trains aliases that have enough new data.
+
+An alias is trained when it has ``trainer_min_new_examples`` approved examples more than its
+last run saw, or, with ``trainer_schedule_s`` set, when that long has passed since its last
+run and anything new was approved. Several workers may run: the per-alias lock lets one train
+while the others skip that alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from adapters.registry import check_alias
+from adapters.validation import InvalidAdapter
+from trainer.errors import TrainerError, TrainingLocked
+from trainer.job import TrainingJob
+from trainer.store import TrainerStore
+
+log = logging.getLogger("loragate.trainer")
+
+
+class TrainerWorker:
+    def __init__(
+        self,
+        job: TrainingJob,
+        store: TrainerStore,
+        *,
+        min_new_examples: int,
+        schedule_s: float = 0.0,
+        poll_s: float = 30.0,
+    ) -> None:
+        self.job = job
+        self.store = store
+        self.min_new_examples = min_new_examples
+        self.schedule_s = schedule_s
+        self.poll_s = poll_s
+
+    async def due(self) -> list[tuple[str, str]]:
+        """(alias, trigger) for every alias that should train now."""
+        due = []
+        for alias, approved in sorted((await self.store.aliases_with_approved()).items()):
+            try:
+                check_alias(alias)
+            except InvalidAdapter:
+                continue  # flagged traffic on the base model itself: no alias to publish to
+            last = await self.store.last_finished(alias)
+            new = approved - (last.approved_examples if last else 0)
+            if new >= self.min_new_examples:
+                due.append((alias, "new_examples"))
+            elif self.schedule_s and new > 0 and last is not None and last.finished_at:
+                finished = last.finished_at.replace(tzinfo=last.finished_at.tzinfo or UTC)
+                if datetime.now(UTC) - finished >= timedelta(seconds=self.schedule_s):
+                    due.append((alias, "schedule"))
+        return due
+
+    async def poll_once(self) -> int:
+        """Train every due alias once; returns how many runs finished (either verdict)."""
+        finished = 0
+        for alias, trigger in await self.due():
+            try:
+                outcome = await self.job.run(alias, trigger)
+            except TrainingLocked:
+                log.info("alias is being trained elsewhere", extra={"alias": alias})
+                continue
+            except TrainerError as exc:
+                # Recorded in training_runs; the worker lives on to try again on new data.
+                log.error("training run failed", extra={"alias": alias, "error": str(exc)})
+                continue
+            finished += 1
+            log.info(
+                "training run finished",
+                extra={"alias": alias, "state": outcome.state, "version": outcome.candidate},
+            )
+        return finished
+
+    async def run_forever(self) -> None:
+        log.info(
+            "trainer worker started",
+            extra={"poll_s": self.poll_s, "min_new_examples": self.min_new_examples},
+        )
+        while True:
+            await self.poll_once()
+            await asyncio.sleep(self.poll_s)
