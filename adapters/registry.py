@@ -125,6 +125,10 @@ class Registry:
             return Published(existing, created=False)
         for _ in range(5):  # two publishers racing for the same number: the loser retries
             number = await self._next_number(alias)
+            # A directory without a row is what a publisher that crashed between its rename
+            # and its insert leaves behind: step over it, since names are never reused.
+            while await anyio.Path(self.store_dir / f"{alias}-v{number}").exists():
+                number += 1
             name = f"{alias}-v{number}"
             target = await anyio.to_thread.run_sync(self._copy_in, source, name)
             try:

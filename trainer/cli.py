@@ -197,4 +197,10 @@ async def _resolve_candidate(
     return versions[-1].name, Path(versions[-1].path)
 
 
-COMMANDS = (train_command, trainer_command, eval_command)
+def _demo() -> click.Command:
+    from trainer.demo.play import demo_command
+
+    return demo_command
+
+
+COMMANDS = (train_command, trainer_command, eval_command, _demo())

@@ -4,9 +4,11 @@ An example is the conversation exactly as it was served (grounding system messag
 so the model trains as it serves) plus the reply to learn: the correction, or the answer as
 served when an operator approved it as good.
 
-The split is deterministic and stratified by flag reason. Holdout membership is frozen in the
-store: an example that entered an alias's holdout stays there, with the text it had then, and
-never reaches training; new examples top each stratum up to the holdout fraction.
+The split is deterministic and stratified by flag reason, and remembered in the store: an
+example that entered an alias's holdout stays there, with the text it had then, and never
+reaches training; an example that was trained on never enters the holdout (the live version
+would be scored on what it learnt). Only examples new to the split top each stratum's holdout
+up to the holdout fraction.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +79,7 @@ class Curated:
     validation: list[Example]
     holdout: list[Example]
     new_holdout: list[Example]  # to be frozen into the store with this snapshot
+    new_trained: list[Example] = field(default_factory=list)  # first used for training now
     dropped: Counter[str] = field(default_factory=Counter)
     pii: Counter[str] = field(default_factory=Counter)
 
@@ -104,8 +107,12 @@ def curate(
     limits: CurationLimits,
     count_tokens: TokenCounter,
     embed: EmbedTexts | None = None,
+    trained: Collection[str] = (),
 ) -> Curated:
-    """Scrub, filter, de-duplicate and split. Raises DatasetError when nothing is left."""
+    """Scrub, filter, de-duplicate and split. Raises DatasetError when nothing is left.
+
+    ``frozen_holdout`` and ``trained`` are the split so far: they keep their sides.
+    """
     if not candidates and not frozen_holdout:
         raise DatasetError("no approved examples: approve flagged conversations first")
     report, dropped = ScrubReport(), Counter[str]()
@@ -120,15 +127,24 @@ def curate(
     if not pool and candidates:
         reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         raise DatasetError(f"all {len(candidates)} examples were dropped ({reasons})")
-    new_holdout, trainable = _split_holdout(pool, frozen_holdout, limits.holdout_fraction)
+    new_holdout, trainable = _split_holdout(
+        pool, frozen_holdout, limits.holdout_fraction, set(trained)
+    )
     train, validation = _split_validation(trainable, limits.validation_fraction)
+    new_trained = [example for example in trainable if example.id not in set(trained)]
     if not train:
         raise DatasetError(
             f"no training examples left after the holdout split ({len(pool)} usable); "
             "approve more flagged conversations"
         )
     return Curated(
-        train, validation, [*frozen_holdout, *new_holdout], new_holdout, dropped, report.counts
+        train,
+        validation,
+        [*frozen_holdout, *new_holdout],
+        new_holdout,
+        new_trained=new_trained,
+        dropped=dropped,
+        pii=report.counts,
     )
 
 
@@ -147,7 +163,8 @@ def _drop_too_long(
 
 
 def _dedup_key(example: Example) -> str:
-    text = " ".join((example.question + "\x00" + example.reply).lower().split())
+    question, reply = (" ".join(text.lower().split()) for text in (example.question, example.reply))
+    text = question + "\x00" + reply
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -197,19 +214,25 @@ def _rank(example: Example) -> str:
 
 
 def _split_holdout(
-    pool: list[Example], frozen_holdout: Sequence[Example], fraction: float
+    pool: list[Example], frozen_holdout: Sequence[Example], fraction: float, trained: set[str]
 ) -> tuple[list[Example], list[Example]]:
-    """Top every stratum's holdout up to ``fraction`` of it, in a stable hash order."""
+    """Top every stratum's holdout up to ``fraction`` of it from the examples new to the
+    split, in a stable hash order; examples trained on before stay in training."""
     frozen = Counter(example.stratum for example in frozen_holdout)
     by_stratum: dict[str, list[Example]] = {}
     for example in sorted(pool, key=_rank):
         by_stratum.setdefault(example.stratum, []).append(example)
-    holdout, train = [], []
+    holdout: list[Example] = []
+    train: list[Example] = []
     for stratum, examples in sorted(by_stratum.items()):
+        fresh = [example for example in examples if example.id not in trained]
+        train.extend(example for example in examples if example.id in trained)
         target = math.floor(fraction * (frozen[stratum] + len(examples)) + 0.5)
-        take = max(0, min(len(examples) - 1, target - frozen[stratum]))  # keep one to train
-        holdout.extend(examples[:take])
-        train.extend(examples[take:])
+        take = max(0, min(len(fresh), target - frozen[stratum]))
+        if take == len(examples):
+            take -= 1  # a stratum keeps at least one example to train on
+        holdout.extend(fresh[:take])
+        train.extend(fresh[take:])
     return holdout, train
 
 

@@ -168,6 +168,7 @@ class TrainingJob:
     async def _curate(self, alias: str) -> Snapshot:
         candidates = await self.store.approved_examples(alias)
         frozen = await self.store.frozen_holdout(alias)
+        trained = await self.store.trained_ids(alias)
         tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.config.base_model_dir)
         curated = await anyio.to_thread.run_sync(
             lambda: curate(
@@ -176,6 +177,7 @@ class TrainingJob:
                 self.config.limits,
                 token_counter(tokenizer),
                 self.embedder.embed,
+                trained,
             )
         )
         extra = {
@@ -186,9 +188,9 @@ class TrainingJob:
         snapshot = await anyio.to_thread.run_sync(
             lambda: write_snapshot(self.config.data_dir / "datasets", alias, curated, extra)
         )
-        # Frozen only once the snapshot that uses them exists: a crash before this point
-        # leaves the holdout as it was.
-        await self.store.freeze(alias, curated.new_holdout)
+        # Remembered only once the snapshot that uses it exists: a crash before this point
+        # leaves the split as it was.
+        await self.store.remember_split(alias, curated.new_holdout, curated.new_trained)
         log.info(
             "dataset snapshot written",
             extra={"alias": alias, "path": str(snapshot.path), **snapshot.manifest["counts"]},

@@ -21,14 +21,24 @@ _SECRET_PATTERNS = (
     r"\bAIza[0-9A-Za-z_-]{30,}",  # Google API keys
     r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
     r"(?i:\bbearer\s+)[A-Za-z0-9._~+/-]{16,}=*",  # Authorization headers
-    # Anything long, mixed letters and digits, that looks generated rather than written.
-    r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b",
+    # Anything long, mixed letters and digits, that looks generated rather than written. No
+    # hyphens: a URL slug of words and a year is prose, and hyphenated key formats are above.
+    r"\b(?=[A-Za-z0-9_]*\d)(?=[A-Za-z0-9_]*[A-Za-z])[A-Za-z0-9_]{32,}\b",
 )
 SECRET = re.compile("|".join(f"(?:{pattern})" for pattern in _SECRET_PATTERNS))
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-PHONE = re.compile(r"(?<![\w+(])(?:\+|00)?\(?\d[\d ().-]{6,}\d(?!\w)")
+PHONE = re.compile(r"(?<![\w+(])(?:\+|00)?\(?\d[\d ().-]{6,}\d(?![\w:])")
+# Shapes that look like phone numbers to the pattern above but are not.
+_NOT_PHONE = re.compile(
+    r"\d{4}-\d{2}-\d{2}\b.*"  # an ISO date, maybe with a time
+    r"|\d{1,2}[./]\d{1,2}[./]\d{2,4}\b.*"  # a European or US date
+    r"|\d{1,3}(?:\.\d{1,3}){3}"  # an IPv4 address
+)
+
+
+_KEPT = re.compile("\x00(\\d+)\x00")
 
 
 @dataclass
@@ -64,30 +74,45 @@ def _is_card(match: str) -> bool:
 
 def _is_phone(match: str) -> bool:
     digits = re.sub(r"\D", "", match)
+    if _NOT_PHONE.fullmatch(match.strip("()")):
+        return False
     # Nine or more digits with a separator or a country prefix: not a price, year or amount.
     has_shape = match.startswith(("+", "00")) or bool(re.search(r"[ ().-]", match))
     return 9 <= len(digits) <= 15 and has_shape
 
 
-_KINDS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None], ...] = (
-    ("SECRET", SECRET, None),
-    ("EMAIL", EMAIL, None),
-    ("IBAN", IBAN, iban_valid),
-    ("CARD", CARD, _is_card),
-    ("PHONE", PHONE, _is_phone),
+# (kind, pattern, check, whether a match failing its check is shielded from later patterns)
+_KINDS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool] | None, bool], ...] = (
+    ("SECRET", SECRET, None, False),
+    ("EMAIL", EMAIL, None, False),
+    # An IBAN-shaped code with a bad checksum is still one code, not a phone number.
+    ("IBAN", IBAN, iban_valid, True),
+    # A digit run failing Luhn is not a card, but may well be a phone number.
+    ("CARD", CARD, _is_card, False),
+    ("PHONE", PHONE, _is_phone, False),
 )
 
 
 def scrub(text: str, report: ScrubReport | None = None) -> str:
-    """Replace personal data and secrets with ``[KIND]`` placeholders."""
-    for kind, pattern, check in _KINDS:
+    """Replace personal data and secrets with ``[KIND]`` placeholders.
 
-        def replace(match: re.Match[str], kind: str = kind, check: object = check) -> str:
+    An IBAN-shaped match with a wrong checksum is set aside while the later patterns run,
+    so that they cannot eat part of it.
+    """
+    kept: list[str] = []
+    for kind, pattern, check, shield in _KINDS:
+
+        def replace(
+            match: re.Match[str], kind: str = kind, check: object = check, shield: bool = shield
+        ) -> str:
             if check is not None and not check(match.group(0)):  # type: ignore[operator]
-                return match.group(0)
+                if not shield:
+                    return match.group(0)
+                kept.append(match.group(0))
+                return f"\x00{len(kept) - 1}\x00"
             if report is not None:
                 report.counts[kind] += 1
             return f"[{kind}]"
 
         text = pattern.sub(replace, text)
-    return text
+    return _KEPT.sub(lambda match: kept[int(match.group(1))], text)

@@ -37,9 +37,10 @@ def normalize(text: str) -> str:
 
 
 def numbers_in(text: str) -> set[str]:
-    """Numbers with thousands separators dropped: "1,890" and "1890" are the same number."""
+    """Numbers with thousands separators dropped: "1,890" and "1890" are the same number.
+    Citation markers ("[1]") are not numbers of the answer."""
     found = set()
-    for match in _NUMBER.findall(text):
+    for match in _NUMBER.findall(_CITATION.sub(" ", text)):
         value = re.sub(r",(?=\d{3}\b)", "", match)
         found.add(value.rstrip(".,"))
     return found

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from gateway.store.db import Database
 from gateway.store.tables import Conversation, ReviewItem
 from trainer.dataset import Example
-from trainer.tables import HoldoutItem, TrainingRun, utcnow
+from trainer.tables import SplitItem, TrainingRun, utcnow
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -58,30 +58,42 @@ class TrainerStore:
             return {alias: int(count) for alias, count in (await session.execute(query)).all()}
 
     async def frozen_holdout(self, alias: str) -> list[Example]:
+        query = (
+            select(SplitItem)
+            .where(SplitItem.alias == alias, SplitItem.split == "holdout")
+            .order_by(SplitItem.added_at, SplitItem.completion_id)
+        )
         async with self.db.sessions() as session:
-            rows = await session.scalars(
-                select(HoldoutItem).where(HoldoutItem.alias == alias).order_by(HoldoutItem.added_at)
-            )
-            return [Example.from_json(row.example) for row in rows]
+            return [Example.from_json(row.example or {}) for row in await session.scalars(query)]
 
-    async def freeze(self, alias: str, examples: list[Example]) -> None:
-        """Add examples to the alias's holdout; existing members are never touched."""
-        if not examples:
-            return
+    async def trained_ids(self, alias: str) -> set[str]:
+        query = select(SplitItem.completion_id).where(
+            SplitItem.alias == alias, SplitItem.split == "train"
+        )
+        async with self.db.sessions() as session:
+            return set(await session.scalars(query))
+
+    async def remember_split(
+        self, alias: str, new_holdout: list[Example], new_trained: list[Example]
+    ) -> None:
+        """Record new members of each side; existing rows are never touched."""
+        rows = [("holdout", example) for example in new_holdout]
+        rows += [("train", example) for example in new_trained]
         async with self.db.transaction() as session:
             existing = set(
                 await session.scalars(
-                    select(HoldoutItem.completion_id).where(HoldoutItem.alias == alias)
+                    select(SplitItem.completion_id).where(SplitItem.alias == alias)
                 )
             )
             session.add_all(
-                HoldoutItem(
+                SplitItem(
                     alias=alias,
                     completion_id=example.id,
+                    split=split,
                     stratum=example.stratum,
-                    example=example.to_json(),
+                    example=example.to_json() if split == "holdout" else None,
                 )
-                for example in examples
+                for split, example in rows
                 if example.id not in existing
             )
 

@@ -1,4 +1,4 @@
-"""Tables written by the trainer: the frozen holdout and the history of training runs."""
+"""Tables written by the trainer: the remembered dataset split and the training runs."""
 
 from __future__ import annotations
 
@@ -17,16 +17,20 @@ class TrainerBase(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
-class HoldoutItem(TrainerBase):
-    """An example frozen into an alias's holdout. Rows are only ever added, never changed:
-    scores stay comparable across versions, and nothing here ever reaches training."""
+class SplitItem(TrainerBase):
+    """Which side of an alias's split an example is on, for good. Rows are only ever added.
 
-    __tablename__ = "holdout_items"
+    Holdout rows keep the example as it was frozen, so scores stay comparable across
+    versions; train rows record that a version learnt from it, so it never enters the holdout.
+    """
+
+    __tablename__ = "dataset_splits"
 
     alias: Mapped[str] = mapped_column(String(200), primary_key=True)
     completion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    split: Mapped[str] = mapped_column(String(16), index=True)  # holdout | train
     stratum: Mapped[str] = mapped_column(String(64))
-    example: Mapped[dict[str, Any]] = mapped_column(JSON)
+    example: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

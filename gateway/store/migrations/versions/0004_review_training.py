@@ -1,4 +1,4 @@
-"""review queue, frozen holdout, training runs
+"""review queue, remembered dataset splits, training runs
 
 Revision ID: 0004
 Revises: 0003
@@ -36,13 +36,15 @@ def upgrade() -> None:
     for column in ("alias", "state", "created_at", "decided_at"):
         op.create_index(f"ix_review_items_{column}", "review_items", [column])
     op.create_table(
-        "holdout_items",
+        "dataset_splits",
         sa.Column("alias", sa.String(200), primary_key=True),
         sa.Column("completion_id", sa.String(64), primary_key=True),
+        sa.Column("split", sa.String(16), nullable=False),
         sa.Column("stratum", sa.String(64), nullable=False),
-        sa.Column("example", sa.JSON(), nullable=False),
+        sa.Column("example", sa.JSON(), nullable=True),
         sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_index("ix_dataset_splits_split", "dataset_splits", ["split"])
     op.create_table(
         "training_runs",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -64,7 +66,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("training_runs", "holdout_items", "review_items"):
+    for table in ("training_runs", "dataset_splits", "review_items"):
         op.drop_table(table)
     with op.batch_alter_table("conversations") as batch:
         batch.drop_column("top_score")

@@ -1,0 +1,88 @@
+"""Answer scoring: normalization, numbers, the correctness rule and probes."""
+
+from __future__ import annotations
+
+from trainer.scoring import normalize, numbers_in, probe_passed, score_answer
+
+
+def test_normalize_drops_case_punctuation_articles_and_citations() -> None:
+    assert normalize("The refund takes a week [1][2, 3]. An answer!") == "refund takes week answer"
+    assert normalize("  Returns [12]   are\nfree.  ") == "returns are free"
+
+
+def test_normalize_keeps_words_that_contain_articles() -> None:
+    assert normalize("Another theme, anathema") == "another theme anathema"
+
+
+def test_numbers_in_drops_thousands_separators() -> None:
+    assert numbers_in("1,890") == numbers_in("1890") == {"1890"}
+    assert numbers_in("It costs 1,890,000 euros, 12.4 kg, since 2009.") == {
+        "1890000",
+        "12.4",
+        "2009",
+    }
+    assert numbers_in("no digits here") == set()
+
+
+def test_correct_number_with_high_similarity_is_correct() -> None:
+    score = score_answer("It costs 1890 euros.", "The price is 1,890 euros.", 0.8)
+    assert score.correct
+    assert (score.exact, score.contains, score.key_recall) == (False, False, 1.0)
+
+
+def test_correct_number_with_low_similarity_is_not_correct() -> None:
+    score = score_answer("It costs 1890 euros.", "The price is 1,890 euros.", 0.4)
+    assert not score.correct
+    assert score.key_recall == 1.0
+
+
+def test_wrong_number_is_not_correct_even_when_similar() -> None:
+    score = score_answer(
+        "Returns are accepted within 14 days.", "Returns are accepted within 30 days.", 0.9
+    )
+    assert not score.correct
+    assert score.key_recall == 0.0
+    assert score.similarity == 0.9
+
+
+def test_exact_answer_is_correct_at_any_similarity() -> None:
+    score = score_answer("The refund takes 5 days [1].", "refund takes 5 days", 0.0)
+    assert score.exact and score.contains and score.correct
+
+
+def test_answer_containing_the_reference_is_correct() -> None:
+    score = score_answer(
+        "Yes: returns are accepted within 30 days of delivery [2].",
+        "Accepted within 30 days.",
+        0.1,
+    )
+    assert (score.exact, score.contains, score.correct) == (False, True, True)
+
+
+def test_numberless_reference_needs_word_recall_and_similarity() -> None:
+    reference = "Refunds are sent to the original payment method."
+    paraphrase = "Refunds go back to the original payment method."
+    good = score_answer(paraphrase, reference, 0.7)
+    assert good.correct
+    assert good.key_recall == 0.8  # refund, original, payment, method of five
+    assert not score_answer(paraphrase, reference, 0.5).correct  # similarity too low
+    few_words = score_answer("Your money comes back to your card.", reference, 0.9)
+    assert not few_words.correct
+    assert few_words.key_recall < 0.6
+
+
+def test_empty_reference_is_never_exact_or_contained() -> None:
+    score = score_answer("anything", "", 1.0)
+    assert (score.exact, score.contains, score.correct) == (False, False, False)
+
+
+def test_citation_numbers_are_not_required_facts() -> None:
+    score = score_answer("It costs 1890 euros [2].", "The price is 1,890 euros [1].", 0.8)
+    assert score.key_recall == 1.0
+    assert score.correct
+
+
+def test_probe_passed_is_case_and_punctuation_insensitive() -> None:
+    assert probe_passed("PARIS is the capital of France.", "paris")
+    assert probe_passed("The answer is: Paris!", "Paris")
+    assert not probe_passed("Lyon is a large city.", "Paris")

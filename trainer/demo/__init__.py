@@ -1,0 +1,192 @@
+"""A small fictional domain the base model cannot know: Quillfeather Cycles.
+
+Five policy and product documents, and 72 questions (24 facts, three phrasings each) with
+the answer a support agent should give. ``make demo`` and the trainer's tests use them to play
+the loop: ingest, chat, feedback with corrections, review, train, evaluate, canary, promote.
+
+The simulated users here talk to a running gateway over HTTP, like real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import httpx
+import numpy as np
+
+from trainer.scoring import score_answer
+
+ALIAS = "cycles"
+COLLECTION = "quillfeather"
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Question:
+    fact: str
+    question: str
+    answer: str
+
+
+@dataclass
+class Served:
+    question: Question
+    completion_id: str
+    answer: str
+    model: str  # the version that answered
+    correct: bool = False
+
+
+def documents() -> list[dict[str, str]]:
+    folder = resources.files("trainer.demo").joinpath("documents")
+    return [
+        {
+            "id": entry.name.removesuffix(".md"),
+            "source": entry.name,
+            "markdown": entry.read_text(encoding="utf-8"),
+        }
+        for entry in sorted(folder.iterdir(), key=lambda entry: entry.name)
+        if entry.name.endswith(".md")
+    ]
+
+
+def questions() -> list[Question]:
+    text = resources.files("trainer.demo").joinpath("questions.jsonl").read_text("utf-8")
+    return [Question(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def retrieval_config() -> dict[str, Any]:
+    """The alias's retrieval, as the gateway's ``retrieval_models`` setting takes it."""
+    return {ALIAS: {"collection": COLLECTION, "top_k": 2}}
+
+
+class DemoUsers:
+    """Simulated users and operator of one gateway."""
+
+    def __init__(self, base_url: str, chat_key: str, admin_key: str, embed: Embed) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.embed = embed
+        self._chat = {"Authorization": f"Bearer {chat_key}"}
+        self._admin = {"Authorization": f"Bearer {admin_key}"}
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=300)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, admin: bool = False, **kwargs: Any) -> Any:
+        headers = self._admin if admin else self._chat
+        response = await self._client.request(method, path, headers=headers, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return response.json()
+
+    async def setup(self, alias: str = ALIAS) -> None:
+        """Declare the alias and ingest the documents into its collection."""
+        await self._call("POST", "/v1/admin/aliases", admin=True, json={"alias": alias})
+        for document in documents():
+            await self._call(
+                "POST", f"/v1/collections/{COLLECTION}/documents", admin=True, json=document
+            )
+
+    async def ask(
+        self,
+        asked: Sequence[Question],
+        model: str = ALIAS,
+        concurrency: int = 6,
+        max_tokens: int = 48,
+    ) -> list[Served]:
+        """Each question in its own conversation; answers are scored against the reference."""
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(question: Question) -> Served:
+            async with limit:
+                body = await self._call(
+                    "POST",
+                    "/v1/chat/completions",
+                    json={
+                        "model": model,
+                        "temperature": 0,
+                        "max_tokens": max_tokens,
+                        "messages": [{"role": "user", "content": question.question}],
+                        "conversation_id": f"demo-{uuid.uuid4().hex[:12]}",
+                    },
+                )
+            answer = body["choices"][0]["message"]["content"] or ""
+            return Served(question, body["id"], answer, body["model"])
+
+        served = list(await asyncio.gather(*(one(question) for question in asked)))
+        vectors = self.embed(
+            [text for item in served for text in (item.answer, item.question.answer)]
+        )
+        for index, item in enumerate(served):
+            similarity = float(vectors[2 * index] @ vectors[2 * index + 1])
+            item.correct = score_answer(item.answer, item.question.answer, similarity).correct
+        return served
+
+    async def give_feedback(
+        self, served: Sequence[Served], corrections: Callable[[Question], str] | None = None
+    ) -> None:
+        """Wrong answers get a thumbs-down and the right answer as a correction; right ones a
+        thumbs-up, and the operator flags them as good examples to keep."""
+        correct_of = corrections or (lambda question: question.answer)
+        for item in served:
+            if item.correct:
+                await self._call(
+                    "POST", "/v1/feedback", json={"completion_id": item.completion_id, "score": 1}
+                )
+                await self._call(
+                    "POST",
+                    "/v1/admin/review",
+                    admin=True,
+                    json={"completion_id": item.completion_id, "note": "good answer, keep"},
+                )
+            else:
+                await self._call(
+                    "POST",
+                    "/v1/feedback",
+                    json={
+                        "completion_id": item.completion_id,
+                        "score": -1,
+                        "correction": correct_of(item.question),
+                    },
+                )
+
+    async def rate(self, served: Sequence[Served]) -> None:
+        """Thumbs up for right answers, down for wrong ones (what the canary gates read)."""
+        for item in served:
+            await self._call(
+                "POST",
+                "/v1/feedback",
+                json={
+                    "completion_id": item.completion_id,
+                    "score": 1 if item.correct else -1,
+                },
+            )
+
+    async def rollout(self, alias: str = ALIAS) -> dict[str, Any]:
+        status: dict[str, Any] = await self._call("GET", f"/v1/admin/rollouts/{alias}", admin=True)
+        return status
+
+    async def approve_all(self, alias: str = ALIAS) -> int:
+        """The operator approves every pending item of the alias (corrections as given)."""
+        listing = await self._call(
+            "GET", "/v1/admin/review", admin=True, params={"alias": alias, "limit": 1000}
+        )
+        for item in listing["data"]:
+            await self._call(
+                "POST",
+                f"/v1/admin/review/{item['id']}/decision",
+                admin=True,
+                json={"decision": "approve"},
+            )
+        return len(listing["data"])
+
+
+def accuracy(served: Sequence[Served]) -> float:
+    return sum(item.correct for item in served) / len(served) if served else 0.0
