@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check clean docs bench
+.PHONY: run test install lint typecheck check clean docs bench demo
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/adapters.py
+	$(BIN)/python bench/trainer.py
+
+# The adaptation loop end to end on the embedded default: about ten minutes on two cores.
+demo: $(STAMP)
+	$(BIN)/loragate model prepare
+	rm -rf data/demo
+	$(BIN)/loragate demo --data-dir data/demo
 
 docs: $(STAMP)
 	$(BIN)/loragate config docs --write docs/configuration.md

@@ -293,6 +293,9 @@ class Settings(BaseSettings):
     train_validation_fraction: float = Field(
         0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
     )
+    train_min_examples: int = Field(
+        8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
+    )
     train_near_duplicate_similarity: float = Field(
         0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
     )

@@ -71,6 +71,7 @@ class CurationLimits:
     holdout_fraction: float = 0.2
     validation_fraction: float = 0.1
     near_duplicate_similarity: float = 0.97
+    min_train_examples: int = 8
 
 
 @dataclass
@@ -132,10 +133,12 @@ def curate(
     )
     train, validation = _split_validation(trainable, limits.validation_fraction)
     new_trained = [example for example in trainable if example.id not in set(trained)]
-    if not train:
+    if len(train) + len(validation) < limits.min_train_examples:
+        drops = "".join(f", {count} {reason}" for reason, count in dropped.items())
         raise DatasetError(
-            f"no training examples left after the holdout split ({len(pool)} usable); "
-            "approve more flagged conversations"
+            f"only {len(train) + len(validation)} training examples after the holdout split "
+            f"({len(candidates)} approved{drops}); at least {limits.min_train_examples} are "
+            "needed: approve more flagged conversations"
         )
     return Curated(
         train,

@@ -80,6 +80,7 @@ class JobConfig:
             holdout_fraction=settings.train_holdout_fraction,
             validation_fraction=settings.train_validation_fraction,
             near_duplicate_similarity=settings.train_near_duplicate_similarity,
+            min_train_examples=settings.train_min_examples,
         )
         return cls(
             data_dir=settings.data_dir.resolve(),

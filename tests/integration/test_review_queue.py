@@ -60,13 +60,20 @@ def test_feedback_flags_and_the_operator_decides(
     corrected = _ask(gateway, keys["chat"], "What is the capital of Zorbland?", "c-1")
     disliked = _ask(gateway, keys["chat"], "Name a colour.", "c-2")
 
-    response = gateway.post("/v1/feedback", headers=chat, json={
-        "completion_id": corrected, "score": -1, "correction": "The capital is Quux.",
-    })  # fmt: skip
+    response = gateway.post(
+        "/v1/feedback",
+        headers=chat,
+        json={
+            "completion_id": corrected,
+            "score": -1,
+            "correction": "The capital is Quux.",
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.json()["flagged"] == ["correction"]
-    response = gateway.post("/v1/feedback", headers=chat,
-                            json={"completion_id": disliked, "score": -1})  # fmt: skip
+    response = gateway.post(
+        "/v1/feedback", headers=chat, json={"completion_id": disliked, "score": -1}
+    )
     assert response.json()["flagged"] == ["negative_feedback"]
 
     item = _item_for(gateway, keys, corrected)
@@ -80,17 +87,26 @@ def test_feedback_flags_and_the_operator_decides(
     assert shown["messages"][-1]["content"] == "What is the capital of Zorbland?"
     assert isinstance(shown["answer"], str)
 
-    edited = httpx.patch(f"{gateway.base_url}/v1/admin/review/{item['id']}",
-                         headers=_admin(keys), json={"correction": "Quux is the capital."})  # fmt: skip
+    edited = httpx.patch(
+        f"{gateway.base_url}/v1/admin/review/{item['id']}",
+        headers=_admin(keys),
+        json={"correction": "Quux is the capital."},
+    )
     assert edited.status_code == 200 and edited.json()["correction"] == "Quux is the capital."
-    approved = gateway.post(f"/v1/admin/review/{item['id']}/decision", headers=_admin(keys),
-                            json={"decision": "approve"})  # fmt: skip
+    approved = gateway.post(
+        f"/v1/admin/review/{item['id']}/decision",
+        headers=_admin(keys),
+        json={"decision": "approve"},
+    )
     assert approved.json()["state"] == "approved"
     assert approved.json()["correction"] == "Quux is the capital."
 
     other = _item_for(gateway, keys, disliked)
-    rejected = gateway.post(f"/v1/admin/review/{other['id']}/decision", headers=_admin(keys),
-                            json={"decision": "reject", "note": "fine answer"})  # fmt: skip
+    rejected = gateway.post(
+        f"/v1/admin/review/{other['id']}/decision",
+        headers=_admin(keys),
+        json={"decision": "reject", "note": "fine answer"},
+    )
     assert rejected.json()["state"] == "rejected"
     assert _items(gateway, keys) == []  # nothing pending any more
 
@@ -112,8 +128,9 @@ def test_operator_flag_and_bad_input(
 ) -> None:
     gateway, keys = store_gateway
     completion = _ask(gateway, keys["chat"], "Say hello.", "c-3")
-    flagged = gateway.post("/v1/admin/review", headers=_admin(keys),
-                           json={"completion_id": completion, "note": "tone"})  # fmt: skip
+    flagged = gateway.post(
+        "/v1/admin/review", headers=_admin(keys), json={"completion_id": completion, "note": "tone"}
+    )
     assert flagged.status_code == 201, flagged.text
     item = flagged.json()
     assert item["reasons"] == ["operator_flag"] and item["state"] == "pending"
@@ -128,21 +145,27 @@ def test_operator_flag_and_bad_input(
     assert bad_state.status_code == 400 and error(bad_state)["param"] == "state"
     bad_reason = gateway.get("/v1/admin/review", headers=_admin(keys), params={"reason": "x"})
     assert bad_reason.status_code == 400 and error(bad_reason)["param"] == "reason"
-    too_long = httpx.patch(f"{gateway.base_url}/v1/admin/review/{item['id']}",
-                           headers=_admin(keys),
-                           json={"correction": "x" * (MAX_CORRECTION_CHARS + 1)})  # fmt: skip
+    too_long = httpx.patch(
+        f"{gateway.base_url}/v1/admin/review/{item['id']}",
+        headers=_admin(keys),
+        json={"correction": "x" * (MAX_CORRECTION_CHARS + 1)},
+    )
     assert too_long.status_code == 400 and error(too_long)["code"] == "correction_too_long"
-    forbidden = gateway.get("/v1/admin/review",
-                            headers={"Authorization": f"Bearer {keys['chat']}"})  # fmt: skip
+    forbidden = gateway.get("/v1/admin/review", headers={"Authorization": f"Bearer {keys['chat']}"})
     assert forbidden.status_code == 403
-    unknown = gateway.post("/v1/admin/review", headers=_admin(keys),
-                           json={"completion_id": "chatcmpl-nope"})  # fmt: skip
+    unknown = gateway.post(
+        "/v1/admin/review", headers=_admin(keys), json={"completion_id": "chatcmpl-nope"}
+    )
     assert unknown.status_code == 404
 
-    gateway.post(f"/v1/admin/review/{item['id']}/decision", headers=_admin(keys),
-                 json={"decision": "reject"})  # fmt: skip
-    late_edit = httpx.patch(f"{gateway.base_url}/v1/admin/review/{item['id']}",
-                            headers=_admin(keys), json={"correction": "new"})  # fmt: skip
+    gateway.post(
+        f"/v1/admin/review/{item['id']}/decision", headers=_admin(keys), json={"decision": "reject"}
+    )
+    late_edit = httpx.patch(
+        f"{gateway.base_url}/v1/admin/review/{item['id']}",
+        headers=_admin(keys),
+        json={"correction": "new"},
+    )
     assert late_edit.status_code == 400
     unchanged = gateway.get(f"/v1/admin/review/{item['id']}", headers=_admin(keys)).json()
     assert unchanged["state"] == "rejected" and unchanged["correction"] is None
@@ -154,7 +177,10 @@ def test_trusted_corrections_skip_review(
     gateway = gateway_factory(review_trust_corrections=True)
     keys = create_keys(gateway.settings.resolved_database_url)
     completion = _ask(gateway, keys["chat"], "What is 2+2?", "c-4")
-    gateway.post("/v1/feedback", headers={"Authorization": f"Bearer {keys['chat']}"},
-                 json={"completion_id": completion, "correction": "4"})  # fmt: skip
+    gateway.post(
+        "/v1/feedback",
+        headers={"Authorization": f"Bearer {keys['chat']}"},
+        json={"completion_id": completion, "correction": "4"},
+    )
     item = _item_for(gateway, keys, completion)
     assert item["state"] == "approved" and item["reviewer"] == "trusted-user"

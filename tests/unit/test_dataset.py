@@ -23,7 +23,7 @@ from trainer.dataset import (
 )
 from trainer.errors import DatasetError, SnapshotCorrupt
 
-LIMITS = CurationLimits()
+LIMITS = CurationLimits(min_train_examples=1)
 
 
 def count_tokens(messages: list[dict[str, Any]], reply: str) -> int:
@@ -81,7 +81,7 @@ def test_all_dropped_is_an_error_naming_the_drops() -> None:
 
 
 def test_all_too_long_names_both_reasons() -> None:
-    limits = CurationLimits(max_reply_chars=20, max_example_tokens=8)
+    limits = CurationLimits(min_train_examples=1, max_reply_chars=20, max_example_tokens=8)
     candidates = [ex(1, reply="x" * 21), ex(2, question="one two three four five six seven")]
     with pytest.raises(DatasetError) as error:
         curate(candidates, [], limits, count_tokens)
@@ -128,13 +128,21 @@ def test_near_duplicates_are_dropped_at_the_threshold() -> None:
     assert 0.9 < cosine < 0.99
 
     strict = curate(
-        candidates, [], CurationLimits(near_duplicate_similarity=0.9), count_tokens, embed
+        candidates,
+        [],
+        CurationLimits(min_train_examples=1, near_duplicate_similarity=0.9),
+        count_tokens,
+        embed,
     )
     assert strict.dropped == Counter({"near_duplicate": 1})
     assert "c002" not in ids([*strict.train, *strict.validation, *strict.holdout])
 
     loose = curate(
-        candidates, [], CurationLimits(near_duplicate_similarity=0.999), count_tokens, embed
+        candidates,
+        [],
+        CurationLimits(min_train_examples=1, near_duplicate_similarity=0.999),
+        count_tokens,
+        embed,
     )
     assert loose.dropped == Counter()
     assert ids([*loose.train, *loose.validation, *loose.holdout]) == ["c001", "c002", "c003"]
@@ -145,14 +153,18 @@ def test_near_duplicate_of_a_frozen_holdout_item_is_dropped() -> None:
     frozen = [ex(1, question="Return policy?", reply=reply)]
     candidates = [ex(2, question="Return policy?", reply=reply + " indeed"), ex(3), ex(4)]
     curated = curate(
-        candidates, frozen, CurationLimits(near_duplicate_similarity=0.9), count_tokens, embed
+        candidates,
+        frozen,
+        CurationLimits(min_train_examples=1, near_duplicate_similarity=0.9),
+        count_tokens,
+        embed,
     )
     assert curated.dropped == Counter({"near_duplicate": 1})
     assert "c002" not in ids([*curated.train, *curated.validation, *curated.holdout])
 
 
 def test_too_long_reply_and_over_context_are_dropped_and_counted() -> None:
-    limits = CurationLimits(max_reply_chars=40, max_example_tokens=12)
+    limits = CurationLimits(min_train_examples=1, max_reply_chars=40, max_example_tokens=12)
     candidates = [
         ex(1, reply="y" * 41),  # reply over 40 characters
         ex(2, reply="a b c d e f g h i j"),  # 5 system + 4 user + 10 reply = 19 tokens
@@ -211,7 +223,9 @@ def test_split_is_stratified_and_complete() -> None:
 
 def test_each_stratum_keeps_a_training_example() -> None:
     candidates = [ex(1, "retry"), ex(2, "correction"), ex(3, "correction")]
-    curated = curate(candidates, [], CurationLimits(holdout_fraction=0.9), count_tokens)
+    curated = curate(
+        candidates, [], CurationLimits(min_train_examples=1, holdout_fraction=0.9), count_tokens
+    )
     trainable = Counter(example.stratum for example in [*curated.train, *curated.validation])
     assert trainable == Counter({"retry": 1, "correction": 1})
     assert Counter(example.stratum for example in curated.holdout) == Counter({"correction": 1})
@@ -305,3 +319,11 @@ def test_missing_split_file_is_refused(tmp_path: Path) -> None:
     (snapshot.path / "holdout.jsonl").unlink()
     with pytest.raises(SnapshotCorrupt, match=r"cannot read holdout\.jsonl"):
         read_snapshot(snapshot.path)
+
+
+def test_too_few_examples_after_dropping_is_refused() -> None:
+    # Ten approvals of one question and reply leave one example: not worth a training run.
+    same = [Example(f"c{n}", "support", [{"role": "user", "content": "Refund time?"}],
+                    "Five days.", "correction", "correction") for n in range(10)]  # fmt: skip
+    with pytest.raises(DatasetError, match=r"only 1 training examples .*9 duplicate"):
+        curate(same, [], CurationLimits(min_train_examples=8), count_tokens)

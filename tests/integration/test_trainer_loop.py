@@ -1,0 +1,379 @@
+"""The adaptation loop on the real stack: vLLM CPU, SQLite, FAISS, QLoRA on the CPU.
+
+Simulated users ask the demo questions through the alias ``cycles`` (grounded on the
+Quillfeather documents), correct the wrong answers; an operator approves. Then the training
+job curates a dataset, trains a QLoRA adapter, scores it against the base on the frozen
+holdout through vLLM, and publishes it as a canary because it is better.
+
+Bad data and crashes, and what each gets:
+* corrections that teach wrong facts: a candidate that loses to the base on the holdout is
+  kept as ``rejected``, with its report, and never rolls out;
+* no approved examples, all duplicates, nothing fitting the context: DatasetError naming the
+  cause, a ``failed`` run, no version;
+* the trainer killed mid-run: no version, the run recorded as failed by the next run, which
+  resumes from the last checkpoint and finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from gateway.settings import Settings, load_settings
+from gateway.store import Database
+from gateway.store.tables import Conversation, ReviewItem, utcnow
+from retrieval.embeddings import Embedder
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
+from tests.support import ThreadedGateway, create_keys, run, wait_until
+from trainer.cli import trainer_parts
+from trainer.dataset import read_snapshot
+from trainer.demo import ALIAS, DemoUsers, Served, questions, retrieval_config
+from trainer.errors import DatasetError
+from trainer.job import RunOutcome
+from trainer.tables import SplitItem, TrainingRun
+
+pytestmark = pytest.mark.vllm
+TRAIN_STEPS = 24
+
+
+@dataclass
+class Loop:
+    gateway: ThreadedGateway
+    settings: Settings
+    keys: dict[str, str]
+    served: list[Served]
+
+
+def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Settings:
+    return load_settings(
+        data_dir=data_dir,
+        engine_mode="external",
+        engine_urls=embedded.engine_url,
+        base_model_name=BASE_MODEL,
+        base_model_path=model_dir,
+        retrieval_models=retrieval_config(),
+        log_format="text",
+        train_max_steps=TRAIN_STEPS,
+        rollout_interval_s=3600,  # the canary stays put while the tests look at it
+    )
+
+
+@pytest.fixture(scope="module")
+def loop(
+    embedded_server: EmbeddedServer, prepared_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Loop]:
+    data_dir = tmp_path_factory.mktemp("loop")
+    settings = _settings(embedded_server, data_dir, prepared_model)
+    gateway = ThreadedGateway.start(settings)
+    keys = create_keys(settings.resolved_database_url)
+    embedder = Embedder()
+
+    def as_users(action: Callable[[DemoUsers], Awaitable[Any]]) -> Any:
+        async def go() -> Any:
+            users = DemoUsers(gateway.base_url, keys["chat"], keys["admin"], embedder.embed)
+            try:
+                return await action(users)
+            finally:
+                await users.close()
+
+        return run(go())
+
+    async def ask_and_rate(users: DemoUsers) -> list[Served]:
+        await users.setup()
+        served = await users.ask(questions())
+        await users.give_feedback(served)
+        return served
+
+    try:
+        served: list[Served] = as_users(ask_and_rate)
+        wait_until(lambda: _pending(settings) == len(served), 60, "every answer flagged")
+        as_users(lambda users: users.approve_all())
+        yield Loop(gateway, settings, keys, served)
+    finally:
+        gateway.stop()
+
+
+def _pending(settings: Settings) -> int:
+    return len(_rows(settings, select(ReviewItem).where(ReviewItem.state == "pending")))
+
+
+def _rows(settings: Settings, query: Any) -> list[Any]:
+    async def read() -> list[Any]:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.sessions() as session:
+                return list(await session.scalars(query))
+        finally:
+            await db.dispose()
+
+    result: list[Any] = run(read())
+    return result
+
+
+def _train(settings: Settings, alias: str) -> RunOutcome:
+    async def go() -> RunOutcome:
+        async with trainer_parts(settings) as parts:
+            outcome: RunOutcome = await parts.job.run(alias)
+            return outcome
+
+    result: RunOutcome = asyncio.run(go())
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(loop: Loop) -> RunOutcome:
+    return _train(loop.settings, ALIAS)
+
+
+# -- the loop, as it should go ------------------------------------------------------------
+def test_flags_become_approved_review_items(loop: Loop) -> None:
+    items = _rows(loop.settings, select(ReviewItem).where(ReviewItem.alias == ALIAS))
+    assert len(items) == len(loop.served) == 72
+    assert {item.state for item in items} == {"approved"}
+    reasons = {reason["reason"] for item in items for reason in item.reasons}
+    wrong = sum(not served.correct for served in loop.served)
+    assert 0 < wrong < 72, "the base should get some demo questions right and some wrong"
+    assert {"correction", "operator_flag"} <= reasons
+    assert sum(item.correction is not None for item in items) == wrong
+
+
+def test_the_dataset_is_the_conversation_as_served(loop: Loop, trained: RunOutcome) -> None:
+    snapshot = read_snapshot(Path(trained.report["dataset"]["path"]))
+    counts = snapshot.manifest["counts"]
+    assert sum(counts.values()) + sum(snapshot.manifest["dropped"].values()) == 72
+    train, holdout = snapshot.examples("train"), snapshot.examples("holdout")
+    assert train and holdout
+    system = train[0].messages[0]
+    assert system["role"] == "system" and "<sources>" in system["content"]
+    assert {example.id for example in train}.isdisjoint(example.id for example in holdout)
+    frozen = _rows(loop.settings, select(SplitItem).where(SplitItem.alias == ALIAS))
+    assert sum(row.split == "holdout" for row in frozen) == counts["holdout"]
+    assert sum(row.split == "train" for row in frozen) == counts["train"] + counts["validation"]
+
+
+def test_the_candidate_beats_the_base_and_rolls_out(loop: Loop, trained: RunOutcome) -> None:
+    report = trained.report
+    assert trained.state == "published", report["gate"]
+    candidate = report["candidate"]["holdout"]["accuracy"]
+    base = report["baseline"]["holdout"]["accuracy"]
+    assert report["baseline"]["model"] == BASE_MODEL
+    assert candidate >= base + loop.settings.eval_margin
+    assert report["training"]["steps"] == TRAIN_STEPS
+    runs = _rows(loop.settings, select(TrainingRun).where(TrainingRun.alias == ALIAS))
+    assert [(run.state, run.candidate) for run in runs] == [("published", trained.candidate)]
+
+    headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
+    rollout = loop.gateway.get(f"/v1/admin/rollouts/{ALIAS}", headers=headers).json()
+    assert rollout["candidate"] == trained.candidate and rollout["state"] == "running"
+    versions = loop.gateway.get("/v1/admin/adapters", headers=headers).json()["data"]
+    card = next(version for version in versions if version["name"] == trained.candidate)
+    assert card["state"] == "canary" and card["eval_report"]["gate"]["passed"] is True
+
+
+def test_the_published_adapter_answers_in_vllm(loop: Loop, trained: RunOutcome) -> None:
+    assert trained.candidate is not None
+    holdout = read_snapshot(Path(trained.report["dataset"]["path"])).examples("holdout")
+    client = sdk_client(loop.gateway.base_url, loop.keys["chat"])
+
+    def answered() -> Any:
+        try:
+            return client.chat.completions.create(
+                model=trained.candidate or "",
+                max_tokens=48,
+                temperature=0,
+                messages=[{"role": "user", "content": holdout[0].question}],
+            )
+        except Exception:  # the reconciler may still be loading it into vLLM
+            return None
+
+    completion = wait_until(answered, 60, f"{trained.candidate} to serve")
+    assert completion.model == trained.candidate
+    assert completion.choices[0].message.content
+
+
+def test_adapters_show_prints_the_eval_report(loop: Loop, trained: RunOutcome) -> None:
+    output = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "adapters", "show", str(trained.candidate)],
+        env=_env(loop.settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    card = json.loads(output.stdout)
+    assert card["eval_report"]["gate"]["passed"] is True
+    assert card["eval_report"]["candidate"]["holdout"]["count"] > 0
+
+
+# -- bad data --------------------------------------------------------------------------
+def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None = None) -> None:
+    """A new alias with the approved train-side examples of ``cycles`` (corrections made
+    wrong on request) and the same, correct, frozen holdout."""
+
+    async def copy() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.transaction() as session:
+                splits = list(
+                    await session.scalars(select(SplitItem).where(SplitItem.alias == ALIAS))
+                )
+                trained_ids = [row.completion_id for row in splits if row.split == "train"]
+                for row in splits:
+                    if row.split == "holdout":
+                        session.add(
+                            SplitItem(
+                                alias=alias,
+                                completion_id=row.completion_id,
+                                split="holdout",
+                                stratum=row.stratum,
+                                example=row.example,
+                            )
+                        )
+                for completion_id in trained_ids[:limit]:
+                    await _copy_one(session, completion_id, alias, wrong)
+        finally:
+            await db.dispose()
+
+    run(copy())
+
+
+async def _copy_one(session: Any, completion_id: str, alias: str, wrong: bool) -> None:
+    original = await session.get(Conversation, completion_id)
+    item = await session.scalar(select(ReviewItem).where(ReviewItem.completion_id == completion_id))
+    new_id = f"chatcmpl-{uuid.uuid4().hex}"
+    row = Conversation(
+        **{column.name: getattr(original, column.name) for column in Conversation.__table__.columns}
+    )
+    row.id, row.requested_model = new_id, alias
+    session.add(row)
+    reply = item.correction or original.response[0]["content"]
+    if wrong:
+        reply = re.sub(r"\d+", lambda match: str(int(match.group()) * 3 + 7), reply)
+        reply = re.sub(r"\b(never|not|only|free|unbroken)\b", "always", reply)
+    session.add(
+        ReviewItem(
+            completion_id=new_id,
+            alias=alias,
+            served_model=row.served_model,
+            reasons=item.reasons,
+            state="approved",
+            correction=reply,
+            reviewer="test",
+            decided_at=utcnow(),
+        )
+    )
+
+
+def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
+    _copy_alias(loop.settings, "cycles-wrong", wrong=True)
+    # Half the steps: wrong numbers are learnt fast, and the gate only has to not be beaten.
+    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 12}), "cycles-wrong")
+    assert outcome.state == "rejected", outcome.report["gate"]
+    gate = outcome.report["gate"]
+    assert gate["passed"] is False and gate["reasons"]
+    headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
+    versions = loop.gateway.get(
+        "/v1/admin/adapters", headers=headers, params={"alias": "cycles-wrong"}
+    ).json()["data"]
+    assert [
+        (version["state"], version["eval_report"]["gate"]["passed"]) for version in versions
+    ] == [("rejected", False)]
+    rollout = loop.gateway.get("/v1/admin/rollouts/cycles-wrong", headers=headers)
+    assert rollout.status_code == 404  # a rejected candidate never rolls out
+
+
+def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunOutcome) -> None:
+    with pytest.raises(DatasetError, match="no approved examples"):
+        _train(loop.settings, "cycles-empty")
+    _copy_alias(loop.settings, "cycles-long", wrong=False, limit=10)
+    tiny = loop.settings.model_copy(update={"train_max_example_tokens": 40})
+    with pytest.raises(DatasetError, match="over_context"):
+        _train(tiny, "cycles-long")
+    runs = _rows(
+        loop.settings,
+        select(TrainingRun).where(TrainingRun.alias.in_(["cycles-empty", "cycles-long"])),
+    )
+    assert sorted(run.state for run in runs) == ["failed", "failed"]
+    assert all(run.error for run in runs)
+    headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
+    for alias in ("cycles-empty", "cycles-long"):
+        listed = loop.gateway.get("/v1/admin/adapters", headers=headers, params={"alias": alias})
+        assert listed.json()["data"] == []
+
+
+# -- a crash mid-training -----------------------------------------------------------------
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LORAGATE_DATA_DIR": str(settings.data_dir),
+        "LORAGATE_ENGINE_MODE": "external",
+        "LORAGATE_ENGINE_URLS": ",".join(settings.engine_urls),
+        "LORAGATE_BASE_MODEL_NAME": settings.base_model_name,
+        "LORAGATE_BASE_MODEL_PATH": str(settings.resolved_base_model_path),
+        "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval_config()),
+        "LORAGATE_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
+    loop: Loop, trained: RunOutcome
+) -> None:
+    alias = "cycles-crash"
+    _copy_alias(loop.settings, alias, wrong=False, limit=24)
+    env = _env(
+        loop.settings,
+        LORAGATE_TRAIN_MAX_STEPS="8",
+        LORAGATE_TRAIN_CHECKPOINT_EVERY="2",
+        LORAGATE_TRAIN_EVAL_EVERY="0",
+        LORAGATE_TRAINER_AUTO_ROLLOUT="false",
+    )
+    command = [sys.executable, "-m", "gateway.cli", "train", "--alias", alias]
+    work = loop.settings.data_dir / "training" / alias
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(
+            lambda: any(path.read_text() == "checkpoint-4" for path in work.glob("*/latest")),
+            600,
+            "the trainer's fourth-step checkpoint",
+        )
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    runs = _rows(loop.settings, select(TrainingRun).where(TrainingRun.alias == alias))
+    assert [run.state for run in runs] == ["running"]
+    listed = loop.gateway.get(
+        "/v1/admin/adapters",
+        params={"alias": alias},
+        headers={"Authorization": f"Bearer {loop.keys['admin']}"},
+    )
+    assert listed.json()["data"] == []
+    assert not list((loop.settings.data_dir / "adapters").glob(".*tmp*"))
+
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    runs = _rows(
+        loop.settings,
+        select(TrainingRun).where(TrainingRun.alias == alias).order_by(TrainingRun.id),
+    )
+    assert runs[0].state == "failed"
+    assert runs[0].error == "worker died mid-run"
+    assert runs[1].state in ("published", "rejected")
+    assert runs[1].report["training"]["resumed_from_step"] == 4
+    assert runs[1].report["training"]["steps"] == 8
+    assert not work.exists() or not any(work.iterdir())  # cleaned up after the decision
