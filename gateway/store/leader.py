@@ -53,5 +53,14 @@ class LeaderLock:
     async def release(self) -> None:
         if self._connection is not None:
             connection, self._connection = self._connection, None
+            # The connection goes back to the pool, and a session lock would go with it:
+            # unlock explicitly, or drop the connection if it cannot.
+            try:
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
+                )
+            except SQLAlchemyError:
+                with contextlib.suppress(SQLAlchemyError):
+                    await connection.invalidate()
             with contextlib.suppress(SQLAlchemyError):
                 await connection.close()
