@@ -103,8 +103,11 @@ class Services:
             settings.retrieval_min_score, metrics,
         )  # fmt: skip
         chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler)
-        flagger = Flagger(db, settings.flag_rules, settings.flag_rules_by_alias,
-                          settings.review_trust_corrections)  # fmt: skip
+        flagger = Flagger(
+            db, settings.flag_rules, settings.flag_rules_by_alias,
+            settings.review_trust_corrections,
+            on_flag=lambda reason: metrics.flags.labels(reason).inc(),
+        )  # fmt: skip
         conversations.on_written(flagger.examine)
         feedback = FeedbackService(db, conversations, metrics, flagger)
         review_queue = ReviewQueue(db, flagger)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,13 @@ class Flagger:
         default_rules: FlagRules,
         rules_by_alias: dict[str, FlagRules] | None = None,
         trust_corrections: bool = False,
+        on_flag: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.default_rules = default_rules
         self.rules_by_alias = rules_by_alias or {}
         self.trust_corrections = trust_corrections
-        self.flagged: dict[str, int] = {}  # reason -> count, for metrics
+        self.on_flag = on_flag  # called with the reason of every new flag (metrics)
 
     def rules(self, alias: str) -> FlagRules:
         return self.rules_by_alias.get(alias, self.default_rules)
@@ -177,7 +178,8 @@ class Flagger:
             for flag in flags:
                 await self._add_one(session, flag, correction)
         for flag in flags:
-            self.flagged[flag.reason] = self.flagged.get(flag.reason, 0) + 1
+            if self.on_flag is not None:
+                self.on_flag(flag.reason)
             log.info(
                 "completion flagged",
                 extra={

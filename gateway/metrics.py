@@ -74,6 +74,12 @@ class GatewayMetrics:
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=registry,
         )
+        self.flags = Counter(
+            "loragate_flags",
+            "Completions flagged for review, by rule (a completion may be flagged by several).",
+            ["reason"],
+            registry=registry,
+        )
         self.feedback = Counter(
             "loragate_feedback",
             "Feedback received, by served model/version and polarity.",

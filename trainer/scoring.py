@@ -72,6 +72,14 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
     )
 
 
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split()
+)}  # fmt: skip
+
+
 def probe_passed(answer: str, expect: str) -> bool:
-    """A general-ability probe passes when the expected word appears in the answer."""
-    return normalize(expect) in normalize(answer)
+    """A general-ability probe passes when the expected words appear in the answer, as whole
+    words; small numbers may be spelt out ("eight legs" answers "8")."""
+    said = " ".join(_NUMBER_WORDS.get(word, word) for word in normalize(answer).split())
+    wanted = normalize(expect)
+    return bool(wanted) and f" {wanted} " in f" {said} "

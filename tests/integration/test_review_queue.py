@@ -109,6 +109,9 @@ def test_feedback_flags_and_the_operator_decides(
     )
     assert rejected.json()["state"] == "rejected"
     assert _items(gateway, keys) == []  # nothing pending any more
+    metrics = gateway.get("/metrics").text
+    assert 'loragate_flags_total{reason="correction"} 1.0' in metrics
+    assert 'loragate_flags_total{reason="negative_feedback"} 1.0' in metrics
 
 
 def test_a_retried_turn_flags_the_earlier_answer(

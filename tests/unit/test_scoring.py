@@ -86,3 +86,9 @@ def test_probe_passed_is_case_and_punctuation_insensitive() -> None:
     assert probe_passed("PARIS is the capital of France.", "paris")
     assert probe_passed("The answer is: Paris!", "Paris")
     assert not probe_passed("Lyon is a large city.", "Paris")
+
+
+def test_probe_numbers_may_be_spelt_out_and_words_must_be_whole() -> None:
+    assert probe_passed("A spider has eight legs.", "8")
+    assert not probe_passed("There are 18 of them.", "8")
+    assert not probe_passed("The first letter is E.", "a")  # an article is not an answer

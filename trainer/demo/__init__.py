@@ -173,6 +173,12 @@ class DemoUsers:
         status: dict[str, Any] = await self._call("GET", f"/v1/admin/rollouts/{alias}", admin=True)
         return status
 
+    async def versions(self, alias: str = ALIAS) -> list[dict[str, Any]]:
+        listing = await self._call("GET", "/v1/admin/adapters", admin=True,
+                                   params={"alias": alias})  # fmt: skip
+        versions: list[dict[str, Any]] = listing["data"]
+        return versions
+
     async def approve_all(self, alias: str = ALIAS) -> int:
         """The operator approves every pending item of the alias (corrections as given)."""
         listing = await self._call(

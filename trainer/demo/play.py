@@ -126,19 +126,35 @@ async def play(users: DemoUsers, env: dict[str, str]) -> None:
     final = await watch_rollout(users)
     click.echo(f"    rollout {final.get('state')}: {final.get('reason')}")
     after = await users.ask(asked)
-    click.echo("6/6 before and after, every demo question through the alias:")
-    _print_table(before, after, final)
+    versions = await users.versions()
+    report = versions[-1]["eval_report"] if versions else None
+    click.echo("6/6 before and after, through the alias:")
+    _print_table(before, after, final, report)
 
 
-def _print_table(before: list[Served], after: list[Served], rollout: dict[str, Any]) -> None:
-    rows = [
-        ("", "before", "after"),
-        ("accuracy", f"{accuracy(before):.1%}", f"{accuracy(after):.1%}"),
-        ("served by", before[0].model if before else "-", after[0].model if after else "-"),
-        ("rollout", "-", str(rollout.get("state"))),
-    ]
+def _print_table(
+    before: list[Served],
+    after: list[Served],
+    rollout: dict[str, Any],
+    report: dict[str, Any] | None,
+) -> None:
+    rows = [("", "before", "after")]
+    if report is not None:
+        holdout = report["candidate"]["holdout"]
+        rows.append((
+            f"holdout accuracy ({holdout['count']} frozen questions)",
+            f"{report['baseline']['holdout']['accuracy']:.1%}", f"{holdout['accuracy']:.1%}",
+        ))  # fmt: skip
+        rows.append((
+            "general-ability probes", f"{report['baseline']['probes']['accuracy']:.1%}",
+            f"{report['candidate']['probes']['accuracy']:.1%}",
+        ))  # fmt: skip
+    rows.append(("all 72 demo questions", f"{accuracy(before):.1%}", f"{accuracy(after):.1%}"))
+    served_by = (before[0].model if before else "-", after[0].model if after else "-")
+    rows.append(("served by", *served_by))
+    rows.append(("rollout", "-", str(rollout.get("state"))))
     for label, left, right in rows:
-        click.echo(f"    {label:<12}{left:>24}{right:>24}")
+        click.echo(f"    {label:<40}{left:>24}{right:>24}")
 
 
 @click.command("demo")
