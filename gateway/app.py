@@ -24,6 +24,7 @@ from adapters.engine import EngineClient
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry
 from adapters.rollout import RolloutController
+from gateway import components
 from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
 from gateway.components import (
@@ -33,7 +34,6 @@ from gateway.components import (
     rollout_controller,
 )
 from gateway.feedback import FeedbackService
-from gateway.flagging import Flagger
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import GatewayMetrics
@@ -103,11 +103,9 @@ class Services:
             settings.retrieval_min_score, metrics,
         )  # fmt: skip
         chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler)
-        flagger = Flagger(
-            db, settings.flag_rules, settings.flag_rules_by_alias,
-            settings.review_trust_corrections,
-            on_flag=lambda reason: metrics.flags.labels(reason).inc(),
-        )  # fmt: skip
+        flagger = components.flagger(
+            settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc()
+        )
         conversations.on_written(flagger.examine)
         feedback = FeedbackService(db, conversations, metrics, flagger)
         review_queue = ReviewQueue(db, flagger)

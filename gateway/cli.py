@@ -304,17 +304,14 @@ def review() -> None:
 
 
 def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from gateway.components import flagger
     from gateway.errors import GatewayError
-    from gateway.flagging import Flagger
     from gateway.review import ReviewQueue
 
     settings = _settings(ctx)
 
     def build(_: Settings, db: Any) -> ReviewQueue:
-        flagger = Flagger(
-            db, settings.flag_rules, settings.flag_rules_by_alias, settings.review_trust_corrections
-        )
-        return ReviewQueue(db, flagger)
+        return ReviewQueue(db, flagger(settings, db))
 
     try:
         return _with_store(settings, build, action)

@@ -4,6 +4,7 @@ same builders for its offline commands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from adapters.base_model import check_model_dir
@@ -13,6 +14,7 @@ from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy
 from adapters.supervisor import EngineLaunch
 from gateway.errors import ConfigError
+from gateway.flagging import Flagger
 from gateway.rollout_stats import version_stats
 from gateway.settings import Settings
 from gateway.store import Database
@@ -122,3 +124,11 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         restart_backoff_max_s=settings.engine_restart_backoff_max_s,
         extra_args=tuple(settings.engine_extra_args),
     )
+
+
+def flagger(
+    settings: Settings, db: Database, on_flag: Callable[[str], None] | None = None
+) -> Flagger:
+    """The flagging rules of every alias, writing to the review queue in ``db``."""
+    return Flagger(db, settings.flag_rules, settings.flag_rules_by_alias,
+                   settings.review_trust_corrections, on_flag)  # fmt: skip

@@ -56,9 +56,7 @@ class LeaderLock:
             # The connection goes back to the pool, and a session lock would go with it:
             # unlock explicitly, or drop the connection if it cannot.
             try:
-                await connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": self.key}
-                )
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
             except SQLAlchemyError:
                 with contextlib.suppress(SQLAlchemyError):
                     await connection.invalidate()

@@ -86,3 +86,35 @@ def test_ingest_is_resumable(cli, tmp_path: Path) -> None:  # type: ignore[no-un
     (docs / "bad.txt").unlink()
     again = cli("ingest", str(docs), "--collection", "animals")
     assert "0 created, 0 replaced, 2 unchanged, 0 failed" in again.stdout
+
+
+def test_review_from_the_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gateway.store import Database
+    from gateway.store.tables import Conversation
+    from tests.support import run
+
+    async def served() -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'loragate.db'}")
+        await db.migrate()
+        async with db.transaction() as session:
+            session.add(Conversation(
+                id="chatcmpl-cli", requested_model="support", served_model="support-v1",
+                stream=False, status="ok", request={"messages": [
+                    {"role": "user", "content": "Refund window?"}]},
+                response=[{"index": 0, "content": "30 days.", "finish_reason": "stop"}],
+            ))  # fmt: skip
+        await db.dispose()
+
+    run(served())
+    assert cli("review", "flag", "chatcmpl-cli", "--note", "wrong").stdout.strip() == (
+        "review item 1"
+    )
+    listed = cli("review", "list", "--alias", "support").stdout.strip().split("\t")
+    assert listed == ["1", "pending", "support", "operator_flag", "chatcmpl-cli"]
+    cli("review", "edit", "1", "--correction", "47 days.")
+    assert cli("review", "approve", "1").stdout.strip() == "1 approved"
+    shown = json.loads(cli("review", "show", "1").stdout)
+    assert shown["correction"] == "47 days." and shown["answer"] == "30 days."
+    assert "only pending items" in cli("review", "edit", "1", "--correction", "x", ok=False).stderr
+    assert "No review item 9" in cli("review", "show", "9", ok=False).stderr
+    assert cli("review", "list").stdout == ""  # nothing pending
