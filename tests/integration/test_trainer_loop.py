@@ -6,10 +6,10 @@ job curates a dataset, trains a QLoRA adapter, scores it against the base on the
 holdout through vLLM, and publishes it as a canary because it is better.
 
 Bad data and crashes, and what each gets:
-* corrections that teach wrong facts: a candidate that loses to the base on the holdout is
-  kept as ``rejected``, with its report, and never rolls out;
-* no approved examples, all duplicates, nothing fitting the context: DatasetError naming the
-  cause, a ``failed`` run, no version;
+* corrections that answer another question: a candidate that does not beat the base on the
+  holdout is kept as ``rejected``, with its report, and never rolls out;
+* no approved examples, or nothing fitting the context: DatasetError naming the cause, a
+  ``failed`` run, no version (all duplicates and a corrupt snapshot: tests/unit);
 * the trainer killed mid-run: no version, the run recorded as failed by the next run, which
   resumes from the last checkpoint and finishes.
 """
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -67,6 +66,7 @@ def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Sett
         retrieval_models=retrieval_config(),
         log_format="text",
         train_max_steps=TRAIN_STEPS,
+        eval_max_tokens=48,  # the demo's answers are one sentence
         rollout_interval_s=3600,  # the canary stays put while the tests look at it
     )
 
@@ -219,8 +219,9 @@ def test_adapters_show_prints_the_eval_report(loop: Loop, trained: RunOutcome) -
 
 # -- bad data --------------------------------------------------------------------------
 def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None = None) -> None:
-    """A new alias with the approved train-side examples of ``cycles`` (corrections made
-    wrong on request) and the same, correct, frozen holdout."""
+    """A new alias with the approved train-side examples of ``cycles`` and the same, correct,
+    frozen holdout. ``wrong`` gives every example the reply of another question: confident,
+    fluent, on-domain, and wrong."""
 
     async def copy() -> None:
         db = Database(settings.resolved_database_url)
@@ -241,15 +242,25 @@ def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None =
                                 example=row.example,
                             )
                         )
-                for completion_id in trained_ids[:limit]:
-                    await _copy_one(session, completion_id, alias, wrong)
+                chosen = trained_ids[:limit]
+                replies = [await _reply(session, completion_id) for completion_id in chosen]
+                if wrong:
+                    replies = replies[5:] + replies[:5]
+                for completion_id, reply in zip(chosen, replies, strict=True):
+                    await _copy_one(session, completion_id, alias, reply)
         finally:
             await db.dispose()
 
     run(copy())
 
 
-async def _copy_one(session: Any, completion_id: str, alias: str, wrong: bool) -> None:
+async def _reply(session: Any, completion_id: str) -> str:
+    original = await session.get(Conversation, completion_id)
+    item = await session.scalar(select(ReviewItem).where(ReviewItem.completion_id == completion_id))
+    return str(item.correction or original.response[0]["content"])
+
+
+async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) -> None:
     original = await session.get(Conversation, completion_id)
     item = await session.scalar(select(ReviewItem).where(ReviewItem.completion_id == completion_id))
     new_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -258,10 +269,6 @@ async def _copy_one(session: Any, completion_id: str, alias: str, wrong: bool) -
     )
     row.id, row.requested_model = new_id, alias
     session.add(row)
-    reply = item.correction or original.response[0]["content"]
-    if wrong:
-        reply = re.sub(r"\d+", lambda match: str(int(match.group()) * 3 + 7), reply)
-        reply = re.sub(r"\b(never|not|only|free|unbroken)\b", "always", reply)
     session.add(
         ReviewItem(
             completion_id=new_id,
@@ -278,8 +285,7 @@ async def _copy_one(session: Any, completion_id: str, alias: str, wrong: bool) -
 
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
     _copy_alias(loop.settings, "cycles-wrong", wrong=True)
-    # Half the steps: wrong numbers are learnt fast, and the gate only has to not be beaten.
-    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 12}), "cycles-wrong")
+    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 16}), "cycles-wrong")
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
