@@ -73,7 +73,7 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
 
 
 _NUMBER_WORDS = {word: str(value) for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split()
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 )}  # fmt: skip
 
 

@@ -129,33 +129,23 @@ class DemoUsers:
             item.correct = score_answer(item.answer, item.question.answer, similarity).correct
         return served
 
-    async def give_feedback(
-        self, served: Sequence[Served], corrections: Callable[[Question], str] | None = None
-    ) -> None:
-        """Wrong answers get a thumbs-down and the right answer as a correction; right ones a
-        thumbs-up, and the operator flags them as good examples to keep."""
-        correct_of = corrections or (lambda question: question.answer)
+    async def give_feedback(self, served: Sequence[Served]) -> None:
+        """Wrong answers get a thumbs-down and the right answer as a correction. Right ones
+        get a thumbs-up, and the operator keeps them as examples, rewritten in the house
+        style (the reference answer): a 135M model's right answers are often right by luck,
+        wrapped in a sentence that is not, and it learns from whatever it is shown."""
         for item in served:
+            completion = {"completion_id": item.completion_id}
             if item.correct:
-                await self._call(
-                    "POST", "/v1/feedback", json={"completion_id": item.completion_id, "score": 1}
-                )
-                await self._call(
-                    "POST",
-                    "/v1/admin/review",
-                    admin=True,
-                    json={"completion_id": item.completion_id, "note": "good answer, keep"},
-                )
+                await self._call("POST", "/v1/feedback", json={**completion, "score": 1})
+                await self._call("POST", "/v1/admin/review", admin=True, json={
+                    **completion, "note": "good answer, house style",
+                    "correction": item.question.answer,
+                })  # fmt: skip
             else:
-                await self._call(
-                    "POST",
-                    "/v1/feedback",
-                    json={
-                        "completion_id": item.completion_id,
-                        "score": -1,
-                        "correction": correct_of(item.question),
-                    },
-                )
+                await self._call("POST", "/v1/feedback", json={
+                    **completion, "score": -1, "correction": item.question.answer,
+                })  # fmt: skip
 
     async def rate(self, served: Sequence[Served]) -> None:
         """Thumbs up for right answers, down for wrong ones (what the canary gates read)."""
