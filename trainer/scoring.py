@@ -72,9 +72,9 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
     )
 
 
-_NUMBER_WORDS = {word: str(value) for value, word in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
-)}  # fmt: skip
+_SMALL_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                  "nine", "ten", "eleven", "twelve")  # fmt: skip
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate(_SMALL_NUMBERS)}
 
 
 def probe_passed(answer: str, expect: str) -> bool:
