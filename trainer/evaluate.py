@@ -62,7 +62,7 @@ class SetScore:
 @dataclass(frozen=True)
 class GatePolicy:
     margin: float = 0.05
-    probe_tolerance: float = 0.10
+    probe_tolerance: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ class TrainConfig:
     target_modules: tuple[str, ...] = LLAMA_MODULES
     epochs: float = 3.0
     max_steps: int = 0  # 0: the epochs decide
-    learning_rate: float = 3e-4
+    learning_rate: float = 2e-4
     batch_size: int = 4
     max_tokens: int = 1024
     eval_every: int = 10
