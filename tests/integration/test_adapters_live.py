@@ -235,8 +235,10 @@ def test_feedback_rules(admin_factory: Callable[..., Admin], loras: list[Path]) 
 
     first = admin.feedback(completion, -1)
     assert first.status_code == 200 and first.json()["created"] is True
+    assert first.json()["flagged"] == ["negative_feedback"]
     again = admin.feedback(completion, 1)  # same key, same completion: an update
-    assert again.json() == {**first.json(), "polarity": "positive", "created": False}
+    assert again.json() == {**first.json(), "polarity": "positive", "created": False,
+                            "flagged": []}  # fmt: skip
 
     unknown = admin.feedback("chatcmpl-does-not-exist", 1)
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "completion_not_found"
