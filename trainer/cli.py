@@ -138,7 +138,7 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
 @click.pass_context
 def eval_command(ctx: click.Context, alias: str, candidate: str | None) -> None:
     """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
-    from trainer.evaluate import Evaluator, decide, shipped_probes
+    from trainer.evaluate import decide
     from trainer.store import TrainerStore
 
     settings: Settings = ctx.obj
@@ -146,19 +146,9 @@ def eval_command(ctx: click.Context, alias: str, candidate: str | None) -> None:
     async def evaluate(parts: TrainerParts) -> dict[str, Any]:
         name, path = await _resolve_candidate(parts.registry, alias, candidate)
         holdout = await TrainerStore(parts.db).frozen_holdout(alias)
-        live = await parts.job.live_model(alias)
-        evaluator = Evaluator(
-            parts.job.config.engine_url,
-            parts.job.embedder.embed,
-            api_key=settings.engine_api_key,
-            max_tokens=settings.eval_max_tokens,
+        scored_c, scored_l, live = await parts.job.evaluate(
+            alias, f"eval-{alias}-cli", path, holdout
         )
-        try:
-            async with evaluator.loaded(f"eval-{alias}-cli", path) as served:
-                scored_c = await evaluator.score(served, holdout, shipped_probes())
-            scored_l = await evaluator.score(live, holdout, shipped_probes())
-        finally:
-            await evaluator.close()
         verdict = decide(scored_c, scored_l, parts.job.config.gate)
         return {
             "candidate": {

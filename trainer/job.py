@@ -152,7 +152,9 @@ class TrainingJob:
             result = await self._train(alias, snapshot)
             progress(f"trained {result.steps} steps, loss {result.train_loss:.3f}")
             holdout = snapshot.examples("holdout")
-            candidate, live, live_name = await self._evaluate(alias, run_id, result, holdout)
+            candidate, live, live_name = await self.evaluate(
+                alias, f"eval-{alias}-run{run_id}", result.adapter_dir, holdout
+            )
             progress(
                 f"scored: candidate {candidate[0].accuracy:.3f}, {live_name} {live[0].accuracy:.3f}"
             )
@@ -219,9 +221,11 @@ class TrainingJob:
                 )
             )
 
-    async def _evaluate(
-        self, alias: str, run_id: int, result: TrainResult, holdout: list[Any]
+    async def evaluate(
+        self, alias: str, served_as: str, adapter_dir: Path, holdout: list[Any]
     ) -> tuple[tuple[SetScore, SetScore], tuple[SetScore, SetScore], str]:
+        """Score ``adapter_dir`` (served as ``served_as``) and the alias's live model on the
+        holdout and the probes; returns both scores and the live model's name."""
         live_name = await self.live_model(alias)
         probes = shipped_probes()
         evaluator = Evaluator(
@@ -231,7 +235,7 @@ class TrainingJob:
             max_tokens=self.config.eval_max_tokens,
         )
         try:
-            async with evaluator.loaded(f"eval-{alias}-run{run_id}", result.adapter_dir) as name:
+            async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)
             live = await evaluator.score(live_name, holdout, probes)
         finally:
