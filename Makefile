@@ -28,8 +28,8 @@ run: $(STAMP)
 	$(BIN)/loragate serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway adapters retrieval trainer tests bench
-	$(BIN)/ruff format --check gateway adapters retrieval trainer
+	$(BIN)/ruff check gateway adapters retrieval trainer monitor tests bench
+	$(BIN)/ruff format --check gateway adapters retrieval trainer monitor
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

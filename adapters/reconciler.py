@@ -48,6 +48,7 @@ class Reconciler:
         self.drain_s = drain_s
         self._unwanted_since: dict[str, float] = {}
         self._on_load_failure: list[Callable[[str, str], Awaitable[None]]] = []
+        self._on_action: list[Callable[[str, float | None], None]] = []
         self.stats = ReconcilerStats()
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -67,6 +68,22 @@ class Reconciler:
     def on_load_failure(self, callback: Callable[[str, str], Awaitable[None]]) -> None:
         """Await ``callback(version, error)`` when an engine refuses to load a version."""
         self._on_load_failure.append(callback)
+
+    def on_action(self, callback: Callable[[str, float | None], None]) -> None:
+        """Call ``callback(action, seconds)`` on every load (with its duration), unload or
+        failure: how metrics see the reconciler."""
+        self._on_action.append(callback)
+
+    def _count(self, action: str, seconds: float | None = None) -> None:
+        if action == "load":
+            self.stats.loads += 1
+            self.stats.last_load_seconds = seconds or 0.0
+        elif action == "unload":
+            self._count("unload")
+        else:
+            self.stats.failures += 1
+        for callback in self._on_action:
+            callback(action, seconds)
 
     def wake(self) -> None:
         self._wake.set()
@@ -102,7 +119,7 @@ class Reconciler:
             try:
                 await self._reconcile_replica(replica, desired, managed)
             except EngineError as exc:
-                self.stats.failures += 1
+                self._count("failure")
                 log.warning("replica not reconciled", extra={"url": replica.url, "error": str(exc)})
 
     async def _reconcile_replica(
@@ -121,7 +138,7 @@ class Reconciler:
                 continue
             await self.engine.post_json("/v1/unload_lora_adapter", {"lora_name": name}, replica)
             loaded.discard(name)
-            self.stats.unloads += 1
+            self._count("unload")
             log.info("adapter unloaded", extra={"version": name, "url": replica.url})
         replica.adapters = frozenset(loaded)
 
@@ -141,16 +158,15 @@ class Reconciler:
             message = str(exc)
             if "already been loaded" in message:
                 return True
-            self.stats.failures += 1
+            self._count("failure")
             log.error("adapter load refused", extra={"version": name, "error": message})
             for callback in self._on_load_failure:
                 await callback(name, message)
             return False
-        self.stats.loads += 1
-        self.stats.last_load_seconds = time.monotonic() - started
+        seconds = time.monotonic() - started
+        self._count("load", seconds)
         log.info(
             "adapter loaded",
-            extra={"version": name, "url": replica.url,
-                   "seconds": round(self.stats.last_load_seconds, 3)},
-        )  # fmt: skip
+            extra={"version": name, "url": replica.url, "seconds": round(seconds, 3)},
+        )
         return True

@@ -19,7 +19,6 @@ gateways only the holder of the leader lock acts; all of them read the same weig
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -142,7 +141,6 @@ class RolloutController:
         self.stats = stats
         self.policy = policy
         self.is_leader = is_leader
-        self.outcomes: Counter[tuple[str, str]] = Counter()  # (outcome, reason) for metrics
 
     # -- commands --------------------------------------------------------------------
     async def start(
@@ -300,7 +298,6 @@ class RolloutController:
                 candidate.state = "rolled_back"
             alias_row.generation += 1
             self._event(session, rollout, outcome, {"reason": reason})
-        self.outcomes[(outcome, reason.split(":", 1)[0])] += 1
         log.info("rollout %s", outcome, extra={"alias": alias, "version": rollout.candidate,
                                                "reason": reason})  # fmt: skip
         self.registry.changed()

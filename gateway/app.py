@@ -36,16 +36,18 @@ from gateway.components import (
 from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import Exposition, GatewayMetrics
 from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
-from gateway.routes import admin, collections, openai, ops, review, rollouts
+from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
+from gateway.state_metrics import StateMetrics
 from gateway.store import Database
 from gateway.store.conversations import ConversationLog
 from gateway.store.keys import KeyStore
-from gateway.store.leader import LeaderLock
+from gateway.store.leader import MONITOR_LOCK_KEY, LeaderLock
+from monitor.service import QualityMonitor
 from retrieval.errors import RetrievalError
 from retrieval.service import Retriever
 
@@ -73,8 +75,11 @@ class Services:
     rollouts: RolloutController
     leader: LeaderLock
     metrics: GatewayMetrics
-    warm_up: asyncio.Task[None] | None = field(default=None, init=False)
-    rollout_loop: asyncio.Task[None] | None = field(default=None, init=False)
+    exposition: Exposition
+    state_metrics: StateMetrics
+    monitor: QualityMonitor
+    monitor_leader: LeaderLock
+    tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     @classmethod
     def build(
@@ -97,6 +102,7 @@ class Services:
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
                             settings.adapter_wait_s)  # fmt: skip
         metrics = GatewayMetrics(registry)
+        reconciler.on_action(metrics.record_reconciler_action)
         retriever = build_retriever(settings, db)
         grounder = Grounder(
             retriever, settings.retrieval_models, settings.retrieval_top_k,
@@ -112,19 +118,27 @@ class Services:
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )
-        metrics.watch(reconciler, rollouts)
         reconciler.on_load_failure(rollouts.abort_for)
+        monitor = components.quality_monitor(settings, db, retriever.embedder)
+        state_metrics = StateMetrics(db, adapters, monitor)
+        exposition = Exposition(registry, settings.metrics_multiproc_dir)
+        exposition.add_state(state_metrics)
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
                    authenticator, retriever, adapters, reconciler, feedback, review_queue,
-                   rollouts, leader, metrics)  # fmt: skip
+                   rollouts, leader, metrics, exposition, state_metrics, monitor,
+                   LeaderLock(db, MONITOR_LOCK_KEY, "monitor"))  # fmt: skip
 
     async def start(self) -> None:
         await self.db.migrate()
         self.conversations.start()
         await self.engine.start()
         await self.reconciler.start()
-        self.rollout_loop = asyncio.create_task(self._tick_rollouts(), name="rollouts")
-        self.warm_up = asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up")
+        self.tasks = [
+            asyncio.create_task(self._tick_rollouts(), name="rollouts"),
+            asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up"),
+        ]
+        if self.settings.monitor_interval_s > 0:
+            self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
 
@@ -143,16 +157,26 @@ class Services:
         while True:
             try:
                 await self.rollouts.tick()
-                await self.metrics.refresh_rollouts(self.adapters)
             except Exception:  # the loop must outlive one bad tick; it is logged
                 log.exception("rollout tick failed")
             await asyncio.sleep(period)
 
+    async def _run_monitor(self) -> None:
+        # One gateway (the holder of the monitor lock) writes the reports; all export them.
+        while True:
+            await asyncio.sleep(self.settings.monitor_interval_s)
+            try:
+                if await self.monitor_leader.is_leader():
+                    await self.monitor.run_once()
+            except Exception:  # the loop must outlive one bad run; it is logged
+                log.exception("monitor run failed")
+
     async def stop(self) -> None:
-        for task in (self.warm_up, self.rollout_loop):
-            if task is not None:
-                task.cancel()
+        for task in self.tasks:
+            task.cancel()
         await self.leader.release()
+        await self.monitor_leader.release()
+        self.exposition.close()
         await self.reconciler.stop()
         await self.conversations.close()
         await self.engine.close()
@@ -203,6 +227,8 @@ def create_app(
             rollouts.start_rollout,
             rollouts.rollout_status,
             rollouts.rollout_action,
+            monitor.monitor_history,
+            monitor.run_monitor,
         ],
         guards=[scope_guard],
     )
@@ -213,6 +239,9 @@ def create_app(
             "router": provide(services.router),
             "engine": provide(services.engine),
             "registry": provide(services.registry),
+            "exposition": provide(services.exposition),
+            "state_metrics": provide(services.state_metrics),
+            "monitor": provide(services.monitor),
             "keys": provide(services.keys),
             "retriever": provide(services.retriever),
             "adapters": provide(services.adapters),

@@ -7,12 +7,13 @@ finishes exactly once, whatever happens (success, engine failure, client gone).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
@@ -23,7 +24,7 @@ from adapters.reconciler import Reconciler
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
-from gateway.metrics import GatewayMetrics, status_class
+from gateway.metrics import UNROUTED, GatewayMetrics, status_class
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
@@ -37,6 +38,20 @@ DONE_EVENT = b"data: [DONE]\n\n"
 # vLLM-only fields that mean nothing to an OpenAI client.
 _VLLM_ONLY_FIELDS = ("prompt_logprobs", "prompt_token_ids", "prompt_text", "kv_transfer_params",
                      "ec_transfer_params", "metrics")  # fmt: skip
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Served(Generic[T]):
+    """A chat answer (a body, or a stream of SSE bytes) and who answered it."""
+
+    route: Route
+    body: T
+    # What the gateway had added by the time it answered: for a body, everything but the
+    # wait on vLLM; for a stream, the work before the upstream stream opened.
+    overhead_ms: float
 
 
 @dataclass(frozen=True)
@@ -68,10 +83,11 @@ class ChatService:
 
     async def complete(
         self, request: ChatCompletionRequest, principal: Principal, started: float
-    ) -> tuple[Route, dict[str, Any]]:
+    ) -> Served[dict[str, Any]]:
         call = await self._begin(request, principal, started)
         try:
-            body = await self.engine.chat(call.payload)
+            with call.waiting_upstream():
+                body = await self.engine.chat(call.payload)
         except EngineError as exc:
             call.finish_error(exc)
             raise
@@ -89,19 +105,21 @@ class ChatService:
                 call.record.response[0]["content"] if call.record.response else ""
             )
         call.finish("ok", 200)
-        return call.route, body
+        return Served(call.route, body, call.overhead_s() * 1000)
 
     async def stream(
         self, request: ChatCompletionRequest, principal: Principal, started: float
-    ) -> tuple[Route, AsyncIterator[bytes]]:
+    ) -> Served[AsyncIterator[bytes]]:
         """Open the upstream stream first, so a refusal is still a plain HTTP error."""
         call = await self._begin(request, principal, started)
+        overhead_ms = (time.perf_counter() - started) * 1000
         try:
-            upstream = await self.engine.stream_chat(call.payload)
+            with call.waiting_upstream():
+                upstream = await self.engine.stream_chat(call.payload)
         except EngineError as exc:
             call.finish_error(exc)
             raise
-        return call.route, self._relay(call, upstream, request.include_usage)
+        return Served(call.route, self._relay(call, upstream, request.include_usage), overhead_ms)
 
     async def _relay(
         self, call: _Call, upstream: EngineStream, include_usage: bool
@@ -110,12 +128,12 @@ class ChatService:
         finish_reasons: dict[int, str | None] = {}
         outcome: tuple[Status, int, str | None] = ("cancelled", 499, "client went away")
         try:
-            async for event in upstream.events():
+            async for event in call.timed(upstream.events()):
                 choices = event.get("choices") or []
                 for choice in choices:
                     delta = choice.get("delta") or {}
                     if delta.get("content") or delta.get("tool_calls"):
-                        call.mark_first_token()
+                        call.mark_token()
                     texts.setdefault(choice["index"], []).append(delta.get("content") or "")
                     if choice.get("finish_reason"):
                         finish_reasons[choice["index"]] = choice["finish_reason"]
@@ -147,21 +165,26 @@ class ChatService:
                  "finish_reason": finish_reasons.get(index)}
                 for index, parts in sorted(texts.items())
             ]  # fmt: skip
-            if outcome[0] == "cancelled":
-                self.metrics.client_disconnects.labels(call.route.served_name).inc()
             call.finish(*outcome)
 
     async def _begin(
         self, request: ChatCompletionRequest, principal: Principal, started: float
     ) -> _Call:
-        self._check_limits(request)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        sticky_key = request.conversation_id or principal.key_id or completion_id
-        route = await self.router.resolve(request.model, sticky_key)
-        if route.is_adapter and self.reconciler is not None:
-            await self.reconciler.ensure_serving(route.upstream_model, self.limits.adapter_wait_s)
-        payload = request.upstream_payload(route.upstream_model)
-        grounding = await self._ground(request, route, payload)
+        route: Route | None = None
+        try:
+            self._check_limits(request)
+            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+            sticky_key = request.conversation_id or principal.key_id or completion_id
+            route = await self.router.resolve(request.model, sticky_key)
+            if route.is_adapter and self.reconciler is not None:
+                await self.reconciler.ensure_serving(
+                    route.upstream_model, self.limits.adapter_wait_s
+                )
+            payload = request.upstream_payload(route.upstream_model)
+            grounding = await self._ground(request, route, payload)
+        except Exception as exc:  # counted as refused, then handled like any other error
+            self._count_refused(route, exc)
+            raise
         record = ConversationRecord(
             id=completion_id,
             requested_model=request.model,
@@ -176,6 +199,13 @@ class ChatService:
             else None,
         )
         return _Call(self, route, payload, record, started, grounding)
+
+    def _count_refused(self, route: Route | None, exc: Exception) -> None:
+        status = status_class(describe(exc).status_code)
+        alias, version = route_labels(route) if route else (UNROUTED, UNROUTED)
+        self.metrics.requests.labels(alias, version, status).inc()
+        if isinstance(exc, EngineError):
+            self.metrics.upstream_errors.labels(type(exc).__name__).inc()
 
     async def _ground(
         self, request: ChatCompletionRequest, route: Route, payload: dict[str, Any]
@@ -226,14 +256,42 @@ class _Call:
         self.record = record
         self.started = started
         self.grounding = grounding
+        self.alias, self.version = route_labels(route)
+        self.upstream_s = 0.0  # time spent waiting on vLLM
+        self._last_token_at: float | None = None
         self._finished = False
-        service.metrics.in_flight.labels(route.served_name).inc()
+        service.metrics.in_flight.labels(self.alias).inc()
 
-    def mark_first_token(self) -> None:
-        if self.record.ttft_ms is None:
-            seconds = time.perf_counter() - self.started
-            self.record.ttft_ms = seconds * 1000
-            self.service.metrics.ttft.labels(self.route.served_name).observe(seconds)
+    @contextlib.contextmanager
+    def waiting_upstream(self) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.upstream_s += time.perf_counter() - began
+
+    async def timed(self, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """The upstream events, with the wait for each one counted as upstream time."""
+        while True:
+            with self.waiting_upstream():
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+            yield event
+
+    def overhead_s(self) -> float:
+        return max(time.perf_counter() - self.started - self.upstream_s, 0.0)
+
+    def mark_token(self) -> None:
+        now = time.perf_counter()
+        metrics = self.service.metrics
+        if self._last_token_at is None:
+            self.record.ttft_ms = (now - self.started) * 1000
+            metrics.ttft.labels(self.alias, self.version).observe(now - self.started)
+        else:
+            metrics.inter_token.labels(self.alias, self.version).observe(now - self._last_token_at)
+        self._last_token_at = now
 
     def add_usage(self, usage: dict[str, Any] | None) -> None:
         if usage:
@@ -247,7 +305,7 @@ class _Call:
         score = groundedness(answer, hits)
         if score is not None:
             self.record.groundedness = score
-            self.service.metrics.groundedness.labels(self.route.served_name).observe(score)
+            self.service.metrics.groundedness.labels(self.alias, self.version).observe(score)
         return citations(answer, hits) if hits else []
 
     def citations_chunk(self, answer: str) -> dict[str, Any]:
@@ -274,15 +332,22 @@ class _Call:
         self.record.status = status
         self.record.error = error
         self.record.latency_ms = seconds * 1000
-        metrics, model = self.service.metrics, self.route.served_name
-        metrics.in_flight.labels(model).dec()
-        metrics.requests.labels(model, status_class(status_code)).inc()
-        if self.route.alias is not None and self.route.requested == self.route.alias:
-            metrics.alias_requests.labels(self.route.alias, model).inc()
-        metrics.latency.labels(model).observe(seconds)
-        metrics.tokens.labels(model, "prompt").inc(self.record.prompt_tokens)
-        metrics.tokens.labels(model, "completion").inc(self.record.completion_tokens)
+        metrics, alias, version = self.service.metrics, self.alias, self.version
+        metrics.in_flight.labels(alias).dec()
+        metrics.requests.labels(alias, version, status_class(status_code)).inc()
+        if status == "cancelled":
+            metrics.client_disconnects.labels(alias).inc()
+        metrics.latency.labels(alias, version).observe(seconds)
+        stream = "true" if self.record.stream else "false"
+        metrics.overhead.labels(alias, stream).observe(self.overhead_s())
+        metrics.tokens.labels(alias, version, "prompt").inc(self.record.prompt_tokens)
+        metrics.tokens.labels(alias, version, "completion").inc(self.record.completion_tokens)
         self.service.conversations.record(self.record)
+
+
+def route_labels(route: Route) -> tuple[str, str]:
+    """(alias, version) metric labels: a request for the base model is its own alias."""
+    return route.alias or route.served_name, route.served_name
 
 
 def _choice_record(choice: dict[str, Any]) -> dict[str, Any]:

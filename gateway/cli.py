@@ -485,15 +485,16 @@ def doctor() -> None:
         raise click.ClickException("the install is broken; see the lines marked BAD")
 
 
-def _add_trainer_commands() -> None:
-    # The trainer's commands live with the trainer; they import nothing heavy until run.
-    from trainer.cli import COMMANDS
+def _add_package_commands() -> None:
+    # The trainer's and the monitor's commands live with them; nothing heavy loads until run.
+    from monitor.cli import COMMANDS as MONITOR_COMMANDS
+    from trainer.cli import COMMANDS as TRAINER_COMMANDS
 
-    for command in COMMANDS:
+    for command in [*TRAINER_COMMANDS, *MONITOR_COMMANDS]:
         main.add_command(command)
 
 
-_add_trainer_commands()
+_add_package_commands()
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from gateway.rollout_stats import version_stats
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.leader import LeaderLock
+from monitor.service import MonitorConfig, QualityMonitor
 from retrieval.chunking import ChunkingConfig
 from retrieval.embeddings import Embedder
 from retrieval.index import IndexConfig
@@ -54,11 +55,6 @@ def _base_model_dir(settings: Settings) -> Path | None:
 
 def build_retriever(settings: Settings, db: Database) -> Retriever:
     """The retrieval service on the shared store, with index files under the data dir."""
-    embedder = Embedder(
-        settings.embedding_model_path,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
-    )
     config = RetrievalConfig(
         chunking=ChunkingConfig(settings.chunk_tokens, settings.chunk_overlap_tokens),
         index=IndexConfig(
@@ -66,7 +62,16 @@ def build_retriever(settings: Settings, db: Database) -> Retriever:
         ),
         max_document_bytes=settings.max_document_bytes,
     )
-    return Retriever(db.sessions, embedder, settings.data_dir / "indexes", config)
+    return Retriever(db.sessions, embedder(settings), settings.data_dir / "indexes", config)
+
+
+def embedder(settings: Settings) -> Embedder:
+    """The sentence embedder (loaded on first use) for retrieval, curation and drift."""
+    return Embedder(
+        settings.embedding_model_path,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.embedding_threads,
+    )
 
 
 def engine_config(settings: Settings) -> EngineClientConfig:
@@ -132,3 +137,20 @@ def flagger(
     """The flagging rules of every alias, writing to the review queue in ``db``."""
     return Flagger(db, settings.flag_rules, settings.flag_rules_by_alias,
                    settings.review_trust_corrections, on_flag)  # fmt: skip
+
+
+def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> QualityMonitor:
+    config = MonitorConfig(
+        window=settings.monitor_window,
+        min_queries=settings.monitor_min_queries,
+        permutations=settings.monitor_permutations,
+        drift_p_value=settings.monitor_drift_p_value,
+        drift_min_distance=settings.monitor_drift_min_distance,
+        kpi_window_s=settings.monitor_kpi_window_s,
+        kpi_sample=settings.monitor_kpi_sample,
+        min_feedback=settings.monitor_min_feedback,
+        min_positive_ratio=settings.monitor_min_positive_ratio,
+        max_idk_rate=settings.monitor_max_idk_rate,
+        retention_days=settings.monitor_retention_days,
+    )
+    return QualityMonitor(db, embed_with.embed, config, settings.base_model_name)

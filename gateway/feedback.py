@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import select
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.flagging import Flagger
+from gateway.flagging import Flagger, alias_of
 from gateway.metrics import GatewayMetrics
 from gateway.store.conversations import ConversationLog
 from gateway.store.db import Database
@@ -76,7 +76,8 @@ class FeedbackService:
             row.score, row.polarity, row.correction = data.score, polarity, data.correction
             row.flag, row.comment, row.updated_at = data.flag, data.comment, utcnow()
         if created and polarity is not None:
-            self.metrics.feedback.labels(conversation.served_model, polarity).inc()
+            alias = alias_of(conversation.requested_model, conversation.served_model)
+            self.metrics.feedback.labels(alias, conversation.served_model, polarity).inc()
         flagged = await self._flag(conversation, data, polarity, principal)
         return {"completion_id": data.completion_id, "model": conversation.served_model,
                 "polarity": polarity, "created": created, "flagged": flagged}  # fmt: skip

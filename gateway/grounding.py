@@ -72,10 +72,17 @@ class Grounder:
         hits = []
         if query:
             hits = await self.retriever.search(
-                plan.collection, query, plan.top_k, min_score=plan.min_score
-            )
-        self.metrics.retrieval_latency.observe(time.perf_counter() - started)
+                plan.collection, query, plan.top_k, min_score=plan.min_score,
+                on_stage=self._observe_stage,
+            )  # fmt: skip
+        self._observe_stage("total", time.perf_counter() - started)
+        self.metrics.retrievals.labels("hits" if hits else "empty").inc()
+        if hits:
+            self.metrics.retrieval_top_score.observe(max(hit.score for hit in hits))
         return Grounding(hits, {"role": "system", "content": grounding_message(hits)})
+
+    def _observe_stage(self, stage: str, seconds: float) -> None:
+        self.metrics.retrieval_latency.labels(stage).observe(seconds)
 
 
 def _first(*values: Any) -> Any:

@@ -26,6 +26,7 @@ from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
 from gateway.errors import GatewayError
+from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,
     InvalidCollectionName,
@@ -77,6 +78,8 @@ _PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidQuery, 400, "invalid_request_error", "invalid_query"),
     (RetrievalMissingDependency, 503, "service_unavailable", "retrieval_unavailable"),
     (RetrievalError, 500, "internal_error", "retrieval_error"),
+    (UnknownAlias, 404, "invalid_request_error", "alias_not_found"),
+    (MonitorError, 500, "internal_error", "monitor_error"),
 )
 
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 
 import uvicorn
@@ -19,6 +21,7 @@ log = logging.getLogger("loragate.serve")
 
 def serve(settings: Settings) -> None:
     if settings.workers > 1:
+        _prepare_multiprocess_metrics(settings)
         # Several workers need an import string; each builds its app from the environment.
         uvicorn.run(
             "gateway.app:create_app_from_env",
@@ -31,6 +34,17 @@ def serve(settings: Settings) -> None:
         )
         return
     asyncio.run(_serve_one(settings))
+
+
+def _prepare_multiprocess_metrics(settings: Settings) -> None:
+    """Give the workers one fresh directory for their metric files. prometheus_client reads
+    PROMETHEUS_MULTIPROC_DIR when a worker first imports it, so it is set here, before
+    uvicorn spawns them; the settings variable tells each worker's app to merge them."""
+    directory = settings.metrics_multiproc_dir or settings.data_dir / "prometheus"
+    shutil.rmtree(directory, ignore_errors=True)  # files of an earlier run would add up
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    os.environ["LORAGATE_METRICS_MULTIPROC_DIR"] = str(directory)
 
 
 async def _serve_one(settings: Settings) -> None:

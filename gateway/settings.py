@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="`json` gives one structured object per line; `text` is for humans."
     )
+    metrics_multiproc_dir: Path | None = Field(
+        None,
+        description="Directory where several workers keep their Prometheus metrics, merged at "
+        "scrape time. `loragate serve` sets it to `data_dir/prometheus` when `workers` > 1; set "
+        "it (and `PROMETHEUS_MULTIPROC_DIR`, to the same path) only under your own process "
+        "manager.",
+    )
 
     # -- store ------------------------------------------------------------------------
     database_url: str = Field(
@@ -316,6 +323,50 @@ class Settings(BaseSettings):
     trainer_auto_rollout: bool = Field(
         True, description="Start a canary rollout when a candidate passes the gate."
     )
+    trainer_on_monitor: bool = Field(
+        True,
+        description="Also train an alias whose latest monitor report asks for it (drift, low "
+        "positive ratio, high I-don't-know rate) once it has `trainer_monitor_min_new_examples`.",
+    )
+    trainer_monitor_min_new_examples: int = Field(
+        5, ge=1, description="New approved examples a monitor-triggered run needs."
+    )
+
+    # -- quality and drift monitoring ----------------------------------------------------
+    monitor_interval_s: float = Field(
+        300.0, ge=0, description="How often the leader gateway writes monitor reports; 0: off."
+    )
+    monitor_window: int = Field(
+        200, ge=2, description="Queries in each drift window (reference and current)."
+    )
+    monitor_min_queries: int = Field(
+        30, ge=2, description="Fewest queries per window for a drift verdict."
+    )
+    monitor_permutations: int = Field(
+        200, ge=10, description="Shuffles in the MMD permutation test (p-value resolution)."
+    )
+    monitor_drift_p_value: float = Field(
+        0.01, gt=0, lt=1, description="Drift needs a permutation-test p-value below this ..."
+    )
+    monitor_drift_min_distance: float = Field(
+        0.05, ge=0, le=2, description="... and a centroid cosine distance at least this."
+    )
+    monitor_kpi_window_s: float = Field(
+        86_400.0, gt=0, description="Quality KPIs cover this much recent traffic."
+    )
+    monitor_kpi_sample: int = Field(
+        2000, ge=1, description="At most this many recent completions per alias for the KPIs."
+    )
+    monitor_min_feedback: int = Field(
+        20, ge=1, description="Feedback the live version needs before its ratio can trigger."
+    )
+    monitor_min_positive_ratio: float = Field(
+        0.5, ge=0, le=1, description="A live positive-feedback ratio below this asks to train."
+    )
+    monitor_max_idk_rate: float = Field(
+        0.5, ge=0, le=1, description="A live I-don't-know rate above this asks to train."
+    )
+    monitor_retention_days: int = Field(90, ge=1, description="Monitor reports kept this long.")
 
     @field_validator("engine_urls", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,8 @@ log = logging.getLogger("loragate.retrieval")
 
 _COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_K = 100
+# Hears (stage, seconds) for the stages of one search: how metrics see retrieval.
+StageTimer = Callable[[str, float], None]
 
 
 @dataclass(frozen=True)
@@ -200,14 +202,34 @@ class Retriever:
 
     # -- search ----------------------------------------------------------------------
     async def search(
-        self, collection: str, query: str, k: int, min_score: float = -1.0
+        self,
+        collection: str,
+        query: str,
+        k: int,
+        min_score: float = -1.0,
+        on_stage: StageTimer | None = None,
     ) -> list[Hit]:
+        """The ``k`` best chunks scoring at least ``min_score``; ``on_stage(stage, seconds)``
+        hears how long the ``embed`` and ``search`` (FAISS plus chunk fetch) stages took."""
         if not 1 <= k <= MAX_K:
             raise InvalidQuery(f"k must be between 1 and {MAX_K}", param="k")
         if not query.strip():
             raise InvalidQuery("the query is empty", param="q")
         loaded = await self._loaded(collection)
+        began = time.perf_counter()
         vector = await self._embed([query])
+        if on_stage is not None:
+            on_stage("embed", time.perf_counter() - began)
+            began = time.perf_counter()
+        try:
+            return await self._nearest(loaded, vector, k, min_score)
+        finally:
+            if on_stage is not None:
+                on_stage("search", time.perf_counter() - began)
+
+    async def _nearest(
+        self, loaded: _LoadedCollection, vector: np.ndarray, k: int, min_score: float
+    ) -> list[Hit]:
         async with loaded.lock.reading():
             scores, ids = await anyio.to_thread.run_sync(loaded.index.search, vector, k)
             found = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}

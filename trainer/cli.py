@@ -34,8 +34,7 @@ class TrainerParts:
 @asynccontextmanager
 async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
     """The store, the registry and a training job, built from the settings."""
-    from gateway.components import adapter_registry, rollout_controller
-    from retrieval.embeddings import Embedder
+    from gateway.components import adapter_registry, embedder, rollout_controller
     from trainer.job import JobConfig, TrainingJob
 
     db = Database(settings.resolved_database_url)
@@ -43,12 +42,9 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
         await db.migrate()
         registry = adapter_registry(settings, db)
         rollouts = rollout_controller(settings, db, registry)
-        embedder = Embedder(
-            settings.embedding_model_path,
-            batch_size=settings.embedding_batch_size,
-            threads=settings.embedding_threads,
+        job = TrainingJob(
+            JobConfig.from_settings(settings), db, registry, rollouts, embedder(settings)
         )
-        job = TrainingJob(JobConfig.from_settings(settings), db, registry, rollouts, embedder)
         yield TrainerParts(db, registry, job)
     finally:
         await db.dispose()
@@ -118,6 +114,9 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
             min_new_examples=settings.trainer_min_new_examples,
             schedule_s=settings.trainer_schedule_s,
             poll_s=settings.trainer_poll_s,
+            monitor_min_new_examples=settings.trainer_monitor_min_new_examples
+            if settings.trainer_on_monitor
+            else None,
         )
         if once:
             return await worker.poll_once()

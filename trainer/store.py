@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 
 from gateway.store.db import Database
 from gateway.store.tables import Conversation, ReviewItem
+from monitor.tables import MonitorReport
 from trainer.dataset import Example
 from trainer.tables import SplitItem, TrainingRun, utcnow
 
@@ -152,3 +153,15 @@ class TrainerStore:
         async with self.db.sessions() as session:
             run: TrainingRun | None = await session.scalar(query)
             return run
+
+    async def monitor_triggers(self, alias: str) -> list[str]:
+        """What the alias's latest monitor report asks training for (empty: nothing)."""
+        query = (
+            select(MonitorReport.triggers)
+            .where(MonitorReport.alias == alias)
+            .order_by(MonitorReport.id.desc())
+            .limit(1)
+        )
+        async with self.db.sessions() as session:
+            triggers = await session.scalar(query)
+            return list(triggers or [])

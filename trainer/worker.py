@@ -2,8 +2,10 @@
 
 An alias is trained when it has ``trainer_min_new_examples`` approved examples more than its
 last run saw, or, with ``trainer_schedule_s`` set, when that long has passed since its last
-run and anything new was approved. Several workers may run: the per-alias lock lets one train
-while the others skip that alias.
+run and anything new was approved, or, with ``monitor_min_new_examples`` set, when the alias's
+latest monitor report asks for training (drift, a low positive ratio, a high I-don't-know
+rate) and that many new examples are approved. Several workers may run: the per-alias lock
+lets one train while the others skip that alias.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class TrainerWorker:
         min_new_examples: int,
         schedule_s: float = 0.0,
         poll_s: float = 30.0,
+        monitor_min_new_examples: int | None = None,
     ) -> None:
         self.job = job
         self.store = store
         self.min_new_examples = min_new_examples
         self.schedule_s = schedule_s
         self.poll_s = poll_s
+        self.monitor_min_new_examples = monitor_min_new_examples
 
     async def due(self) -> list[tuple[str, str]]:
         """(alias, trigger) for every alias that should train now."""
@@ -49,11 +53,21 @@ class TrainerWorker:
             new = approved - (last.approved_examples if last else 0)
             if new >= self.min_new_examples:
                 due.append((alias, "new_examples"))
+            elif await self._monitor_asks(alias, new):
+                due.append((alias, "monitor"))
             elif self.schedule_s and new > 0 and last is not None and last.finished_at:
                 finished = last.finished_at.replace(tzinfo=last.finished_at.tzinfo or UTC)
                 if datetime.now(UTC) - finished >= timedelta(seconds=self.schedule_s):
                     due.append((alias, "schedule"))
         return due
+
+    async def _monitor_asks(self, alias: str, new: int) -> bool:
+        if self.monitor_min_new_examples is None or new < self.monitor_min_new_examples:
+            return False
+        triggers = await self.store.monitor_triggers(alias)
+        if triggers:
+            log.info("monitor asks for training", extra={"alias": alias, "triggers": triggers})
+        return bool(triggers)
 
     async def poll_once(self) -> int:
         """Train every due alias once; returns how many runs finished (either verdict)."""

@@ -11,12 +11,14 @@ from typing import Any, TypeVar
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
-from gateway.chat import ChatService
+from gateway.chat import ChatService, Served
 from gateway.errors import ClientDisconnected
 from gateway.routing import ModelRouter
 from gateway.schemas import ChatCompletionRequest
 
 VERSION_HEADER = "x-loragate-version"
+# Milliseconds the gateway added (see gateway.chat.Served.overhead_ms).
+OVERHEAD_HEADER = "x-loragate-overhead-ms"
 T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -29,11 +31,18 @@ async def chat_completions(
     started = time.perf_counter()
     principal = request.state.principal
     if data.stream:
-        route, events = await chat.stream(data, principal, started)
-        headers = {**SSE_HEADERS, VERSION_HEADER: route.served_name}
-        return Stream(events, media_type="text/event-stream", headers=headers)
-    route, body = await _cancel_on_disconnect(request, chat.complete(data, principal, started))
-    return Response(body, headers={VERSION_HEADER: route.served_name})
+        stream = await chat.stream(data, principal, started)
+        headers = {**SSE_HEADERS, **_served_headers(stream)}
+        return Stream(stream.body, media_type="text/event-stream", headers=headers)
+    answer = await _cancel_on_disconnect(request, chat.complete(data, principal, started))
+    return Response(answer.body, headers=_served_headers(answer))
+
+
+def _served_headers(served: Served[Any]) -> dict[str, str]:
+    return {
+        VERSION_HEADER: served.route.served_name,
+        OVERHEAD_HEADER: f"{served.overhead_ms:.3f}",
+    }
 
 
 async def _cancel_on_disconnect(request: Request[Any, Any, Any], work: Awaitable[T]) -> T:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from adapters.engine import EngineClient
+from gateway.metrics import Exposition
+from gateway.state_metrics import StateMetrics
 
 
 @get("/healthz", tags=["ops"])
@@ -30,5 +31,8 @@ async def readyz(engine: EngineClient) -> Response[dict[str, Any]]:
 
 
 @get("/metrics", tags=["ops"], include_in_schema=False)
-async def metrics(registry: CollectorRegistry) -> Response[bytes]:
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(exposition: Exposition, state_metrics: StateMetrics) -> Response[bytes]:
+    """Prometheus exposition: this gateway's events (every worker's) and the store's state."""
+    await state_metrics.refresh()
+    body, media_type = exposition.render()
+    return Response(body, media_type=media_type)

@@ -19,6 +19,7 @@ from gateway.store.db import Database
 log = logging.getLogger("loragate.leader")
 
 ROLLOUT_LOCK_KEY = 0x6C6F7261  # "lora"
+MONITOR_LOCK_KEY = 0x6D6F6E69  # "moni"
 
 
 class LeaderLock:

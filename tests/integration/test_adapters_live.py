@@ -156,9 +156,8 @@ def test_negative_feedback_on_the_canary_rolls_it_back(
     assert "negative_feedback_rate" in state["reason"]
     assert admin.chat(admin.alias, "after").headers["x-loragate-version"] == v1
     metrics = admin.gateway.get("/metrics").text
-    assert 'loragate_rollout_outcomes_total{outcome="rolled_back",reason="gate_failed"} 1.0' in (
-        metrics
-    )
+    outcome = f'alias="{admin.alias}",outcome="rolled_back",reason="gate_failed"'
+    assert f"loragate_rollout_outcomes_total{{{outcome}}} 1.0" in metrics
 
 
 def test_positive_feedback_promotes_the_canary(
@@ -257,7 +256,8 @@ def test_feedback_rules(admin_factory: Callable[..., Admin], loras: list[Path]) 
     )
     assert stars.json()["polarity"] == "negative"  # an admin may rate any completion
     metrics = admin.gateway.get("/metrics").text
-    assert f'loragate_feedback_total{{model="{admin.alias}-v1",polarity="negative"}} 2.0' in metrics
+    labels = f'alias="{admin.alias}",version="{admin.alias}-v1",polarity="negative"'
+    assert f"loragate_feedback_total{{{labels}}} 2.0" in metrics
 
 
 def test_a_version_vllm_cannot_load_aborts_its_rollout(

@@ -43,13 +43,26 @@ def test_metrics_count_requests_tokens_and_ttft(embedded_server: EmbeddedServer)
         )
     )  # fmt: skip
     samples = _samples(httpx.get(f"{embedded_server.base_url}/metrics").text)
-    model = (("model", BASE_MODEL),)
-    assert samples[("loragate_requests_total", (("model", BASE_MODEL), ("status", "2xx")))] >= 2
-    assert samples[("loragate_request_duration_seconds_count", model)] >= 2
-    assert samples[("loragate_time_to_first_token_seconds_count", model)] >= 1
-    completion_tokens = (("kind", "completion"), ("model", BASE_MODEL))
-    assert samples[("loragate_tokens_total", completion_tokens)] >= 2
-    assert ("loragate_requests_in_flight", model) in samples
+    # A request for the base model is its own alias; the version is the model that answered.
+    served = (("alias", BASE_MODEL), ("version", BASE_MODEL))
+    assert samples[("loragate_requests_total", (*served, ("status", "2xx")))] >= 2
+    assert samples[("loragate_request_duration_seconds_count", served)] >= 2
+    assert samples[("loragate_time_to_first_token_seconds_count", served)] >= 1
+    assert samples[("loragate_inter_token_latency_seconds_count", served)] >= 1
+    assert samples[("loragate_tokens_total", (*served, ("kind", "completion")))] >= 2
+    for stream in ("true", "false"):
+        overhead = (("alias", BASE_MODEL), ("stream", stream))
+        assert samples[("loragate_gateway_overhead_seconds_count", overhead)] >= 1
+    assert (("loragate_requests_in_flight", (("alias", BASE_MODEL),))) in samples
+    assert samples[("loragate_store_up", ())] == 1.0
+
+
+def test_overhead_header_is_below_the_total_latency(embedded_server: EmbeddedServer) -> None:
+    raw = embedded_server.client().chat.completions.with_raw_response.create(
+        model=BASE_MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=3
+    )
+    overhead_ms = float(raw.headers["x-loragate-overhead-ms"])
+    assert 0 < overhead_ms < raw.elapsed.total_seconds() * 1000
 
 
 def test_cli_key_works_and_revoked_key_stops_working(

@@ -6,6 +6,7 @@ from alembic import context
 
 from adapters.tables import AdapterBase
 from gateway.store.tables import Base
+from monitor.tables import MonitorBase
 from retrieval.tables import RetrievalBase
 from trainer.tables import TrainerBase
 
@@ -17,6 +18,7 @@ context.configure(
         RetrievalBase.metadata,
         AdapterBase.metadata,
         TrainerBase.metadata,
+        MonitorBase.metadata,
     ],
     render_as_batch=connection.dialect.name == "sqlite",
 )

@@ -1,0 +1,27 @@
+"""Admin API of the quality and drift monitor: an alias's reports over time, or one now."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import get, post
+from litestar.params import Parameter
+
+from monitor.service import QualityMonitor, report_dict
+
+
+@get("/v1/admin/monitor/{alias:str}", opt={"scope": "admin"}, tags=["admin"])
+async def monitor_history(
+    alias: str,
+    monitor: QualityMonitor,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """An alias's monitor reports, newest first: KPIs per version, drift and triggers."""
+    reports = await monitor.history(alias, limit)
+    return {"alias": alias, "reports": [report_dict(report) for report in reports]}
+
+
+@post("/v1/admin/monitor/{alias:str}", opt={"scope": "admin"}, tags=["admin"], status_code=201)
+async def run_monitor(alias: str, monitor: QualityMonitor) -> dict[str, Any]:
+    """Write a report for the alias now, rather than at the next monitor interval."""
+    return report_dict(await monitor.check(alias))

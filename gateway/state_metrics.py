@@ -1,0 +1,225 @@
+"""Metrics of the shared state, read from the store when Prometheus scrapes.
+
+Adapters, rollouts, the review queue, training runs, eval scores, quality KPIs and drift live
+in the store, not in one process, so every worker exports the same values and nothing is
+counted twice. ``refresh`` runs before each scrape (at most every ``min_interval_s``); if the
+store does not answer, the last snapshot is kept and ``loragate_store_up`` says 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from adapters.registry import Registry
+from adapters.tables import AdapterVersion, Rollout
+from gateway.store.db import Database
+from gateway.store.tables import ReviewItem
+from monitor.service import QualityMonitor
+from trainer.tables import TrainingRun
+
+log = logging.getLogger("loragate.metrics")
+
+SERVING_STATES = ("candidate", "canary", "live")
+FINISHED_ROLLOUTS = ("promoted", "rolled_back", "aborted")
+QUALITY_KPIS = ("positive_ratio", "groundedness", "idk_rate")
+
+
+class StateMetrics(Collector):
+    def __init__(
+        self,
+        db: Database,
+        adapters: Registry,
+        monitor: QualityMonitor | None = None,
+        min_interval_s: float = 0.0,
+    ) -> None:
+        self.db = db
+        self.adapters = adapters
+        self.monitor = monitor
+        self.min_interval_s = min_interval_s
+        self._families: list[Metric] = []
+        self._store_up = 1.0
+        self._refreshed_at = float("-inf")
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._refreshed_at < self.min_interval_s:
+            return
+        self._refreshed_at = time.monotonic()
+        try:
+            families = [
+                *await self._adapters(),
+                *await self._rollouts(),
+                await self._review_queue(),
+                *await self._training(),
+                *await self._monitor(),
+            ]
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("state metrics not refreshed", extra={"error": str(exc)})
+            self._store_up = 0.0
+            return
+        self._families, self._store_up = families, 1.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "loragate_store_up",
+            "1 if the store answered the last metrics refresh.",
+            value=self._store_up,
+        )
+        yield from self._families
+
+    # -- adapters and rollouts ---------------------------------------------------------
+    async def _adapters(self) -> list[Metric]:
+        info = _gauge(
+            "loragate_adapter_info",
+            "Adapter versions that may serve (value 1).",
+            ["alias", "version", "state"],
+        )
+        scores = _gauge(
+            "loragate_eval_score",
+            "Publish-time eval accuracy of a version (0..1).",
+            ["alias", "version", "set"],
+        )
+        async with self.db.transaction() as session:
+            versions = await session.scalars(
+                select(AdapterVersion).where(AdapterVersion.state.in_(SERVING_STATES))
+            )
+            for version in versions:
+                info.add_metric([version.alias, version.name, version.state], 1)
+                for name, value in _eval_scores(version.eval_report):
+                    scores.add_metric([version.alias, version.name, name], value)
+        return [info, scores]
+
+    async def _rollouts(self) -> list[Metric]:
+        weight = _gauge(
+            "loragate_rollout_weight",
+            "Share of an alias's traffic routed to each version (0..1).",
+            ["alias", "version"],
+        )
+        step = _gauge(
+            "loragate_rollout_step",
+            "Index of the current canary step of an alias's rollout.",
+            ["alias"],
+        )
+        for route in (await self.adapters.routes()).values():
+            if route.live:
+                weight.add_metric([route.alias, route.live], 1.0 - route.weight)
+            if route.canary:
+                weight.add_metric([route.alias, route.canary], route.weight)
+                step.add_metric([route.alias], route.step)
+        outcomes = CounterMetricFamily(
+            "loragate_rollout_outcomes",
+            "Finished rollouts by outcome and reason.",
+            labels=["alias", "outcome", "reason"],
+        )
+        async with self.db.transaction() as session:
+            rows = await session.execute(
+                select(Rollout.alias, Rollout.state, Rollout.reason).where(
+                    Rollout.state.in_(FINISHED_ROLLOUTS)
+                )
+            )
+            counts = Counter(
+                (alias, state, (reason or "").split(":", 1)[0]) for alias, state, reason in rows
+            )
+        for labels, count in sorted(counts.items()):
+            outcomes.add_metric(list(labels), count)
+        return [weight, step, outcomes]
+
+    # -- review and training -----------------------------------------------------------
+    async def _review_queue(self) -> Metric:
+        queue = _gauge(
+            "loragate_review_queue_items", "Review items by alias and state.", ["alias", "state"]
+        )
+        async with self.db.transaction() as session:
+            rows = await session.execute(
+                select(ReviewItem.alias, ReviewItem.state, func.count()).group_by(
+                    ReviewItem.alias, ReviewItem.state
+                )
+            )
+            for alias, state, count in rows:
+                queue.add_metric([alias, state], count)
+        return queue
+
+    async def _training(self) -> list[Metric]:
+        runs = _gauge(
+            "loragate_training_runs",
+            "Training runs in the store by alias and status.",
+            ["alias", "status"],
+        )
+        duration = _gauge(
+            "loragate_training_last_duration_seconds",
+            "Duration of the alias's last finished training run.",
+            ["alias"],
+        )
+        async with self.db.transaction() as session:
+            counts = await session.execute(
+                select(TrainingRun.alias, TrainingRun.state, func.count()).group_by(
+                    TrainingRun.alias, TrainingRun.state
+                )
+            )
+            for alias, state, count in counts:
+                runs.add_metric([alias, state], count)
+            last = (
+                select(func.max(TrainingRun.id))
+                .where(TrainingRun.finished_at.is_not(None))
+                .group_by(TrainingRun.alias)
+            )
+            for run in await session.scalars(select(TrainingRun).where(TrainingRun.id.in_(last))):
+                assert run.finished_at is not None
+                seconds = (run.finished_at - run.started_at).total_seconds()
+                duration.add_metric([run.alias], seconds)
+        return [runs, duration]
+
+    # -- quality and drift -------------------------------------------------------------
+    async def _monitor(self) -> list[Metric]:
+        if self.monitor is None:
+            return []
+        quality = {
+            kpi: _gauge(
+                f"loragate_quality_{kpi}",
+                f"Monitor: {kpi.replace('_', ' ')} of a version over the KPI window.",
+                ["alias", "version"],
+            )
+            for kpi in QUALITY_KPIS
+        }
+        drift = _gauge(
+            "loragate_drift_score",
+            "Monitor: query drift of an alias by method.",
+            ["alias", "method"],
+        )
+        p_value = _gauge(
+            "loragate_drift_p_value", "Monitor: permutation-test p-value of MMD.", ["alias"]
+        )
+        detected = _gauge(
+            "loragate_drift_detected", "Monitor: 1 if the alias's queries drifted.", ["alias"]
+        )
+        for report in await self.monitor.latest():
+            for version, values in report.quality.items():
+                for kpi, family in quality.items():
+                    if values.get(kpi) is not None:
+                        family.add_metric([report.alias, version], values[kpi])
+            if report.drift is not None:
+                drift.add_metric([report.alias, "centroid"], report.drift["centroid_distance"])
+                drift.add_metric([report.alias, "mmd"], report.drift["mmd"])
+                p_value.add_metric([report.alias], report.drift["p_value"])
+            detected.add_metric([report.alias], float(report.drift_detected))
+        return [*quality.values(), drift, p_value, detected]
+
+
+def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+def _eval_scores(report: dict[str, Any] | None) -> Iterator[tuple[str, float]]:
+    candidate = (report or {}).get("candidate") or {}
+    for name in ("holdout", "probes"):
+        accuracy = (candidate.get(name) or {}).get("accuracy")
+        if accuracy is not None:
+            yield name, float(accuracy)
