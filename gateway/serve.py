@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import uvicorn
 
@@ -40,9 +41,12 @@ def _prepare_multiprocess_metrics(settings: Settings) -> None:
     """Give the workers one fresh directory for their metric files. prometheus_client reads
     PROMETHEUS_MULTIPROC_DIR when a worker first imports it, so it is set here, before
     uvicorn spawns them; the settings variable tells each worker's app to merge them."""
-    directory = settings.metrics_multiproc_dir or settings.data_dir / "prometheus"
-    shutil.rmtree(directory, ignore_errors=True)  # files of an earlier run would add up
-    directory.mkdir(parents=True)
+    # Local to this process tree by default: a data_dir shared between replicas must not
+    # hold them, or the replicas would add up each other's metrics.
+    directory = settings.metrics_multiproc_dir or Path(tempfile.mkdtemp(prefix="loragate-metrics-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # an earlier run's files would add up
+        stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     os.environ["LORAGATE_METRICS_MULTIPROC_DIR"] = str(directory)
 

@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     metrics_multiproc_dir: Path | None = Field(
         None,
         description="Directory where several workers keep their Prometheus metrics, merged at "
-        "scrape time. `loragate serve` sets it to `data_dir/prometheus` when `workers` > 1; set "
+        "scrape time. `loragate serve` makes a fresh temporary one when `workers` > 1; set "
         "it (and `PROMETHEUS_MULTIPROC_DIR`, to the same path) only under your own process "
         "manager.",
     )

@@ -12,6 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -119,18 +120,32 @@ class StateMetrics(Collector):
             "Finished rollouts by outcome and reason.",
             labels=["alias", "outcome", "reason"],
         )
+        # A timestamp, unlike a count, lets an alert ask "in the last hour?" of a Prometheus
+        # that has just started, and sees the first rollback of an alias as well as the tenth.
+        last = _gauge(
+            "loragate_rollout_last_outcome_timestamp_seconds",
+            "Unix time of the alias's last finished rollout, by outcome.",
+            ["alias", "outcome"],
+        )
         async with self.db.transaction() as session:
-            rows = await session.execute(
-                select(Rollout.alias, Rollout.state, Rollout.reason).where(
-                    Rollout.state.in_(FINISHED_ROLLOUTS)
+            rows = (
+                await session.execute(
+                    select(Rollout.alias, Rollout.state, Rollout.reason, Rollout.updated_at).where(
+                        Rollout.state.in_(FINISHED_ROLLOUTS)
+                    )
                 )
-            )
-            counts = Counter(
-                (alias, state, (reason or "").split(":", 1)[0]) for alias, state, reason in rows
-            )
+            ).all()
+        counts = Counter(
+            (alias, state, (reason or "").split(":", 1)[0]) for alias, state, reason, _ in rows
+        )
         for labels, count in sorted(counts.items()):
             outcomes.add_metric(list(labels), count)
-        return [weight, step, outcomes]
+        latest: dict[tuple[str, str], float] = {}
+        for alias, state, _, at in rows:
+            latest[(alias, state)] = max(latest.get((alias, state), 0.0), _timestamp(at))
+        for (alias, outcome), seconds in sorted(latest.items()):
+            last.add_metric([alias, outcome], seconds)
+        return [weight, step, outcomes, last]
 
     # -- review and training -----------------------------------------------------------
     async def _review_queue(self) -> Metric:
@@ -158,6 +173,11 @@ class StateMetrics(Collector):
             "Duration of the alias's last finished training run.",
             ["alias"],
         )
+        failure = _gauge(
+            "loragate_training_last_failure_timestamp_seconds",
+            "Unix time the alias's last failed training run ended.",
+            ["alias"],
+        )
         async with self.db.transaction() as session:
             counts = await session.execute(
                 select(TrainingRun.alias, TrainingRun.state, func.count()).group_by(
@@ -175,7 +195,15 @@ class StateMetrics(Collector):
                 assert run.finished_at is not None
                 seconds = (run.finished_at - run.started_at).total_seconds()
                 duration.add_metric([run.alias], seconds)
-        return [runs, duration]
+            failed_at = await session.execute(
+                select(TrainingRun.alias, func.max(TrainingRun.finished_at))
+                .where(TrainingRun.state == "failed")
+                .group_by(TrainingRun.alias)
+            )
+            for alias, at in failed_at:
+                if at is not None:
+                    failure.add_metric([alias], _timestamp(at))
+        return [runs, duration, failure]
 
     # -- quality and drift -------------------------------------------------------------
     async def _monitor(self) -> list[Metric]:
@@ -215,6 +243,11 @@ class StateMetrics(Collector):
 
 def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, labels=labels)
+
+
+def _timestamp(at: datetime) -> float:
+    # SQLite hands back naive datetimes; the store writes UTC.
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _eval_scores(report: dict[str, Any] | None) -> Iterator[tuple[str, float]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ class VectorIndex:
         """Write to a temp file, fsync, rename: a crash leaves the old file or the new one."""
         faiss = _faiss()
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        # Unique across pods that share the directory (their pids may well be equal).
+        temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         faiss.write_index(self._index, str(temp))
         with temp.open("rb") as handle:
             os.fsync(handle.fileno())

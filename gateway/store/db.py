@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 log = logging.getLogger("loragate.store")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6D696772  # "migr"
 
 
 class Database:
@@ -45,6 +46,12 @@ class Database:
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision."""
         async with self.engine.begin() as connection:
+            if not self.is_sqlite:
+                # Every worker of every replica migrates at start: one at a time. The lock is
+                # transaction-scoped, so it is released with the commit.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             await connection.run_sync(_upgrade_to_head)
         log.info("store migrated", extra={"url": self.display_url})
 
