@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check clean docs bench demo
+.PHONY: run test install lint typecheck check clean docs bench demo system-packages dashboards
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) system-packages lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# prometheus/promtool and docker-compose from Debian, for the metrics and deploy tests.
+system-packages:
+	bash .ci/system-packages
+
+# Regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py.
+dashboards: $(STAMP)
+	$(BIN)/python deploy/grafana/dashboards.py
 
 bench: $(STAMP)
 	$(BIN)/loragate model prepare

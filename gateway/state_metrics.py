@@ -124,8 +124,8 @@ class StateMetrics(Collector):
         # that has just started, and sees the first rollback of an alias as well as the tenth.
         last = _gauge(
             "loragate_rollout_last_outcome_timestamp_seconds",
-            "Unix time of the alias's last finished rollout, by outcome.",
-            ["alias", "outcome"],
+            "Unix time of the alias's last finished rollout, by outcome and reason.",
+            ["alias", "outcome", "reason"],
         )
         async with self.db.transaction() as session:
             rows = (
@@ -135,16 +135,15 @@ class StateMetrics(Collector):
                     )
                 )
             ).all()
-        counts = Counter(
-            (alias, state, (reason or "").split(":", 1)[0]) for alias, state, reason, _ in rows
-        )
+        counts: Counter[tuple[str, str, str]] = Counter()
+        latest: dict[tuple[str, str, str], float] = {}
+        for alias, state, reason, at in rows:
+            labels = (alias, state, (reason or "").split(":", 1)[0])
+            counts[labels] += 1
+            latest[labels] = max(latest.get(labels, 0.0), _timestamp(at))
         for labels, count in sorted(counts.items()):
             outcomes.add_metric(list(labels), count)
-        latest: dict[tuple[str, str], float] = {}
-        for alias, state, _, at in rows:
-            latest[(alias, state)] = max(latest.get((alias, state), 0.0), _timestamp(at))
-        for (alias, outcome), seconds in sorted(latest.items()):
-            last.add_metric([alias, outcome], seconds)
+            last.add_metric(list(labels), latest[labels])
         return [weight, step, outcomes, last]
 
     # -- review and training -----------------------------------------------------------

@@ -162,3 +162,14 @@ def make_lora(
     get_peft_model(model, config).save_pretrained(target)
     (target / "README.md").unlink(missing_ok=True)
     return target
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The sample ``name{labels}`` in a Prometheus exposition (label order does not matter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

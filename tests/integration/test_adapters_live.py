@@ -17,7 +17,7 @@ import pytest
 
 from gateway.routing import sticky_bucket
 from tests.integration.conftest import EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, make_lora, wait_until
+from tests.support import ThreadedGateway, create_keys, make_lora, metric_value, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +156,8 @@ def test_negative_feedback_on_the_canary_rolls_it_back(
     assert "negative_feedback_rate" in state["reason"]
     assert admin.chat(admin.alias, "after").headers["x-loragate-version"] == v1
     metrics = admin.gateway.get("/metrics").text
-    outcome = f'alias="{admin.alias}",outcome="rolled_back",reason="gate_failed"'
-    assert f"loragate_rollout_outcomes_total{{{outcome}}} 1.0" in metrics
+    outcome = {"alias": admin.alias, "outcome": "rolled_back", "reason": "gate_failed"}
+    assert metric_value(metrics, "loragate_rollout_outcomes_total", **outcome) == 1.0
 
 
 def test_positive_feedback_promotes_the_canary(
@@ -256,8 +256,8 @@ def test_feedback_rules(admin_factory: Callable[..., Admin], loras: list[Path]) 
     )
     assert stars.json()["polarity"] == "negative"  # an admin may rate any completion
     metrics = admin.gateway.get("/metrics").text
-    labels = f'alias="{admin.alias}",version="{admin.alias}-v1",polarity="negative"'
-    assert f"loragate_feedback_total{{{labels}}} 2.0" in metrics
+    labels = {"alias": admin.alias, "version": f"{admin.alias}-v1", "polarity": "negative"}
+    assert metric_value(metrics, "loragate_feedback_total", **labels) == 2.0
 
 
 def test_a_version_vllm_cannot_load_aborts_its_rollout(

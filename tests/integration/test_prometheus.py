@@ -1,0 +1,390 @@
+"""A real Prometheus scrapes a real gateway and the real vLLM under generated traffic.
+
+The gateway is ``loragate serve`` with two workers on PostgreSQL, in front of the session's
+vLLM CPU server, so the metrics go through prometheus_client's multiprocess mode. Traffic
+covers chat, streams, a refused request, feedback and a correction, grounded requests (with
+and without hits), a canary rollout step, a monitor report, a trainer run's store writes,
+a rollback and a promotion. Prometheus (Debian's package) scrapes both every second and evaluates
+deploy/prometheus/rules.yml. Then:
+
+* the merged /metrics counts every request exactly once, whichever worker served it, and
+  every label set is bounded (no ids, keys or paths);
+* every PromQL expression of every dashboard panel and every rule parses and returns data,
+  except the few listed in ``EXPECTED_EMPTY`` with the reason;
+* the rollback alert fires.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.store import Database
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer
+from tests.support import create_keys, free_port, make_lora, run, wait_until
+from trainer.store import TrainerStore
+
+REPO = Path(__file__).resolve().parents[2]
+COLLECTION = "prom-docs"
+CHATS = 12  # alias requests; every other one streams, every third one is grounded
+
+# Expressions that cannot return data in a fresh, minutes-old Prometheus, and why.
+EXPECTED_EMPTY = {
+    "offset 1d": "compares with a day ago; this Prometheus is minutes old",
+    "loragate_rate_limited_total": "no quotas are configured in this test",
+    "loragate_upstream_errors_total": "vLLM does not fail in this test (fault tests cover it)",
+    "vllm:num_preemptions_total": "vLLM exports it only after its first preemption",
+    "loragate_client_disconnects_total": "every client here reads its answer to the end",
+    'outcome="aborted"': "no rollout is aborted here (test_adapters_live aborts one)",
+    "< 120": "annotations mark events of the last two minutes only",
+}
+# Alert expressions (a comparison with a threshold) are empty while the alert is quiet; the
+# quantity each compares is a recording rule or panel checked above, and promtool's unit
+# tests (tests/unit/test_alerts_and_dashboards.py) make each one fire.
+FIRING_HERE = {"LoragateRollbackHappened", "LoragateTrainingRunFailed"}
+
+
+def _load_dashboards() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "loragate_dashboards", REPO / "deploy/grafana/dashboards.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Stack:
+    gateway_url: str
+    prometheus_url: str
+    database_url: str
+    keys: dict[str, str]
+    alias: str
+    sent: int = 0  # chat requests the gateway answered (2xx) or refused (4xx)
+
+    def headers(self, scope: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]}"}
+
+    def post(self, path: str, body: dict[str, Any], scope: str = "admin") -> httpx.Response:
+        return httpx.post(
+            f"{self.gateway_url}{path}", json=body, headers=self.headers(scope), timeout=120
+        )
+
+    def query(self, expr: str) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30
+        )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metrics_text(self) -> str:
+        return httpx.get(f"{self.gateway_url}/metrics", timeout=30).text
+
+
+@pytest.fixture(scope="module")
+def stack(
+    embedded_server: EmbeddedServer,
+    postgres_url: str,
+    prepared_model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    gateway = _start_gateway(root, port, embedded_server, postgres_url, prepared_model)
+    prometheus = _start_prometheus(root, f"127.0.0.1:{port}", embedded_server.engine_url)
+    try:
+        stack = Stack(
+            f"http://127.0.0.1:{port}",
+            prometheus[1],
+            postgres_url,
+            create_keys(postgres_url),
+            f"prom{uuid.uuid4().hex[:6]}",
+        )
+        _generate_traffic(stack, root, prepared_model)
+        yield stack
+    finally:
+        for process in (prometheus[0], gateway):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        _unload_adapters(embedded_server.engine_url)
+
+
+def _start_gateway(
+    root: Path, port: int, engine: EmbeddedServer, database_url: str, model: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LORAGATE_DATA_DIR": str(root / "data"),
+        "LORAGATE_PORT": str(port),
+        "LORAGATE_WORKERS": "2",
+        "LORAGATE_ENGINE_MODE": "external",
+        "LORAGATE_ENGINE_URLS": engine.engine_url,
+        "LORAGATE_BASE_MODEL_NAME": BASE_MODEL,
+        "LORAGATE_BASE_MODEL_PATH": str(model),
+        "LORAGATE_DATABASE_URL": database_url,
+        "LORAGATE_RECONCILE_INTERVAL_S": "1",
+        "LORAGATE_ROLLOUT_INTERVAL_S": "3600",  # the test steps and rolls back by hand
+        "LORAGATE_MONITOR_INTERVAL_S": "0",  # the test asks for a report
+        "LORAGATE_MONITOR_WINDOW": "5",
+        "LORAGATE_MONITOR_MIN_QUERIES": "3",
+        "LORAGATE_LOG_FORMAT": "json",
+    }
+    log = (root / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
+    )
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            tail = (root / "gateway.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"loragate serve exited with {process.returncode}:\n{tail}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 120, "the two-worker gateway to become ready", step_s=0.5)
+    return process
+
+
+def _start_prometheus(
+    root: Path, gateway: str, engine_url: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("prometheus")
+    assert binary, "Debian's prometheus package is missing; .ci/run installs it"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(REPO / "deploy/prometheus/rules.yml")],
+        "scrape_configs": [
+            {"job_name": "loragate", "static_configs": [{"targets": [gateway]}]},
+            {"job_name": "vllm", "static_configs": [{"targets": [engine_url.split("//")[1]]}]},
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    port = free_port()
+    log = (root / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [binary, f"--config.file={root / 'prometheus.yml'}",
+         f"--storage.tsdb.path={root / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, 60, "Prometheus to start", step_s=0.5)
+    return process, url
+
+
+# -- traffic -------------------------------------------------------------------------------
+def _generate_traffic(stack: Stack, root: Path, model: Path) -> None:
+    v1, v2 = (
+        _publish(stack, make_lora(root / f"lora{seed}", model, seed=seed)) for seed in range(2)
+    )
+    _ingest(stack)
+    started = stack.post(
+        "/v1/admin/rollouts", {"alias": stack.alias, "version": v2, "steps": [50, 100]}
+    )
+    assert started.status_code == 201, started.text
+    completions = [_chat(stack, number) for number in range(CHATS)]
+    served = {version for _, version in completions}
+    assert served == {v1, v2}, "sticky split at 50% should have used both versions"
+    unknown = {"model": "no-such-model", "messages": [{"role": "user", "content": "Hi"}]}
+    refused = stack.post("/v1/chat/completions", unknown, "chat")
+    assert refused.status_code == 404, refused.text
+    stack.sent += 1
+    _feedback(stack, [completion for completion, _ in completions])
+    report = stack.post(f"/v1/admin/monitor/{stack.alias}", {})
+    assert report.status_code == 201, report.text
+    _trainer_writes(stack, v2)
+    rollback = stack.post(f"/v1/admin/rollouts/{stack.alias}/rollback", {})
+    assert rollback.status_code in (200, 201), rollback.text
+    v3 = _publish(stack, make_lora(root / "lora2", model, seed=2))
+    started = stack.post("/v1/admin/rollouts", {"alias": stack.alias, "version": v3})
+    assert started.status_code == 201, started.text
+    promoted = stack.post(f"/v1/admin/rollouts/{stack.alias}/promote", {})
+    assert promoted.status_code in (200, 201), promoted.text
+    rolled_back = f'loragate_rollout_outcomes_total{{alias="{stack.alias}",outcome="rolled_back"}}'
+    wait_until(
+        lambda: stack.query(rolled_back)["data"]["result"], 30, "a scrape after the rollback"
+    )
+    wait_until(lambda: _active_alerts(stack) >= FIRING_HERE, 30, "the alerts to evaluate")
+
+
+def _publish(stack: Stack, lora: Path) -> str:
+    response = stack.post("/v1/admin/adapters", {"path": str(lora), "alias": stack.alias})
+    assert response.status_code == 201, response.text
+    name: str = response.json()["name"]
+    return name
+
+
+def _ingest(stack: Stack) -> None:
+    documents = {
+        "returns": "Bicycles may be returned within 38 days of delivery if unridden.",
+        "warranty": "Frames carry a lifetime warranty; components are covered for two years.",
+    }
+    for document_id, text in documents.items():
+        response = stack.post(f"/v1/collections/{COLLECTION}/documents",
+                              {"id": document_id, "text": text})  # fmt: skip
+        assert response.status_code == 201, response.text
+
+
+def _chat(stack: Stack, number: int) -> tuple[str, str]:
+    body: dict[str, Any] = {
+        "model": stack.alias,
+        "messages": [{"role": "user", "content": f"How long is the return window? ({number})"}],
+        "max_tokens": 4,
+        "conversation_id": f"conversation-{number}",
+        "stream": number % 2 == 1,
+        "stream_options": {"include_usage": True} if number % 2 == 1 else None,
+    }
+    if number % 3 == 0:  # grounded; one in two of those finds nothing above its min_score
+        body["retrieval"] = {"collection": COLLECTION, "min_score": 0.99 if number % 2 else 0.0}
+    body = {key: value for key, value in body.items() if value is not None}
+    with httpx.stream(
+        "POST", f"{stack.gateway_url}/v1/chat/completions", json=body,
+        headers=stack.headers("chat"), timeout=120,
+    ) as response:  # fmt: skip
+        assert response.status_code == 200, response.read()
+        text = response.read().decode()
+        version = response.headers["x-loragate-version"]
+    stack.sent += 1
+    if body["stream"]:
+        assert text.rstrip().endswith("data: [DONE]")
+        completion_id = json.loads(text.split("data: ", 2)[1])["id"]
+    else:
+        completion_id = json.loads(text)["id"]
+    return completion_id, version
+
+
+def _feedback(stack: Stack, completions: list[str]) -> None:
+    for number, completion in enumerate(completions):
+        body: dict[str, Any] = {"completion_id": completion, "score": 1 if number % 3 else -1}
+        if number == 0:
+            body["correction"] = "Unridden bicycles can be returned within 38 days."
+        response = stack.post("/v1/feedback", body, "chat")
+        assert response.status_code in (200, 201), response.text
+
+
+def _trainer_writes(stack: Stack, candidate: str) -> None:
+    """What a training worker writes to the store: a run that failed, and, for a candidate
+    it published, its eval report (training itself is test_trainer_loop's subject)."""
+    from adapters.registry import Registry, ValidationLimits
+
+    async def write() -> None:
+        db = Database(stack.database_url)
+        try:
+            store = TrainerStore(db)
+            run_id = await store.start_run(stack.alias, "manual", approved=1)
+            await store.finish_run(run_id, "failed", error="out of memory (test)")
+            registry = Registry(db.sessions, Path("unused"), ValidationLimits(None, 64))
+            report = {"candidate": {"holdout": {"accuracy": 0.6}, "probes": {"accuracy": 0.9}}}
+            await registry.set_eval_report(candidate, report)
+        finally:
+            await db.dispose()
+
+    run(write())
+
+
+def _unload_adapters(engine_url: str) -> None:
+    for model in httpx.get(f"{engine_url}/v1/models").json()["data"]:
+        if model.get("parent"):
+            httpx.post(f"{engine_url}/v1/unload_lora_adapter", json={"lora_name": model["id"]})
+
+
+# -- the checks ----------------------------------------------------------------------------
+def test_every_request_is_counted_once_across_workers(stack: Stack) -> None:
+    families = {f.name: f for f in text_string_to_metric_families(stack.metrics_text())}
+    requests = families["loragate_requests"].samples
+    assert sum(s.value for s in requests if s.name == "loragate_requests_total") == stack.sent
+    refused = [s for s in requests if s.labels["alias"] == "-"]
+    assert [(s.labels["version"], s.labels["status"], s.value) for s in refused] == [
+        ("-", "4xx", 1.0)
+    ]
+
+
+def test_label_sets_are_bounded(stack: Stack) -> None:
+    contract = _load_contract()
+    aliases = {stack.alias, BASE_MODEL, "-"}
+    for family in text_string_to_metric_families(stack.metrics_text()):
+        if not family.name.startswith("loragate_"):
+            continue
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            labels.pop("le", None)
+            name = _exposed_name(family)
+            assert name in contract, f"{name} is exported but not in the metrics contract"
+            assert set(labels) == set(contract[name]), (name, labels)
+            if "alias" in labels:
+                assert labels["alias"] in aliases, (name, labels)
+            if "status" in labels:
+                assert re.fullmatch(r"[1-5]xx", labels["status"]), labels
+            for value in labels.values():
+                assert not re.search(r"chatcmpl-|lg-|/|conversation-", value), (name, value)
+
+
+def test_every_dashboard_and_rule_query_returns_data(stack: Stack) -> None:
+    dashboards = _load_dashboards()
+    empty, failed = [], []
+    for source, expr in dashboards.all_queries():
+        concrete = dashboards.substitute(expr)
+        body = stack.query(concrete)
+        if body.get("status") != "success":
+            failed.append(f"{source}: {body.get('error')}: {concrete}")
+        elif not body["data"]["result"] and not _expected_empty(source, concrete):
+            empty.append(f"{source}: {concrete}")
+    assert not failed, "queries Prometheus refused:\n" + "\n".join(failed)
+    assert not empty, "queries with no data and no listed reason:\n" + "\n".join(empty)
+
+
+def test_the_rollback_and_failed_run_alerts_fire(stack: Stack) -> None:
+    active = _active_alerts(stack)  # pending or firing: each alert has a `for:` period
+    assert active >= FIRING_HERE
+    quiet = {"LoragateErrorRateHigh", "LoragateStoreDown", "VllmKvCacheNearlyFull"}
+    assert not active & quiet, active
+
+
+def _active_alerts(stack: Stack) -> set[str]:
+    body = httpx.get(f"{stack.prometheus_url}/api/v1/alerts", timeout=30).json()
+    return {alert["labels"]["alertname"] for alert in body["data"]["alerts"]}
+
+
+def _expected_empty(source: str, expr: str) -> bool:
+    if " / alert " in source:
+        return source.rsplit(" ", 1)[1] not in FIRING_HERE
+    return any(marker in expr for marker in EXPECTED_EMPTY)
+
+
+def _exposed_name(family: Any) -> str:
+    return f"{family.name}_total" if family.type == "counter" else family.name
+
+
+def _load_contract() -> dict[str, tuple[str, ...]]:
+    from tests.unit.test_alerts_and_dashboards import METRICS
+
+    return {name: labels for name, (_, labels) in METRICS.items()}
