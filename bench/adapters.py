@@ -215,6 +215,7 @@ def publish_to_first_served(
     client: httpx.Client, server: Server, path: Path, alias: str, timeout_s: float = 300
 ) -> Publish:
     url = server.chat_url(direct=False)
+    loaded_before = adapter_load_seconds(client, server)
     started = time.perf_counter()
     version = publish(client, server, path, alias)
     published = time.perf_counter()
@@ -232,7 +233,7 @@ def publish_to_first_served(
             raise SystemExit(f"{version} was never served: {refusals[-3:]}")
         time.sleep(0.1)
     first_served = time.perf_counter() - started
-    load = last_load_seconds(client, server)  # nothing else loads meanwhile
+    load = load_since(client, server, loaded_before)  # nothing else loads meanwhile
     warm_started = time.perf_counter()
     chat_once(client, url, alias, max_tokens=1).raise_for_status()
     warm = time.perf_counter() - warm_started
@@ -356,12 +357,13 @@ def hot_swap(
     canary_first, canary_load = float("nan"), None
     try:
         wait_for(lambda: run.total() >= 2 * streams, timeout_s, "streams before the swap")
+        loaded_before = adapter_load_seconds(client, server)
         new = publish(client, server, paths[1], alias)
         rollout_at = time.perf_counter()
         admin(client, server, "/v1/admin/rollouts",
               {"alias": alias, "version": new, "steps": [100]})  # fmt: skip
         canary_first = wait_for(lambda: run.served_by(new) >= 1, timeout_s, f"{new} as canary")
-        canary_load = last_load_seconds(client, server)
+        canary_load = load_since(client, server, loaded_before)
         wait_for(lambda: run.served_by(new) >= 2, timeout_s, f"{new} as canary")
         promote_at = time.perf_counter()
         admin(client, server, f"/v1/admin/rollouts/{alias}/promote")
@@ -483,16 +485,23 @@ def measure_mixes(
 # -- report ---------------------------------------------------------------------------------
 
 
-def last_load_seconds(client: httpx.Client, server: Server) -> float | None:
-    """The gateway's ``loragate_adapter_load_seconds`` gauge: how long the last load took."""
+def adapter_load_seconds(client: httpx.Client, server: Server) -> float | None:
+    """The sum of the gateway's ``loragate_adapter_load_seconds`` histogram: vLLM's time
+    loading adapters so far."""
     try:
         text = client.get(f"{server.gateway}/metrics").text
     except httpx.HTTPError:
         return None
     for line in text.splitlines():
-        if line.startswith("loragate_adapter_load_seconds "):
+        if line.startswith("loragate_adapter_load_seconds_sum "):
             return float(line.split()[-1])
-    return None
+    return 0.0  # no load observed yet
+
+
+def load_since(client: httpx.Client, server: Server, before: float | None) -> float | None:
+    """How long the one load since ``before`` took (nothing else loads in between)."""
+    after = adapter_load_seconds(client, server)
+    return None if after is None or before is None else after - before
 
 
 def publish_table(publishes: list[Publish]) -> list[str]:
@@ -521,8 +530,8 @@ def publish_table(publishes: list[Publish]) -> list[str]:
         "that (`adapter_wait_s`) rather than failing.",
     ]
     lines[-1] += (
-        " vLLM load s is the gateway's `loragate_adapter_load_seconds` gauge (the last load's "
-        "duration) read right after; next request s is the same chat again, already loaded."
+        " vLLM load s is the growth of the gateway's `loragate_adapter_load_seconds` histogram "
+        "sum over the publish; next request s is the same chat again, already loaded."
     )
     refused = [(item.version, reason) for item in publishes for reason in item.refusals]
     if refused:
