@@ -108,7 +108,9 @@ class Services:
             retriever, settings.retrieval_models, settings.retrieval_top_k,
             settings.retrieval_min_score, metrics,
         )  # fmt: skip
-        chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler)
+        quotas = components.quota_gate(settings, db, metrics)
+        chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler,
+                           quotas)  # fmt: skip
         flagger = components.flagger(
             settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc()
         )
@@ -141,6 +143,8 @@ class Services:
             self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
+        if self.settings.workers > 1 and self.settings.quota_backend == "memory":
+            log.warning("quotas are counted per worker: set quota_backend=redis to share them")
 
     async def _warm_up_retrieval(self) -> None:
         # Loading the embedding model and the indexes takes seconds; do it now rather than
@@ -178,6 +182,8 @@ class Services:
         await self.monitor_leader.release()
         self.exposition.close()
         await self.reconciler.stop()
+        if self.chat.quotas is not None:
+            await self.chat.quotas.close()
         await self.conversations.close()
         await self.engine.close()
         await self.db.dispose()
@@ -210,6 +216,8 @@ def create_app(
             admin.list_keys,
             admin.create_key,
             admin.revoke_key,
+            admin.get_quota,
+            admin.set_quota,
             collections.list_collections,
             collections.add_document,
             collections.delete_document,
@@ -248,6 +256,7 @@ def create_app(
             "feedback": provide(services.feedback),
             "rollouts": provide(services.rollouts),
             "review": provide(services.review),
+            "quotas": provide(services.chat.quotas),
         },
         state=_state(services),
         lifespan=[lifespan],

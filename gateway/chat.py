@@ -25,6 +25,7 @@ from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
+from gateway.quotas import Admission, QuotaGate
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
@@ -72,6 +73,7 @@ class ChatService:
         limits: ChatLimits,
         grounder: Grounder | None = None,
         reconciler: Reconciler | None = None,
+        quotas: QuotaGate | None = None,
     ) -> None:
         self.engine = engine
         self.router = router
@@ -80,6 +82,8 @@ class ChatService:
         self.limits = limits
         self.grounder = grounder
         self.reconciler = reconciler
+        self.quotas = quotas
+        self.background: set[asyncio.Task[None]] = set()
 
     async def complete(
         self, request: ChatCompletionRequest, principal: Principal, started: float
@@ -90,9 +94,11 @@ class ChatService:
                 body = await self.engine.chat(call.payload)
         except EngineError as exc:
             call.finish_error(exc)
+            await call.settle_quota()
             raise
         except asyncio.CancelledError:
             call.finish("cancelled", 499, "client went away")
+            call.settle_quota_soon()  # a cancelled task cannot wait for it
             raise
         body["id"] = call.record.id
         body["model"] = call.route.served_name
@@ -105,6 +111,8 @@ class ChatService:
                 call.record.response[0]["content"] if call.record.response else ""
             )
         call.finish("ok", 200)
+        # Counted before the client has the answer, so its next request sees these tokens.
+        await call.settle_quota()
         return Served(call.route, body, call.overhead_s() * 1000)
 
     async def stream(
@@ -118,6 +126,7 @@ class ChatService:
                 upstream = await self.engine.stream_chat(call.payload)
         except EngineError as exc:
             call.finish_error(exc)
+            await call.settle_quota()
             raise
         return Served(call.route, self._relay(call, upstream, request.include_usage), overhead_ms)
 
@@ -166,13 +175,18 @@ class ChatService:
                 for index, parts in sorted(texts.items())
             ]  # fmt: skip
             call.finish(*outcome)
+            with anyio.CancelScope(shield=True):
+                await call.settle_quota()
 
     async def _begin(
         self, request: ChatCompletionRequest, principal: Principal, started: float
     ) -> _Call:
         route: Route | None = None
+        admission: Admission | None = None
         try:
             self._check_limits(request)
+            if self.quotas is not None:
+                admission = await self.quotas.admit(principal, request.stream)
             completion_id = f"chatcmpl-{uuid.uuid4().hex}"
             sticky_key = request.conversation_id or principal.key_id or completion_id
             route = await self.router.resolve(request.model, sticky_key)
@@ -184,6 +198,8 @@ class ChatService:
             grounding = await self._ground(request, route, payload)
         except Exception as exc:  # counted as refused, then handled like any other error
             self._count_refused(route, exc)
+            if self.quotas is not None:
+                await self.quotas.settle(admission, 0)
             raise
         record = ConversationRecord(
             id=completion_id,
@@ -198,7 +214,7 @@ class ChatService:
             if grounding
             else None,
         )
-        return _Call(self, route, payload, record, started, grounding)
+        return _Call(self, route, payload, record, started, grounding, admission)
 
     def _count_refused(self, route: Route | None, exc: Exception) -> None:
         status = status_class(describe(exc).status_code)
@@ -249,8 +265,10 @@ class _Call:
         record: ConversationRecord,
         started: float,
         grounding: Grounding | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.service = service
+        self.admission = admission
         self.route = route
         self.payload = payload
         self.record = record
@@ -343,6 +361,19 @@ class _Call:
         metrics.tokens.labels(alias, version, "prompt").inc(self.record.prompt_tokens)
         metrics.tokens.labels(alias, version, "completion").inc(self.record.completion_tokens)
         self.service.conversations.record(self.record)
+
+    async def settle_quota(self) -> None:
+        """Count the tokens against the key's quota and give back its stream slot; once."""
+        admission, self.admission = self.admission, None
+        if self.service.quotas is not None and admission is not None:
+            tokens = self.record.prompt_tokens + self.record.completion_tokens
+            await self.service.quotas.settle(admission, tokens)
+
+    def settle_quota_soon(self) -> None:
+        if self.admission is not None:
+            task = asyncio.get_running_loop().create_task(self.settle_quota())
+            self.service.background.add(task)  # held until done: the loop keeps weak refs
+            task.add_done_callback(self.service.background.discard)
 
 
 def route_labels(route: Route) -> tuple[str, str]:

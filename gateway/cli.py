@@ -165,6 +165,67 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+def _limit(value: str) -> int | None:
+    """An option value: a positive number, or "none" to unset."""
+    if value.lower() == "none":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: give a positive whole number or 'none'")
+    return int(value)
+
+
+@keys.command("quota")
+@click.argument("key_id")
+@click.option("--rpm", help="Requests per minute ('none' to unset).")
+@click.option("--tpm", help="Tokens per minute ('none' to unset).")
+@click.option("--streams", help="Concurrent streams ('none' to unset).")
+@click.option("--monthly-tokens", help="Monthly token budget ('none' to unset).")
+@click.pass_context
+def keys_quota(
+    ctx: click.Context,
+    key_id: str,
+    rpm: str | None,
+    tpm: str | None,
+    streams: str | None,
+    monthly_tokens: str | None,
+) -> None:
+    """Show a key's limits and its tokens this month; with options, change them first.
+
+    Unset limits fall back to the quota_default_* settings. A running gateway sees a change
+    within key_cache_seconds.
+    """
+    from dataclasses import replace
+
+    from gateway.quotas import MonthlyUsage
+    from gateway.store.keys import quota_of
+
+    settings = _settings(ctx)
+    given = {"requests_per_minute": rpm, "tokens_per_minute": tpm,
+             "concurrent_streams": streams, "monthly_tokens": monthly_tokens}  # fmt: skip
+    changes = {name: _limit(raw) for name, raw in given.items() if raw is not None}
+
+    async def action(store: Any) -> tuple[Any, int]:
+        row = await store.get(key_id)
+        if row is None:
+            raise click.ClickException(f"no key with id {key_id}")
+        quota = replace(quota_of(row), **changes)
+        if changes:
+            await store.set_quota(key_id, quota)
+        return quota, await MonthlyUsage(store.db).tokens(key_id)
+
+    quota, used = _with_keys(settings, action)
+    from gateway.components import default_quota
+
+    defaults = default_quota(settings)
+    for name, own in quota.as_dict().items():
+        effective = getattr(quota.over(defaults), name)
+        source = "key" if own is not None else "default" if effective is not None else "-"
+        click.echo(
+            f"{name:<22} {effective if effective is not None else 'unlimited':>12}  ({source})"
+        )
+    click.echo(f"{'tokens this month':<22} {used:>12}")
+
+
 # -- adapters ---------------------------------------------------------------------------
 @main.group()
 def adapters() -> None:

@@ -15,9 +15,13 @@ from adapters.rollout import RolloutController, RolloutPolicy
 from adapters.supervisor import EngineLaunch
 from gateway.errors import ConfigError
 from gateway.flagging import Flagger
+from gateway.metrics import GatewayMetrics
+from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
+from gateway.quotas import MonthlyUsage, QuotaGate
 from gateway.rollout_stats import version_stats
 from gateway.settings import Settings
 from gateway.store import Database
+from gateway.store.keys import Quota
 from gateway.store.leader import LeaderLock
 from monitor.service import MonitorConfig, QualityMonitor
 from retrieval.chunking import ChunkingConfig
@@ -137,6 +141,26 @@ def flagger(
     """The flagging rules of every alias, writing to the review queue in ``db``."""
     return Flagger(db, settings.flag_rules, settings.flag_rules_by_alias,
                    settings.review_trust_corrections, on_flag)  # fmt: skip
+
+
+def quota_gate(settings: Settings, db: Database, metrics: GatewayMetrics) -> QuotaGate:
+    counters: Counters
+    if settings.quota_backend == "redis":
+        counters = RedisCounters(settings.redis_url)
+    else:
+        counters = MemoryCounters()
+    usage = MonthlyUsage(db, settings.quota_usage_refresh_s)
+    return QuotaGate(counters, usage, default_quota(settings), metrics)
+
+
+def default_quota(settings: Settings) -> Quota:
+    """The limits of keys that set none of their own."""
+    return Quota(
+        requests_per_minute=settings.quota_default_requests_per_minute,
+        tokens_per_minute=settings.quota_default_tokens_per_minute,
+        concurrent_streams=settings.quota_default_concurrent_streams,
+        monthly_tokens=settings.quota_default_monthly_tokens,
+    )
 
 
 def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> QualityMonitor:

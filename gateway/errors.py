@@ -12,10 +12,14 @@ mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
     ├── NotFound                404  not_found
     │   └── ModelNotFound           404  model_not_found
     ├── PayloadTooLarge         413  request_too_large
+    ├── RateLimited             429  rate_limit_exceeded (with Retry-After)
+    │   └── QuotaExhausted          429  insufficient_quota (the monthly token budget)
     └── ClientDisconnected      499  client_closed_request (logged; nobody reads it)
 """
 
 from __future__ import annotations
+
+import math
 
 
 class GatewayError(Exception):
@@ -70,6 +74,21 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
     error_type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit  # rpm | tpm | concurrency | budget: the metric label
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+
+class QuotaExhausted(RateLimited):
+    code = "insufficient_quota"
 
 
 class ClientDisconnected(GatewayError):

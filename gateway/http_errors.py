@@ -25,7 +25,7 @@ from adapters.errors import (
 from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,
@@ -88,7 +88,9 @@ _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_
 def describe(exc: Exception) -> ErrorInfo:
     """Status, type and message for any error the gateway can raise."""
     if isinstance(exc, GatewayError):
-        return ErrorInfo(exc.status_code, exc.message, exc.error_type, exc.code, exc.param)
+        retry = exc.retry_after_s if isinstance(exc, RateLimited) else None
+        return ErrorInfo(exc.status_code, exc.message, exc.error_type, exc.code, exc.param,
+                         retry_after_s=retry)  # fmt: skip
     if isinstance(exc, EngineRejected):
         kind = "invalid_request_error" if exc.status_code < 500 else "upstream_error"
         return ErrorInfo(exc.status_code, exc.message, kind, None, exc.param)

@@ -98,6 +98,12 @@ class GatewayMetrics:
             ["alias"],
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "loragate_rate_limited",
+            "Requests refused by a key's quota, by limit: rpm, tpm, concurrency or budget.",
+            ["limit"],
+            registry=registry,
+        )
         self.upstream_errors = Counter(
             "loragate_upstream_errors",
             "Engine failures by error type.",

@@ -95,6 +95,31 @@ class Settings(BaseSettings):
         5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
     )
 
+    # -- quotas -----------------------------------------------------------------------
+    quota_backend: Literal["memory", "redis"] = Field(
+        "memory",
+        description="Where quota counters live: `memory` for one gateway process, `redis` "
+        "(at `redis_url`) when several workers or replicas must share them.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description='Redis for `quota_backend = "redis"`.'
+    )
+    quota_default_requests_per_minute: int | None = Field(
+        None, ge=1, description="Requests per minute for keys without their own limit; unset: none."
+    )
+    quota_default_tokens_per_minute: int | None = Field(
+        None, ge=1, description="Tokens per minute for keys without their own limit; unset: none."
+    )
+    quota_default_concurrent_streams: int | None = Field(
+        None, ge=1, description="Concurrent streams for keys without their own limit; unset: none."
+    )
+    quota_default_monthly_tokens: int | None = Field(
+        None, ge=1, description="Monthly token budget for keys without their own; unset: none."
+    )
+    quota_usage_refresh_s: float = Field(
+        10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
+    )
+
     # -- engine -----------------------------------------------------------------------
     engine_mode: Literal["embedded", "external"] = Field(
         "embedded",

@@ -1,19 +1,36 @@
-"""Admin API (admin-scoped keys): API keys. Adapters, rollouts and review join here."""
+"""Admin API (admin-scoped keys): API keys and their quotas."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import fields
+from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import delete, get, post
+from litestar import delete, get, post, put
 
 from gateway.errors import NotFound
-from gateway.store.keys import KeyStore
+from gateway.quotas import QuotaGate
+from gateway.store.keys import KeyStore, Quota, quota_of
+
+Limit = Annotated[int, msgspec.Meta(ge=1)] | None
+
+
+class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A key's own limits; null (or absent) means the quota_default_* setting applies."""
+
+    requests_per_minute: Limit = None
+    tokens_per_minute: Limit = None
+    concurrent_streams: Limit = None
+    monthly_tokens: Limit = None
+
+    def quota(self) -> Quota:
+        return Quota(**{f.name: getattr(self, f.name) for f in fields(Quota)})
 
 
 class CreateKey(msgspec.Struct):
     scope: Literal["chat", "admin"] = "chat"
     name: str = ""
+    quota: QuotaIn | None = None
 
 
 @get("/v1/admin/keys", opt={"scope": "admin"}, tags=["admin"])
@@ -35,6 +52,8 @@ async def list_keys(keys: KeyStore) -> dict[str, Any]:
 async def create_key(data: CreateKey, keys: KeyStore) -> dict[str, Any]:
     """Create a key; the response is the only time the key is shown."""
     created = await keys.create(data.scope, data.name)
+    if data.quota is not None:
+        await keys.set_quota(created.id, data.quota.quota())
     return {"id": created.id, "scope": created.scope, "name": created.name, "key": created.key}
 
 
@@ -42,5 +61,38 @@ async def create_key(data: CreateKey, keys: KeyStore) -> dict[str, Any]:
 async def revoke_key(key_id: str, keys: KeyStore) -> dict[str, Any]:
     """Revoke a key. Cached verifications expire within `key_cache_seconds`."""
     if not await keys.revoke(key_id):
-        raise NotFound(f"No active key with id '{key_id}'.", param="key_id", code="key_not_found")
+        raise _no_key(key_id)
     return {"id": key_id, "revoked": True}
+
+
+@get("/v1/admin/keys/{key_id:str}/quota", opt={"scope": "admin"}, tags=["admin"])
+async def get_quota(key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[str, Any]:
+    """The key's own limits, the limits in force (with the defaults), and its usage now."""
+    return await _quota_card(key_id, keys, quotas)
+
+
+@put("/v1/admin/keys/{key_id:str}/quota", opt={"scope": "admin"}, tags=["admin"])
+async def set_quota(
+    key_id: str, data: QuotaIn, keys: KeyStore, quotas: QuotaGate
+) -> dict[str, Any]:
+    """Replace the key's own limits. Takes effect within `key_cache_seconds`."""
+    if not await keys.set_quota(key_id, data.quota()):
+        raise _no_key(key_id)
+    return await _quota_card(key_id, keys, quotas)
+
+
+async def _quota_card(key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[str, Any]:
+    row = await keys.get(key_id)
+    if row is None:
+        raise _no_key(key_id)
+    own = quota_of(row)
+    return {
+        "id": key_id,
+        "quota": own.as_dict(),
+        "effective": own.over(quotas.defaults).as_dict(),
+        "usage": await quotas.usage(key_id),
+    }
+
+
+def _no_key(key_id: str) -> NotFound:
+    return NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")

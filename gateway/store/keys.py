@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from sqlalchemy import select, update
@@ -22,11 +22,35 @@ def hash_key(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """A key's limits; None is "not set" (the default applies, or no limit)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_streams: int | None = None
+    monthly_tokens: int | None = None
+
+    def over(self, defaults: Quota) -> Quota:
+        """This quota with its unset limits taken from ``defaults``."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Quota(**{name: value if value is not None else getattr(defaults, name)
+                        for name, value in values.items()})  # fmt: skip
+
+    @property
+    def unlimited(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id (None when auth is off) and its scope."""
+    """Who is calling: the key's id (None when auth is off), its scope and its limits."""
 
     key_id: str | None
     scope: Scope
+    quota: Quota = field(default_factory=Quota)
 
     def allows(self, scope: Scope) -> bool:
         return self.scope == "admin" or self.scope == scope
@@ -62,7 +86,19 @@ class KeyStore:
             )
         if row is None or row.scope not in SCOPES:
             return None
-        return Principal(key_id=row.id, scope=row.scope)
+        return Principal(key_id=row.id, scope=row.scope, quota=quota_of(row))
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        async with self.db.sessions() as session:
+            return await session.get(ApiKey, key_id)
+
+    async def set_quota(self, key_id: str, quota: Quota) -> bool:
+        """Replace the key's own limits (None: not set). Takes effect within the key cache."""
+        async with self.db.transaction() as session:
+            result = await session.execute(
+                update(ApiKey).where(ApiKey.id == key_id).values(**quota.as_dict())
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def list(self) -> list[ApiKey]:
         async with self.db.sessions() as session:
@@ -76,3 +112,7 @@ class KeyStore:
                 .values(revoked_at=utcnow())
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def quota_of(row: ApiKey) -> Quota:
+    return Quota(**{f.name: getattr(row, f.name) for f in fields(Quota)})
