@@ -1,9 +1,14 @@
-"""Structured logging: one JSON object per line, with the ``extra`` fields of each call."""
+"""Structured logging: one JSON object per line, with the ``extra`` fields of each call.
+
+Every line passes through ``redact`` on its way out: API keys, bearer tokens and passwords
+in URLs are masked whatever code logged them (an exception message quoting a header, say).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -12,6 +17,24 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "asctime",
     "taskName",
 }
+
+
+_SECRETS = re.compile(
+    r"(?P<key>lg-[A-Za-z0-9_-]{8,})"
+    r"|(?P<bearer>(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})"
+    r"|(?P<password>(?<=://)[^:/@\s]*:[^@\s]+(?=@))"
+)
+
+
+def redact(text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        if match.group("key"):
+            return "lg-***"
+        if match.group("bearer"):
+            return "Bearer ***"
+        return match.group("password").split(":", 1)[0] + ":***"
+
+    return _SECRETS.sub(mask, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +50,7 @@ class JsonFormatter(logging.Formatter):
         )
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -39,7 +62,7 @@ class TextFormatter(logging.Formatter):
         line = f"{line}  {extras}" if extras else line
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:

@@ -44,7 +44,9 @@ from trainer.errors import DatasetError
 from trainer.job import RunOutcome
 from trainer.tables import SplitItem, TrainingRun
 
-pytestmark = pytest.mark.vllm
+# The module's fixtures train and evaluate for real (about eight minutes on two cores), and
+# the first test pays for them: more than the suite's default ten-minute limit allows.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 TRAIN_STEPS = 24
 
 
