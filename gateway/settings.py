@@ -312,7 +312,7 @@ class Settings(BaseSettings):
     train_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` trains on CUDA when present, else on the CPU."
     )
-    train_threads: int = Field(0, ge=0, description="CPU threads for torch; 0: torch's default.")
+    train_threads: int = Field(0, ge=0, description="CPU threads for training; 0: every core.")
     train_max_example_tokens: int = Field(
         1024, ge=32, description="Examples longer than this (prompt + reply) are dropped."
     )

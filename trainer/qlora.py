@@ -404,8 +404,9 @@ def train(
     ``patience`` evaluations without improvement stop the run early.
     """
     torch = _torch()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    # Always set, never inherit: the thread count is per thread, and a worker thread reused
+    # from a pool may carry the embedder's single thread into training (seen: runs 2x slower).
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
     torch.manual_seed(config.seed)
     device = pick_device(config)
     tokenizer = load_tokenizer(base_dir)
