@@ -152,13 +152,7 @@ class StateMetrics(Collector):
             "loragate_review_queue_items", "Review items by alias and state.", ["alias", "state"]
         )
         async with self.db.transaction() as session:
-            rows = await session.execute(
-                select(ReviewItem.alias, ReviewItem.state, func.count()).group_by(
-                    ReviewItem.alias, ReviewItem.state
-                )
-            )
-            for alias, state, count in rows:
-                queue.add_metric([alias, state], count)
+            await _count_by(session, queue, ReviewItem.alias, ReviewItem.state)
         return queue
 
     async def _training(self) -> list[Metric]:
@@ -178,13 +172,7 @@ class StateMetrics(Collector):
             ["alias"],
         )
         async with self.db.transaction() as session:
-            counts = await session.execute(
-                select(TrainingRun.alias, TrainingRun.state, func.count()).group_by(
-                    TrainingRun.alias, TrainingRun.state
-                )
-            )
-            for alias, state, count in counts:
-                runs.add_metric([alias, state], count)
+            await _count_by(session, runs, TrainingRun.alias, TrainingRun.state)
             last = (
                 select(func.max(TrainingRun.id))
                 .where(TrainingRun.finished_at.is_not(None))
@@ -238,6 +226,13 @@ class StateMetrics(Collector):
                 p_value.add_metric([report.alias], report.drift["p_value"])
             detected.add_metric([report.alias], float(report.drift_detected))
         return [*quality.values(), drift, p_value, detected]
+
+
+async def _count_by(session: Any, family: GaugeMetricFamily, *columns: Any) -> None:
+    """One sample per distinct value of ``columns``: how many rows have it."""
+    rows = await session.execute(select(*columns, func.count()).group_by(*columns))
+    for *labels, count in rows:
+        family.add_metric([str(label) for label in labels], count)
 
 
 def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamily:
