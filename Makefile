@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint typecheck check clean docs bench demo system-packages dashboards
+.PHONY: run test install lint typecheck check clean docs bench demo system-packages dashboards fuzz
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ typecheck: $(STAMP)
 test: $(STAMP) system-packages lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# schemathesis against a live gateway for longer than CI does (tests/integration/test_fuzz.py).
+fuzz: $(STAMP)
+	LORAGATE_FUZZ_EXAMPLES=$${EXAMPLES:-300} LORAGATE_FUZZ_SECONDS=$${SECONDS_BUDGET:-3600} \
+		$(BIN)/python -m pytest tests/integration/test_fuzz.py -p no:cacheprovider --timeout 0
+
 # prometheus/promtool and docker-compose from Debian, for the metrics and deploy tests.
 system-packages:
 	bash .ci/system-packages
@@ -52,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/load.py
 
 # The adaptation loop end to end on the embedded default: about ten minutes on two cores.
 demo: $(STAMP)

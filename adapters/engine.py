@@ -192,6 +192,10 @@ class EngineClient:
                     await response.aread()
                     raise _rejection(response)
                 yield response
+            except httpx.TimeoutException as exc:  # the body stopped coming
+                raise EngineTimeout(f"engine {replica.url} stopped answering") from exc
+            except httpx.TransportError as exc:
+                raise EngineStreamBroken(f"engine {replica.url} broke off: {exc}") from exc
             finally:
                 await response.aclose()
         finally:

@@ -35,6 +35,16 @@ class AdapterInfo:
 def validate_adapter(
     directory: Path, *, base_model_dir: Path | None, max_rank: int, max_bytes: int
 ) -> AdapterInfo:
+    try:
+        return _validate(directory, base_model_dir, max_rank, max_bytes)
+    except OSError as exc:  # a path too long, a file unreadable: the caller's input, not ours
+        raise InvalidAdapter(f"cannot read the adapter at {str(directory)[:200]}: "
+                             f"{exc.strerror or exc}") from exc  # fmt: skip
+
+
+def _validate(
+    directory: Path, base_model_dir: Path | None, max_rank: int, max_bytes: int
+) -> AdapterInfo:
     files = _check_files(directory)
     size = sum(path.stat().st_size for path in files)
     if size > max_bytes:

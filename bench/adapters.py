@@ -72,7 +72,7 @@ class Server:
         return hits[-limit:]
 
 
-def start_server(data_dir: Path) -> Server:
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
     port, engine_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -85,6 +85,7 @@ def start_server(data_dir: Path) -> Server:
         "LORAGATE_MAX_CPU_LORAS": "16",
         "LORAGATE_RECONCILE_INTERVAL_S": "2",
         "LORAGATE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     log = data_dir / "serve.log"
     with log.open("wb") as sink:

@@ -37,6 +37,7 @@ from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import Exposition, GatewayMetrics
+from gateway.openapi import document_errors
 from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
@@ -44,7 +45,8 @@ from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.state_metrics import StateMetrics
 from gateway.store import Database
-from gateway.store.conversations import ConversationLog
+from gateway.store.conversations import ConversationLog, ConversationRecord
+from gateway.store.journal import Journal, orphans
 from gateway.store.keys import KeyStore
 from gateway.store.leader import MONITOR_LOCK_KEY, LeaderLock
 from monitor.service import QualityMonitor
@@ -79,6 +81,7 @@ class Services:
     state_metrics: StateMetrics
     monitor: QualityMonitor
     monitor_leader: LeaderLock
+    journal: Journal
     tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
     @classmethod
@@ -90,7 +93,8 @@ class Services:
     ) -> Services:
         db = Database(settings.resolved_database_url)
         keys = KeyStore(db)
-        conversations = ConversationLog(db)
+        journal = Journal(settings.resolved_journal_dir, fsync=settings.journal_fsync)
+        conversations = ConversationLog(db, journal)
         engine = engine or EngineClient(engine_config(settings))
         adapters = adapter_registry(settings, db)
         reconciler = Reconciler(
@@ -100,7 +104,7 @@ class Services:
         rollouts = rollout_controller(settings, db, adapters, leader)  # fmt: skip
         router = ModelRouter(adapters, settings.base_model_name)
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
-                            settings.adapter_wait_s)  # fmt: skip
+                            settings.adapter_wait_s, settings.default_max_tokens)  # fmt: skip
         metrics = GatewayMetrics(registry)
         reconciler.on_action(metrics.record_reconciler_action)
         retriever = build_retriever(settings, db)
@@ -115,7 +119,7 @@ class Services:
             settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc()
         )
         conversations.on_written(flagger.examine)
-        feedback = FeedbackService(db, conversations, metrics, flagger)
+        feedback = FeedbackService(db, conversations, metrics, flagger, journal)
         review_queue = ReviewQueue(db, flagger)
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
@@ -128,11 +132,13 @@ class Services:
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
                    authenticator, retriever, adapters, reconciler, feedback, review_queue,
                    rollouts, leader, metrics, exposition, state_metrics, monitor,
-                   LeaderLock(db, MONITOR_LOCK_KEY, "monitor"))  # fmt: skip
+                   LeaderLock(db, MONITOR_LOCK_KEY, "monitor"), journal)  # fmt: skip
 
     async def start(self) -> None:
         await self.db.migrate()
+        await self.replay_journal()
         self.conversations.start()
+        self.feedback.start()
         await self.engine.start()
         await self.reconciler.start()
         self.tasks = [
@@ -145,6 +151,24 @@ class Services:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
         if self.settings.workers > 1 and self.settings.quota_backend == "memory":
             log.warning("quotas are counted per worker: set quota_backend=redis to share them")
+
+    async def replay_journal(self) -> None:
+        """Write what dead gateways journaled but never got into the database."""
+        for orphan in orphans(self.journal.directory):
+            try:
+                records = [ConversationRecord(**entry.data) for entry in orphan.entries
+                           if entry.kind == "conversation"]  # fmt: skip
+                written = await self.conversations.replay(records)
+                applied = await self.feedback.replay(
+                    [entry.data for entry in orphan.entries if entry.kind == "feedback"]
+                )
+            except BaseException:
+                orphan.release()  # kept for the next start
+                raise
+            orphan.done()
+            log.warning("journal replayed", extra={
+                "segment": orphan.path.name, "entries": len(orphan.entries),
+                "conversations_written": written, "feedback_applied": applied})  # fmt: skip
 
     async def _warm_up_retrieval(self) -> None:
         # Loading the embedding model and the indexes takes seconds; do it now rather than
@@ -184,7 +208,9 @@ class Services:
         await self.reconciler.stop()
         if self.chat.quotas is not None:
             await self.chat.quotas.close()
+        await self.feedback.close()
         await self.conversations.close()
+        self.journal.close()
         await self.engine.close()
         await self.db.dispose()
 
@@ -240,7 +266,7 @@ def create_app(
         ],
         guards=[scope_guard],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, ops.healthz, ops.readyz, ops.metrics],
         dependencies={
             "chat": provide(services.chat),
@@ -266,6 +292,8 @@ def create_app(
         logging_config=None,  # gateway.logs owns the log format
         debug=False,
     )
+    document_errors(app)
+    return app
 
 
 def _state(services: Services) -> State:
@@ -274,9 +302,11 @@ def _state(services: Services) -> State:
 
 def create_app_from_env() -> Litestar:
     """Factory for ``uvicorn --factory`` with several workers (external engine mode)."""
+    from gateway.http_protocol import limit_headers
     from gateway.logs import configure_logging
     from gateway.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    limit_headers(settings.max_header_bytes)  # this worker's protocol class, as configured
     return create_app(settings)

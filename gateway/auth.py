@@ -1,6 +1,7 @@
 """Bearer API keys with two scopes, ``chat`` and ``admin`` (admin may also chat).
 
-Verified keys are cached for ``key_cache_seconds`` so the store is not hit on every request.
+Verified keys are cached for ``key_cache_seconds`` so the store is not hit on every request,
+and keep working past that while the store is unavailable.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.store.db import UNAVAILABLE
 from gateway.store.keys import KeyStore, Principal, Scope, hash_key
 
 log = logging.getLogger("loragate.auth")
@@ -35,7 +37,13 @@ class Authenticator:
         now = time.monotonic()
         if cached is not None and cached[0] > now:
             return cached[1]
-        principal = await self.keys.find(key)
+        try:
+            principal = await self.keys.find(key)
+        except UNAVAILABLE:
+            if cached is None:
+                raise
+            # The store is down: a key it verified before still works (revocations wait).
+            return cached[1]
         if principal is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         if len(self._cache) > 10_000:

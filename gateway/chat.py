@@ -61,6 +61,7 @@ class ChatLimits:
     max_messages: int
     max_n: int
     adapter_wait_s: float = 10.0  # how long a request waits for its adapter to be loaded
+    default_max_tokens: int | None = None  # for requests that set no output limit
 
 
 class ChatService:
@@ -111,8 +112,10 @@ class ChatService:
                 call.record.response[0]["content"] if call.record.response else ""
             )
         call.finish("ok", 200)
-        # Counted before the client has the answer, so its next request sees these tokens.
+        # Counted before the client has the answer, so its next request sees these tokens,
+        # and journaled, so an acknowledged answer is never missing from the log.
         await call.settle_quota()
+        await self.conversations.durable()
         return Served(call.route, body, call.overhead_s() * 1000)
 
     async def stream(
@@ -158,8 +161,11 @@ class ChatService:
             if call.grounding is not None:
                 answer = "".join(texts.get(0, []))
                 yield b"data: " + _encode(call.citations_chunk(answer)) + b"\n\n"
+            # [DONE] acknowledges the answer: the record is journaled before it is sent.
+            call.record.response = _stream_response(texts, finish_reasons)
+            call.finish("ok", 200)
+            await self.conversations.durable()
             yield DONE_EVENT
-            outcome = ("ok", 200, None)
         except EngineError as exc:
             info = describe(exc)
             outcome = ("error", info.status_code, info.message)
@@ -169,12 +175,9 @@ class ChatService:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()  # closing mid-body aborts the request in vLLM
-            call.record.response = [
-                {"index": index, "content": "".join(parts),
-                 "finish_reason": finish_reasons.get(index)}
-                for index, parts in sorted(texts.items())
-            ]  # fmt: skip
-            call.finish(*outcome)
+            if not call.finished:
+                call.record.response = _stream_response(texts, finish_reasons)
+                call.finish(*outcome)
             with anyio.CancelScope(shield=True):
                 await call.settle_quota()
 
@@ -195,6 +198,8 @@ class ChatService:
                     route.upstream_model, self.limits.adapter_wait_s
                 )
             payload = request.upstream_payload(route.upstream_model)
+            if request.output_limit is None and self.limits.default_max_tokens is not None:
+                payload["max_tokens"] = self.limits.default_max_tokens
             grounding = await self._ground(request, route, payload)
         except Exception as exc:  # counted as refused, then handled like any other error
             self._count_refused(route, exc)
@@ -277,7 +282,7 @@ class _Call:
         self.alias, self.version = route_labels(route)
         self.upstream_s = 0.0  # time spent waiting on vLLM
         self._last_token_at: float | None = None
-        self._finished = False
+        self.finished = False
         service.metrics.in_flight.labels(self.alias).inc()
 
     @contextlib.contextmanager
@@ -343,9 +348,9 @@ class _Call:
         self.finish("error", info.status_code, info.message)
 
     def finish(self, status: Status, status_code: int, error: str | None = None) -> None:
-        if self._finished:
+        if self.finished:
             return
-        self._finished = True
+        self.finished = True
         seconds = time.perf_counter() - self.started
         self.record.status = status
         self.record.error = error
@@ -379,6 +384,15 @@ class _Call:
 def route_labels(route: Route) -> tuple[str, str]:
     """(alias, version) metric labels: a request for the base model is its own alias."""
     return route.alias or route.served_name, route.served_name
+
+
+def _stream_response(
+    texts: dict[int, list[str]], finish_reasons: dict[int, str | None]
+) -> list[dict[str, Any]]:
+    return [
+        {"index": index, "content": "".join(parts), "finish_reason": finish_reasons.get(index)}
+        for index, parts in sorted(texts.items())
+    ]
 
 
 def _choice_record(choice: dict[str, Any]) -> dict[str, Any]:

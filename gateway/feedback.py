@@ -2,22 +2,32 @@
 
 Idempotent per completion and API key: posting again updates the earlier verdict. A key may
 only rate its own completions (admin keys may rate any, for operator flags).
+
+While the database is unavailable, feedback is journaled (see gateway.store.journal) and
+answered ``queued``; it is applied, checks included, when the database answers again.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import msgspec
 from sqlalchemy import select
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.flagging import Flagger, alias_of
 from gateway.metrics import GatewayMetrics
 from gateway.store.conversations import ConversationLog
-from gateway.store.db import Database
+from gateway.store.db import UNAVAILABLE, Database, storable_text
+from gateway.store.journal import Journal, Ticket
 from gateway.store.keys import Principal
 from gateway.store.tables import Conversation, Feedback, utcnow
+
+log = logging.getLogger("loragate.feedback")
 
 Polarity = Literal["positive", "negative", "neutral"]
 
@@ -43,6 +53,13 @@ class FeedbackIn(msgspec.Struct, forbid_unknown_fields=False):
         return "positive" if self.score >= 4 else "negative" if self.score <= 2 else "neutral"
 
 
+@dataclass
+class _Queued:
+    data: FeedbackIn
+    principal: Principal
+    ticket: Ticket | None = None
+
+
 class FeedbackService:
     def __init__(
         self,
@@ -50,15 +67,56 @@ class FeedbackService:
         conversations: ConversationLog,
         metrics: GatewayMetrics,
         flagger: Flagger | None = None,
+        journal: Journal | None = None,
+        retry_s: float = 2.0,
     ) -> None:
         self.db = db
         self.conversations = conversations
         self.metrics = metrics
         self.flagger = flagger
+        self.journal = journal
+        self.retry_s = retry_s
+        self._queued: list[_Queued] = []
+        self._retrier: asyncio.Task[None] | None = None
 
-    async def submit(self, data: FeedbackIn, principal: Principal) -> dict[str, object]:
+    async def submit(self, data: FeedbackIn, principal: Principal) -> dict[str, Any]:
         if data.score is None and not (data.correction or data.flag or data.comment):
             raise InvalidRequest("give a score, a correction, a flag or a comment")
+        polarity = data.polarity()
+        try:
+            return await self._apply(data, principal)
+        except UNAVAILABLE as exc:
+            if self.journal is None:
+                raise
+            try:
+                await self._queue(data, principal, str(exc).splitlines()[0])
+            except OSError:
+                raise exc from None  # nowhere to keep it: the client must retry
+            return {"completion_id": data.completion_id, "model": None, "polarity": polarity,
+                    "created": None, "flagged": [], "queued": True}  # fmt: skip
+
+    async def replay(self, entries: list[dict[str, Any]]) -> int:
+        """Apply feedback a dead gateway journaled; returns how many were applied."""
+        applied = 0
+        for entry in entries:
+            queued = _from_entry(entry)
+            applied += await self._apply_queued(queued)
+        return applied
+
+    def start(self) -> None:
+        self._retrier = asyncio.create_task(self._retry_forever(), name="feedback-retry")
+
+    async def close(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    async def _apply(self, data: FeedbackIn, principal: Principal) -> dict[str, Any]:
         polarity = data.polarity()
         conversation = await self._conversation(data.completion_id, principal)
         key_id = principal.key_id or ""
@@ -73,14 +131,49 @@ class FeedbackService:
                 row = Feedback(completion_id=data.completion_id, api_key_id=key_id,
                                served_model=conversation.served_model)  # fmt: skip
                 session.add(row)
-            row.score, row.polarity, row.correction = data.score, polarity, data.correction
-            row.flag, row.comment, row.updated_at = data.flag, data.comment, utcnow()
+            row.score, row.polarity = data.score, polarity
+            row.correction = storable_text(data.correction)
+            row.flag, row.comment = storable_text(data.flag), storable_text(data.comment)
+            row.updated_at = utcnow()
         if created and polarity is not None:
             alias = alias_of(conversation.requested_model, conversation.served_model)
             self.metrics.feedback.labels(alias, conversation.served_model, polarity).inc()
         flagged = await self._flag(conversation, data, polarity, principal)
         return {"completion_id": data.completion_id, "model": conversation.served_model,
-                "polarity": polarity, "created": created, "flagged": flagged}  # fmt: skip
+                "polarity": polarity, "created": created, "flagged": flagged,
+                "queued": False}  # fmt: skip
+
+    async def _queue(self, data: FeedbackIn, principal: Principal, error: str) -> None:
+        """Journal the feedback (durably: the client is told it was accepted) for later."""
+        assert self.journal is not None
+        ticket = self.journal.append("feedback", _to_entry(data, principal))
+        await self.journal.sync()
+        self._queued.append(_Queued(data, principal, ticket))
+        log.warning("store unavailable; feedback queued",
+                    extra={"queued": len(self._queued), "error": error})  # fmt: skip
+
+    async def _retry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_s)
+            while self._queued:
+                queued = self._queued[0]
+                try:
+                    await self._apply_queued(queued)
+                except UNAVAILABLE:
+                    break  # still down: try again later, in the same order
+                self._queued.pop(0)
+                if queued.ticket is not None and self.journal is not None:
+                    self.journal.settle(queued.ticket)
+
+    async def _apply_queued(self, queued: _Queued) -> int:
+        """1 when applied; 0 when its checks refuse it now (logged whole, not retried)."""
+        try:
+            await self._apply(queued.data, queued.principal)
+        except GatewayError as exc:
+            log.error("queued feedback refused", extra={
+                "completion_id": queued.data.completion_id, "error": exc.message})  # fmt: skip
+            return 0
+        return 1
 
     async def _flag(
         self,
@@ -96,7 +189,7 @@ class FeedbackService:
             by_admin=principal.scope == "admin",
         )  # fmt: skip
         if flags:
-            await self.flagger.add(flags, data.correction)
+            await self.flagger.add(flags, storable_text(data.correction))
         return [flag.reason for flag in flags]
 
     async def _conversation(self, completion_id: str, principal: Principal) -> Conversation:
@@ -110,3 +203,13 @@ class FeedbackService:
             raise NotFound(f"No completion '{completion_id}'.", param="completion_id",
                            code="completion_not_found")  # fmt: skip
         return row
+
+
+def _to_entry(data: FeedbackIn, principal: Principal) -> dict[str, Any]:
+    return {"feedback": msgspec.to_builtins(data), "key_id": principal.key_id,
+            "scope": principal.scope}  # fmt: skip
+
+
+def _from_entry(entry: dict[str, Any]) -> _Queued:
+    data = msgspec.convert(entry["feedback"], FeedbackIn)
+    return _Queued(data, Principal(key_id=entry["key_id"], scope=entry["scope"]))

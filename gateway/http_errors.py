@@ -8,6 +8,7 @@ packages are mapped through ``_ADAPTER_ERRORS``; Litestar's own (bad JSON, valid
 
 from __future__ import annotations
 
+import errno
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
 from gateway.errors import GatewayError, RateLimited
+from gateway.store.db import UNAVAILABLE
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,
@@ -82,6 +84,7 @@ _PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (MonitorError, 500, "internal_error", "monitor_error"),
 )
 
+STORE_RETRY_AFTER_S = 5
 _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
@@ -101,6 +104,18 @@ def describe(exc: Exception) -> ErrorInfo:
             return ErrorInfo(status, str(exc), kind, code, param, retry_after_s=retry)
     if isinstance(exc, HTTPException):
         return _from_http_exception(exc)
+    if isinstance(exc, RecursionError):
+        # msgspec decodes recursively: a body of 100k nested brackets ends here, not as a
+        # decode error. Nothing else in the gateway recurses on what a client sends.
+        return ErrorInfo(400, "The JSON body is nested too deeply.", "invalid_request_error",
+                         "invalid_json")  # fmt: skip
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ErrorInfo(507, "The server's disk is full; nothing was changed. Retry once an "
+                         "operator has freed space.", "service_unavailable",
+                         "insufficient_storage")  # fmt: skip
+    if isinstance(exc, UNAVAILABLE):
+        return ErrorInfo(503, "The store is unavailable; retry shortly.", "service_unavailable",
+                         "store_unavailable", retry_after_s=STORE_RETRY_AFTER_S)  # fmt: skip
     return ErrorInfo(500, "Internal server error.", "internal_error")
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 
 from gateway.errors import QuotaExhausted, RateLimited
 from gateway.quota_counters import Counters
-from gateway.store.db import Database
+from gateway.store.db import UNAVAILABLE, Database
 from gateway.store.keys import Principal, Quota
 from gateway.store.tables import Conversation
 
@@ -54,7 +54,12 @@ class MonthlyUsage:
         month = _month_start()
         cached = self._cache.get(key_id)
         if cached is None or cached[1] != month.isoformat() or _age(cached[0]) > self.refresh_s:
-            stored = await self._stored(key_id, month)
+            try:
+                stored = await self._stored(key_id, month)
+            except UNAVAILABLE:
+                if cached is None or cached[1] != month.isoformat():
+                    raise
+                return cached[2] + self._since_read.get(key_id, 0)  # stale beats refusing
             cached = (time.monotonic(), month.isoformat(), stored)
             self._cache[key_id], self._since_read[key_id] = cached, 0
         return cached[2] + self._since_read.get(key_id, 0)

@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.registry import SERVING_STATES, AliasRoute, Registry, UnknownAdapter
 from gateway.errors import ModelNotFound
+from gateway.store.db import UNAVAILABLE
+
+log = logging.getLogger("loragate.routing")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class ModelRouter:
         self._routes: dict[str, AliasRoute] = {}
         self._serving: dict[str, str] = {}  # version name -> alias
         self._fetched_at = float("-inf")
+        self._loaded = False
         registry.on_change(self.invalidate)
 
     def invalidate(self) -> None:
@@ -82,13 +87,23 @@ class ModelRouter:
     async def _refresh(self) -> None:
         if time.monotonic() - self._fetched_at < self.refresh_s:
             return
-        self._routes = await self.registry.routes()
+        try:
+            routes = await self.registry.routes()
+            serving = await self.registry.serving_versions()
+        except UNAVAILABLE as exc:
+            if not self._loaded:
+                raise
+            # The store is down: keep routing by the last table rather than refuse chat.
+            log.warning("store unavailable; routing by the last table",
+                        extra={"error": str(exc).splitlines()[0]})  # fmt: skip
+            self._fetched_at = time.monotonic()
+            return
+        self._routes = routes
         self._serving = {
-            version.name: version.alias
-            for version in await self.registry.serving_versions()
-            if version.state in SERVING_STATES
+            version.name: version.alias for version in serving if version.state in SERVING_STATES
         }
         self._fetched_at = time.monotonic()
+        self._loaded = True
 
     async def list_models(self) -> list[dict[str, Any]]:
         await self._refresh()

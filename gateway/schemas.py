@@ -18,9 +18,18 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 GATEWAY_FIELDS = frozenset({"conversation_id", "stream_options", "retrieval"})
 
 
+# OpenAI's own limits: 10 MiB of text per message, four stop sequences.
+MAX_CONTENT_CHARS = 10 * 1024 * 1024
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 256
+
+Content = Annotated[str, Meta(max_length=MAX_CONTENT_CHARS)]
+StopSequence = Annotated[str, Meta(max_length=MAX_STOP_CHARS)]
+
+
 class ChatMessage(msgspec.Struct, omit_defaults=True):
     role: Role
-    content: str | list[dict[str, Any]] | None = None
+    content: Content | list[dict[str, Any]] | None = None
     name: str | UnsetType = UNSET
     tool_calls: list[dict[str, Any]] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
@@ -52,7 +61,12 @@ class ChatCompletionRequest(msgspec.Struct, omit_defaults=True):
     top_p: Probability | UnsetType = UNSET
     max_tokens: PositiveInt | UnsetType | None = UNSET
     max_completion_tokens: PositiveInt | UnsetType | None = UNSET
-    stop: str | Annotated[list[str], Meta(max_length=16)] | UnsetType | None = UNSET
+    stop: (
+        StopSequence
+        | Annotated[list[StopSequence], Meta(max_length=MAX_STOP_SEQUENCES)]
+        | UnsetType
+        | None
+    ) = UNSET
     seed: int | UnsetType | None = UNSET
     n: PositiveInt | UnsetType = UNSET
     presence_penalty: Penalty | UnsetType = UNSET

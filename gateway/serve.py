@@ -15,6 +15,7 @@ import uvicorn
 from adapters.supervisor import EngineSupervisor
 from gateway.app import create_app
 from gateway.components import engine_launch
+from gateway.http_protocol import limit_headers
 from gateway.settings import Settings
 
 log = logging.getLogger("loragate.serve")
@@ -27,6 +28,7 @@ def serve(settings: Settings) -> None:
         uvicorn.run(
             "gateway.app:create_app_from_env",
             factory=True,
+            http=limit_headers(settings.max_header_bytes),
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
@@ -63,6 +65,7 @@ async def _serve_one(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        http=limit_headers(settings.max_header_bytes),
     )
     server = uvicorn.Server(config)
     _exit_quietly_on_signals(server)

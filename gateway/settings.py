@@ -87,6 +87,19 @@ class Settings(BaseSettings):
         "`data_dir`. Use `postgresql+asyncpg://...` for several replicas.",
     )
 
+    journal_dir: Path | None = Field(
+        None,
+        description="Where each gateway process journals what it acknowledged before the "
+        "store has it. Empty means `data_dir/journal`. Give each replica a volume that "
+        "outlives its pod.",
+    )
+    journal_fsync: bool = Field(
+        False,
+        description="Wait for the disk (fsync, batched) before acknowledging a completion or "
+        "queued feedback. Off, the local journal survives a killed gateway; on, also a "
+        "crashed host.",
+    )
+
     # -- auth -------------------------------------------------------------------------
     auth_enabled: bool = Field(
         True, description="Require API keys. Turning it off is for local use and logs a warning."
@@ -223,8 +236,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
     )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        description="Largest request head (request line and headers); bigger ones get 431.",
+    )
     max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
+    default_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="`max_tokens` for requests that set no output limit. Unset, "
+        "vLLM may generate up to the rest of the context window.",
+    )
 
     # -- retrieval --------------------------------------------------------------------
     embedding_model_path: Path | None = Field(
@@ -449,6 +473,8 @@ class Settings(BaseSettings):
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
         if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
+        if self.default_max_tokens is not None and self.default_max_tokens >= self.max_model_len:
+            raise ValueError("default_max_tokens: must be under max_model_len")
         return self
 
     @classmethod
@@ -471,6 +497,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'loragate.db').resolve()}"
+
+    @property
+    def resolved_journal_dir(self) -> Path:
+        return self.journal_dir or self.data_dir / "journal"
 
     @property
     def resolved_base_model_path(self) -> Path:

@@ -104,10 +104,20 @@ class VectorIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Unique across pods that share the directory (their pids may well be equal).
         temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-        faiss.write_index(self._index, str(temp))
-        with temp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        try:
+            # Through a Python file: faiss writing to a path only prints a failed close (disk
+            # full) and leaves a truncated file behind (seen); Python raises.
+            with temp.open("wb") as handle:
+                faiss.write_index(self._index, faiss.PyCallbackIOWriter(handle.write))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except RuntimeError as exc:  # faiss's own errors
+            temp.unlink(missing_ok=True)
+            raise OSError(f"could not write {path.name}: {str(exc).splitlines()[0]}") from exc
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)

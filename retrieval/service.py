@@ -304,7 +304,6 @@ class Retriever:
         def work() -> None:
             loaded.index.remove(remove)
             loaded.index.add(add, vectors)
-            loaded.index.save(self._index_path(collection))
 
         try:
             await anyio.to_thread.run_sync(work)
@@ -314,6 +313,17 @@ class Retriever:
             self._collections.pop(collection, None)
             raise
         loaded.generation = generation
+        await self._save(loaded.index, collection)
+
+    async def _save(self, index: VectorIndex, collection: str) -> None:
+        """Write the index file. It is a cache of the store: when it cannot be written (disk
+        full), the old file stays whole, search goes on from memory, and the next start
+        rebuilds from the store."""
+        try:
+            await anyio.to_thread.run_sync(index.save, self._index_path(collection))
+        except OSError as exc:
+            log.error("index file not saved; serving from memory",
+                      extra={"collection": collection, "error": str(exc)})  # fmt: skip
 
     def _index_path(self, collection: str) -> Path:
         return self.index_dir / f"{check_collection_name(collection)}.faiss"
@@ -369,7 +379,7 @@ class Retriever:
             VectorIndex.build, dimension, self.config.index, ids, vectors
         )
         if len(index):
-            await anyio.to_thread.run_sync(index.save, path)
+            await self._save(index, collection)
         return index
 
     async def _stored_vectors(self, collection: str) -> tuple[np.ndarray, np.ndarray]:

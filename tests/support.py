@@ -15,6 +15,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from gateway.app import create_app
+from gateway.http_protocol import limit_headers
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.keys import KeyStore
@@ -124,6 +125,7 @@ class ThreadedGateway:
             log_config=None,
             access_log=False,
             lifespan="on",
+            http=limit_headers(settings.max_header_bytes),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)

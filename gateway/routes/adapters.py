@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion
@@ -70,9 +71,17 @@ async def list_aliases(adapters: Registry) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@post("/v1/feedback", opt={"scope": "chat"}, tags=["openai"], status_code=200)
+@post(
+    "/v1/feedback",
+    opt={"scope": "chat"},
+    tags=["openai"],
+    status_code=200,
+    responses={202: ResponseSpec(dict[str, Any], description="Queued: the store is down; "
+                                 "it is journaled and applied, checks included, later.")},
+)  # fmt: skip
 async def submit_feedback(
     request: Request[Any, Any, Any], data: FeedbackIn, feedback: FeedbackService
-) -> dict[str, Any]:
+) -> Response[dict[str, Any]]:
     """Rate a completion (thumbs or stars), correct it, or flag it."""
-    return await feedback.submit(data, request.state.principal)
+    result = await feedback.submit(data, request.state.principal)
+    return Response(result, status_code=202 if result["queued"] else 200)

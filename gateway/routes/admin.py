@@ -12,7 +12,9 @@ from gateway.errors import NotFound
 from gateway.quotas import QuotaGate
 from gateway.store.keys import KeyStore, Quota, quota_of
 
-Limit = Annotated[int, msgspec.Meta(ge=1)] | None
+# The columns' ranges: 32-bit for per-minute limits, 64-bit for the monthly budget.
+Limit = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None
+BigLimit = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None
 
 
 class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -21,7 +23,7 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
     requests_per_minute: Limit = None
     tokens_per_minute: Limit = None
     concurrent_streams: Limit = None
-    monthly_tokens: Limit = None
+    monthly_tokens: BigLimit = None
 
     def quota(self) -> Quota:
         return Quota(**{f.name: getattr(self, f.name) for f in fields(Quota)})
@@ -29,7 +31,7 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class CreateKey(msgspec.Struct):
     scope: Literal["chat", "admin"] = "chat"
-    name: str = ""
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     quota: QuotaIn | None = None
 
 

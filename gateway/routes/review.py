@@ -10,15 +10,18 @@ from litestar.params import Parameter
 
 from gateway.review import ReviewFilter, ReviewQueue, item_card
 
+ItemId = Annotated[int, Parameter(ge=1, le=2**31 - 1)]  # the id column is 32-bit
+Correction = Annotated[str, msgspec.Meta(max_length=32_768)]
+
 
 class DecisionIn(msgspec.Struct, forbid_unknown_fields=False):
     decision: Literal["approve", "reject"]
-    correction: str | None = None  # replaces the stored correction when given
+    correction: Correction | None = None  # replaces the stored correction when given
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class EditIn(msgspec.Struct, forbid_unknown_fields=False):
-    correction: str
+    correction: Correction
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
@@ -34,8 +37,8 @@ async def list_review(
     review_state: Annotated[str | None, Parameter(query="state")] = "pending",
     alias: str | None = None,
     reason: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Parameter(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:
     """Flagged completions, filtered by state (default pending), alias and reason."""
     items, total = await review.list(
@@ -45,7 +48,7 @@ async def list_review(
 
 
 @get("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])
-async def show_review(item_id: int, review: ReviewQueue) -> dict[str, Any]:
+async def show_review(item_id: ItemId, review: ReviewQueue) -> dict[str, Any]:
     """One item with the conversation as served and the answer."""
     item, conversation = await review.show(item_id)
     return item_card(item, conversation)
@@ -58,7 +61,7 @@ async def show_review(item_id: int, review: ReviewQueue) -> dict[str, Any]:
     status_code=200,
 )
 async def decide_review(
-    item_id: int, data: DecisionIn, review: ReviewQueue, request: Request[Any, Any, Any]
+    item_id: ItemId, data: DecisionIn, review: ReviewQueue, request: Request[Any, Any, Any]
 ) -> dict[str, Any]:
     """Approve (optionally with an edited correction) or reject."""
     state: Literal["approved", "rejected"] = (
@@ -71,7 +74,7 @@ async def decide_review(
 
 
 @patch("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])
-async def edit_review(item_id: int, data: EditIn, review: ReviewQueue) -> dict[str, Any]:
+async def edit_review(item_id: ItemId, data: EditIn, review: ReviewQueue) -> dict[str, Any]:
     """Edit a pending item's correction before deciding."""
     return item_card(await review.edit(item_id, data.correction, data.note))
 

@@ -15,7 +15,13 @@ from gateway.errors import NotFound
 class StartRollout(msgspec.Struct):
     alias: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    steps: list[int] | None = None
+    steps: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=100)]],
+                     msgspec.Meta(min_length=1, max_length=20)] | None = None  # fmt: skip
+
+    def __post_init__(self) -> None:
+        # msgspec turns this into a 400 naming the body, like its own checks.
+        if self.steps and (self.steps != sorted(set(self.steps)) or self.steps[-1] != 100):
+            raise ValueError("steps must rise and end at 100")
 
 
 def rollout_card(rollout: Rollout, events: list[RolloutEvent] | None = None) -> dict[str, Any]:

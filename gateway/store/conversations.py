@@ -2,7 +2,9 @@
 
 Rows are written whole, once the request has ended (ok, error or cancelled), by a background
 writer, so the database is off the request's hot path and a client that goes away cannot
-interrupt a half-done write.
+interrupt a half-done write. Each record goes to the local journal first, so a database
+outage or a killed gateway loses nothing: the writer retries, and the next gateway to start
+replays what a dead one left (``replay``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.db import Database
+from gateway.store.db import UNAVAILABLE, Database, storable_text
+from gateway.store.journal import Journal, Ticket
 from gateway.store.tables import Conversation
 
 log = logging.getLogger("loragate.store")
@@ -49,11 +52,19 @@ class ConversationRecord:
 class ConversationLog:
     """Queue of finished records and the task that writes them in batches."""
 
-    def __init__(self, db: Database, *, batch_size: int = 64, retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        journal: Journal | None = None,
+        *,
+        batch_size: int = 64,
+        retry_s: float = 1.0,
+    ) -> None:
         self.db = db
+        self.journal = journal
         self.batch_size = batch_size
         self.retry_s = retry_s
-        self._queue: asyncio.Queue[ConversationRecord] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[ConversationRecord, Ticket | None]] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[ConversationRecord]], Awaitable[None]]] = []
 
@@ -65,8 +76,25 @@ class ConversationLog:
         self._writer = asyncio.create_task(self._write_forever(), name="conversation-writer")
 
     def record(self, record: ConversationRecord) -> None:
-        """Hand a finished record over; never blocks and cannot be cancelled half-way."""
-        self._queue.put_nowait(record)
+        """Hand a finished record over; never blocks and cannot be cancelled half-way.
+
+        It is in the journal when this returns; ``durable()`` waits for the disk as well.
+        """
+        ticket = None
+        if self.journal is not None:
+            try:
+                ticket = self.journal.append("conversation", asdict(record))
+            except OSError as exc:
+                # A full disk must not stop chat: the row still goes to the database, it
+                # just loses its crash insurance meanwhile.
+                log.error("journal append failed; row kept in memory only",
+                          extra={"completion_id": record.id, "error": str(exc)})  # fmt: skip
+        self._queue.put_nowait((record, ticket))
+
+    async def durable(self) -> None:
+        """Wait until every record handed over survives a crash (call before acknowledging)."""
+        if self.journal is not None:
+            await self.journal.sync()
 
     async def flush(self) -> None:
         """Wait until everything recorded so far is committed."""
@@ -82,13 +110,29 @@ class ConversationLog:
 
     async def _write_forever(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            queued = [await self._queue.get()]
+            while len(queued) < self.batch_size and not self._queue.empty():
+                queued.append(self._queue.get_nowait())
+            batch = [record for record, _ in queued]
             if await self._write_until_done(batch):
                 await self._notify(batch)
-            for _ in batch:
+            for _, ticket in queued:
+                if ticket is not None and self.journal is not None:
+                    self.journal.settle(ticket)
                 self._queue.task_done()
+
+    async def replay(self, records: list[ConversationRecord]) -> int:
+        """Write the journaled records the database lacks (left by a dead gateway)."""
+        ids = [record.id for record in records]
+        async with self.db.sessions() as session:
+            present = set(await session.scalars(select(Conversation.id).where(
+                Conversation.id.in_(ids))))  # fmt: skip
+        missing = [record for record in records if record.id not in present]
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            if await self._write_until_done(batch):
+                await self._notify(batch)
+        return len(missing)
 
     async def _notify(self, batch: list[ConversationRecord]) -> None:
         for listener in self._listeners:
@@ -102,9 +146,9 @@ class ConversationLog:
         while True:
             try:
                 async with self.db.transaction() as session:
-                    session.add_all(Conversation(**asdict(record)) for record in batch)
+                    session.add_all(Conversation(**_storable(record)) for record in batch)
                 return True
-            except (OperationalError, InterfaceError, OSError) as exc:
+            except UNAVAILABLE as exc:
                 # Keep the rows in memory and retry: a short database outage loses nothing.
                 log.error(
                     "conversation write failed; retrying",
@@ -112,12 +156,14 @@ class ConversationLog:
                 )
                 await asyncio.sleep(self.retry_s)
             except SQLAlchemyError as exc:
+                if len(batch) > 1:
+                    # One bad row must not take its batch with it: write them one by one.
+                    written = [await self._write_until_done([record]) for record in batch]
+                    return any(written)
                 # A row the database refuses (say a duplicate id) will not get better by
                 # retrying; log it whole so nothing is silently dropped, and move on.
-                log.error(
-                    "conversation rows refused",
-                    extra={"ids": [record.id for record in batch], "error": str(exc)},
-                )
+                log.error("conversation row refused",
+                          extra={"record": asdict(batch[0]), "error": str(exc)})  # fmt: skip
                 return False
 
     # -- reads ---------------------------------------------------------------------
@@ -131,3 +177,12 @@ class ConversationLog:
             query = query.where(Conversation.status == status)
         async with self.db.sessions() as session:
             return int(await session.scalar(query) or 0)
+
+
+def _storable(record: ConversationRecord) -> dict[str, Any]:
+    """The row's columns, with NUL out of the plain text ones (JSON columns keep it escaped)."""
+    row = asdict(record)
+    for name, value in row.items():
+        if isinstance(value, str):
+            row[name] = storable_text(value)
+    return row

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,6 +21,21 @@ log = logging.getLogger("loragate.store")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x6D696772  # "migr"
+
+# What a database outage raises (connection refused or dropped, pool exhausted, timeouts):
+# worth retrying later, unlike a row the database refuses.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def storable_text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL, which clients may send: it is stored as U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value else value
 
 
 class Database:
@@ -67,7 +82,14 @@ class Database:
 def _engine_options(backend: str) -> dict[str, Any]:
     if backend == "sqlite":
         return {}
-    return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+    # A database that stops answering must fail a connect in seconds, not hang the caller.
+    return {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_pre_ping": True,
+        "pool_timeout": 10,
+        "connect_args": {"timeout": 5},
+    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -153,3 +153,94 @@ def test_engine_down_is_503_with_retry_after_and_recorded(
         )
     # Both calls reached routing, so both are kept, as errors.
     wait_until(lambda: count_conversations(database_url, "error") == 2, 30, "two error rows")
+
+
+# -- OpenAI's limits, odd text and odd shapes --------------------------------------------------
+@pytest.mark.parametrize(
+    ("extra", "param", "fragment"),
+    [
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "length <= 4"),
+        ({"stop": "x" * 300}, "stop", "length <= 256"),
+        ({"n": 0}, "n", ">= 1"),
+        ({"top_logprobs": 21}, "top_logprobs", "<= 20"),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content", "Expected"),
+        ({"retrieval": {"collection": "docs", "frobnicate": 1}}, "retrieval", "unknown field"),
+    ],
+    ids=["five-stops", "long-stop", "n-zero", "top-logprobs", "content-number",
+         "retrieval-unknown"],
+)  # fmt: skip
+def test_values_outside_openais_limits_get_400_naming_the_field(
+    embedded_server: EmbeddedServer, extra: dict[str, Any], param: str, fragment: str
+) -> None:
+    body = {"model": BASE_MODEL, "messages": QUESTION, "max_tokens": 2, **extra}
+    response = _post(embedded_server, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"].startswith(param) and fragment in error["message"], error
+
+
+def test_four_stop_sequences_are_fine(embedded_server: EmbeddedServer) -> None:
+    body = {"model": BASE_MODEL, "messages": QUESTION, "max_tokens": 4,
+            "stop": ["\n\n", "###", "User:", "x" * 256]}  # fmt: skip
+    assert _post(embedded_server, json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        b'{"model": "m", "messages": [{"role": "user", "content": "\\udc00 tail"}]}',
+        b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+        b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "junk": '
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}",
+    ],
+    ids=["lone-high-surrogate", "lone-low-surrogate", "invalid-utf8", "nested-100k-deep"],
+)
+def test_undecodable_text_and_deep_nesting_are_400_invalid_json(
+    embedded_server: EmbeddedServer, body: bytes
+) -> None:
+    before = count_conversations(embedded_server.database_url)
+    response = _post(embedded_server, content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert count_conversations(embedded_server.database_url) == before
+
+
+def test_odd_but_valid_unicode_is_served_and_stored_as_sent(
+    gateway_factory: Callable[..., ThreadedGateway], database_url: str
+) -> None:
+    """Right-to-left override, zero-width joiners, combining marks, astral emoji and NUL,
+    on SQLite and PostgreSQL (whose text columns cannot hold NUL: it becomes U+FFFD there,
+    and stays in the JSON of the request)."""
+    keys = create_keys(database_url)
+    gateway = gateway_factory(database_url=database_url)
+    text = "\u202eabc\u202c e\u0301 \U0001f469\u200d\U0001f52c \x00 end"
+    body = {"model": BASE_MODEL, "max_tokens": 2, "conversation_id": "nul\x00id",
+            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+    headers = {"Authorization": f"Bearer {keys['chat']}"}
+    response = gateway.post("/v1/chat/completions", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    row = wait_for_conversation(database_url, response.json()["id"])
+    assert row.request["messages"][0]["content"] == text
+    assert row.conversation_id in ("nul\x00id", "nul\ufffdid")
+    feedback = gateway.post(
+        "/v1/feedback", json={"completion_id": row.id, "score": -1, "correction": "fixed\x00"},
+        headers=headers,
+    )  # fmt: skip
+    assert feedback.status_code == 200, feedback.text
+
+
+def test_oversized_headers_get_431_and_the_gateway_goes_on(
+    embedded_server: EmbeddedServer,
+) -> None:
+    for size in (40_000, 5_000_000):  # parsed whole, and refused while still arriving
+        response = httpx.get(
+            f"{embedded_server.base_url}/v1/models", timeout=60,
+            headers={"Authorization": f"Bearer {embedded_server.keys['chat']}",
+                     "X-Padding": "a" * size},
+        )  # fmt: skip
+        assert response.status_code == 431
+        assert response.json()["error"]["code"] == "request_headers_too_large"
+    assert httpx.get(f"{embedded_server.base_url}/healthz").status_code == 200

@@ -6,15 +6,23 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.faults import TcpProxy
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import count_conversations, make_lora, wait_for_conversation, wait_until
+from tests.support import (
+    ThreadedGateway,
+    count_conversations,
+    create_keys,
+    make_lora,
+    wait_for_conversation,
+    wait_until,
+)
 
 LONG_ANSWER = {
     "model": BASE_MODEL,
@@ -72,6 +80,53 @@ def test_client_leaving_a_non_streaming_request_cancels_it_too(
         )
     embedded_server.wait_running_requests(0, 15, "vLLM to abort the request")
     assert count_conversations(embedded_server.database_url, "cancelled") >= 1
+
+
+def test_a_stalled_vllm_gets_a_clean_timeout_then_recovers(
+    embedded_server: EmbeddedServer,
+    gateway_factory: Callable[..., ThreadedGateway],
+    tmp_path: Path,
+) -> None:
+    """vLLM stops sending without closing (a TCP proxy holds its bytes): a plain request gets
+    504 engine_timeout, a stream an SSE error event and no [DONE]; both rows end as errors."""
+    engine_port = int(embedded_server.engine_url.rsplit(":", 1)[1])
+    proxy = TcpProxy(engine_port).start()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'stall.db'}"
+    keys = create_keys(database_url)
+    gateway = gateway_factory(engine_urls=f"http://127.0.0.1:{proxy.port}",
+                              engine_request_timeout_s=2, database_url=database_url)  # fmt: skip
+    headers = {"Authorization": f"Bearer {keys['chat']}"}
+    url = f"{gateway.base_url}/v1/chat/completions"
+    try:
+        proxy.stall()
+        response = httpx.post(url, json={**LONG_ANSWER, "stream": False}, headers=headers,
+                              timeout=60)  # fmt: skip
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "engine_timeout"
+        proxy.resume()
+        wait_until(lambda: _answers(url, headers), 60, "the engine to answer through the proxy")
+
+        with httpx.stream("POST", url, json=LONG_ANSWER, headers=headers, timeout=60) as stream:
+            lines = (line for line in stream.iter_lines() if line.startswith("data:"))
+            first = json.loads(next(lines)[5:])
+            while not json.loads(next(lines)[5:])["choices"][0]["delta"].get("content"):
+                pass  # past the role chunk, to some text
+            proxy.stall()
+            rest = [line[5:].strip() for line in lines]
+        assert rest[-1] != "[DONE]"
+        assert json.loads(rest[-1])["error"]["code"] == "engine_timeout"
+        proxy.resume()
+        row = wait_for_conversation(database_url, first["id"])
+        assert row.status == "error" and row.response[0]["content"]
+        assert count_conversations(database_url, "error") == 2
+        wait_until(lambda: _answers(url, headers), 60, "the engine to answer again")
+    finally:
+        proxy.close()
+
+
+def _answers(url: str, headers: dict[str, str]) -> bool:
+    body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    return httpx.post(url, json=body, headers=headers, timeout=30).status_code == 200
 
 
 @pytest.mark.destructive(order=1)
