@@ -163,7 +163,8 @@ def swap_and_step(
     deadline = run.began + 2 * seconds / 3
     while not run.stop.wait(1.0):
         card = client.get(f"{server.gateway}/v1/admin/rollouts/{ALIAS}").json()
-        state = f"{card['state']} at {card.get('weight')}%"
+        state = (f"{card['state']} at {100 * card['weight']:.0f}%, "
+                 f"{card['failures']} failed gate checks")  # fmt: skip
         if state != last:
             run.note(f"rollout {state}")
             last = state
