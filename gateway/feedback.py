@@ -189,7 +189,7 @@ class FeedbackService:
             by_admin=principal.scope == "admin",
         )  # fmt: skip
         if flags:
-            await self.flagger.add(flags, storable_text(data.correction))
+            await self.flagger.add(flags, data.correction)
         return [flag.reason for flag in flags]
 
     async def _conversation(self, completion_id: str, principal: Principal) -> Conversation:

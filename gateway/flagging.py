@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.registry import version_alias
 from gateway.settings import FlagRules
 from gateway.store.conversations import ConversationRecord
-from gateway.store.db import Database
+from gateway.store.db import Database, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 log = logging.getLogger("loragate.flagging")
@@ -206,6 +206,6 @@ class Flagger:
         if flag.reason not in {reason["reason"] for reason in item.reasons}:
             item.reasons = [*item.reasons, entry]
         if correction is not None and item.state == "pending":
-            item.correction = correction
+            item.correction = storable_text(correction)
             if self.trust_corrections:
                 item.state, item.reviewer, item.decided_at = "approved", "trusted-user", utcnow()

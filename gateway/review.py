@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.flagging import REASONS, Flag, Flagger, alias_of
-from gateway.store.db import Database
+from gateway.store.db import Database, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 State = Literal["pending", "approved", "rejected"]
@@ -106,8 +106,8 @@ class ReviewQueue:
             if item is None:
                 raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
             if correction is not None:
-                item.correction = correction or None
-            item.state, item.reviewer, item.note = state, reviewer, note
+                item.correction = storable_text(correction) or None
+            item.state, item.reviewer, item.note = state, reviewer, storable_text(note)
             item.decided_at = utcnow()
         return item
 
@@ -123,9 +123,9 @@ class ReviewQueue:
                     f"Review item {item_id} is {item.state}; only pending items are edited.",
                     param="id",
                 )
-            item.correction = correction or None
+            item.correction = storable_text(correction) or None
             if note is not None:
-                item.note = note
+                item.note = storable_text(note)
         return item
 
     async def flag(self, completion_id: str, note: str, correction: str | None = None) -> int:

@@ -11,17 +11,16 @@ from litestar.params import Parameter
 from gateway.review import ReviewFilter, ReviewQueue, item_card
 
 ItemId = Annotated[int, Parameter(ge=1, le=2**31 - 1)]  # the id column is 32-bit
-Correction = Annotated[str, msgspec.Meta(max_length=32_768)]
 
 
 class DecisionIn(msgspec.Struct, forbid_unknown_fields=False):
     decision: Literal["approve", "reject"]
-    correction: Correction | None = None  # replaces the stored correction when given
+    correction: str | None = None  # replaces the stored one; its length is checked in review
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 
 class EditIn(msgspec.Struct, forbid_unknown_fields=False):
-    correction: Correction
+    correction: str
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
 

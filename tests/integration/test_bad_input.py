@@ -225,8 +225,9 @@ def test_odd_but_valid_unicode_is_served_and_stored_as_sent(
     row = wait_for_conversation(database_url, response.json()["id"])
     assert row.request["messages"][0]["content"] == text
     assert row.conversation_id in ("nul\x00id", "nul\ufffdid")
+    # A comment, not a correction: the review queue of the shared PostgreSQL stays empty.
     feedback = gateway.post(
-        "/v1/feedback", json={"completion_id": row.id, "score": -1, "correction": "fixed\x00"},
+        "/v1/feedback", json={"completion_id": row.id, "score": 1, "comment": "fine\x00"},
         headers=headers,
     )  # fmt: skip
     assert feedback.status_code == 200, feedback.text
