@@ -4,7 +4,7 @@ same upstream.
 
 Two upstreams:
 * a fast stub (bench/stub_upstream.py), which isolates each gateway's own cost, as LiteLLM's
-  own overhead benchmark does; at ``--rps`` (200) requests per second;
+  own overhead benchmark does; at each of ``--rps`` (50 and 200) requests per second;
 * the real vLLM CPU server (started by ``loragate serve``), at ``--vllm-rps`` (a CPU serves
   a few requests per second).
 
@@ -16,7 +16,7 @@ runs as operators run it: API keys, conversation log, journal, metrics; retrieva
 LiteLLM is installed in its own venv (``bench/.venv-litellm``, first run only) so its pins
 cannot touch the project's. Prints the tables and writes them to docs/benchmarks.md.
 
-    .venv/bin/python bench/overhead.py [--rps 200] [--seconds 30] [--no-write]
+    .venv/bin/python bench/overhead.py [--rps 50,200] [--seconds 30] [--no-write]
 """
 
 from __future__ import annotations
@@ -360,7 +360,12 @@ def ratios(samples: dict[str, Samples]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rps", type=float, default=200, help="offered load on the stub")
+    parser.add_argument(
+        "--rps",
+        type=lambda text: [float(v) for v in text.split(",")],
+        default=[50.0, 200.0],
+        help="offered loads on the stub, comma-separated",
+    )
     parser.add_argument("--vllm-rps", type=float, default=3, help="offered load on vLLM")
     parser.add_argument("--seconds", type=float, default=30, help="per path and upstream")
     parser.add_argument("--rounds", type=int, default=3)
@@ -380,8 +385,10 @@ def main() -> None:
     theirs, theirs_endpoint = start_litellm(f"{stub_url}/v1", work)
     with running([stub, ours, theirs]):
         endpoints = [Endpoint("direct", f"{stub_url}/v1", "none"), ours_endpoint, theirs_endpoint]
-        print("stub upstream ...", flush=True)
-        on_stub = measure(endpoints, args.rps, args.seconds, args.rounds, max_tokens=8)
+        on_stub = {}
+        for rps in args.rps:
+            print(f"stub upstream at {rps:g} req/s ...", flush=True)
+            on_stub[rps] = measure(endpoints, rps, args.seconds, args.rounds, max_tokens=8)
         print("stub upstream, streams ...", flush=True)
         streams_stub = measure_streams(endpoints, STREAM_LEVELS, args.stream_seconds,
                                        args.rounds)  # fmt: skip
@@ -404,8 +411,9 @@ def main() -> None:
         f"{args.rounds} alternating rounds; loragate with API keys, conversation log, journal "
         f"and metrics, retrieval off; LiteLLM {LITELLM_VERSION} proxy, one worker, master key. "
         "Client, gateways and upstream share the machine's two cores.", "",
-        *table("Stub upstream", on_stub, args.rps), "",
-        f"Stub: {ratios(on_stub)}.", "",
+        *[line for rps, samples in on_stub.items()
+          for line in (*table("Stub upstream", samples, rps), "",
+                       f"At {rps:g} req/s: {ratios(samples)}.", "")],
         *table("vLLM CPU upstream", on_vllm, args.vllm_rps), "",
         *stream_table("Stub upstream", streams_stub, STREAM_LEVELS), "",
         *stream_table("vLLM CPU upstream", streams_vllm, STREAM_LEVELS), "",
