@@ -33,7 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.adapters import MODEL_DIR, Server, admin, make_loras, publish, start_server, stop_server
-from bench.report import machine_description, percentile, wait_ready, write_section
+from bench.report import emit, machine_description, percentile, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 DOCUMENTS = REPO / "trainer" / "demo" / "documents"
@@ -277,10 +277,7 @@ def main() -> None:
     finally:
         stop_server(server)
     section = report(run, args, elapsed, others)
-    print("\n" + section)
-    if not args.no_write:
-        write_section(SECTION, section)
-        print("written to docs/benchmarks.md")
+    emit(SECTION, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import free_port, machine_description, percentile, write_section
+from bench.report import emit, free_port, machine_description, percentile
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -419,10 +419,7 @@ def main() -> None:
         *stream_table("vLLM CPU upstream", streams_vllm, STREAM_LEVELS), "",
     ]  # fmt: skip
     section = "\n".join(lines)
-    print("\n" + section)
-    if not args.no_write:
-        write_section(SECTION, section)
-        print("written to docs/benchmarks.md")
+    emit(SECTION, section, write=not args.no_write)
 
 
 if __name__ == "__main__":

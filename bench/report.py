@@ -65,3 +65,11 @@ def write_section(heading: str, section: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)
+
+
+def emit(heading: str, section: str, write: bool) -> None:
+    """Print a suite's section and, unless told not to, put it in docs/benchmarks.md."""
+    print("\n" + section)
+    if write:
+        write_section(heading, section)
+        print("written to docs/benchmarks.md")
