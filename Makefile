@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/load.py
 
 # The adaptation loop end to end on the embedded default: about ten minutes on two cores.
