@@ -277,12 +277,18 @@ class SwapRun:
             return len(self.results)
 
 
-def stream_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> StreamResult:
-    """One streamed chat; a failure is non-200, an SSE error event, or no final [DONE]."""
-    body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True}  # fmt: skip
+@dataclass
+class StreamRead:
+    version: str | None  # x-loragate-version
+    failure: str | None
+    ttft_s: float | None  # to the first content chunk
+
+
+def read_stream(client: httpx.Client, url: str, body: dict[str, Any]) -> StreamRead:
+    """One streamed chat; a failure is non-200, an SSE error event, data after [DONE], or no
+    final [DONE]."""
     started = time.perf_counter()
-    version, failure, done = None, None, False
+    version, failure, ttft, done = None, None, None, False
     try:
         with client.stream("POST", url, json=body) as response:
             version = response.headers.get("x-loragate-version")
@@ -304,11 +310,22 @@ def stream_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> 
                     if "error" in event:
                         failure = f"SSE error event: {payload[:300]}"
                         break
+                    if ttft is None and any((choice.get("delta") or {}).get("content")
+                                            for choice in event.get("choices") or []):  # fmt: skip
+                        ttft = time.perf_counter() - started
                 if failure is None and not done:
                     failure = "stream ended without data: [DONE]"
     except (httpx.HTTPError, ValueError) as exc:
         failure = f"{type(exc).__name__}: {exc}"
-    return StreamResult(started, time.perf_counter() - started, version, failure)
+    return StreamRead(version, failure, ttft)
+
+
+def stream_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> StreamResult:
+    body = {"model": model, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True}  # fmt: skip
+    started = time.perf_counter()
+    read = read_stream(client, url, body)
+    return StreamResult(started, time.perf_counter() - started, read.version, read.failure)
 
 
 def streamer(run: SwapRun, url: str, alias: str, max_tokens: int) -> None:

@@ -18,7 +18,6 @@ every second after warm-up (target: flat). Writes the tables to docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,16 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.adapters import MODEL_DIR, Server, admin, make_loras, publish, start_server, stop_server
+from bench.adapters import (
+    MODEL_DIR,
+    Server,
+    admin,
+    make_loras,
+    publish,
+    read_stream,
+    start_server,
+    stop_server,
+)
 from bench.report import emit, machine_description, percentile, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,35 +89,13 @@ class Run:
 
 
 def stream_chat(client: httpx.Client, url: str, number: int, grounded: bool) -> Result:
-    """One streamed chat; a failure is a non-200, an SSE error event or a missing [DONE]."""
     body = {"model": ALIAS, "max_tokens": 24, "temperature": 0, "stream": True,
             "messages": [{"role": "user", "content": QUESTIONS[number % len(QUESTIONS)]}],
             "retrieval": {"collection": COLLECTION} if grounded else False}  # fmt: skip
     started = time.perf_counter()
-    ttft, version, failure, done = None, None, None, False
-    try:
-        with client.stream("POST", url, json=body) as response:
-            version = response.headers.get("x-loragate-version")
-            if response.status_code != 200:
-                response.read()
-                failure = f"HTTP {response.status_code}: {response.text[:200]}"
-            for line in response.iter_lines() if failure is None else ():
-                if not line.startswith("data: "):
-                    continue
-                payload = line[6:]
-                if payload == "[DONE]":
-                    done = True
-                elif "error" in (event := json.loads(payload)):
-                    failure = f"SSE error: {payload[:200]}"
-                elif ttft is None and any(
-                    (choice.get("delta") or {}).get("content") for choice in event["choices"]
-                ):
-                    ttft = time.perf_counter() - started
-            if failure is None and not done:
-                failure = "no [DONE]"
-    except (httpx.HTTPError, ValueError) as exc:
-        failure = f"{type(exc).__name__}: {exc}"
-    return Result(started, grounded, ttft, time.perf_counter() - started, version, failure)
+    read = read_stream(client, url, body)
+    elapsed = time.perf_counter() - started
+    return Result(started, grounded, read.ttft_s, elapsed, read.version, read.failure)
 
 
 def chatter(run: Run, url: str, worker: int) -> None:

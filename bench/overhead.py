@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import emit, free_port, machine_description, percentile
+from bench.report import emit, free_port, machine_description, percentile, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -75,20 +75,6 @@ def spawn(
     with log.open("ab") as sink:
         return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
                                 env={**os.environ, **(env or {})})  # fmt: skip
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 900) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit(f"{url} did not answer")
 
 
 @contextmanager
@@ -138,7 +124,7 @@ def start_litellm(upstream_v1: str, work: Path) -> tuple[subprocess.Popen[bytes]
                      "--num_workers", "1", "--log_config", str(log_config)],
                     work / f"litellm-{port}.log",
                     {"LITELLM_LOG": "ERROR"})  # fmt: skip
-    wait_http(f"http://127.0.0.1:{port}/health/liveliness", process)
+    wait_ready(f"http://127.0.0.1:{port}/health/liveliness", process)
     return process, Endpoint("litellm", f"http://127.0.0.1:{port}/v1", "sk-bench")
 
 
@@ -161,7 +147,7 @@ def start_loragate(
         env={**os.environ, **env}, capture_output=True, text=True, check=True, cwd=REPO,
     ).stdout.split()[-1]  # fmt: skip
     process = spawn([sys.executable, "-m", "gateway.cli", "serve"], data_dir / "serve.log", env)
-    wait_http(f"http://127.0.0.1:{port}/readyz", process)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", process)
     return process, Endpoint("loragate", f"http://127.0.0.1:{port}/v1", key), engine_url
 
 
@@ -380,7 +366,7 @@ def main() -> None:
     stub = spawn([sys.executable, "bench/stub_upstream.py", "--port", str(stub_port)],
                  work / "stub.log")  # fmt: skip
     stub_url = f"http://127.0.0.1:{stub_port}"
-    wait_http(f"{stub_url}/health", stub)
+    wait_ready(f"{stub_url}/health", stub)
     ours, ours_endpoint, _ = start_loragate(work, stub_url)
     theirs, theirs_endpoint = start_litellm(f"{stub_url}/v1", work)
     with running([stub, ours, theirs]):

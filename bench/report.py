@@ -25,14 +25,14 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if process.poll() is not None:
-            raise SystemExit(f"loragate serve exited with {process.returncode}")
+            raise SystemExit(f"the process behind {url} exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return time.monotonic() - started
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    raise SystemExit("the engine did not become ready")
+    raise SystemExit(f"{url} did not become ready")
 
 
 def machine_description() -> str:

@@ -112,10 +112,6 @@ class FeedbackService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retrier
 
-    @property
-    def queued(self) -> int:
-        return len(self._queued)
-
     async def _apply(self, data: FeedbackIn, principal: Principal) -> dict[str, Any]:
         polarity = data.polarity()
         conversation = await self._conversation(data.completion_id, principal)

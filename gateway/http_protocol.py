@@ -12,6 +12,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.http_errors import ErrorInfo
+
 
 class _HeadTooLarge(Exception):
     pass
@@ -63,10 +65,13 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if not self._too_large:
             super().send_400_response(msg)
             return
-        body = json.dumps({"error": {
-            "message": f"Request headers are too large (over {self.max_header_bytes} bytes).",
-            "type": "invalid_request_error", "param": None,
-            "code": "request_headers_too_large"}}).encode()  # fmt: skip
+        info = ErrorInfo(
+            431,
+            f"Request headers are too large (over {self.max_header_bytes} bytes).",
+            "invalid_request_error",
+            "request_headers_too_large",
+        )
+        body = json.dumps(info.body()).encode()
         head = (
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"content-type: application/json\r\n"

@@ -83,7 +83,8 @@ class ConversationLog:
         ticket = None
         if self.journal is not None:
             try:
-                ticket = self.journal.append("conversation", asdict(record))
+                # vars(), not asdict(): serialised at once, so no deep copy on the hot path.
+                ticket = self.journal.append("conversation", vars(record))
             except OSError as exc:
                 # A full disk must not stop chat: the row still goes to the database, it
                 # just loses its crash insurance meanwhile.
