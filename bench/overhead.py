@@ -49,6 +49,10 @@ LITELLM_VERSION = "1.80.0"
 SECTION = "## Gateway overhead: loragate vs LiteLLM vs direct"
 PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
 PATHS = ("direct", "loragate", "litellm")
+GROUNDED = "loragate, retrieval on"
+COLLECTION = "bench-docs"
+DOCUMENTS = REPO / "trainer" / "demo" / "documents"
+DEMO_DOCUMENTS = len(list(DOCUMENTS.glob("*.md")))
 STREAM_LEVELS = (1, 8, 32)
 
 
@@ -64,6 +68,7 @@ class Endpoint:
     name: str
     base_url: str  # up to and including /v1
     key: str
+    extra_body: dict[str, object] = field(default_factory=dict)  # say, a retrieval option
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -129,13 +134,15 @@ def start_litellm(upstream_v1: str, work: Path) -> tuple[subprocess.Popen[bytes]
 
 
 def start_loragate(
-    work: Path, engine_url: str | None
+    work: Path, engine_url: str | None, *, scope: str = "chat",
+    extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Endpoint, str]:
     """``loragate serve``: external mode on ``engine_url``, or embedded (its own vLLM)."""
     port, engine_port = free_port(), free_port()
-    data_dir = work / f"loragate-{port}"
+    data_dir = data_dir or work / f"loragate-{port}"
     env = {"LORAGATE_DATA_DIR": str(data_dir), "LORAGATE_PORT": str(port),
-           "LORAGATE_LOG_LEVEL": "WARNING", "LORAGATE_MONITOR_INTERVAL_S": "0"}  # fmt: skip
+           "LORAGATE_LOG_LEVEL": "WARNING", "LORAGATE_MONITOR_INTERVAL_S": "0",
+           **(extra_env or {})}  # fmt: skip
     if engine_url is None:
         env |= {"LORAGATE_ENGINE_PORT": str(engine_port),
                 "LORAGATE_BASE_MODEL_PATH": str(MODEL_DIR)}  # fmt: skip
@@ -143,12 +150,25 @@ def start_loragate(
     else:
         env |= {"LORAGATE_ENGINE_MODE": "external", "LORAGATE_ENGINE_URLS": engine_url}
     key = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "keys", "create", "--scope", "chat"],
+        [sys.executable, "-m", "gateway.cli", "keys", "create", "--scope", scope],
         env={**os.environ, **env}, capture_output=True, text=True, check=True, cwd=REPO,
     ).stdout.split()[-1]  # fmt: skip
     process = spawn([sys.executable, "-m", "gateway.cli", "serve"], data_dir / "serve.log", env)
     wait_ready(f"http://127.0.0.1:{port}/readyz", process)
     return process, Endpoint("loragate", f"http://127.0.0.1:{port}/v1", key), engine_url
+
+
+def grounded_endpoint(ours: Endpoint) -> Endpoint:
+    """loragate again, every request grounded on a collection of the demo documents."""
+    root = ours.base_url.removesuffix("/v1")
+    for document in sorted(DOCUMENTS.glob("*.md")):
+        response = httpx.post(
+            f"{root}/v1/collections/{COLLECTION}/documents",
+            json={"id": document.stem, "markdown": document.read_text(), "source": document.name},
+            headers={"Authorization": f"Bearer {ours.key}"}, timeout=300,
+        )  # fmt: skip
+        response.raise_for_status()
+    return Endpoint(GROUNDED, ours.base_url, ours.key, {"retrieval": {"collection": COLLECTION}})
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -158,7 +178,8 @@ async def one(client: httpx.AsyncClient, endpoint: Endpoint, max_tokens: int) ->
     started = time.perf_counter()
     response = await client.post(
         f"{endpoint.base_url}/chat/completions",
-        json={"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0},
+        json={"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+              **endpoint.extra_body},
         headers={"Authorization": f"Bearer {endpoint.key}"},
     )
     if response.status_code != 200:
@@ -168,37 +189,50 @@ async def one(client: httpx.AsyncClient, endpoint: Endpoint, max_tokens: int) ->
 
 
 async def open_loop(
-    endpoint: Endpoint, rps: float, seconds: float, max_tokens: int, into: Samples
+    client: httpx.AsyncClient, endpoint: Endpoint, rps: float, seconds: float, max_tokens: int,
+    into: Samples,
 ) -> None:
     """``rps`` requests a second for ``seconds``, each sent on schedule."""
+    tasks = []
+    began = time.perf_counter()
+    for index in range(int(rps * seconds)):
+        delay = began + index / rps - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(client, endpoint, max_tokens)))
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            into.errors.append(f"{type(result).__name__}: {result}"[:200])
+        else:
+            into.latencies_ms.append(result)
+    into.seconds += time.perf_counter() - began
+
+
+async def measure_async(endpoints: list[Endpoint], rps: float, seconds: float, rounds: int,
+                        max_tokens: int) -> dict[str, Samples]:  # fmt: skip
+    # One client per path for the whole run, as a real client keeps its pool: the warm-up
+    # opens the connections, so the rounds measure requests, not TCP handshakes.
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        tasks = []
-        began = time.perf_counter()
-        for index in range(int(rps * seconds)):
-            delay = began + index / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(client, endpoint, max_tokens)))
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, BaseException):
-                into.errors.append(f"{type(result).__name__}: {result}"[:200])
-            else:
-                into.latencies_ms.append(result)
-        into.seconds += time.perf_counter() - began
+    clients = {endpoint.name: httpx.AsyncClient(timeout=120, limits=limits)
+               for endpoint in endpoints}  # fmt: skip
+    samples = {endpoint.name: Samples() for endpoint in endpoints}
+    try:
+        for endpoint in endpoints:
+            await open_loop(clients[endpoint.name], endpoint, rps, 3, max_tokens, Samples())
+        for round_number in range(rounds):
+            for endpoint in endpoints:
+                await open_loop(clients[endpoint.name], endpoint, rps, seconds / rounds,
+                                max_tokens, samples[endpoint.name])  # fmt: skip
+            print(f"  round {round_number + 1}/{rounds} done", flush=True)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return samples
 
 
 def measure(endpoints: list[Endpoint], rps: float, seconds: float, rounds: int,
             max_tokens: int) -> dict[str, Samples]:  # fmt: skip
-    samples = {endpoint.name: Samples() for endpoint in endpoints}
-    for endpoint in endpoints:  # warm: connections, caches, the JIT of nothing
-        asyncio.run(open_loop(endpoint, rps, 2, max_tokens, Samples()))
-    for round_number in range(rounds):
-        for endpoint in endpoints:
-            asyncio.run(open_loop(endpoint, rps, seconds / rounds, max_tokens,
-                                  samples[endpoint.name]))  # fmt: skip
-        print(f"  round {round_number + 1}/{rounds} done", flush=True)
-    return samples
+    return asyncio.run(measure_async(endpoints, rps, seconds, rounds, max_tokens))
 
 
 @dataclass
@@ -270,7 +304,9 @@ def measure_streams(endpoints: list[Endpoint], levels: tuple[int, ...], seconds:
 # -- report -------------------------------------------------------------------------------------
 
 
-def table(title: str, samples: dict[str, Samples], rps: float) -> list[str]:
+def table(
+    title: str, samples: dict[str, Samples], rps: float, paths: tuple[str, ...] = PATHS
+) -> list[str]:
     direct = samples["direct"].latencies_ms
     lines = [
         f"**{title}**, offered {rps:g} requests/s:", "",
@@ -278,7 +314,7 @@ def table(title: str, samples: dict[str, Samples], rps: float) -> list[str]:
         "overhead p50 | p95 | p99 (ms) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
-    for name in PATHS:
+    for name in paths:
         got = samples.get(name)
         if got is None or not got.latencies_ms:
             lines.append(f"| {name} | 0 | {len(got.errors) if got else '-'} | | | | | | | |")
@@ -353,10 +389,13 @@ def main() -> None:
         help="offered loads on the stub, comma-separated",
     )
     parser.add_argument("--vllm-rps", type=float, default=3, help="offered load on vLLM")
+    parser.add_argument("--grounded-rps", type=float, default=20,
+                        help="offered load on the stub with retrieval on")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30, help="per path and upstream")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stream-seconds", type=float, default=15,
                         help="per path, upstream and concurrency")  # fmt: skip
+    parser.add_argument("--stub-only", action="store_true", help="skip the vLLM upstream")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="loragate-bench-overhead-"))
@@ -367,7 +406,7 @@ def main() -> None:
                  work / "stub.log")  # fmt: skip
     stub_url = f"http://127.0.0.1:{stub_port}"
     wait_ready(f"{stub_url}/health", stub)
-    ours, ours_endpoint, _ = start_loragate(work, stub_url)
+    ours, ours_endpoint, _ = start_loragate(work, stub_url, scope="admin")
     theirs, theirs_endpoint = start_litellm(f"{stub_url}/v1", work)
     with running([stub, ours, theirs]):
         endpoints = [Endpoint("direct", f"{stub_url}/v1", "none"), ours_endpoint, theirs_endpoint]
@@ -375,10 +414,21 @@ def main() -> None:
         for rps in args.rps:
             print(f"stub upstream at {rps:g} req/s ...", flush=True)
             on_stub[rps] = measure(endpoints, rps, args.seconds, args.rounds, max_tokens=8)
+        print(f"stub upstream, retrieval on, at {args.grounded_rps:g} req/s ...", flush=True)
+        grounded = grounded_endpoint(ours_endpoint)
+        on_stub_grounded = measure([endpoints[0], grounded], args.grounded_rps, args.seconds,
+                                   args.rounds, max_tokens=8)  # fmt: skip
         print("stub upstream, streams ...", flush=True)
         streams_stub = measure_streams(endpoints, STREAM_LEVELS, args.stream_seconds,
                                        args.rounds)  # fmt: skip
 
+    if args.stub_only:
+        for rps, samples in on_stub.items():
+            print("\n".join(table("Stub upstream", samples, rps)), "\n", ratios(samples))
+        print("\n".join(table("retrieval on", on_stub_grounded, args.grounded_rps,
+                               ("direct", GROUNDED))))  # fmt: skip
+        print("\n".join(stream_table("Stub upstream", streams_stub, STREAM_LEVELS)))
+        return
     embedded, embedded_endpoint, engine_url = start_loragate(work, None)
     theirs, theirs_endpoint = start_litellm(f"{engine_url}/v1", work)
     with running([embedded, theirs]):
@@ -400,6 +450,12 @@ def main() -> None:
         *[line for rps, samples in on_stub.items()
           for line in (*table("Stub upstream", samples, rps), "",
                        f"At {rps:g} req/s: {ratios(samples)}.", "")],
+        *table("Stub upstream, retrieval on", on_stub_grounded, args.grounded_rps,
+               ("direct", GROUNDED)), "",
+        f"Retrieval on: every request grounded on `{COLLECTION}` (the {DEMO_DOCUMENTS} demo "
+        "documents): the query embedded with all-MiniLM-L6-v2 on one torch thread, the FAISS "
+        "search, the chunk rows read, the sources put in the prompt. LiteLLM has no "
+        "retrieval to compare.", "",
         *table("vLLM CPU upstream", on_vllm, args.vllm_rps), "",
         *stream_table("Stub upstream", streams_stub, STREAM_LEVELS), "",
         *stream_table("vLLM CPU upstream", streams_vllm, STREAM_LEVELS), "",

@@ -2,8 +2,11 @@
 
 Answers /v1/chat/completions at once with a fixed completion (a body, or ``--chunks`` SSE
 chunks then [DONE]), /v1/models, /health and /metrics, as LiteLLM's own overhead benchmark
-does with its fake OpenAI endpoint. A raw ASGI app under uvicorn (httptools, uvloop): no
-framework cost in the measurement. Only for bench/; never a stand-in in the tests.
+does with its fake OpenAI endpoint. It also takes vLLM's runtime LoRA calls
+(/v1/load_lora_adapter, /v1/unload_lora_adapter) and lists the loaded names in /v1/models,
+so a gateway's adapter bookkeeping can be measured without an engine (bench/cost.py).
+A raw ASGI app under uvicorn (httptools, uvloop): no framework cost in the measurement.
+Only for bench/; never a stand-in in the tests.
 
     .venv/bin/python bench/stub_upstream.py --port 9999 [--chunks 8] [--delay-ms 0]
 """
@@ -47,6 +50,7 @@ class Stub:
     def __init__(self, chunks: int, delay_s: float) -> None:
         self.chunks = chunks
         self.delay_s = delay_s
+        self.loras: set[str] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,8 +66,17 @@ class Stub:
             request = json.loads(body or b"{}")
             await self._chat(send, request.get("model", MODEL), bool(request.get("stream")))
         elif path.endswith("/models"):
-            models = {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+            data = [{"id": MODEL, "object": "model"}]
+            data += [{"id": name, "object": "model", "parent": MODEL} for name in self.loras]
+            models = {"object": "list", "data": data}
             await _send(send, 200, json.dumps(models).encode(), b"application/json")
+        elif path.endswith("_lora_adapter"):
+            name = json.loads(body or b"{}").get("lora_name", "")
+            if path.endswith("/load_lora_adapter"):
+                self.loras.add(name)
+            else:
+                self.loras.discard(name)
+            await _send(send, 200, b"Success", b"text/plain")
         else:  # /health, /metrics
             await _send(send, 200, b"", b"text/plain")
 

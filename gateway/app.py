@@ -7,6 +7,7 @@ engine client are passed in, so every test can build a fresh app.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -178,6 +179,11 @@ class Services:
             await self.retriever.preload()
         except (RetrievalError, OSError, SQLAlchemyError) as exc:
             log.warning("retrieval warm-up failed", extra={"error": str(exc)})
+        # The embedder and indexes are millions of long-lived objects that every full
+        # garbage collection would walk again, in the middle of some request: frozen, they
+        # are skipped (the gateway's p99 overhead was measured with and without).
+        gc.collect()
+        gc.freeze()
 
     async def _tick_rollouts(self) -> None:
         # Ticks often; the controller acts only when a step's interval has passed.
