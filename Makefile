@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/loragate model prepare
 	$(BIN)/python bench/serving_latency.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/adapters.py

@@ -71,6 +71,17 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def wait_idle(pid: int, timeout_s: float = 300) -> None:
+    """Until the gateway's start-up work (loading the embedder, building indexes) is over,
+    so none of it is counted against the first cell."""
+    deadline, quiet, last = time.monotonic() + timeout_s, 0, cpu_seconds(pid)
+    while quiet < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last < 0.03 else 0
+        last = now
+
+
 @dataclass
 class Cell:
     label: str
@@ -201,6 +212,7 @@ def gateway_on_stub(
     process, endpoint, _ = start_loragate(work, stub_url, scope="admin", extra_env=env,
                                           data_dir=data_dir)  # fmt: skip
     with running([process, stub]):
+        wait_idle(process.pid)
         yield endpoint, Endpoint("direct", f"{stub_url}/v1", "none"), (process.pid,
                                                                          stub.pid), data_dir
 
