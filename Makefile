@@ -55,12 +55,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/serving_latency.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/cost.py
-	$(BIN)/python bench/retrieval.py
-	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/adapters.py
-	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/rollback.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/retrieval.py --grounding-only
+	$(BIN)/python bench/trainer.py
 
 # The adaptation loop end to end on the embedded default: about ten minutes on two cores.
 demo: $(STAMP)
