@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import shutil
 import sqlite3
 import sys
@@ -45,7 +44,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.overhead import MODEL, MODEL_DIR, Endpoint, running, spawn, start_loragate
-from bench.report import emit, free_port, machine_description, percentile, wait_ready
+from bench.report import (
+    cpu_seconds,
+    emit,
+    free_port,
+    machine_description,
+    percentile,
+    wait_idle,
+    wait_ready,
+)
 
 SECTION = "## Cost curve"
 PROMPT = [{"role": "user", "content": "How do I return a purple teapot?"}]
@@ -53,15 +60,9 @@ CONCURRENCY = (1, 4, 16, 64)
 ADAPTERS = (1, 4, 16, 32)
 # (collections, vectors in each)
 COLLECTIONS = ((1, 1_000), (1, 10_000), (1, 100_000), (4, 10_000), (16, 10_000))
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 # -- one process's CPU and memory ---------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime + stime
 
 
 def rss_mib(pid: int) -> float:
@@ -69,18 +70,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def wait_idle(pid: int, timeout_s: float = 300) -> None:
-    """Until the gateway's start-up work (loading the embedder, building indexes) is over,
-    so none of it is counted against the first cell."""
-    deadline, quiet, last = time.monotonic() + timeout_s, 0, cpu_seconds(pid)
-    while quiet < 4 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = cpu_seconds(pid)
-        # Idle, it still ticks (health probes, rollout and router refreshes): a few percent.
-        quiet = quiet + 1 if now - last < 0.1 else 0
-        last = now
 
 
 @dataclass

@@ -38,7 +38,14 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import emit, free_port, machine_description, percentile, wait_ready
+from bench.report import (
+    emit,
+    free_port,
+    machine_description,
+    percentile,
+    wait_idle,
+    wait_ready,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
@@ -69,6 +76,7 @@ class Endpoint:
     base_url: str  # up to and including /v1
     key: str
     extra_body: dict[str, object] = field(default_factory=dict)  # say, a retrieval option
+    pid: int | None = None  # the gateway's process, to wait for it to go idle
 
 
 # -- processes ----------------------------------------------------------------------------------
@@ -130,7 +138,8 @@ def start_litellm(upstream_v1: str, work: Path) -> tuple[subprocess.Popen[bytes]
                     work / f"litellm-{port}.log",
                     {"LITELLM_LOG": "ERROR"})  # fmt: skip
     wait_ready(f"http://127.0.0.1:{port}/health/liveliness", process)
-    return process, Endpoint("litellm", f"http://127.0.0.1:{port}/v1", "sk-bench")
+    return process, Endpoint("litellm", f"http://127.0.0.1:{port}/v1", "sk-bench",
+                             pid=process.pid)  # fmt: skip
 
 
 def start_loragate(
@@ -155,7 +164,8 @@ def start_loragate(
     ).stdout.split()[-1]  # fmt: skip
     process = spawn([sys.executable, "-m", "gateway.cli", "serve"], data_dir / "serve.log", env)
     wait_ready(f"http://127.0.0.1:{port}/readyz", process)
-    return process, Endpoint("loragate", f"http://127.0.0.1:{port}/v1", key), engine_url
+    endpoint = Endpoint("loragate", f"http://127.0.0.1:{port}/v1", key, pid=process.pid)
+    return process, endpoint, engine_url
 
 
 def grounded_endpoint(ours: Endpoint) -> Endpoint:
@@ -168,7 +178,8 @@ def grounded_endpoint(ours: Endpoint) -> Endpoint:
             headers={"Authorization": f"Bearer {ours.key}"}, timeout=300,
         )  # fmt: skip
         response.raise_for_status()
-    return Endpoint(GROUNDED, ours.base_url, ours.key, {"retrieval": {"collection": COLLECTION}})
+    return Endpoint(GROUNDED, ours.base_url, ours.key, {"retrieval": {"collection": COLLECTION}},
+                    ours.pid)  # fmt: skip
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -221,6 +232,9 @@ async def measure_async(endpoints: list[Endpoint], rps: float, seconds: float, r
             await open_loop(clients[endpoint.name], endpoint, rps, 3, max_tokens, Samples())
         for round_number in range(rounds):
             for endpoint in endpoints:
+                if settle(endpoints) > 4:  # the servers closed idle connections meanwhile
+                    await open_loop(clients[endpoint.name], endpoint, rps, 1, max_tokens,
+                                    Samples())  # fmt: skip
                 await open_loop(clients[endpoint.name], endpoint, rps, seconds / rounds,
                                 max_tokens, samples[endpoint.name])  # fmt: skip
             print(f"  round {round_number + 1}/{rounds} done", flush=True)
@@ -228,6 +242,19 @@ async def measure_async(endpoints: list[Endpoint], rps: float, seconds: float, r
         for client in clients.values():
             await client.aclose()
     return samples
+
+
+def settle(endpoints: list[Endpoint]) -> float:
+    """Wait until no gateway is still busy with the last round's backlog (a proxy that fell
+    behind keeps working after its round ends, on the cores the next path is measured on)."""
+    waited = 0.0
+    for endpoint in endpoints:
+        if endpoint.pid is not None:
+            seconds = wait_idle(endpoint.pid, timeout_s=120)
+            if seconds > 2.5:
+                print(f"  waited {seconds:.1f} s for {endpoint.name} to go idle", flush=True)
+            waited += seconds
+    return waited
 
 
 def measure(endpoints: list[Endpoint], rps: float, seconds: float, rounds: int,

@@ -35,6 +35,30 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90
     raise SystemExit(f"{url} did not become ready")
 
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def wait_idle(pid: int, timeout_s: float = 300) -> float:
+    """Wait until a server has finished its own work (start-up, or a backlog another path of
+    the benchmark left it), so none of it is counted against the next measurement. Returns
+    the seconds waited."""
+    started = time.monotonic()
+    quiet, last = 0, cpu_seconds(pid)
+    while quiet < 4 and time.monotonic() - started < timeout_s:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        # Idle, a server still ticks (health probes, refreshes): a few percent of a core.
+        quiet = quiet + 1 if now - last < 0.1 else 0
+        last = now
+    return time.monotonic() - started
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
