@@ -121,7 +121,7 @@ class Services:
         )
         conversations.on_written(flagger.examine)
         feedback = FeedbackService(db, conversations, metrics, flagger, journal)
-        review_queue = ReviewQueue(db, flagger)
+        review_queue = ReviewQueue(db, flagger, conversations)
         authenticator = Authenticator(
             keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
         )

@@ -368,11 +368,12 @@ def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]])
     from gateway.components import flagger
     from gateway.errors import GatewayError
     from gateway.review import ReviewQueue
+    from gateway.store.conversations import ConversationLog
 
     settings = _settings(ctx)
 
     def build(_: Settings, db: Any) -> ReviewQueue:
-        return ReviewQueue(db, flagger(settings, db))
+        return ReviewQueue(db, flagger(settings, db), ConversationLog(db))
 
     try:
         return _with_store(settings, build, action)

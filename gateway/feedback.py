@@ -189,11 +189,7 @@ class FeedbackService:
         return [flag.reason for flag in flags]
 
     async def _conversation(self, completion_id: str, principal: Principal) -> Conversation:
-        row = await self.conversations.get(completion_id)
-        if row is None:
-            # The row may still sit in this gateway's write queue.
-            await self.conversations.flush()
-            row = await self.conversations.get(completion_id)
+        row = await self.conversations.find(completion_id)
         if row is None or (principal.scope != "admin" and row.api_key_id != principal.key_id):
             # Someone else's completion is reported exactly like a missing one.
             raise NotFound(f"No completion '{completion_id}'.", param="completion_id",

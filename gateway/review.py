@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.flagging import REASONS, Flag, Flagger, alias_of
+from gateway.store.conversations import ConversationLog
 from gateway.store.db import Database, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
 
@@ -65,9 +66,10 @@ def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dic
 
 
 class ReviewQueue:
-    def __init__(self, db: Database, flagger: Flagger) -> None:
+    def __init__(self, db: Database, flagger: Flagger, conversations: ConversationLog) -> None:
         self.db = db
         self.flagger = flagger
+        self.conversations = conversations
 
     async def list(self, where: ReviewFilter) -> tuple[list[ReviewItem], int]:
         where.check()
@@ -131,8 +133,7 @@ class ReviewQueue:
     async def flag(self, completion_id: str, note: str, correction: str | None = None) -> int:
         """An operator flags a completion by hand (the ``operator_flag`` reason)."""
         _check_correction(correction)
-        async with self.db.sessions() as session:
-            row = await session.get(Conversation, completion_id)
+        row = await self.conversations.find(completion_id)
         if row is None:
             raise NotFound(
                 f"No completion '{completion_id}'.",

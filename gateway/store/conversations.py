@@ -184,6 +184,15 @@ class ConversationLog:
         async with self.db.sessions() as session:
             return await session.get(Conversation, completion_id)
 
+    async def find(self, completion_id: str) -> Conversation | None:
+        """Like ``get``, but also sees a row still waiting in this gateway's write queue: a
+        client may act on a completion (feedback, a flag) before its batch is committed."""
+        row = await self.get(completion_id)
+        if row is None:
+            await self.flush()
+            row = await self.get(completion_id)
+        return row
+
     async def count(self, status: Status | None = None) -> int:
         query = select(func.count()).select_from(Conversation)
         if status is not None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import BASE_MODEL, sdk_client
-from tests.support import ThreadedGateway, create_keys, metric_value
+from tests.support import ThreadedGateway, create_keys, metric_value, wait_until
 
 ASK = [{"role": "user", "content": "Say hi."}]
 TPM = 150
@@ -33,7 +33,8 @@ def _key(gateway: ThreadedGateway, admin: str, **quota: int) -> tuple[str, str]:
 
 
 def _chat(client: openai.OpenAI, **kwargs: Any) -> Any:
-    return client.chat.completions.create(model=BASE_MODEL, messages=ASK, max_tokens=4, **kwargs)
+    kwargs.setdefault("max_tokens", 4)
+    return client.chat.completions.create(model=BASE_MODEL, messages=ASK, **kwargs)
 
 
 def test_requests_per_minute_give_a_429_with_retry_after(
@@ -76,17 +77,24 @@ def test_two_replicas_share_streams_and_tokens_through_redis(
 
 def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str) -> None:
     admin = create_keys(postgres_url)["admin"]
-    _, key = _key(replicas[0], admin, concurrent_streams=1, tokens_per_minute=TPM)
-    clients = [sdk_client(replica.base_url, key) for replica in replicas]
+    _, streamer = _key(replicas[0], admin, concurrent_streams=1)
+    _, spender = _key(replicas[0], admin, tokens_per_minute=TPM)
 
-    held = _chat(clients[0], stream=True, stream_options={"include_usage": True})
+    # A long answer, so the stream is surely still open upstream while the client holds it:
+    # a short one is written out whole, and its slot given back, before the client reads it.
+    held = _chat(
+        sdk_client(replicas[0].base_url, streamer), stream=True,
+        max_tokens=512, extra_body={"ignore_eos": True},
+    )  # fmt: skip
     chunks = iter(held)
     next(chunks)  # the first chunk: the stream is open and holds the key's only slot
     with pytest.raises(openai.RateLimitError, match="concurrent streams"):
-        _chat(clients[1], stream=True)
-    used = sum(chunk.usage.total_tokens for chunk in chunks if chunk.usage)  # to the end
-    assert used > 0
-    answered = 0
+        _chat(sdk_client(replicas[1].base_url, streamer), stream=True)
+    held.close()  # the client goes away: its slot is given back
+    wait_until(lambda: _admitted(replicas[1], streamer), 30, "the stream slot given back")
+
+    clients = [sdk_client(replica.base_url, spender) for replica in replicas]
+    used = answered = 0
     while True:
         try:
             completion = _chat(clients[answered % 2])
@@ -97,8 +105,17 @@ def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str
         assert used < TPM
         used += completion.usage.total_tokens if completion.usage else 0
         answered += 1
-    # ... and refused only once they reached it: never early, as at 80% of it.
+    # ... and refused only once they reached it, on either replica: never early.
     assert used >= TPM and answered >= 2
+
+
+def _admitted(replica: ThreadedGateway, key: str) -> bool:
+    try:
+        for _ in _chat(sdk_client(replica.base_url, key), stream=True):
+            pass
+    except openai.RateLimitError:
+        return False
+    return True
 
 
 def test_monthly_budget_and_the_cli(
