@@ -50,6 +50,7 @@ from gateway.store.conversations import ConversationLog, ConversationRecord
 from gateway.store.journal import Journal, orphans
 from gateway.store.keys import KeyStore
 from gateway.store.leader import MONITOR_LOCK_KEY, LeaderLock
+from gateway.ui import ui_routes
 from monitor.service import QualityMonitor
 from retrieval.errors import RetrievalError
 from retrieval.service import Retriever
@@ -269,11 +270,12 @@ def create_app(
             rollouts.rollout_action,
             monitor.monitor_history,
             monitor.run_monitor,
+            monitor.monitor_timeline,
         ],
         guards=[scope_guard],
     )
     app = Litestar(
-        route_handlers=[api, ops.healthz, ops.readyz, ops.metrics],
+        route_handlers=[api, ops.healthz, ops.readyz, ops.metrics, *ui_routes(settings.ui_enabled)],
         dependencies={
             "chat": provide(services.chat),
             "router": provide(services.router),

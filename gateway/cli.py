@@ -400,7 +400,7 @@ def review_list(
 
     where = ReviewFilter(None if state == "all" else state, alias, reason, limit)
     items, total = _review(ctx, lambda queue: queue.list(where))
-    for item in items:
+    for item, _ in items:
         reasons = ",".join(reason["reason"] for reason in item.reasons)
         click.echo(
             f"{item.id}	{item.state}	{item.alias}	{reasons}	{item.completion_id}"

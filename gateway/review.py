@@ -7,6 +7,7 @@ served was judged good. Rejected items never reach the trainer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -71,7 +72,10 @@ class ReviewQueue:
         self.flagger = flagger
         self.conversations = conversations
 
-    async def list(self, where: ReviewFilter) -> tuple[list[ReviewItem], int]:
+    async def list(
+        self, where: ReviewFilter, *, with_conversations: bool = False
+    ) -> tuple[list[tuple[ReviewItem, Conversation | None]], int]:
+        """The page of items asked for, each with its conversation if asked, and the total."""
         where.check()
         query = select(ReviewItem)
         if where.state:
@@ -82,7 +86,15 @@ class ReviewQueue:
             items = list(await session.scalars(query.order_by(ReviewItem.id)))
         if where.reason:  # reasons is a JSON list: filtered here, portably across databases
             items = [item for item in items if where.reason in _reasons(item)]
-        return items[where.offset : where.offset + where.limit], len(items)
+        page = items[where.offset : where.offset + where.limit]
+        conversations = await self._conversations(page) if with_conversations else {}
+        return [(item, conversations.get(item.completion_id)) for item in page], len(items)
+
+    async def _conversations(self, items: Sequence[ReviewItem]) -> dict[str, Conversation]:
+        ids = [item.completion_id for item in items]
+        async with self.db.sessions() as session:
+            rows = await session.scalars(select(Conversation).where(Conversation.id.in_(ids)))
+            return {row.id: row for row in rows}
 
     async def show(self, item_id: int) -> tuple[ReviewItem, Conversation | None]:
         async with self.db.sessions() as session:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
     )
+    ui_enabled: bool = Field(
+        True,
+        description="Serve the chat page at `/` and the operator console at `/console`. They "
+        "call the API with the key the user types in, so they add no access of their own.",
+    )
 
     # -- quotas -----------------------------------------------------------------------
     quota_backend: Literal["memory", "redis"] = Field(

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Rollout
-from gateway.store.db import Database
+from gateway.store.db import Database, as_utc
 from gateway.store.tables import ReviewItem
 from monitor.service import QualityMonitor
 from trainer.tables import TrainingRun
@@ -240,8 +240,7 @@ def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamil
 
 
 def _timestamp(at: datetime) -> float:
-    # SQLite hands back naive datetimes; the store writes UTC.
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+    return as_utc(at).timestamp()
 
 
 def _eval_scores(report: dict[str, Any] | None) -> Iterator[tuple[str, float]]:

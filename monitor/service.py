@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from adapters.tables import Alias
-from gateway.store.db import Database
+from gateway.store.db import Database, as_utc
 from gateway.store.tables import Conversation, Feedback
 from monitor.drift import DriftResult, drift_test
 from monitor.errors import UnknownAlias
@@ -133,8 +133,27 @@ class QualityMonitor:
                 raise UnknownAlias(f"no alias named {alias!r}")
             return row.live_version
 
+    async def timeline(self, alias: str, hours: float, bucket_minutes: int) -> list[dict[str, Any]]:
+        """Quality per version in time buckets, oldest first: the console's chart."""
+        await self._live_version(alias)  # an unknown alias is an error, not an empty chart
+        bucket_s = bucket_minutes * 60
+        served = await self._served_since(alias, utcnow() - timedelta(hours=hours))
+        buckets: dict[int, list[Served]] = {}
+        for at, item in served:
+            buckets.setdefault(int(as_utc(at).timestamp()) // bucket_s * bucket_s, []).append(item)
+        return [
+            {"start": datetime.fromtimestamp(start, UTC).isoformat(),
+             "versions": {version: q.as_dict() for version, q in
+                          quality_by_version(buckets[start]).items()}}
+            for start in sorted(buckets)
+        ]  # fmt: skip
+
     async def _quality(self, alias: str) -> dict[str, VersionQuality]:
         since = utcnow() - timedelta(seconds=self.config.kpi_window_s)
+        return quality_by_version(item for _, item in await self._served_since(alias, since))
+
+    async def _served_since(self, alias: str, since: datetime) -> list[tuple[datetime, Served]]:
+        """The alias's answers since then, newest first, with any feedback's polarity."""
         query = (
             select(Conversation, Feedback.polarity)
             .outerjoin(Feedback, Feedback.completion_id == Conversation.id)
@@ -146,7 +165,7 @@ class QualityMonitor:
             rows = (await session.execute(query)).all()
         # A completion rated by several keys counts once, with the first verdict found.
         unique = {row.id: (row, polarity) for row, polarity in reversed(rows)}
-        return quality_by_version(_served(row, polarity) for row, polarity in unique.values())
+        return [(row.created_at, _served(row, polarity)) for row, polarity in unique.values()]
 
     async def _drift(self, alias: str, live: str | None) -> tuple[DriftResult | None, str | None]:
         current = await self._queries(alias, newest=True)

@@ -109,15 +109,23 @@ class Retriever:
                     Collection.name,
                     func.count(StoredDocument.id),
                     func.coalesce(func.sum(StoredDocument.chunk_count), 0),
+                    func.max(StoredDocument.updated_at),
                 )
                 .outerjoin(StoredDocument, StoredDocument.collection == Collection.name)
                 .group_by(Collection.name)
                 .order_by(Collection.name)
             )
             return [
-                {"name": name, "documents": int(documents), "chunks": int(chunks)}
-                for name, documents, chunks in rows
-            ]
+                {"name": name, "documents": int(documents), "chunks": int(chunks),
+                 "updated_at": updated.isoformat() if updated else None,
+                 "vectors_loaded": self._vectors_loaded(name)}
+                for name, documents, chunks, updated in rows
+            ]  # fmt: skip
+
+    def _vectors_loaded(self, name: str) -> int | None:
+        """Vectors in this process's index, or None until the collection's first search."""
+        loaded = self._collections.get(name)
+        return len(loaded.index) if loaded else None
 
     async def preload(self) -> None:
         """Load (or rebuild) every collection's index now rather than on its first search."""

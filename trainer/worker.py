@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 from adapters.registry import check_alias
 from adapters.validation import InvalidAdapter
+from gateway.store.db import as_utc
 from trainer.errors import TrainerError, TrainingLocked
 from trainer.job import TrainingJob
 from trainer.store import TrainerStore
+from trainer.tables import TrainingRun
 
 log = logging.getLogger("loragate.trainer")
 
@@ -55,11 +57,14 @@ class TrainerWorker:
                 due.append((alias, "new_examples"))
             elif await self._monitor_asks(alias, new):
                 due.append((alias, "monitor"))
-            elif self.schedule_s and new > 0 and last is not None and last.finished_at:
-                finished = last.finished_at.replace(tzinfo=last.finished_at.tzinfo or UTC)
-                if datetime.now(UTC) - finished >= timedelta(seconds=self.schedule_s):
-                    due.append((alias, "schedule"))
+            elif new > 0 and self._schedule_due(last):
+                due.append((alias, "schedule"))
         return due
+
+    def _schedule_due(self, last: TrainingRun | None) -> bool:
+        if not self.schedule_s or last is None or last.finished_at is None:
+            return False
+        return datetime.now(UTC) - as_utc(last.finished_at) >= timedelta(seconds=self.schedule_s)
 
     async def _monitor_asks(self, alias: str, new: int) -> bool:
         if self.monitor_min_new_examples is None or new < self.monitor_min_new_examples:

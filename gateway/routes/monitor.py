@@ -25,3 +25,16 @@ async def monitor_history(
 async def run_monitor(alias: str, monitor: QualityMonitor) -> dict[str, Any]:
     """Write a report for the alias now, rather than at the next monitor interval."""
     return report_dict(await monitor.check(alias))
+
+
+@get("/v1/admin/monitor/{alias:str}/timeline", opt={"scope": "admin"}, tags=["admin"])
+async def monitor_timeline(
+    alias: str,
+    monitor: QualityMonitor,
+    hours: Annotated[float, Parameter(gt=0, le=24 * 90)] = 24,
+    bucket_minutes: Annotated[int, Parameter(ge=1, le=24 * 60)] = 60,
+) -> dict[str, Any]:
+    """Positive-feedback ratio, groundedness and the other KPIs per version, in time buckets,
+    computed from the stored conversations and feedback (the console draws it)."""
+    buckets = await monitor.timeline(alias, hours, bucket_minutes)
+    return {"alias": alias, "bucket_minutes": bucket_minutes, "buckets": buckets}

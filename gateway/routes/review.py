@@ -38,12 +38,15 @@ async def list_review(
     reason: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     offset: Annotated[int, Parameter(ge=0, le=2**31 - 1)] = 0,
+    conversations: Annotated[
+        bool, Parameter(description="Include each item's messages and answer.")
+    ] = False,
 ) -> dict[str, Any]:
     """Flagged completions, filtered by state (default pending), alias and reason."""
-    items, total = await review.list(
-        ReviewFilter(review_state or None, alias, reason, limit, offset)
-    )
-    return {"object": "list", "total": total, "data": [item_card(item) for item in items]}
+    where = ReviewFilter(review_state or None, alias, reason, limit, offset)
+    items, total = await review.list(where, with_conversations=conversations)
+    cards = [item_card(item, conversation) for item, conversation in items]
+    return {"object": "list", "total": total, "data": cards}
 
 
 @get("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])

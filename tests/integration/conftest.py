@@ -54,6 +54,14 @@ class EmbeddedServer:
             lambda: self.engine_metric("vllm:num_requests_running") == count, timeout_s, what
         )
 
+    def unload_adapters(self) -> None:
+        """Leave the shared vLLM with no adapter a test loaded (each test has its own store)."""
+        for model in httpx.get(f"{self.engine_url}/v1/models").json()["data"]:
+            if model.get("parent"):
+                httpx.post(
+                    f"{self.engine_url}/v1/unload_lora_adapter", json={"lora_name": model["id"]}
+                )
+
     def engine_pid(self) -> int:
         """The vLLM API server process the supervisor started."""
         import psutil
@@ -165,3 +173,12 @@ def store_gateway(
 
 def sdk_client(base_url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, so fixtures can tell a failed test (the
+    browser tests save a screenshot then)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"report_{report.when}", report)

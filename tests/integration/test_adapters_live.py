@@ -30,13 +30,7 @@ def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> lis
 def unload_adapters_afterwards(embedded_server: EmbeddedServer) -> Iterator[None]:
     """Each test has its own store; leave the shared vLLM without its adapters."""
     yield
-    models = httpx.get(f"{embedded_server.engine_url}/v1/models").json()["data"]
-    for model in models:
-        if model.get("parent"):
-            httpx.post(
-                f"{embedded_server.engine_url}/v1/unload_lora_adapter",
-                json={"lora_name": model["id"]},
-            )
+    embedded_server.unload_adapters()
 
 
 class Admin:
