@@ -213,7 +213,9 @@ async function loadRollout() {
   const alias = byId("rollout-alias").value;
   if (!alias) return;
   const versions = await call(`/v1/admin/adapters?alias=${encodeURIComponent(alias)}`);
-  options(byId("rollout-version"), versions.data.filter((v) => v.state !== "live").map((v) => v.name));
+  const candidates = versions.data.filter((v) => v.state === "candidate").map((v) => v.name);
+  options(byId("rollout-version"), candidates);
+  byId("rollout-start").querySelector("button").disabled = !candidates.length;
   let rollout = null;
   try {
     rollout = await call(`/v1/admin/rollouts/${encodeURIComponent(alias)}`);
@@ -228,6 +230,7 @@ function drawRollout(rollout) {
   if (!rollout) {
     card.replaceChildren(el("p", { class: "muted" }, "No rollout yet for this alias."));
     byId("rollout-history").replaceChildren();
+    for (const button of byId("rollout-actions").querySelectorAll("button")) button.disabled = true;
     return;
   }
   card.dataset.state = rollout.state;
