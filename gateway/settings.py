@@ -380,10 +380,28 @@ class Settings(BaseSettings):
     trainer_on_monitor: bool = Field(
         True,
         description="Also train an alias whose latest monitor report asks for it (drift, low "
-        "positive ratio, high I-don't-know rate) once it has `trainer_monitor_min_new_examples`.",
+        "positive ratio, high I-don't-know rate) or whose latest re-evaluation found it "
+        "degraded, once it has `trainer_monitor_min_new_examples`.",
     )
     trainer_monitor_min_new_examples: int = Field(
         5, ge=1, description="New approved examples a monitor-triggered run needs."
+    )
+
+    reeval_interval_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="How often the trainer worker re-scores every serving version of every "
+        "alias on its (grown) holdout and the probes; 0: off.",
+    )
+    reeval_tolerance: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Holdout accuracy a version may lose against its publish-time score (the "
+        "base model: its first scheduled score) before its alias is marked degraded.",
+    )
+    reeval_min_holdout: int = Field(
+        5, ge=1, description="Holdout items needed before a drop can mark an alias degraded."
     )
 
     # -- quality and drift monitoring ----------------------------------------------------

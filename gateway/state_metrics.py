@@ -25,7 +25,7 @@ from adapters.tables import AdapterVersion, Rollout
 from gateway.store.db import Database, as_utc
 from gateway.store.tables import ReviewItem
 from monitor.service import QualityMonitor
-from trainer.tables import TrainingRun
+from trainer.tables import EvalScore, TrainingRun
 
 log = logging.getLogger("loragate.metrics")
 
@@ -60,6 +60,7 @@ class StateMetrics(Collector):
                 *await self._rollouts(),
                 await self._review_queue(),
                 *await self._training(),
+                *await self._reevaluation(),
                 *await self._monitor(),
             ]
         except (SQLAlchemyError, OSError) as exc:
@@ -191,6 +192,43 @@ class StateMetrics(Collector):
                 if at is not None:
                     failure.add_metric([alias], _timestamp(at))
         return [runs, duration, failure]
+
+    async def _reevaluation(self) -> list[Metric]:
+        accuracy = _gauge(
+            "loragate_reeval_accuracy",
+            "Accuracy of a serving version at the alias's latest scheduled re-evaluation.",
+            ["alias", "version", "set"],
+        )
+        degraded = _gauge(
+            "loragate_alias_degraded",
+            "1 if the alias's latest re-evaluation found a serving version degraded.",
+            ["alias"],
+        )
+        evaluated_at = _gauge(
+            "loragate_reeval_timestamp_seconds",
+            "Unix time of the alias's latest scheduled re-evaluation.",
+            ["alias"],
+        )
+        latest = (
+            select(EvalScore.alias, func.max(EvalScore.computed_at).label("at"))
+            .group_by(EvalScore.alias)
+            .subquery()
+        )
+        query = select(EvalScore).join(
+            latest, (EvalScore.alias == latest.c.alias) & (EvalScore.computed_at == latest.c.at)
+        )
+        flags: dict[str, bool] = {}
+        times: dict[str, datetime] = {}
+        async with self.db.transaction() as session:
+            for row in await session.scalars(query):
+                accuracy.add_metric([row.alias, row.version, "holdout"], row.holdout_accuracy)
+                accuracy.add_metric([row.alias, row.version, "probes"], row.probe_accuracy)
+                flags[row.alias] = flags.get(row.alias, False) or row.degraded
+                times[row.alias] = row.computed_at
+        for alias, flag in flags.items():
+            degraded.add_metric([alias], float(flag))
+            evaluated_at.add_metric([alias], _timestamp(times[alias]))
+        return [accuracy, degraded, evaluated_at]
 
     # -- quality and drift -------------------------------------------------------------
     async def _monitor(self) -> list[Metric]:

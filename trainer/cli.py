@@ -29,23 +29,33 @@ class TrainerParts:
     db: Database
     registry: Registry
     job: Any  # TrainingJob
+    reevaluator: Any  # Reevaluator
 
 
 @asynccontextmanager
 async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
     """The store, the registry and a training job, built from the settings."""
-    from gateway.components import adapter_registry, embedder, rollout_controller
+    from gateway.components import adapter_registry, build_retriever, rollout_controller
     from trainer.job import JobConfig, TrainingJob
+    from trainer.reeval import ReevalPolicy, Reevaluator, Regrounder
+    from trainer.store import TrainerStore
 
     db = Database(settings.resolved_database_url)
     try:
         await db.migrate()
         registry = adapter_registry(settings, db)
         rollouts = rollout_controller(settings, db, registry)
+        retriever = build_retriever(settings, db)
         job = TrainingJob(
-            JobConfig.from_settings(settings), db, registry, rollouts, embedder(settings)
+            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder
         )
-        yield TrainerParts(db, registry, job)
+        regrounder = Regrounder(
+            retriever, settings.retrieval_models, settings.retrieval_top_k,
+            settings.retrieval_min_score,
+        )  # fmt: skip
+        policy = ReevalPolicy(settings.reeval_tolerance, settings.reeval_min_holdout)
+        reevaluator = Reevaluator(job, TrainerStore(db), regrounder, policy)
+        yield TrainerParts(db, registry, job, reevaluator)
     finally:
         await db.dispose()
 
@@ -117,6 +127,8 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
             monitor_min_new_examples=settings.trainer_monitor_min_new_examples
             if settings.trainer_on_monitor
             else None,
+            reevaluator=parts.reevaluator,
+            reeval_interval_s=settings.reeval_interval_s,
         )
         if once:
             return await worker.poll_once()
@@ -127,7 +139,12 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
     click.echo(f"{finished} training run(s) finished")
 
 
-@click.command("eval")
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate versions: compare a candidate, re-score what serves, read the history."""
+
+
+@eval_group.command("compare")
 @click.argument("alias")
 @click.option(
     "--candidate",
@@ -135,7 +152,7 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
     help="Version name or adapter directory; default: the alias's newest version.",
 )
 @click.pass_context
-def eval_command(ctx: click.Context, alias: str, candidate: str | None) -> None:
+def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
     """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
     from trainer.evaluate import decide
     from trainer.store import TrainerStore
@@ -192,4 +209,45 @@ def _demo() -> click.Command:
     return demo_command
 
 
-COMMANDS = (train_command, trainer_command, eval_command, _demo())
+@eval_group.command("run")
+@click.option("--alias", "aliases", multiple=True, help="Only these aliases (default: all).")
+@click.pass_context
+def eval_run(ctx: click.Context, aliases: tuple[str, ...]) -> None:
+    """Re-score every serving version now, as the trainer worker does on its schedule."""
+    settings: Settings = ctx.obj
+    rows = _run(settings, lambda parts: parts.reevaluator.run_once(list(aliases) or None))
+    _print_scores(rows)
+
+
+@eval_group.command("history")
+@click.argument("alias")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def eval_history(ctx: click.Context, alias: str, limit: int) -> None:
+    """ALIAS's scheduled re-evaluation scores, newest first."""
+    from trainer.store import TrainerStore
+
+    settings: Settings = ctx.obj
+    rows = _run(settings, lambda parts: TrainerStore(parts.db).eval_history(alias, limit))
+    if not rows:
+        click.echo(f"no re-evaluation of {alias} yet (loragate eval run --alias {alias})")
+    _print_scores(rows)
+
+
+def _print_scores(rows: list[Any]) -> None:
+    if not rows:
+        return
+    click.echo(
+        f"{'when':<20} {'alias':<16} {'version':<28} {'holdout':>8} {'acc':>6} {'ref':>6} "
+        f"{'probes':>7} {'ground':>7}  state"
+    )
+    for row in rows:
+        click.echo(
+            f"{row.computed_at:%Y-%m-%d %H:%M:%S} {row.alias:<16} {row.version:<28} "
+            f"{row.holdout_count:>8} {row.holdout_accuracy:>6.3f} "
+            f"{_fmt(row.reference_accuracy):>6} {row.probe_accuracy:>7.3f} "
+            f"{_fmt(row.groundedness):>7}  {'DEGRADED' if row.degraded else 'ok'}"
+        )
+
+
+COMMANDS = (train_command, trainer_command, eval_group, _demo())

@@ -117,14 +117,7 @@ def curate(
     if not candidates and not frozen_holdout:
         raise DatasetError("no approved examples: approve flagged conversations first")
     report, dropped = ScrubReport(), Counter[str]()
-    frozen_ids = {example.id for example in frozen_holdout}
-    pool = [
-        scrub_example(example, report) for example in candidates if example.id not in frozen_ids
-    ]
-    pool = _drop_too_long(pool, limits, count_tokens, dropped)
-    pool = _drop_exact_duplicates(pool, frozen_holdout, dropped)
-    if embed is not None:
-        pool = _drop_near_duplicates(pool, frozen_holdout, embed, limits, dropped)
+    pool = _clean_pool(candidates, frozen_holdout, limits, count_tokens, embed, report, dropped)
     if not pool and candidates:
         reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         raise DatasetError(f"all {len(candidates)} examples were dropped ({reasons})")
@@ -149,6 +142,45 @@ def curate(
         dropped=dropped,
         pii=report.counts,
     )
+
+
+def grow_holdout(
+    candidates: Sequence[Example],
+    frozen_holdout: Sequence[Example],
+    limits: CurationLimits,
+    count_tokens: TokenCounter,
+    embed: EmbedTexts | None = None,
+    trained: Collection[str] = (),
+) -> list[Example]:
+    """The examples new to the split that join the holdout now, exactly as ``curate`` would
+    pick them (scrubbed, filtered, same fraction and order); the rest stay unassigned for the
+    next training run. Lets the scheduled re-evaluation score on newly reviewed data."""
+    report, dropped = ScrubReport(), Counter[str]()
+    pool = _clean_pool(candidates, frozen_holdout, limits, count_tokens, embed, report, dropped)
+    new_holdout, _ = _split_holdout(pool, frozen_holdout, limits.holdout_fraction, set(trained))
+    return new_holdout
+
+
+def _clean_pool(
+    candidates: Sequence[Example],
+    frozen_holdout: Sequence[Example],
+    limits: CurationLimits,
+    count_tokens: TokenCounter,
+    embed: EmbedTexts | None,
+    report: ScrubReport,
+    dropped: Counter[str],
+) -> list[Example]:
+    """Candidates not yet in the holdout, PII-scrubbed, without over-long examples and
+    (near) duplicates of each other or of the holdout."""
+    frozen_ids = {example.id for example in frozen_holdout}
+    pool = [
+        scrub_example(example, report) for example in candidates if example.id not in frozen_ids
+    ]
+    pool = _drop_too_long(pool, limits, count_tokens, dropped)
+    pool = _drop_exact_duplicates(pool, frozen_holdout, dropped)
+    if embed is not None:
+        pool = _drop_near_duplicates(pool, frozen_holdout, embed, limits, dropped)
+    return pool
 
 
 def _drop_too_long(

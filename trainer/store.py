@@ -1,9 +1,11 @@
-"""The trainer's view of the shared store: approved examples, the frozen holdout, run records."""
+"""The trainer's view of the shared store: approved examples, the frozen holdout, run records
+and re-evaluation scores."""
 
 from __future__ import annotations
 
 import os
 import socket
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -12,7 +14,7 @@ from gateway.store.db import Database
 from gateway.store.tables import Conversation, ReviewItem
 from monitor.tables import MonitorReport
 from trainer.dataset import Example
-from trainer.tables import SplitItem, TrainingRun, utcnow
+from trainer.tables import EvalScore, SplitItem, TrainingRun, utcnow
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -163,5 +165,59 @@ class TrainerStore:
             .limit(1)
         )
         async with self.db.sessions() as session:
-            triggers = await session.scalar(query)
-            return list(triggers or [])
+            triggers = list(await session.scalar(query) or [])
+        if await self.degraded(alias):
+            triggers.append("degraded")
+        return triggers
+
+    # -- scheduled re-evaluation ------------------------------------------------------
+    async def add_eval_scores(self, rows: list[EvalScore]) -> None:
+        async with self.db.transaction() as session:
+            session.add_all(rows)
+
+    async def eval_history(self, alias: str, limit: int = 50) -> list[EvalScore]:
+        query = (
+            select(EvalScore)
+            .where(EvalScore.alias == alias)
+            .order_by(EvalScore.id.desc())
+            .limit(limit)
+        )
+        async with self.db.sessions() as session:
+            return list(await session.scalars(query))
+
+    async def latest_eval_scores(self) -> list[EvalScore]:
+        """The newest score of every (alias, version) pair."""
+        newest = (
+            select(func.max(EvalScore.id).label("id"))
+            .group_by(EvalScore.alias, EvalScore.version)
+            .subquery()
+        )
+        async with self.db.sessions() as session:
+            return list(
+                await session.scalars(select(EvalScore).join(newest, EvalScore.id == newest.c.id))
+            )
+
+    async def first_eval_accuracy(self, alias: str, version: str) -> float | None:
+        query = (
+            select(EvalScore.holdout_accuracy)
+            .where(EvalScore.alias == alias, EvalScore.version == version)
+            .order_by(EvalScore.id)
+            .limit(1)
+        )
+        async with self.db.sessions() as session:
+            return await session.scalar(query)
+
+    async def degraded(self, alias: str) -> bool:
+        """Whether the alias's newest re-evaluation found a serving version degraded."""
+        last = select(func.max(EvalScore.computed_at)).where(EvalScore.alias == alias)
+        query = select(func.count()).where(
+            EvalScore.alias == alias,
+            EvalScore.computed_at == last.scalar_subquery(),
+            EvalScore.degraded.is_(True),
+        )
+        async with self.db.sessions() as session:
+            return bool(await session.scalar(query))
+
+    async def last_eval_at(self) -> datetime | None:
+        async with self.db.sessions() as session:
+            return await session.scalar(select(func.max(EvalScore.computed_at)))

@@ -1,11 +1,12 @@
-"""Tables written by the trainer: the remembered dataset split and the training runs."""
+"""Tables written by the trainer: the remembered dataset split, the training runs and the
+scheduled re-evaluation scores."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -53,3 +54,25 @@ class TrainingRun(TrainerBase):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EvalScore(TrainerBase):
+    """One scheduled re-evaluation of a serving version: how it scores now on the alias's
+    holdout (as it is served today) and on the probes, next to its reference score."""
+
+    __tablename__ = "eval_scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alias: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(200))
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    holdout_count: Mapped[int] = mapped_column(Integer)
+    holdout_accuracy: Mapped[float] = mapped_column(Float)
+    probe_accuracy: Mapped[float] = mapped_column(Float)
+    groundedness: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # publish-time holdout accuracy, or (for the base model) its first scheduled score
+    reference_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    degraded: Mapped[bool] = mapped_column(Boolean, default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -4,8 +4,12 @@ An alias is trained when it has ``trainer_min_new_examples`` approved examples m
 last run saw, or, with ``trainer_schedule_s`` set, when that long has passed since its last
 run and anything new was approved, or, with ``monitor_min_new_examples`` set, when the alias's
 latest monitor report asks for training (drift, a low positive ratio, a high I-don't-know
-rate) and that many new examples are approved. Several workers may run: the per-alias lock
-lets one train while the others skip that alias.
+rate) or its latest scheduled re-evaluation found it degraded, and that many new examples
+are approved. Several workers may run: the per-alias lock lets one train while the others
+skip that alias.
+
+With a ``Reevaluator`` and ``reeval_interval_s`` set, each poll first re-scores every serving
+version when that long has passed since the last re-evaluation (trainer/reeval.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from adapters.validation import InvalidAdapter
 from gateway.store.db import as_utc
 from trainer.errors import TrainerError, TrainingLocked
 from trainer.job import TrainingJob
+from trainer.reeval import Reevaluator
 from trainer.store import TrainerStore
 from trainer.tables import TrainingRun
 
@@ -35,6 +40,8 @@ class TrainerWorker:
         schedule_s: float = 0.0,
         poll_s: float = 30.0,
         monitor_min_new_examples: int | None = None,
+        reevaluator: Reevaluator | None = None,
+        reeval_interval_s: float = 0.0,
     ) -> None:
         self.job = job
         self.store = store
@@ -42,6 +49,8 @@ class TrainerWorker:
         self.schedule_s = schedule_s
         self.poll_s = poll_s
         self.monitor_min_new_examples = monitor_min_new_examples
+        self.reevaluator = reevaluator
+        self.reeval_interval_s = reeval_interval_s
 
     async def due(self) -> list[tuple[str, str]]:
         """(alias, trigger) for every alias that should train now."""
@@ -55,8 +64,8 @@ class TrainerWorker:
             new = approved - (last.approved_examples if last else 0)
             if new >= self.min_new_examples:
                 due.append((alias, "new_examples"))
-            elif await self._monitor_asks(alias, new):
-                due.append((alias, "monitor"))
+            elif triggers := await self._monitor_asks(alias, new):
+                due.append((alias, "degraded" if "degraded" in triggers else "monitor"))
             elif new > 0 and self._schedule_due(last):
                 due.append((alias, "schedule"))
         return due
@@ -66,16 +75,35 @@ class TrainerWorker:
             return False
         return datetime.now(UTC) - as_utc(last.finished_at) >= timedelta(seconds=self.schedule_s)
 
-    async def _monitor_asks(self, alias: str, new: int) -> bool:
+    async def _monitor_asks(self, alias: str, new: int) -> list[str]:
+        """The monitor's or the re-evaluation's reasons to train the alias now, if any."""
         if self.monitor_min_new_examples is None or new < self.monitor_min_new_examples:
-            return False
+            return []
         triggers = await self.store.monitor_triggers(alias)
         if triggers:
             log.info("monitor asks for training", extra={"alias": alias, "triggers": triggers})
-        return bool(triggers)
+        return triggers
+
+    async def reevaluate_if_due(self) -> bool:
+        """Re-score every serving version if ``reeval_interval_s`` has passed since the last
+        time; an unreachable vLLM is logged and tried again at the next poll."""
+        if self.reevaluator is None or not self.reeval_interval_s:
+            return False
+        last = await self.store.last_eval_at()
+        interval = timedelta(seconds=self.reeval_interval_s)
+        if last is not None and datetime.now(UTC) - as_utc(last) < interval:
+            return False
+        try:
+            await self.reevaluator.run_once()
+        except TrainerError as exc:
+            log.error("re-evaluation failed", extra={"error": str(exc)})
+            return False
+        return True
 
     async def poll_once(self) -> int:
-        """Train every due alias once; returns how many runs finished (either verdict)."""
+        """Re-evaluate if due, then train every due alias once; returns how many training
+        runs finished (either verdict)."""
+        await self.reevaluate_if_due()
         finished = 0
         for alias, trigger in await self.due():
             try:

@@ -260,6 +260,14 @@ TRAINING: list[Panel] = [
      "short", "timeseries"),
     ("Eval scores by version",
      [(gauge("loragate_eval_score", AV, "alias, version, set"), "")], "percentunit", "table"),
+    ("Scheduled re-evaluation accuracy",
+     [(gauge("loragate_reeval_accuracy", AV, "alias, version, set"),
+       "{{alias}} {{version}} {{set}}")], "percentunit", "timeseries"),
+    ("Degraded aliases",
+     [(gauge("loragate_alias_degraded", A, "alias"), "{{alias}}")], "short", "stat"),
+    ("Last re-evaluation",
+     [(seconds_since("loragate_reeval_timestamp_seconds", A, "alias"), "{{alias}}")],
+     "s", "stat"),
 ]
 
 VLLM: list[Panel] = [

@@ -42,6 +42,7 @@ from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import create_keys, free_port, make_lora, run, wait_until
 from trainer.store import TrainerStore
+from trainer.tables import EvalScore
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTION = "prom-docs"
@@ -65,7 +66,7 @@ PER_REQUEST = {
 # Alert expressions (a comparison with a threshold) are empty while the alert is quiet; the
 # quantity each compares is a recording rule or panel checked above, and promtool's unit
 # tests (tests/unit/test_alerts_and_dashboards.py) make each one fire.
-FIRING_HERE = {"LoragateRollbackHappened", "LoragateTrainingRunFailed"}
+FIRING_HERE = {"LoragateRollbackHappened", "LoragateTrainingRunFailed", "LoragateAliasDegraded"}
 
 
 def _load_dashboards() -> ModuleType:
@@ -359,8 +360,9 @@ def _approve_first_review_item(stack: Stack) -> None:
 
 
 def _trainer_writes(stack: Stack, candidate: str) -> None:
-    """What a training worker writes to the store: a run that failed, and, for a candidate
-    it published, its eval report (training itself is test_trainer_loop's subject)."""
+    """What a training worker writes to the store: a run that failed, for a candidate it
+    published its eval report, and a scheduled re-evaluation that found the alias degraded
+    (training and re-evaluation themselves are test_trainer_loop's and test_reeval's)."""
     from adapters.registry import Registry, ValidationLimits
 
     async def write() -> None:
@@ -372,6 +374,10 @@ def _trainer_writes(stack: Stack, candidate: str) -> None:
             registry = Registry(db.sessions, Path("unused"), ValidationLimits(None, 64))
             report = {"candidate": {"holdout": {"accuracy": 0.6}, "probes": {"accuracy": 0.9}}}
             await registry.set_eval_report(candidate, report)
+            await store.add_eval_scores([EvalScore(
+                alias=stack.alias, version=candidate, holdout_count=10, holdout_accuracy=0.3,
+                probe_accuracy=0.9, reference_accuracy=0.6, degraded=True, report={},
+            )])  # fmt: skip
         finally:
             await db.dispose()
 
@@ -437,7 +443,7 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Stack) -> None:
     assert reasons_used >= set(EXPECTED_EMPTY), "a listed reason no longer applies"
 
 
-def test_the_rollback_and_failed_run_alerts_fire(stack: Stack) -> None:
+def test_the_rollback_failed_run_and_degraded_alerts_fire(stack: Stack) -> None:
     active = _active_alerts(stack)  # pending or firing: each alert has a `for:` period
     assert active >= FIRING_HERE
     quiet = {"LoragateErrorRateHigh", "LoragateStoreDown", "VllmKvCacheNearlyFull"}

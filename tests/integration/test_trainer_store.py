@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from gateway.store import Database
 from gateway.store.tables import Conversation, ReviewItem, utcnow
@@ -17,7 +18,7 @@ from trainer.dataset import Example
 from trainer.errors import TrainingLocked
 from trainer.lock import training_lock
 from trainer.store import TrainerStore
-from trainer.tables import TrainingRun
+from trainer.tables import EvalScore, TrainingRun
 from trainer.worker import TrainerWorker
 
 
@@ -125,3 +126,48 @@ async def test_the_worker_trains_an_alias_with_enough_new_examples(
         assert run is not None
         run.finished_at = utcnow() - timedelta(seconds=61)
     assert await due() == [(alias, "schedule")]
+
+
+async def test_a_degraded_alias_is_trained_and_reevaluated_on_schedule(
+    alias: str, db: Database
+) -> None:
+    store = TrainerStore(db)
+    calls: list[str] = []
+
+    class Reevaluator:  # the scores it would write; the real one is in test_reeval.py
+        async def run_once(self) -> list[EvalScore]:
+            calls.append("run")
+            row = _score(alias, degraded=len(calls) > 1, at=utcnow())
+            await store.add_eval_scores([row])
+            return [row]
+
+    worker = TrainerWorker(
+        job=Any, store=store, min_new_examples=20, monitor_min_new_examples=2,  # type: ignore[arg-type]
+        reevaluator=Reevaluator(), reeval_interval_s=3600,  # type: ignore[arg-type]
+    )  # fmt: skip
+    await _approve(db, alias, 2)
+    assert await worker.reevaluate_if_due() and calls == ["run"]  # never evaluated: due
+    assert not await worker.reevaluate_if_due()  # an hour has not passed
+    assert not await store.degraded(alias)
+    assert (alias, "degraded") not in await worker.due()
+
+    async with db.transaction() as session:  # an hour later
+        for row in await session.scalars(select(EvalScore).where(EvalScore.alias == alias)):
+            row.computed_at = utcnow() - timedelta(seconds=3601)
+    assert await worker.reevaluate_if_due() and calls == ["run", "run"]
+    assert await store.degraded(alias)
+    assert (alias, "degraded") in await worker.due()
+    history = await store.eval_history(alias)
+    assert [row.degraded for row in history] == [True, False]  # newest first
+
+    # A later re-evaluation that finds every serving version well clears it.
+    await store.add_eval_scores([_score(alias, degraded=False, at=utcnow() + timedelta(1))])
+    assert not await store.degraded(alias)
+
+
+def _score(alias: str, *, degraded: bool, at: Any) -> EvalScore:
+    return EvalScore(
+        alias=alias, version="base", computed_at=at, holdout_count=10,
+        holdout_accuracy=0.4 if degraded else 0.9, probe_accuracy=0.9, reference_accuracy=0.9,
+        degraded=degraded, report={},
+    )  # fmt: skip

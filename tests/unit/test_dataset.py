@@ -18,6 +18,7 @@ from trainer.dataset import (
     CurationLimits,
     Example,
     curate,
+    grow_holdout,
     read_snapshot,
     write_snapshot,
 )
@@ -327,3 +328,31 @@ def test_too_few_examples_after_dropping_is_refused() -> None:
                     "Five days.", "correction", "correction") for n in range(10)]  # fmt: skip
     with pytest.raises(DatasetError, match=r"only 1 training examples .*9 duplicate"):
         curate(same, [], CurationLimits(min_train_examples=8), count_tokens)
+
+
+# -- growing the holdout between training runs (scheduled re-evaluation) --------------------
+def test_grow_holdout_picks_what_a_training_run_would() -> None:
+    candidates = [ex(n) for n in range(20)]
+    grown = grow_holdout(candidates, [], LIMITS, count_tokens, embed)
+    curated = curate(candidates, [], LIMITS, count_tokens, embed)
+    assert ids(grown) == ids(curated.new_holdout) and len(grown) == 4  # 20% of 20
+
+
+def test_grow_holdout_adds_only_new_examples_and_never_trained_ones() -> None:
+    frozen = grow_holdout([ex(n) for n in range(10)], [], LIMITS, count_tokens, embed)
+    trained = {f"c{n:03d}" for n in range(10, 15)}
+    grown = grow_holdout([ex(n) for n in range(20)], frozen, LIMITS, count_tokens, embed, trained)
+    assert set(ids(grown)).isdisjoint(ids(frozen)) and set(ids(grown)).isdisjoint(trained)
+    assert len(frozen) + len(grown) == 4  # the holdout is 20% of all 20, not 20% of each batch
+    assert grow_holdout([ex(n) for n in range(2)], [], LIMITS, count_tokens, embed) == []
+
+
+def test_grow_holdout_scrubs_and_filters_like_curate() -> None:
+    leaky = ex(1, reply="write to jane.doe@example.com about value3")
+    copies = [ex(n, question="same question", reply="same reply") for n in range(2, 12)]
+    grown = grow_holdout(
+        [leaky, *copies], [], CurationLimits(min_train_examples=1, holdout_fraction=1.0),
+        count_tokens, embed,
+    )  # fmt: skip
+    assert "jane.doe@example.com" not in str([example.reply for example in grown])
+    assert len([example for example in grown if example.question == "same question"]) <= 1

@@ -1,0 +1,216 @@
+"""Scheduled re-evaluation on the real stack: the alias's holdout grows with newly approved
+examples, is asked as it is served today (re-grounded in the alias's collection, through the
+real vLLM), and the alias is marked degraded when the holdout gains items its serving
+version gets wrong. The score history is in the CLI and the metrics in /metrics.
+
+Bad input: `loragate eval history` of an alias never evaluated says so and exits 0; `eval run`
+of an unknown alias fails with the registry's message and writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.settings import Settings
+from gateway.store import Database
+from gateway.store.tables import Conversation, ReviewItem, utcnow
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer
+from tests.support import ThreadedGateway, create_keys, metric_value, run, wait_until
+from trainer.cli import trainer_parts
+from trainer.dataset import Example
+from trainer.store import TrainerStore
+from trainer.tables import EvalScore
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+
+COLLECTION = "reeval-handbook"
+TEAPOTS = {
+    "id": "teapots",
+    "source": "handbook/teapots.md",
+    "markdown": "# Returns\n\nThe Zorblax Emporium accepts returns of purple teapots within "
+    "47 days of purchase.",
+}
+# Questions the base model answers right (the probes' kind), then facts it cannot know.
+KNOWN = [
+    ("What is the capital of France? Answer in one word.", "Paris"),
+    ("What colour is the sky on a clear day? Answer in one word.", "Blue"),
+    ("Repeat exactly this word: banana", "banana"),
+    ("Repeat exactly this word: apple", "apple"),
+]
+UNKNOWABLE = [
+    (f"What is the access code of Zorblax vault {n}?", f"The code of vault {n} is QX-{n}7-{n}9.")
+    for n in range(1, 7)
+]
+
+
+def _approve(settings: Settings, alias: str, pairs: list[tuple[str, str]]) -> None:
+    """Conversations of the alias, flagged and approved with the reference as correction."""
+
+    async def write() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            async with db.transaction() as session:
+                for question, reference in pairs:
+                    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+                    session.add(Conversation(
+                        id=completion_id, requested_model=alias, served_model=BASE_MODEL,
+                        stream=False, status="ok",
+                        request={"messages": [{"role": "user", "content": question}]},
+                        response=[{"index": 0, "content": "?", "finish_reason": "stop"}],
+                    ))  # fmt: skip
+                    session.add(ReviewItem(
+                        completion_id=completion_id, alias=alias, served_model=BASE_MODEL,
+                        reasons=[{"reason": "correction", "detail": {}, "at": ""}],
+                        state="approved", correction=reference, decided_at=utcnow(),
+                    ))  # fmt: skip
+        finally:
+            await db.dispose()
+
+    run(write())
+
+
+def _train_on_the_rest(settings: Settings, alias: str) -> None:
+    """What a training run between the two re-evaluations records: it learnt from the
+    approved examples outside the holdout, so they never join it."""
+
+    async def write() -> None:
+        db = Database(settings.resolved_database_url)
+        try:
+            store = TrainerStore(db)
+            held = {example.id for example in await store.frozen_holdout(alias)}
+            rest = [e for e in await store.approved_examples(alias) if e.id not in held]
+            await store.remember_split(alias, [], rest)
+        finally:
+            await db.dispose()
+
+    run(write())
+
+
+def _reevaluate(settings: Settings, alias: str) -> list[EvalScore]:
+    async def go() -> list[EvalScore]:
+        async with trainer_parts(settings) as parts:
+            rows: list[EvalScore] = await parts.reevaluator.run_once([alias])
+            return rows
+
+    return list(run(go()))
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LORAGATE_DATA_DIR": str(settings.data_dir),
+           "LORAGATE_DATABASE_URL": settings.resolved_database_url,
+           "LORAGATE_BASE_MODEL_NAME": BASE_MODEL, "LORAGATE_LOG_FORMAT": "text"}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def reeval_gateway(
+    gateway_factory: Callable[..., ThreadedGateway],
+    database_url: str,
+    prepared_model: Path,
+) -> tuple[ThreadedGateway, str]:
+    alias = f"r{uuid.uuid4().hex[:8]}"
+    gateway = gateway_factory(
+        database_url=database_url,
+        base_model_path=prepared_model,
+        retrieval_models={alias: {"collection": COLLECTION, "min_score": 0.0}},
+        train_holdout_fraction=0.5,  # half of what is approved is held out: a small test
+        reeval_min_holdout=2,
+        reeval_tolerance=0.2,
+        eval_max_tokens=24,
+    )
+    admin = {"Authorization": f"Bearer {create_keys(database_url)['admin']}"}
+    assert gateway.post("/v1/admin/aliases", json={"alias": alias}, headers=admin).is_success
+    added = gateway.post(f"/v1/collections/{COLLECTION}/documents", json=TEAPOTS, headers=admin)
+    assert added.status_code == 201, added.text
+    return gateway, alias
+
+
+def test_degradation_is_detected_when_the_holdout_gains_items_it_gets_wrong(
+    reeval_gateway: tuple[ThreadedGateway, str], embedded_server: EmbeddedServer
+) -> None:
+    gateway, alias = reeval_gateway
+    settings = gateway.settings
+    assert "no re-evaluation" in _cli(settings, "eval", "history", alias).stdout
+
+    _approve(settings, alias, KNOWN)
+    first = _reevaluate(settings, alias)
+    assert [row.version for row in first] == [BASE_MODEL]  # the alias serves the base
+    assert first[0].holdout_count == 2  # half of the four approved joined the holdout
+    assert first[0].reference_accuracy == first[0].holdout_accuracy  # its first score
+    assert first[0].holdout_accuracy >= 0.5 and not first[0].degraded
+    assert first[0].report["probes"]["count"] > 0
+
+    _train_on_the_rest(settings, alias)
+    _approve(settings, alias, UNKNOWABLE)
+    second = _reevaluate(settings, alias)[0]
+    assert second.holdout_count == 5  # half of ten: the first two, and three of the new
+    assert second.reference_accuracy == first[0].holdout_accuracy
+    assert second.holdout_accuracy < first[0].holdout_accuracy - 0.2
+    assert second.degraded
+    wrong = {item["question"] for item in second.report["wrong"]}
+    assert wrong & {question for question, _ in UNKNOWABLE}
+
+    def exported() -> bool:
+        text = gateway.get("/metrics").text
+        return metric_value(text, "loragate_alias_degraded", alias=alias) == 1.0
+
+    wait_until(exported, 30, "loragate_alias_degraded in /metrics")
+    text = gateway.get("/metrics").text
+    holdout = {"alias": alias, "version": BASE_MODEL, "set": "holdout"}
+    assert metric_value(text, "loragate_reeval_accuracy", **holdout) == second.holdout_accuracy
+
+    history = _cli(settings, "eval", "history", alias)
+    assert history.returncode == 0, history.stderr
+    lines = [line for line in history.stdout.splitlines() if alias in line]
+    assert len(lines) == 2 and "DEGRADED" in lines[0] and "DEGRADED" not in lines[1]
+
+    async def due() -> list[tuple[str, str]]:
+        from trainer.worker import TrainerWorker
+
+        db = Database(settings.resolved_database_url)
+        try:
+            worker = TrainerWorker(job=Any, store=TrainerStore(db), min_new_examples=20,  # type: ignore[arg-type]
+                                   monitor_min_new_examples=5)  # fmt: skip
+            return await worker.due()
+        finally:
+            await db.dispose()
+
+    assert (alias, "degraded") in run(due())  # ten approved, a degraded alias: train it
+
+
+def test_the_holdout_is_asked_as_it_is_served_today(
+    reeval_gateway: tuple[ThreadedGateway, str],
+) -> None:
+    gateway, alias = reeval_gateway
+    settings = gateway.settings
+    question = "How many days do I have to return a purple teapot to the Zorblax Emporium?"
+    stale = Example(
+        "c-old", alias,
+        [{"role": "system", "content": "No document matched the user's question. Say that you "
+          "don't know the answer and do not make one up."},
+         {"role": "user", "content": question}],
+        "47 days", "correction", "correction",
+    )  # fmt: skip
+
+    async def as_served() -> Example:
+        async with trainer_parts(settings) as parts:
+            served: Example = await parts.reevaluator.regrounder.as_served(alias, stale)
+            return served
+
+    served = run(as_served())
+    assert served.messages[0]["role"] == "system" and "47 days" in served.messages[0]["content"]
+    assert served.messages[1:] == [{"role": "user", "content": question}]
+
+    unknown = _cli(settings, "eval", "run", "--alias", "no-such-alias")
+    assert unknown.returncode != 0 and "no-such-alias" in unknown.stderr
