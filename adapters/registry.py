@@ -27,14 +27,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
-from adapters.tables import AdapterVersion, Alias, Rollout, utcnow
+from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, utcnow
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, InvalidAdapter, validate_adapter
 
 log = logging.getLogger("loragate.registry")
 
 _ALIAS = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 _VERSION = re.compile(r"^(?P<alias>.+)-v(?P<number>\d+)$")
-SERVING_STATES = ("live", "canary")
+# "arm": an A/B experiment serves it (adapters/experiments.py) besides the live version.
+SERVING_STATES = ("live", "canary", "arm")
 
 
 class UnknownAdapter(AdapterError):
@@ -55,6 +56,22 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Arm:
+    """One side of an A/B experiment: a version (None: the base model) and its retrieval."""
+
+    name: str
+    version: str | None
+    # None: the alias's own retrieval; False: none; {"collection": ...}: that collection
+    retrieval: bool | dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentRoute:
+    id: int
+    arms: tuple[Arm, ...]
+
+
+@dataclass(frozen=True)
 class AliasRoute:
     """How one alias is served right now."""
 
@@ -63,6 +80,7 @@ class AliasRoute:
     canary: str | None = None
     weight: float = 0.0  # the canary's share of traffic, 0..1
     step: int = 0
+    experiment: ExperimentRoute | None = None  # splits all traffic evenly when set
 
 
 def check_alias(alias: str) -> str:
@@ -261,11 +279,19 @@ class Registry:
                     select(Rollout).where(Rollout.state.in_(("running", "paused")))
                 )
             }
+            experiments = {
+                experiment.alias: experiment_route(experiment)
+                for experiment in await session.scalars(
+                    select(Experiment).where(Experiment.state == "running")
+                )
+            }
         routes = {}
         for alias in aliases:
             rollout = rollouts.get(alias.name)
+            experiment = experiments.get(alias.name)
             if rollout is None:
-                routes[alias.name] = AliasRoute(alias.name, alias.live_version)
+                routes[alias.name] = AliasRoute(alias.name, alias.live_version,
+                                                experiment=experiment)  # fmt: skip
             else:
                 routes[alias.name] = AliasRoute(
                     alias.name, alias.live_version, rollout.candidate, rollout.weight, rollout.step
@@ -284,6 +310,11 @@ class Registry:
         async with self.sessions() as fresh, fresh.begin():
             await apply(fresh)
         self.changed()
+
+
+def experiment_route(experiment: Experiment) -> ExperimentRoute:
+    arms = tuple(Arm(arm["name"], arm["version"], arm.get("retrieval")) for arm in experiment.arms)
+    return ExperimentRoute(experiment.id, arms)
 
 
 def content_sha256(directory: Path) -> str:

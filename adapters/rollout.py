@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
 from adapters.registry import Registry
-from adapters.tables import AdapterVersion, Alias, Rollout, RolloutEvent, utcnow
+from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent, aware, utcnow
 
 log = logging.getLogger("loragate.rollout")
 
@@ -155,6 +155,15 @@ class RolloutController:
                 raise RolloutError(f"{candidate} is not a version of alias {alias}")
             if await self._active(session, alias) is not None:
                 raise RolloutError(f"alias {alias} already has a rollout in progress")
+            experiment = await session.scalar(
+                select(Experiment.id).where(
+                    Experiment.alias == alias, Experiment.state == "running"
+                )
+            )
+            if experiment is not None:
+                raise RolloutError(
+                    f"alias {alias} has experiment {experiment} running: stop it first"
+                )
             if version.state != "candidate":
                 raise RolloutError(f"{candidate} is {version.state}; only candidates roll out")
             rollout = Rollout(
@@ -217,7 +226,7 @@ class RolloutController:
             running = list(await session.scalars(select(Rollout).where(Rollout.state == "running")))
         for rollout in running:
             now = utcnow()
-            started = _aware(rollout.step_started_at)
+            started = aware(rollout.step_started_at)
             if now - started >= timedelta(seconds=self.policy.interval_s):
                 await self._analyse_step(rollout, started, now)
 
@@ -335,8 +344,3 @@ class RolloutController:
     @staticmethod
     def _event(session: AsyncSession, rollout: Rollout, kind: str, detail: dict[str, Any]) -> None:
         session.add(RolloutEvent(rollout_id=rollout.id, kind=kind, detail=detail))
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)

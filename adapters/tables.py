@@ -5,12 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class AdapterBase(DeclarativeBase):
@@ -78,3 +83,27 @@ class RolloutEvent(AdapterBase):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Experiment(AdapterBase):
+    """An A/B experiment on one alias: traffic split evenly across arms, sticky per
+    conversation, until the sequential test on positive feedback decides or a limit is hit."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alias: Mapped[str] = mapped_column(String(64), index=True)
+    # running | decided | stopped | promoted
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # [{"name", "version" (None: the base model), "retrieval" (None | False | {"collection"}),
+    #   "previous_state" (of the version, restored when the experiment ends)}]
+    arms: Mapped[list[Any]] = mapped_column(JSON)
+    max_samples: Mapped[int] = mapped_column(Integer)  # ratings per arm
+    auto_promote: Mapped[bool] = mapped_column(Boolean, default=False)
+    winner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # last look
+    min_p_values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # per arm, so far
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.engine import EngineClient
+from adapters.experiments import ExperimentController
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry
 from adapters.rollout import RolloutController
@@ -42,6 +43,7 @@ from gateway.openapi import document_errors
 from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
+from gateway.routes import experiments as experiment_routes
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.state_metrics import StateMetrics
@@ -77,6 +79,7 @@ class Services:
     feedback: FeedbackService
     review: ReviewQueue
     rollouts: RolloutController
+    experiments: ExperimentController
     leader: LeaderLock
     metrics: GatewayMetrics
     exposition: Exposition
@@ -104,6 +107,7 @@ class Services:
         )
         leader = LeaderLock(db)
         rollouts = rollout_controller(settings, db, adapters, leader)  # fmt: skip
+        experiments = components.experiment_controller(settings, db, adapters, leader)
         router = ModelRouter(adapters, settings.base_model_name)
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
                             settings.adapter_wait_s, settings.default_max_tokens)  # fmt: skip
@@ -133,7 +137,7 @@ class Services:
         exposition.add_state(state_metrics)
         return cls(settings, registry, db, keys, conversations, engine, router, chat,
                    authenticator, retriever, adapters, reconciler, feedback, review_queue,
-                   rollouts, leader, metrics, exposition, state_metrics, monitor,
+                   rollouts, experiments, leader, metrics, exposition, state_metrics, monitor,
                    LeaderLock(db, MONITOR_LOCK_KEY, "monitor"), journal)  # fmt: skip
 
     async def start(self) -> None:
@@ -192,8 +196,9 @@ class Services:
         while True:
             try:
                 await self.rollouts.tick()
+                await self.experiments.tick()
             except Exception:  # the loop must outlive one bad tick; it is logged
-                log.exception("rollout tick failed")
+                log.exception("rollout or experiment tick failed")
             await asyncio.sleep(period)
 
     async def _run_monitor(self) -> None:
@@ -268,6 +273,9 @@ def create_app(
             rollouts.start_rollout,
             rollouts.rollout_status,
             rollouts.rollout_action,
+            experiment_routes.start_experiment,
+            experiment_routes.experiment_status,
+            experiment_routes.experiment_action,
             monitor.monitor_history,
             monitor.run_monitor,
             monitor.monitor_timeline,
@@ -289,6 +297,7 @@ def create_app(
             "adapters": provide(services.adapters),
             "feedback": provide(services.feedback),
             "rollouts": provide(services.rollouts),
+            "experiments": provide(services.experiments),
             "review": provide(services.review),
             "quotas": provide(services.chat.quotas),
         },

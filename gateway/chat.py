@@ -27,7 +27,7 @@ from gateway.http_errors import describe
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
 from gateway.quotas import Admission, QuotaGate
 from gateway.routing import ModelRouter, Route
-from gateway.schemas import ChatCompletionRequest
+from gateway.schemas import ChatCompletionRequest, RetrievalOptions
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
 from gateway.store.keys import Principal
 from retrieval.grounding import citations, groundedness
@@ -218,6 +218,8 @@ class ChatService:
             top_score=max((hit.score for hit in grounding.hits), default=None)
             if grounding
             else None,
+            experiment_id=route.experiment_id,
+            arm=route.arm,
         )
         return _Call(self, route, payload, record, started, grounding, admission)
 
@@ -234,7 +236,7 @@ class ChatService:
         """Retrieve sources and put them in front of the conversation, as a system message."""
         if self.grounder is None:
             return None
-        plan = self.grounder.plan(request.retrieval, (route.requested, route.served_name))
+        plan = self.grounder.plan(_retrieval(request, route), (route.requested, route.served_name))
         if plan is None:
             return None
         grounding = await self.grounder.ground(plan, payload["messages"])
@@ -379,6 +381,15 @@ class _Call:
             task = asyncio.get_running_loop().create_task(self.settle_quota())
             self.service.background.add(task)  # held until done: the loop keeps weak refs
             task.add_done_callback(self.service.background.discard)
+
+
+def _retrieval(request: ChatCompletionRequest, route: Route) -> RetrievalOptions | bool | None:
+    """An experiment arm's retrieval wins over the request's: the arm is what is measured."""
+    if route.retrieval is None:
+        return request.retrieval
+    if route.retrieval is False:
+        return False
+    return RetrievalOptions(**route.retrieval) if isinstance(route.retrieval, dict) else None
 
 
 def route_labels(route: Route) -> tuple[str, str]:

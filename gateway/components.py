@@ -10,6 +10,7 @@ from pathlib import Path
 from adapters.base_model import check_model_dir
 from adapters.engine import EngineClientConfig
 from adapters.errors import BaseModelError
+from adapters.experiments import ExperimentController, ExperimentPolicy
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy
 from adapters.supervisor import EngineLaunch
@@ -18,7 +19,7 @@ from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
 from gateway.quotas import MonthlyUsage, QuotaGate
-from gateway.rollout_stats import version_stats
+from gateway.rollout_stats import experiment_outcomes, version_stats
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.keys import Quota
@@ -106,6 +107,20 @@ def rollout_controller(
         rollout_policy(settings),
         leader.is_leader,
     )
+
+
+def experiment_controller(
+    settings: Settings, db: Database, registry: Registry, leader: LeaderLock | None = None
+) -> ExperimentController:
+    policy = ExperimentPolicy(
+        settings.experiment_alpha, settings.experiment_tau, settings.experiment_min_samples,
+        settings.experiment_max_samples, settings.experiment_max_duration_s,
+    )  # fmt: skip
+    leader = leader or LeaderLock(db)
+    return ExperimentController(
+        registry, db.sessions, lambda experiment_id: experiment_outcomes(db, experiment_id),
+        policy, leader.is_leader,
+    )  # fmt: skip
 
 
 def engine_launch(settings: Settings) -> EngineLaunch:

@@ -23,6 +23,7 @@ from adapters.errors import (
     EngineTimeout,
     EngineUnavailable,
 )
+from adapters.experiments import ExperimentConflict, ExperimentError
 from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
@@ -70,6 +71,8 @@ _PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidAdapter, 400, "invalid_request_error", "invalid_adapter"),
     (UnknownAdapter, 404, "invalid_request_error", "adapter_not_found"),
     (RolloutError, 409, "invalid_request_error", "rollout_conflict"),
+    (ExperimentConflict, 409, "invalid_request_error", "experiment_conflict"),
+    (ExperimentError, 400, "invalid_request_error", "invalid_experiment"),
     (EngineUnavailable, 503, "service_unavailable", "engine_unavailable"),
     (EngineTimeout, 504, "timeout", "engine_timeout"),
     (EngineStreamBroken, 502, "upstream_error", "engine_stream_broken"),

@@ -1,12 +1,14 @@
-"""What the rollout gates compare: one version's traffic and feedback over a window, read
-from the conversation log and the feedback table."""
+"""What the rollout gates and the experiments compare, read from the conversation log and
+the feedback table: one version's traffic and feedback over a window, and an experiment's
+traffic and feedback per arm."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from adapters.experiments import ArmCount
 from adapters.rollout import VersionStats
 from gateway.store.db import Database
 from gateway.store.tables import Conversation, Feedback
@@ -51,3 +53,36 @@ async def version_stats(
         grounded=len(grounded),
         mean_groundedness=sum(grounded) / len(grounded) if grounded else 0.0,
     )
+
+
+async def experiment_outcomes(db: Database, experiment_id: int) -> dict[str, ArmCount]:
+    """Answers served and thumbs given per arm (neutral ratings left out)."""
+    served_query = (
+        select(Conversation.arm, func.count())
+        .where(Conversation.experiment_id == experiment_id, Conversation.status == "ok")
+        .group_by(Conversation.arm)
+    )
+    rated_query = (
+        select(Conversation.arm, Feedback.polarity, func.count())
+        .join(Feedback, Feedback.completion_id == Conversation.id)
+        .where(
+            Conversation.experiment_id == experiment_id,
+            Feedback.polarity.in_(("positive", "negative")),
+        )
+        .group_by(Conversation.arm, Feedback.polarity)
+    )
+    async with db.sessions() as session:
+        served: dict[str, int] = {
+            str(arm): int(count) for arm, count in (await session.execute(served_query)).all()
+        }
+        rated: dict[str, dict[str, int]] = {}
+        for arm, polarity, count in (await session.execute(rated_query)).all():
+            rated.setdefault(str(arm), {})[str(polarity)] = int(count)
+    return {
+        arm: ArmCount(
+            served=served.get(arm, 0),
+            rated=sum(rated.get(arm, {}).values()),
+            positive=rated.get(arm, {}).get("positive", 0),
+        )
+        for arm in set(served) | set(rated)
+    }

@@ -3,9 +3,10 @@
 * the base model name serves the base;
 * ``support-v3`` pins a version (it must be live or canary, i.e. loaded);
 * ``support`` resolves to the alias's live version (the base model while it has none) or,
-  during a rollout, to the canary for a share of traffic equal to its weight. The choice is
-  sticky: a stable hash of the conversation id (or the API key, when there is none) always
-  lands on the same side.
+  during a rollout, to the canary for a share of traffic equal to its weight, or, during an
+  A/B experiment, to one of the experiment's arms (an even split). The choice is sticky: a
+  stable hash of the conversation id (or the API key, when there is none) always lands on the
+  same side.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Route:
     alias: str | None = None
     canary: bool = False
     base: bool = False  # an alias with no live version yet serves the base model
+    experiment_id: int | None = None
+    arm: str | None = None
+    # An experiment arm's retrieval: None keeps the alias's own, False turns it off,
+    # {"collection": ...} uses another collection.
+    retrieval: bool | dict[str, Any] | None = None
 
     @property
     def is_adapter(self) -> bool:
@@ -70,12 +76,24 @@ class ModelRouter:
         raise ModelNotFound(await self._not_found_message(requested), param="model")
 
     def _split(self, route: AliasRoute, sticky_key: str) -> Route:
+        if route.experiment is not None:
+            return self._arm(route, sticky_key)
         if route.canary and sticky_bucket(f"{route.alias}:{sticky_key}") < route.weight:
             return Route(route.alias, route.canary, route.canary, alias=route.alias, canary=True)
         if route.live is None:
             base = self.base_model_name
             return Route(route.alias, base, base, alias=route.alias, base=True)
         return Route(route.alias, route.live, route.live, alias=route.alias)
+
+    def _arm(self, route: AliasRoute, sticky_key: str) -> Route:
+        experiment = route.experiment
+        assert experiment is not None
+        bucket = sticky_bucket(f"{route.alias}:experiment-{experiment.id}:{sticky_key}")
+        arm = experiment.arms[int(bucket * len(experiment.arms))]
+        upstream = arm.version or self.base_model_name
+        return Route(route.alias, upstream, upstream, alias=route.alias,
+                     base=arm.version is None, experiment_id=experiment.id, arm=arm.name,
+                     retrieval=arm.retrieval)  # fmt: skip
 
     async def _not_found_message(self, requested: str) -> str:
         try:

@@ -237,6 +237,27 @@ class Settings(BaseSettings):
         1.5, gt=0, description="Gate: canary p95 latency over live's."
     )
 
+    # -- A/B experiments ----------------------------------------------------------------
+    experiment_alpha: float = Field(
+        0.05, gt=0, lt=1,
+        description="Largest chance an experiment declares a difference that is not there, "
+        "however often it is looked at (mixture SPRT; split across the arms compared).",
+    )  # fmt: skip
+    experiment_tau: float = Field(
+        0.1, gt=0, le=1,
+        description="The size of difference in positive-feedback rate the test is tuned to "
+        "find fastest (the mixture's spread).",
+    )  # fmt: skip
+    experiment_min_samples: int = Field(
+        20, ge=5, description="Rated answers each arm needs before a decision."
+    )
+    experiment_max_samples: int = Field(
+        1000, ge=1, description="Rated answers per arm after which an undecided experiment stops."
+    )
+    experiment_max_duration_s: float = Field(
+        14 * 86_400.0, gt=0, description="How long an undecided experiment runs at most."
+    )
+
     # -- requests ---------------------------------------------------------------------
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body; bigger ones get 413."

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.registry import Registry
-from adapters.tables import AdapterVersion, Rollout
+from adapters.tables import AdapterVersion, Experiment, Rollout
 from gateway.store.db import Database, as_utc
 from gateway.store.tables import ReviewItem
 from monitor.service import QualityMonitor
@@ -29,7 +29,7 @@ from trainer.tables import EvalScore, TrainingRun
 
 log = logging.getLogger("loragate.metrics")
 
-SERVING_STATES = ("candidate", "canary", "live")
+SERVING_STATES = ("candidate", "canary", "live", "arm")
 FINISHED_ROLLOUTS = ("promoted", "rolled_back", "aborted")
 QUALITY_KPIS = ("positive_ratio", "groundedness", "idk_rate")
 
@@ -61,6 +61,7 @@ class StateMetrics(Collector):
                 await self._review_queue(),
                 *await self._training(),
                 *await self._reevaluation(),
+                *await self._experiments(),
                 *await self._monitor(),
             ]
         except (SQLAlchemyError, OSError) as exc:
@@ -192,6 +193,34 @@ class StateMetrics(Collector):
                 if at is not None:
                     failure.add_metric([alias], _timestamp(at))
         return [runs, duration, failure]
+
+    async def _experiments(self) -> list[Metric]:
+        running = _gauge(
+            "loragate_experiment_running", "1 while the alias has an A/B experiment running.",
+            ["alias"],
+        )  # fmt: skip
+        ratio = _gauge(
+            "loragate_experiment_arm_positive_ratio",
+            "Positive share of the thumbs an experiment arm got, at the leader's last look.",
+            ["alias", "arm"],
+        )
+        ratings = _gauge(
+            "loragate_experiment_arm_ratings",
+            "Thumbs an experiment arm got, at the leader's last look.",
+            ["alias", "arm"],
+        )
+        async with self.db.transaction() as session:
+            experiments = await session.scalars(
+                select(Experiment).where(Experiment.state == "running")
+            )
+            for experiment in experiments:
+                running.add_metric([experiment.alias], 1)
+                arms = (experiment.results or {}).get("arms", {})
+                for arm, card in arms.items():
+                    ratings.add_metric([experiment.alias, arm], card["rated"])
+                    if card["rate"] is not None:
+                        ratio.add_metric([experiment.alias, arm], card["rate"])
+        return [running, ratio, ratings]
 
     async def _reevaluation(self) -> list[Metric]:
         accuracy = _gauge(

@@ -197,6 +197,14 @@ ADAPTERS: list[Panel] = [
     ("Adapter load time p50 / p95",
      [(quantile(0.5, "loragate_adapter_load_seconds"), "p50"),
       (quantile(0.95, "loragate_adapter_load_seconds"), "p95")], "s", "timeseries"),
+    ("Experiments running",
+     [(gauge("loragate_experiment_running", A, "alias"), "{{alias}}")], "short", "stat"),
+    ("Experiment positive rate by arm",
+     [(gauge("loragate_experiment_arm_positive_ratio", A, "alias, arm"), "{{alias}} {{arm}}")],
+     "percentunit", "timeseries"),
+    ("Experiment ratings by arm",
+     [(gauge("loragate_experiment_arm_ratings", A, "alias, arm"), "{{alias}} {{arm}}")],
+     "short", "timeseries"),
 ]
 
 QUALITY: list[Panel] = [

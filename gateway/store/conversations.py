@@ -49,6 +49,8 @@ class ConversationRecord:
     context: list[int] | None = None
     groundedness: float | None = None
     top_score: float | None = None  # best retrieval score, for the "I don't know" rule
+    experiment_id: int | None = None
+    arm: str | None = None
 
 
 class ConversationLog:

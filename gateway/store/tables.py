@@ -69,6 +69,9 @@ class Conversation(Base):
     context: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     groundedness: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The A/B experiment arm that answered, if the alias was in one (adapters/experiments.py).
+    experiment_id: Mapped[int | None] = mapped_column(Integer, index=True, nullable=True)
+    arm: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )

@@ -54,6 +54,7 @@ EXPECTED_EMPTY = {
     "loragate_upstream_errors_total": "vLLM does not fail in this test (fault tests cover it)",
     "loragate_client_disconnects_total": "every client here reads its answer to the end",
     'outcome="aborted"': "no rollout is aborted here (test_adapters_live aborts one)",
+    "loragate_experiment_": "no A/B experiment runs here (test_experiments covers them)",
 }
 # Counted per request, by alias: only what this test's traffic asked for can appear.
 PER_REQUEST = {
