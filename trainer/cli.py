@@ -250,4 +250,42 @@ def _print_scores(rows: list[Any]) -> None:
         )
 
 
+@eval_group.command("bases")
+@click.argument("alias")
+@click.option(
+    "--candidate", "candidates", multiple=True, required=True,
+    help="NAME=URL of a vLLM server (with --enable-lora) serving one candidate base; "
+    "NAME=URL@PATH when its weights are elsewhere here. Repeat per base.",
+)  # fmt: skip
+@click.option("--target", default=0.6, show_default=True, type=click.FloatRange(0, 1),
+              help="Holdout accuracy to reach.")  # fmt: skip
+@click.option("--fractions", default="0.25,0.5,1", show_default=True,
+              help="Shares of the training examples to train on.")  # fmt: skip
+@click.pass_context
+def eval_bases(
+    ctx: click.Context, alias: str, candidates: tuple[str, ...], target: float, fractions: str
+) -> None:
+    """Which candidate base reaches TARGET accuracy on ALIAS's holdout with fewest examples."""
+    from trainer.bases import BaseSelector, format_table, parse_candidate
+
+    settings: Settings = ctx.obj
+    try:
+        parsed = [parse_candidate(text) for text in candidates]
+        shares = [float(share) for share in fractions.split(",")]
+    except (TrainerError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    if not shares or not all(0 < share <= 1 for share in shares):
+        raise click.BadParameter("fractions must be in (0, 1]", param_hint="--fractions")
+
+    async def compare(parts: TrainerParts) -> dict[str, Any]:
+        selector = BaseSelector(parts.job, parts.reevaluator.store,
+                                parts.reevaluator.regrounder, sorted(shares))  # fmt: skip
+        report: dict[str, Any] = await selector.run(alias, parsed, target)
+        return report
+
+    report = _run(settings, compare)
+    click.echo(format_table(report))
+    click.echo(f"report: {report['path']}")
+
+
 COMMANDS = (train_command, trainer_command, eval_group, _demo())
