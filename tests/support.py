@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from gateway.http_protocol import limit_headers
 from gateway.settings import Settings
 from gateway.store import Database
 from gateway.store.keys import KeyStore
-from gateway.store.tables import Conversation
+from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 T = TypeVar("T")
 
@@ -65,6 +66,34 @@ def create_keys(database_url: str) -> dict[str, str]:
 
     result: dict[str, str] = run(make())
     return result
+
+
+def approve_examples(database_url: str, alias: str, pairs: list[tuple[str, str]]) -> None:
+    """Conversations of ``alias`` (question, a useless answer), flagged and approved with the
+    reference as their correction: what the review queue hands the trainer."""
+
+    async def write() -> None:
+        db = Database(database_url)
+        try:
+            await db.migrate()
+            async with db.transaction() as session:
+                for question, reference in pairs:
+                    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+                    session.add(Conversation(
+                        id=completion_id, requested_model=alias, served_model="base",
+                        stream=False, status="ok",
+                        request={"messages": [{"role": "user", "content": question}]},
+                        response=[{"index": 0, "content": "?", "finish_reason": "stop"}],
+                    ))  # fmt: skip
+                    session.add(ReviewItem(
+                        completion_id=completion_id, alias=alias, served_model="base",
+                        reasons=[{"reason": "correction", "detail": {}, "at": ""}],
+                        state="approved", correction=reference, decided_at=utcnow(),
+                    ))  # fmt: skip
+        finally:
+            await db.dispose()
+
+    run(write())
 
 
 def read_conversation(database_url: str, completion_id: str) -> Conversation | None:

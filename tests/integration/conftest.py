@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from gateway.settings import load_settings
-from tests.support import ThreadedGateway, create_keys, free_port, wait_until
+from tests.support import ThreadedGateway, create_keys, free_port, make_lora, wait_until
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
 ENGINE_START_TIMEOUT_S = 900
@@ -173,6 +173,13 @@ def store_gateway(
 
 def sdk_client(base_url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small real PEFT LoRAs on the prepared base, with different random weights."""
+    root = tmp_path_factory.mktemp("loras")
+    return [make_lora(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -17,13 +17,7 @@ import pytest
 
 from gateway.routing import sticky_bucket
 from tests.integration.conftest import EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, make_lora, metric_value, wait_until
-
-
-@pytest.fixture(scope="module")
-def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("live-loras")
-    return [make_lora(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(2)]
+from tests.support import ThreadedGateway, create_keys, metric_value, wait_until
 
 
 @pytest.fixture(autouse=True)

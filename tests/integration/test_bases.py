@@ -13,15 +13,12 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
-from gateway.store import Database
-from gateway.store.tables import Conversation, ReviewItem, utcnow
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import free_port, run
+from tests.support import approve_examples, free_port
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
@@ -29,31 +26,6 @@ FACTS = [
     (f"What is the opening time of Zorblax branch {n}?", f"Branch {n} opens at {n + 6} am.")
     for n in range(1, 13)
 ]
-
-
-def _approve(database_url: str, alias: str) -> None:
-    async def write() -> None:
-        db = Database(database_url)
-        try:
-            await db.migrate()
-            async with db.transaction() as session:
-                for question, answer in FACTS:
-                    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-                    session.add(Conversation(
-                        id=completion_id, requested_model=alias, served_model=BASE_MODEL,
-                        stream=False, status="ok",
-                        request={"messages": [{"role": "user", "content": question}]},
-                        response=[{"index": 0, "content": "?", "finish_reason": "stop"}],
-                    ))  # fmt: skip
-                    session.add(ReviewItem(
-                        completion_id=completion_id, alias=alias, served_model=BASE_MODEL,
-                        reasons=[{"reason": "correction", "detail": {}, "at": ""}],
-                        state="approved", correction=answer, decided_at=utcnow(),
-                    ))  # fmt: skip
-        finally:
-            await db.dispose()
-
-    run(write())
 
 
 def _bases(data_dir: Path, model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +43,7 @@ def test_two_candidates_get_a_sample_efficiency_curve_each(
     embedded_server: EmbeddedServer, prepared_model: Path, tmp_path: Path
 ) -> None:
     alias = "branches"
-    _approve(f"sqlite+aiosqlite:///{tmp_path / 'loragate.db'}", alias)
+    approve_examples(f"sqlite+aiosqlite:///{tmp_path / 'loragate.db'}", alias, FACTS)
     url = embedded_server.engine_url
     result = _bases(tmp_path, prepared_model, alias, "--candidate", f"smol-a={url}",
                     "--candidate", f"smol-b={url}", "--target", "0.5")  # fmt: skip

@@ -26,17 +26,11 @@ import pytest
 from gateway.store import Database
 from gateway.store.tables import Conversation
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, make_lora, metric_value, run, wait_until
+from tests.support import ThreadedGateway, create_keys, metric_value, run, wait_until
 
 pytestmark = pytest.mark.vllm
 
 COLLECTION = "exp-docs"
-
-
-@pytest.fixture(scope="module")
-def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("exp-loras")
-    return [make_lora(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
 
 
 @pytest.fixture(autouse=True)

@@ -21,9 +21,15 @@ import pytest
 
 from gateway.settings import Settings
 from gateway.store import Database
-from gateway.store.tables import Conversation, ReviewItem, utcnow
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, metric_value, run, wait_until
+from tests.support import (
+    ThreadedGateway,
+    approve_examples,
+    create_keys,
+    metric_value,
+    run,
+    wait_until,
+)
 from trainer.cli import trainer_parts
 from trainer.dataset import Example
 from trainer.store import TrainerStore
@@ -49,32 +55,6 @@ UNKNOWABLE = [
     (f"What is the access code of Zorblax vault {n}?", f"The code of vault {n} is QX-{n}7-{n}9.")
     for n in range(1, 7)
 ]
-
-
-def _approve(settings: Settings, alias: str, pairs: list[tuple[str, str]]) -> None:
-    """Conversations of the alias, flagged and approved with the reference as correction."""
-
-    async def write() -> None:
-        db = Database(settings.resolved_database_url)
-        try:
-            async with db.transaction() as session:
-                for question, reference in pairs:
-                    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-                    session.add(Conversation(
-                        id=completion_id, requested_model=alias, served_model=BASE_MODEL,
-                        stream=False, status="ok",
-                        request={"messages": [{"role": "user", "content": question}]},
-                        response=[{"index": 0, "content": "?", "finish_reason": "stop"}],
-                    ))  # fmt: skip
-                    session.add(ReviewItem(
-                        completion_id=completion_id, alias=alias, served_model=BASE_MODEL,
-                        reasons=[{"reason": "correction", "detail": {}, "at": ""}],
-                        state="approved", correction=reference, decided_at=utcnow(),
-                    ))  # fmt: skip
-        finally:
-            await db.dispose()
-
-    run(write())
 
 
 def _train_on_the_rest(settings: Settings, alias: str) -> None:
@@ -143,7 +123,7 @@ def test_degradation_is_detected_when_the_holdout_gains_items_it_gets_wrong(
     settings = gateway.settings
     assert "no re-evaluation" in _cli(settings, "eval", "history", alias).stdout
 
-    _approve(settings, alias, KNOWN)
+    approve_examples(settings.resolved_database_url, alias, KNOWN)
     first = _reevaluate(settings, alias)
     assert [row.version for row in first] == [BASE_MODEL]  # the alias serves the base
     assert first[0].holdout_count == 2  # half of the four approved joined the holdout
@@ -152,7 +132,7 @@ def test_degradation_is_detected_when_the_holdout_gains_items_it_gets_wrong(
     assert first[0].report["probes"]["count"] > 0
 
     _train_on_the_rest(settings, alias)
-    _approve(settings, alias, UNKNOWABLE)
+    approve_examples(settings.resolved_database_url, alias, UNKNOWABLE)
     second = _reevaluate(settings, alias)[0]
     assert second.holdout_count == 5  # half of ten: the first two, and three of the new
     assert second.reference_accuracy == first[0].holdout_accuracy
