@@ -95,13 +95,11 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def reeval_gateway(
-    gateway_factory: Callable[..., ThreadedGateway],
-    database_url: str,
-    prepared_model: Path,
+    gateway_factory: Callable[..., ThreadedGateway], prepared_model: Path
 ) -> tuple[ThreadedGateway, str]:
+    """On SQLite: the score table's queries run on PostgreSQL too in test_trainer_store."""
     alias = f"r{uuid.uuid4().hex[:8]}"
     gateway = gateway_factory(
-        database_url=database_url,
         base_model_path=prepared_model,
         retrieval_models={alias: {"collection": COLLECTION, "min_score": 0.0}},
         train_holdout_fraction=0.5,  # half of what is approved is held out: a small test
@@ -109,7 +107,8 @@ def reeval_gateway(
         reeval_tolerance=0.2,
         eval_max_tokens=24,
     )
-    admin = {"Authorization": f"Bearer {create_keys(database_url)['admin']}"}
+    keys = create_keys(gateway.settings.resolved_database_url)
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
     assert gateway.post("/v1/admin/aliases", json={"alias": alias}, headers=admin).is_success
     added = gateway.post(f"/v1/collections/{COLLECTION}/documents", json=TEAPOTS, headers=admin)
     assert added.status_code == 201, added.text
