@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/bases.py
 
 # The adaptation loop end to end on the embedded default: about ten minutes on two cores.
 demo: $(STAMP)
