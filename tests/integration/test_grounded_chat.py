@@ -193,5 +193,8 @@ def test_collections_api_search_delete_and_errors(
         f"{gateway.base_url}/v1/collections/{COLLECTION}/documents/evil", headers=admin
     )
     assert again.status_code == 404
-    listing = gateway.get("/v1/collections", headers=chat).json()["data"]
-    assert listing == [{"name": COLLECTION, "documents": 1, "chunks": 2}]
+    [listed] = gateway.get("/v1/collections", headers=chat).json()["data"]
+    assert {key: listed[key] for key in ("name", "documents", "chunks")} == {
+        "name": COLLECTION, "documents": 1, "chunks": 2,
+    }  # fmt: skip
+    assert listed["updated_at"] and listed["vectors_loaded"] == 2  # searched: loaded here
