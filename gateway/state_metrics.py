@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.registry import Registry
-from adapters.tables import AdapterVersion, Experiment, Rollout
-from gateway.store.db import Database, as_utc
+from adapters.tables import AdapterVersion, Experiment, Rollout, aware
+from gateway.store.db import Database
 from gateway.store.tables import ReviewItem
 from monitor.service import QualityMonitor
 from trainer.tables import EvalScore, TrainingRun
@@ -307,7 +307,7 @@ def _gauge(name: str, documentation: str, labels: list[str]) -> GaugeMetricFamil
 
 
 def _timestamp(at: datetime) -> float:
-    return as_utc(at).timestamp()
+    return aware(at).timestamp()
 
 
 def _eval_scores(report: dict[str, Any] | None) -> Iterator[tuple[str, float]]:

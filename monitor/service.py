@@ -26,8 +26,8 @@ import anyio
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from adapters.tables import Alias
-from gateway.store.db import Database, as_utc
+from adapters.tables import Alias, aware
+from gateway.store.db import Database
 from gateway.store.tables import Conversation, Feedback
 from monitor.drift import DriftResult, drift_test
 from monitor.errors import UnknownAlias
@@ -140,7 +140,7 @@ class QualityMonitor:
         served = await self._served_since(alias, utcnow() - timedelta(hours=hours))
         buckets: dict[int, list[Served]] = {}
         for at, item in served:
-            buckets.setdefault(int(as_utc(at).timestamp()) // bucket_s * bucket_s, []).append(item)
+            buckets.setdefault(int(aware(at).timestamp()) // bucket_s * bucket_s, []).append(item)
         return [
             {"start": datetime.fromtimestamp(start, UTC).isoformat(),
              "versions": {version: q.as_dict() for version, q in

@@ -185,18 +185,6 @@ class TrainerStore:
         async with self.db.sessions() as session:
             return list(await session.scalars(query))
 
-    async def latest_eval_scores(self) -> list[EvalScore]:
-        """The newest score of every (alias, version) pair."""
-        newest = (
-            select(func.max(EvalScore.id).label("id"))
-            .group_by(EvalScore.alias, EvalScore.version)
-            .subquery()
-        )
-        async with self.db.sessions() as session:
-            return list(
-                await session.scalars(select(EvalScore).join(newest, EvalScore.id == newest.c.id))
-            )
-
     async def first_eval_accuracy(self, alias: str, version: str) -> float | None:
         query = (
             select(EvalScore.holdout_accuracy)

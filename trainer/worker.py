@@ -19,8 +19,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from adapters.registry import check_alias
+from adapters.tables import aware
 from adapters.validation import InvalidAdapter
-from gateway.store.db import as_utc
 from trainer.errors import TrainerError, TrainingLocked
 from trainer.job import TrainingJob
 from trainer.reeval import Reevaluator
@@ -73,7 +73,7 @@ class TrainerWorker:
     def _schedule_due(self, last: TrainingRun | None) -> bool:
         if not self.schedule_s or last is None or last.finished_at is None:
             return False
-        return datetime.now(UTC) - as_utc(last.finished_at) >= timedelta(seconds=self.schedule_s)
+        return datetime.now(UTC) - aware(last.finished_at) >= timedelta(seconds=self.schedule_s)
 
     async def _monitor_asks(self, alias: str, new: int) -> list[str]:
         """The monitor's or the re-evaluation's reasons to train the alias now, if any."""
@@ -91,7 +91,7 @@ class TrainerWorker:
             return False
         last = await self.store.last_eval_at()
         interval = timedelta(seconds=self.reeval_interval_s)
-        if last is not None and datetime.now(UTC) - as_utc(last) < interval:
+        if last is not None and datetime.now(UTC) - aware(last) < interval:
             return False
         try:
             await self.reevaluator.run_once()

@@ -155,7 +155,7 @@ def _stack(
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
-        _unload_adapters(embedded_server.engine_url)
+        embedded_server.unload_adapters()
 
 
 def _start_gateway(
@@ -383,12 +383,6 @@ def _trainer_writes(stack: Stack, candidate: str) -> None:
             await db.dispose()
 
     run(write())
-
-
-def _unload_adapters(engine_url: str) -> None:
-    for model in httpx.get(f"{engine_url}/v1/models").json()["data"]:
-        if model.get("parent"):
-            httpx.post(f"{engine_url}/v1/unload_lora_adapter", json={"lora_name": model["id"]})
 
 
 # -- the checks ----------------------------------------------------------------------------
