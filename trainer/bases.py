@@ -34,11 +34,11 @@ import anyio
 import httpx
 
 from gateway.progress import Progress
-from trainer.dataset import Example, curate
+from trainer.dataset import Example
 from trainer.errors import TrainerError
 from trainer.evaluate import Evaluator
 from trainer.job import TrainingJob
-from trainer.qlora import load_tokenizer, token_counter, train
+from trainer.qlora import load_tokenizer, train
 from trainer.reeval import Regrounder
 from trainer.store import TrainerStore
 from trainer.tables import utcnow
@@ -111,21 +111,7 @@ class BaseSelector:
 
     async def _data(self, alias: str) -> tuple[list[Example], list[Example], list[Example]]:
         """The alias's curated split, as a training run would see it (read only)."""
-        config = self.job.config
-        approved = await self.store.approved_examples(alias)
-        frozen = await self.store.frozen_holdout(alias)
-        trained = await self.store.trained_ids(alias)
-        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, config.base_model_dir)
-        curated = await anyio.to_thread.run_sync(
-            lambda: curate(
-                approved,
-                frozen,
-                config.limits,
-                token_counter(tokenizer),
-                self.job.embedder.embed,
-                trained,
-            )
-        )
+        curated, _ = await self.job.curate(alias)
         holdout = [await self.regrounder.as_served(alias, example) for example in curated.holdout]
         if not holdout:
             raise CandidateError(f"alias {alias} has no holdout yet: approve more examples")
@@ -140,9 +126,7 @@ class BaseSelector:
         holdout: list[Example],
         progress: Progress,
     ) -> dict[str, Any]:
-        config = self.job.config
-        evaluator = Evaluator(base.candidate.url, self.job.embedder.embed,
-                              max_tokens=config.eval_max_tokens)  # fmt: skip
+        evaluator = self.job.evaluator(base.candidate.url)
         points = []
         try:
             alone = await evaluator.score_holdout(base.model, holdout)

@@ -23,7 +23,16 @@ from gateway.progress import Progress
 from gateway.settings import Settings
 from gateway.store.db import Database
 from retrieval.embeddings import Embedder
-from trainer.dataset import CurationLimits, Snapshot, curate, read_snapshot, write_snapshot
+from trainer.dataset import (
+    Curated,
+    CurationLimits,
+    Example,
+    Snapshot,
+    TokenCounter,
+    curate,
+    read_snapshot,
+    write_snapshot,
+)
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
 from trainer.lock import training_lock
 from trainer.qlora import (
@@ -94,6 +103,14 @@ class JobConfig:
             eval_max_tokens=settings.eval_max_tokens,
             auto_rollout=settings.trainer_auto_rollout,
         )
+
+
+@dataclass(frozen=True)
+class SplitInputs:
+    approved: list[Example]
+    frozen: list[Example]  # the holdout so far
+    trained: set[str]  # ids a version learnt from
+    count_tokens: TokenCounter
 
 
 @dataclass
@@ -167,25 +184,48 @@ class TrainingJob:
             progress("cleaned up")
         return outcome
 
-    # -- stages ----------------------------------------------------------------------
-    async def _curate(self, alias: str) -> Snapshot:
-        candidates = await self.store.approved_examples(alias)
-        frozen = await self.store.frozen_holdout(alias)
-        trained = await self.store.trained_ids(alias)
+    # -- shared with re-evaluation and base selection --------------------------------
+    async def split_inputs(self, alias: str) -> SplitInputs:
+        """What curation starts from: the approved examples, the split so far, a token count."""
         tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.config.base_model_dir)
+        return SplitInputs(
+            await self.store.approved_examples(alias),
+            await self.store.frozen_holdout(alias),
+            await self.store.trained_ids(alias),
+            token_counter(tokenizer),
+        )
+
+    async def curate(self, alias: str) -> tuple[Curated, SplitInputs]:
+        """The alias's curated split as a run would train on it; nothing is written."""
+        inputs = await self.split_inputs(alias)
         curated = await anyio.to_thread.run_sync(
             lambda: curate(
-                candidates,
-                frozen,
+                inputs.approved,
+                inputs.frozen,
                 self.config.limits,
-                token_counter(tokenizer),
+                inputs.count_tokens,
                 self.embedder.embed,
-                trained,
+                inputs.trained,
             )
         )
+        return curated, inputs
+
+    def evaluator(self, engine_url: str | None = None) -> Evaluator:
+        """An evaluator on this job's vLLM, or on another server (a candidate base's, which
+        does not get this engine's API key)."""
+        return Evaluator(
+            engine_url or self.config.engine_url,
+            self.embedder.embed,
+            api_key="" if engine_url else self.config.engine_api_key,
+            max_tokens=self.config.eval_max_tokens,
+        )
+
+    # -- stages ----------------------------------------------------------------------
+    async def _curate(self, alias: str) -> Snapshot:
+        curated, inputs = await self.curate(alias)
         extra = {
-            "approved": len(candidates),
-            "frozen_holdout_before": len(frozen),
+            "approved": len(inputs.approved),
+            "frozen_holdout_before": len(inputs.frozen),
             "limits": asdict(self.config.limits),
         }
         snapshot = await anyio.to_thread.run_sync(
@@ -228,12 +268,7 @@ class TrainingJob:
         holdout and the probes; returns both scores and the live model's name."""
         live_name = await self.live_model(alias)
         probes = shipped_probes()
-        evaluator = Evaluator(
-            self.config.engine_url,
-            self.embedder.embed,
-            api_key=self.config.engine_api_key,
-            max_tokens=self.config.eval_max_tokens,
-        )
+        evaluator = self.evaluator()
         try:
             async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)

@@ -32,9 +32,8 @@ from retrieval.grounding import NO_SOURCES, grounding_message, retrieval_query, 
 from retrieval.service import Retriever
 from trainer.dataset import Example, grow_holdout
 from trainer.errors import TrainerError
-from trainer.evaluate import Evaluator, SetScore, shipped_probes
+from trainer.evaluate import SetScore, shipped_probes
 from trainer.job import TrainingJob
-from trainer.qlora import load_tokenizer, token_counter
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore, utcnow
 
@@ -122,17 +121,12 @@ class Reevaluator:
     async def check(self, alias: str) -> list[EvalScore]:
         holdout = await self.holdout(alias)
         served = [await self.regrounder.as_served(alias, example) for example in holdout]
-        config = self.job.config
-        evaluator = Evaluator(
-            config.engine_url, self.job.embedder.embed, api_key=config.engine_api_key,
-            max_tokens=config.eval_max_tokens,
-        )  # fmt: skip
+        evaluator = self.job.evaluator()
+        probes = shipped_probes()
         now, rows = utcnow(), []
         try:
             for version in await self._serving(alias):
-                holdout_score, probe_score = await evaluator.score(
-                    version, served, shipped_probes()
-                )
+                holdout_score, probe_score = await evaluator.score(version, served, probes)
                 rows.append(await self._row(alias, version, holdout_score, probe_score, now))
         finally:
             await evaluator.close()
@@ -147,25 +141,21 @@ class Reevaluator:
 
     async def holdout(self, alias: str) -> list[Example]:
         """The alias's frozen holdout, grown first with newly approved examples."""
-        frozen = await self.store.frozen_holdout(alias)
-        approved = await self.store.approved_examples(alias)
-        trained = await self.store.trained_ids(alias)
-        limits = self.job.config.limits
-        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.job.config.base_model_dir)
+        inputs = await self.job.split_inputs(alias)
         grown = await anyio.to_thread.run_sync(
             lambda: grow_holdout(
-                approved,
-                frozen,
-                limits,
-                token_counter(tokenizer),
+                inputs.approved,
+                inputs.frozen,
+                self.job.config.limits,
+                inputs.count_tokens,
                 self.job.embedder.embed,
-                trained,
+                inputs.trained,
             )
         )
         if grown:
             await self.store.remember_split(alias, grown, [])
             log.info("holdout grown", extra={"alias": alias, "added": len(grown)})
-        return [*frozen, *grown]
+        return [*inputs.frozen, *grown]
 
     async def _serving(self, alias: str) -> list[str]:
         route = (await self.registry.routes()).get(alias)
