@@ -19,6 +19,7 @@ its previous state comes back when the experiment ends.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -240,11 +241,8 @@ class ExperimentController:
         results = await self._results(experiment)
         winner, reason = decide(results)
         counts = [arm["rated"] for arm in results["arms"].values()]
-        async with self.sessions() as session, session.begin():
-            row = await session.get(Experiment, experiment.id, with_for_update=True)
-            assert row is not None
-            row.results = results
-            row.min_p_values = {name: c["p_value"] for name, c in results["comparisons"].items()}
+        if json.loads(json.dumps(results)) != experiment.results:  # as the JSON column holds it
+            await self._save(experiment.id, results)
         if winner is not None:
             await self._finish(experiment.alias, "decided", winner, reason or "")
             if experiment.auto_promote:
@@ -258,6 +256,14 @@ class ExperimentController:
             await self._finish(experiment.alias, "stopped", None, "max_samples")
         elif utcnow() >= aware(experiment.ends_at):
             await self._finish(experiment.alias, "stopped", None, "max_duration")
+
+    async def _save(self, experiment_id: int, results: dict[str, Any]) -> None:
+        """Store new results; written only when the feedback changed them, not every tick."""
+        async with self.sessions() as session, session.begin():
+            row = await session.get(Experiment, experiment_id, with_for_update=True)
+            assert row is not None
+            row.results = results
+            row.min_p_values = {name: c["p_value"] for name, c in results["comparisons"].items()}
 
     async def _finish(self, alias: str, state: str, winner: str | None, reason: str) -> Experiment:
         async with self.sessions() as session, session.begin():

@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import anyio
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.engine import EngineClient
 from adapters.experiments import ExperimentController
@@ -54,7 +52,6 @@ from gateway.store.keys import KeyStore
 from gateway.store.leader import MONITOR_LOCK_KEY, LeaderLock
 from gateway.ui import ui_routes
 from monitor.service import QualityMonitor
-from retrieval.errors import RetrievalError
 from retrieval.service import Retriever
 
 log = logging.getLogger("loragate.app")
@@ -177,13 +174,7 @@ class Services:
                 "conversations_written": written, "feedback_applied": applied})  # fmt: skip
 
     async def _warm_up_retrieval(self) -> None:
-        # Loading the embedding model and the indexes takes seconds; do it now rather than
-        # in the first grounded request. Failure is logged, and surfaces again on first use.
-        try:
-            await anyio.to_thread.run_sync(lambda: self.retriever.embedder.dimension)
-            await self.retriever.preload()
-        except (RetrievalError, OSError, SQLAlchemyError) as exc:
-            log.warning("retrieval warm-up failed", extra={"error": str(exc)})
+        await self.retriever.warm_up()
         # The embedder and indexes are millions of long-lived objects that every full
         # garbage collection would walk again, in the middle of some request: frozen, they
         # are skipped (the gateway's p99 overhead was measured with and without).

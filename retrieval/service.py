@@ -17,10 +17,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import numpy as np
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retrieval.chunking import ChunkingConfig, chunk_document
@@ -31,6 +33,7 @@ from retrieval.errors import (
     InvalidCollectionName,
     InvalidDocument,
     InvalidQuery,
+    RetrievalError,
 )
 from retrieval.index import IndexConfig, VectorIndex
 from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
@@ -100,6 +103,8 @@ class Retriever:
         self._collections: dict[str, _LoadedCollection] = {}
         self._load_lock = asyncio.Lock()
         self._embed_limiter = anyio.CapacityLimiter(1)
+        # "warming" until warm_up() ends; readiness waits for it (see gateway.routes.ops).
+        self.warm_up_state: Literal["warming", "ready", "failed"] = "warming"
 
     # -- collections -----------------------------------------------------------------
     async def list_collections(self) -> list[dict[str, object]]:
@@ -126,6 +131,18 @@ class Retriever:
         """Vectors in this process's index, or None until the collection's first search."""
         loaded = self._collections.get(name)
         return len(loaded.index) if loaded else None
+
+    async def warm_up(self) -> None:
+        """Load the embedding model and every index now rather than in the first grounded
+        request. A failure is recorded (and surfaces again on first use), never raised."""
+        try:
+            await anyio.to_thread.run_sync(lambda: self.embedder.dimension)
+            await self.preload()
+        except (RetrievalError, OSError, SQLAlchemyError) as exc:
+            self.warm_up_state = "failed"
+            log.warning("retrieval warm-up failed", extra={"error": str(exc)})
+        else:
+            self.warm_up_state = "ready"
 
     async def preload(self) -> None:
         """Load (or rebuild) every collection's index now rather than on its first search."""

@@ -123,6 +123,19 @@ def count_conversations(database_url: str, status: str | None = None) -> int:
     return result
 
 
+def settled_conversation_count(database_url: str, quiet_s: float = 0.5) -> int:
+    """The conversation count once it has stopped changing for ``quiet_s``: the gateway's
+    writer batches rows a moment after the answer, so an earlier request's row may still be
+    on its way. Counting bad requests against a settled number keeps that row out of it."""
+    last, stable_since = count_conversations(database_url), time.monotonic()
+    while time.monotonic() - stable_since < quiet_s:
+        time.sleep(0.2)
+        now = count_conversations(database_url)
+        if now != last:
+            last, stable_since = now, time.monotonic()
+    return last
+
+
 def wait_for_conversation(
     database_url: str, completion_id: str, timeout_s: float = 30
 ) -> Conversation:

@@ -9,6 +9,7 @@ from litestar import Response, get
 from adapters.engine import EngineClient
 from gateway.metrics import Exposition
 from gateway.state_metrics import StateMetrics
+from retrieval.service import Retriever
 
 
 @get("/healthz", tags=["ops"])
@@ -18,16 +19,17 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", tags=["ops"])
-async def readyz(engine: EngineClient) -> Response[dict[str, Any]]:
-    """Ready only while at least one engine replica answers its health check."""
-    replicas = [{"url": r.url, "healthy": r.healthy} for r in engine.replicas]
-    if engine.ready:
-        return Response({"status": "ready", "engines": replicas})
-    return Response(
-        {"status": "not ready", "engines": replicas},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
+async def readyz(engine: EngineClient, retriever: Retriever) -> Response[dict[str, Any]]:
+    """Ready once retrieval has warmed up (so the first grounded request does not load the
+    embedder) and while at least one engine replica answers its health check. A failed
+    warm-up does not hold readiness back: ungrounded models still serve."""
+    body = {
+        "engines": [{"url": r.url, "healthy": r.healthy} for r in engine.replicas],
+        "retrieval": retriever.warm_up_state,
+    }
+    if engine.ready and retriever.warm_up_state != "warming":
+        return Response({"status": "ready", **body})
+    return Response({"status": "not ready", **body}, status_code=503, headers={"Retry-After": "5"})
 
 
 @get("/metrics", tags=["ops"], include_in_schema=False)

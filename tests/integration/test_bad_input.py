@@ -15,6 +15,7 @@ from tests.support import (
     ThreadedGateway,
     count_conversations,
     create_keys,
+    settled_conversation_count,
     wait_for_conversation,
 )
 
@@ -53,7 +54,7 @@ def _post(server: EmbeddedServer, content: bytes | None = None, **kwargs: Any) -
 def test_malformed_requests_get_400_and_nothing_is_recorded(
     embedded_server: EmbeddedServer, body: bytes, param: str | None, code: str | None, fragment: str
 ) -> None:
-    before = count_conversations(embedded_server.database_url)
+    before = settled_conversation_count(embedded_server.database_url)
     response = _post(embedded_server, content=body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -62,7 +63,7 @@ def test_malformed_requests_get_400_and_nothing_is_recorded(
     assert fragment in error["message"]
     assert error["param"] == param
     assert error["code"] == code
-    assert count_conversations(embedded_server.database_url) == before
+    assert settled_conversation_count(embedded_server.database_url) == before
     assert httpx.get(f"{embedded_server.base_url}/healthz").status_code == 200
 
 
@@ -86,14 +87,14 @@ def test_unknown_model_is_404_model_not_found(embedded_server: EmbeddedServer) -
 def test_max_tokens_above_the_context_is_refused_before_vllm(
     embedded_server: EmbeddedServer,
 ) -> None:
-    before = count_conversations(embedded_server.database_url)
+    before = settled_conversation_count(embedded_server.database_url)
     with pytest.raises(openai.BadRequestError) as caught:
         embedded_server.client().chat.completions.create(
             model=BASE_MODEL, messages=QUESTION, max_tokens=100_000
         )
     assert caught.value.code == "context_length_exceeded"
     assert caught.value.body["param"] == "max_tokens"  # type: ignore[index]
-    assert count_conversations(embedded_server.database_url) == before
+    assert settled_conversation_count(embedded_server.database_url) == before
 
 
 def test_prompt_longer_than_the_context_is_vllms_400_and_recorded_as_error(
@@ -201,11 +202,11 @@ def test_four_stop_sequences_are_fine(embedded_server: EmbeddedServer) -> None:
 def test_undecodable_text_and_deep_nesting_are_400_invalid_json(
     embedded_server: EmbeddedServer, body: bytes
 ) -> None:
-    before = count_conversations(embedded_server.database_url)
+    before = settled_conversation_count(embedded_server.database_url)
     response = _post(embedded_server, content=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_json"
-    assert count_conversations(embedded_server.database_url) == before
+    assert settled_conversation_count(embedded_server.database_url) == before
 
 
 def test_odd_but_valid_unicode_is_served_and_stored_as_sent(

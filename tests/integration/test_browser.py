@@ -321,6 +321,56 @@ def test_start_watch_and_roll_back_a_rollout_from_the_console(
     assert status["state"] == "rolled_back" and status["weight"] == 0
 
 
+def test_start_watch_and_stop_an_experiment_from_the_console(
+    page: Page,
+    live: tuple[ThreadedGateway, dict[str, str]],
+    prepared_model: Path,
+    tmp_path: Path,
+) -> None:
+    gateway, keys = live
+    alias = f"x{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {keys['admin']}"}
+    for seed in range(2):
+        lora = make_lora(tmp_path / f"lora{seed}", prepared_model, seed=seed)
+        published = gateway.post(
+            "/v1/admin/adapters", headers=headers, json={"path": str(lora), "alias": alias}
+        )
+        assert published.status_code == 201, published.text
+
+    _sign_in_to_console(page, gateway, keys["admin"])
+    page.get_by_role("tab", name="Experiments").click()
+    page.locator("#panel-experiments").get_by_label("Alias").select_option(alias)
+    expect(page.locator("#experiment-card")).to_contain_text("No experiment yet")
+    page.get_by_label("Arms (the first is the control)").fill("v1, v2, v2:no-retrieval")
+    page.get_by_label("Max rated per arm").fill("40")
+    page.get_by_role("button", name="Start experiment").click()
+    _confirm(page)
+    expect(page.locator("#experiment-state")).to_have_text("running")
+    expect(page.locator("#experiment-arms-rows tr")).to_have_count(3)
+    expect(page.locator('tr[data-arm="v2:no-retrieval"]')).to_contain_text("not yet significant")
+    expect(page.get_by_role("button", name="Promote the winner")).to_be_disabled()
+
+    chat = {"Authorization": f"Bearer {keys['chat']}"}
+    for n in range(6):  # an even split, sticky per conversation: every arm serves some
+        answered = gateway.post(
+            "/v1/chat/completions", headers=chat,
+            json={"model": alias, "max_tokens": 1, "conversation_id": f"{alias}-{n}",
+                  "messages": [{"role": "user", "content": "Hello"}]},
+        )  # fmt: skip
+        assert answered.status_code == 200, answered.text
+    served = page.locator("#experiment-arms-rows td:nth-child(3)")
+    wait_until(  # the tab refreshes itself: no click
+        lambda: sum(int(text) for text in served.all_inner_texts()) == 6, 30, "6 answers counted"
+    )
+
+    page.get_by_role("button", name="Stop").click()
+    _confirm(page)
+    expect(page.locator("#experiment-state")).to_have_text("stopped")
+    expect(page.get_by_role("button", name="Start experiment")).to_be_enabled()
+    status = _admin_get(gateway, keys, f"/v1/admin/experiments/{alias}")
+    assert status["state"] == "stopped" and status["reason"] == "stopped by an operator"
+
+
 def test_collections_view_and_search(
     page: Page, live: tuple[ThreadedGateway, dict[str, str]]
 ) -> None:

@@ -26,6 +26,7 @@ def test_health_ready_and_schema(embedded_server: EmbeddedServer) -> None:
     assert httpx.get(f"{embedded_server.base_url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{embedded_server.base_url}/readyz").json()
     assert ready["status"] == "ready" and ready["engines"][0]["healthy"]
+    assert ready["retrieval"] == "ready"  # the embedder and indexes are loaded
     schema = httpx.get(f"{embedded_server.base_url}/schema/openapi.json").json()
     assert "/v1/chat/completions" in schema["paths"]
     assert "/v1/models" in schema["paths"]

@@ -69,6 +69,9 @@ def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Sett
         retrieval_models=retrieval_config(),
         log_format="text",
         train_max_steps=TRAIN_STEPS,
+        # Above the default 2e-4: 24 steps must learn the facts decisively enough to beat the
+        # base on every random split, yet not forget the general probes (1e-3 did).
+        train_learning_rate=5e-4,
         eval_max_tokens=48,  # the demo's answers are one sentence
         rollout_interval_s=3600,  # the canary stays put while the tests look at it
     )
@@ -293,7 +296,7 @@ async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) ->
 
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
     _copy_alias(loop.settings, "cycles-wrong", wrong=True)
-    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 16}), "cycles-wrong")
+    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 8}), "cycles-wrong")
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
@@ -349,8 +352,8 @@ def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     _copy_alias(loop.settings, alias, wrong=False, limit=24)
     env = _env(
         loop.settings,
-        LORAGATE_TRAIN_MAX_STEPS="8",
-        LORAGATE_TRAIN_CHECKPOINT_EVERY="2",
+        LORAGATE_TRAIN_MAX_STEPS="4",
+        LORAGATE_TRAIN_CHECKPOINT_EVERY="1",
         LORAGATE_TRAIN_EVAL_EVERY="0",
         LORAGATE_TRAINER_AUTO_ROLLOUT="false",
     )
@@ -361,9 +364,9 @@ def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     )
     try:
         wait_until(
-            lambda: any(path.read_text() == "checkpoint-4" for path in work.glob("*/latest")),
+            lambda: any(path.read_text() == "checkpoint-2" for path in work.glob("*/latest")),
             600,
-            "the trainer's fourth-step checkpoint",
+            "the trainer's second-step checkpoint",
         )
     finally:
         process.send_signal(signal.SIGKILL)
@@ -388,6 +391,6 @@ def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     assert runs[0].state == "failed"
     assert runs[0].error == "worker died mid-run"
     assert runs[1].state in ("published", "rejected")
-    assert runs[1].report["training"]["resumed_from_step"] == 4
-    assert runs[1].report["training"]["steps"] == 8
+    assert runs[1].report["training"]["resumed_from_step"] == 2
+    assert runs[1].report["training"]["steps"] == 4
     assert not work.exists() or not any(work.iterdir())  # cleaned up after the decision

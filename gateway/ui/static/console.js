@@ -1,4 +1,5 @@
-// The operator console: review queue, adapters, rollouts, collections and a quality chart.
+// The operator console: review queue, adapters, rollouts, experiments, collections and a
+// quality chart.
 // Every view is drawn from the admin API; nothing here is cached beyond the current view.
 import { api, byId, el, formatTime, percent } from "./common.js";
 
@@ -6,10 +7,10 @@ const KEY_SLOT = "loragate.console.key";
 // gateway/flagging.py REASONS (tests/unit/test_ui.py keeps the two lists equal).
 const REASONS = ["negative_feedback", "correction", "operator_flag", "low_groundedness", "idk_with_sources", "retry"];
 const PALETTE = ["#1f5fbf", "#c2410c", "#1e7b34", "#7c3aed", "#b3261e", "#0e7490"];
-const ROLLOUT_REFRESH_MS = 2000;
+const REFRESH_MS = 2000; // the rollout and experiment tabs follow their controllers this often
 
 let key = sessionStorage.getItem(KEY_SLOT) || "";
-let rolloutTimer = null;
+let refreshTimer = null;
 
 const call = (path, options) => api(key, path, options);
 
@@ -56,6 +57,7 @@ async function signIn(candidate) {
   const names = aliases.data.map((alias) => alias.alias);
   options(byId("review-alias"), names, { blank: "any" });
   options(byId("rollout-alias"), names);
+  options(byId("experiment-alias"), names);
   options(byId("quality-alias"), names);
   options(byId("review-reason"), REASONS, { blank: "any" });
   byId("sign-in").hidden = true;
@@ -67,7 +69,7 @@ async function signIn(candidate) {
 function signOut() {
   sessionStorage.removeItem(KEY_SLOT);
   key = "";
-  clearInterval(rolloutTimer);
+  clearInterval(refreshTimer);
   byId("console").hidden = true;
   byId("sign-out").hidden = true;
   byId("sign-in").hidden = false;
@@ -79,6 +81,7 @@ const LOADERS = {
   review: () => loadReview(),
   adapters: () => loadAdapters(),
   rollouts: () => loadRollout(),
+  experiments: () => loadExperiment(),
   collections: () => loadCollections(),
   quality: () => loadQuality(),
 };
@@ -90,8 +93,9 @@ async function selectTab(name) {
     tab.tabIndex = selected ? 0 : -1;
     byId(tab.getAttribute("aria-controls")).hidden = !selected;
   }
-  clearInterval(rolloutTimer);
-  if (name === "rollouts") rolloutTimer = setInterval(guarded(loadRollout), ROLLOUT_REFRESH_MS);
+  clearInterval(refreshTimer);
+  const follow = { rollouts: loadRollout, experiments: loadExperiment }[name];
+  if (follow) refreshTimer = setInterval(guarded(follow), REFRESH_MS);
   await guarded(LOADERS[name])();
 }
 
@@ -278,6 +282,78 @@ async function startRollout(event) {
   await loadRollout();
 }
 
+// -- experiments ------------------------------------------------------------------------------
+
+async function loadExperiment() {
+  const alias = byId("experiment-alias").value;
+  if (!alias) return;
+  let experiment = null;
+  try {
+    experiment = await call(`/v1/admin/experiments/${encodeURIComponent(alias)}`);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+  }
+  drawExperiment(experiment);
+}
+
+function drawExperiment(experiment) {
+  const card = byId("experiment-card");
+  const [promote, stop] = ["promote", "stop"].map((action) => byId("experiment-actions").querySelector(`[data-action="${action}"]`));
+  byId("experiment-start").querySelector("button").disabled = experiment?.state === "running";
+  if (!experiment) {
+    card.replaceChildren(el("p", { class: "muted" }, "No experiment yet for this alias."));
+    byId("experiment-arms-rows").replaceChildren();
+    promote.disabled = stop.disabled = true;
+    return;
+  }
+  card.dataset.state = experiment.state;
+  const results = experiment.results || {};
+  card.replaceChildren(
+    el("p", {}, `Experiment ${experiment.id}: `, el("span", { id: "experiment-state" }, experiment.state), experiment.winner ? ` · winner ` : "", experiment.winner ? el("strong", { id: "experiment-winner" }, experiment.winner) : ""),
+    experiment.reason ? el("p", { class: "muted" }, `Reason: ${experiment.reason}`) : null,
+    el("p", { class: "muted" }, `Started ${formatTime(experiment.started_at)}; ends by ${formatTime(experiment.finished_at || experiment.ends_at)} or at ${experiment.max_samples} rated answers per arm. Family-wise error ${results.alpha ?? "?"}, at least ${results.min_samples ?? "?"} rated per arm.`),
+  );
+  promote.disabled = experiment.state !== "decided";
+  stop.disabled = experiment.state !== "running";
+  const arms = results.arms || {};
+  const comparisons = results.comparisons || {};
+  byId("experiment-arms-rows").replaceChildren(
+    ...experiment.arms.map((arm) => {
+      const counts = arms[arm.name] || {};
+      return el("tr", { "data-arm": arm.name }, el("td", {}, arm.name), el("td", {}, arm.version || "base"), el("td", {}, counts.served ?? 0), el("td", {}, counts.rated ?? 0), el("td", {}, counts.rate == null ? "–" : percent(counts.rate)), el("td", {}, interval(counts.interval)), el("td", {}, comparison(comparisons[arm.name])));
+    }),
+  );
+}
+
+function interval(bounds) {
+  return bounds ? `${percent(bounds[0])} – ${percent(bounds[1])}` : "–";
+}
+
+function comparison(result) {
+  if (!result) return "control";
+  const verdict = result.significant ? "significant" : result.enough_samples ? "not yet significant" : "too few samples";
+  return `${result.difference >= 0 ? "+" : ""}${percent(result.difference)} (${interval(result.interval)}), p ${result.p_value.toFixed(3)}, ${verdict}`;
+}
+
+async function experimentAction(action) {
+  const alias = byId("experiment-alias").value;
+  const words = { promote: "Make the winner the live version of", stop: "Stop the experiment on" };
+  if (!(await confirmed(`${words[action]} ${alias}?`))) return;
+  await call(`/v1/admin/experiments/${encodeURIComponent(alias)}/${action}`, { method: "POST" });
+  await loadExperiment();
+}
+
+async function startExperiment(event) {
+  event.preventDefault();
+  const alias = byId("experiment-alias").value;
+  const arms = byId("experiment-arms").value.split(",").map((arm) => arm.trim()).filter(Boolean);
+  const maxSamples = byId("experiment-max-samples").value;
+  if (!(await confirmed(`Split ${alias}'s traffic evenly across ${arms.join(", ")}?`))) return;
+  const body = { alias, arms, auto_promote: byId("experiment-auto-promote").checked };
+  if (maxSamples) body.max_samples = Number(maxSamples);
+  drawExperiment(await call("/v1/admin/experiments", { method: "POST", body }));
+}
+
 // -- collections ------------------------------------------------------------------------------
 
 async function loadCollections() {
@@ -404,6 +480,11 @@ byId("rollout-alias").addEventListener("change", guarded(loadRollout));
 byId("rollout-start").addEventListener("submit", guarded(startRollout));
 for (const button of byId("rollout-actions").querySelectorAll("button")) {
   button.addEventListener("click", guarded(() => rolloutAction(button.dataset.action)));
+}
+byId("experiment-alias").addEventListener("change", guarded(loadExperiment));
+byId("experiment-start").addEventListener("submit", guarded(startExperiment));
+for (const button of byId("experiment-actions").querySelectorAll("button")) {
+  button.addEventListener("click", guarded(() => experimentAction(button.dataset.action)));
 }
 byId("search-form").addEventListener("submit", guarded(search));
 byId("document-form").addEventListener("submit", guarded(addDocument));
