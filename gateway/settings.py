@@ -375,6 +375,11 @@ class Settings(BaseSettings):
     train_validation_fraction: float = Field(
         0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
     )
+    train_rehearsal_fraction: float = Field(
+        0.2, ge=0, lt=1,
+        description="Share of the training set that replays the base model's own answers to "
+        "general prompts, against forgetting; 0: none.",
+    )  # fmt: skip
     train_min_examples: int = Field(
         8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
     )
@@ -388,6 +393,9 @@ class Settings(BaseSettings):
         0.15, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
     )
     eval_max_tokens: int = Field(96, ge=1, description="Reply length when scoring.")
+    eval_concurrency: int = Field(
+        16, ge=1, le=256, description="Scoring requests in flight at once (vLLM batches them)."
+    )
     trainer_min_new_examples: int = Field(
         20, ge=1, description="New approved examples of an alias that trigger a training run."
     )

@@ -158,9 +158,13 @@ class BaseSelector:
         label = f"{base.candidate.name}-{round(fraction * 100)}"
         work_dir = config.data_dir / "training" / "bases" / alias / label
         shutil.rmtree(work_dir, ignore_errors=True)  # a fresh run: weights differ per base
+        # Trained as a run would train it: with this base's own rehearsal answers.
+        mixed = subset + await self.job.rehearsal(
+            alias, work_dir, len(subset), evaluator, base.model
+        )
         result = await anyio.to_thread.run_sync(
             lambda: train(
-                subset, validation, base.weights, work_dir, config.train, None, f"bases-{label}"
+                mixed, validation, base.weights, work_dir, config.train, None, f"bases-{label}"
             )
         )
         served_as = f"bases-{alias}-{label}"

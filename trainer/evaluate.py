@@ -105,7 +105,7 @@ class Evaluator:
         *,
         api_key: str = "",
         max_tokens: int = 96,
-        concurrency: int = 4,
+        concurrency: int = 16,
         timeout_s: float = 300.0,
     ) -> None:
         self.engine_url = engine_url.rstrip("/")
@@ -161,7 +161,8 @@ class Evaluator:
             )
         return str(response.json()["choices"][0]["message"]["content"] or "")
 
-    async def _answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
+    async def answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
+        """``model``'s reply to each prompt, a few at a time."""
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(messages: list[dict[str, Any]]) -> str:
@@ -173,7 +174,7 @@ class Evaluator:
     async def score_holdout(self, model: str, examples: Sequence[Example]) -> SetScore:
         if not examples:
             return SetScore(model)
-        answers = await self._answers(model, [example.messages for example in examples])
+        answers = await self.answers(model, [example.messages for example in examples])
         vectors = self.embed([*answers, *(example.reply for example in examples)])
         similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
         items, grounded = [], []
@@ -202,7 +203,7 @@ class Evaluator:
 
     async def score_probes(self, model: str, probes: Sequence[Probe]) -> SetScore:
         prompts = [[{"role": "user", "content": probe.prompt}] for probe in probes]
-        answers = await self._answers(model, prompts)
+        answers = await self.answers(model, prompts)
         passed = [
             probe_passed(answer, probe.expect)
             for probe, answer in zip(probes, answers, strict=True)

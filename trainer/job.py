@@ -43,6 +43,7 @@ from trainer.qlora import (
     total_steps,
     train,
 )
+from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
 from trainer.store import TrainerStore
 
 log = logging.getLogger("loragate.trainer")
@@ -60,7 +61,9 @@ class JobConfig:
     limits: CurationLimits
     gate: GatePolicy
     eval_max_tokens: int
+    eval_concurrency: int
     auto_rollout: bool
+    rehearsal_fraction: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
@@ -101,7 +104,9 @@ class JobConfig:
             limits=limits,
             gate=GatePolicy(settings.eval_margin, settings.eval_probe_tolerance),
             eval_max_tokens=settings.eval_max_tokens,
+            eval_concurrency=settings.eval_concurrency,
             auto_rollout=settings.trainer_auto_rollout,
+            rehearsal_fraction=settings.train_rehearsal_fraction,
         )
 
 
@@ -166,7 +171,7 @@ class TrainingJob:
             snapshot = await self._curate(alias)
             await self.store.update_run(run_id, snapshot=str(snapshot.path))
             progress(f"dataset {snapshot.manifest['counts']}")
-            result = await self._train(alias, snapshot)
+            result, rehearsed = await self._train(alias, snapshot)
             progress(f"trained {result.steps} steps, loss {result.train_loss:.3f}")
             holdout = snapshot.examples("holdout")
             candidate, live, live_name = await self.evaluate(
@@ -177,6 +182,7 @@ class TrainingJob:
             )
             verdict = decide(candidate, live, self.config.gate)
             report = _report(snapshot, result, candidate, live, live_name, verdict, self.config)
+            report["training"]["rehearsal_examples"] = rehearsed
             progress("gate " + ("passed" if verdict.passed else "failed"))
             outcome = await self._publish(alias, run_id, result, verdict, report)
             progress(f"{outcome.state} {outcome.candidate}")
@@ -218,6 +224,7 @@ class TrainingJob:
             self.embedder.embed,
             api_key="" if engine_url else self.config.engine_api_key,
             max_tokens=self.config.eval_max_tokens,
+            concurrency=self.config.eval_concurrency,
         )
 
     # -- stages ----------------------------------------------------------------------
@@ -244,12 +251,15 @@ class TrainingJob:
         # Keyed by the dataset's content: an unchanged dataset resumes the crashed run.
         return self.config.data_dir / "training" / alias / snapshot.manifest["sha256"][:16]
 
-    async def _train(self, alias: str, snapshot: Snapshot) -> TrainResult:
+    async def _train(self, alias: str, snapshot: Snapshot) -> tuple[TrainResult, int]:
+        """The adapter, and how many rehearsal examples it also learnt from."""
         work_dir = self._work_dir(alias, snapshot)
         train_set, validation = snapshot.examples("train"), snapshot.examples("validation")
+        rehearsal = await self.rehearsal(alias, work_dir, len(train_set))
+        train_set += rehearsal
         total = total_steps(self.config.train, len(train_set))
         with Progress(f"qlora {alias}", total) as steps:
-            return await anyio.to_thread.run_sync(
+            result = await anyio.to_thread.run_sync(
                 lambda: train(
                     train_set,
                     validation,
@@ -260,6 +270,28 @@ class TrainingJob:
                     snapshot.manifest["sha256"],
                 )
             )
+        return result, len(rehearsal)
+
+    async def rehearsal(
+        self,
+        alias: str,
+        work_dir: Path,
+        train_size: int,
+        evaluator: Evaluator | None = None,
+        model: str | None = None,
+    ) -> list[Example]:
+        """The answers of ``model`` (the base) to general prompts, to join ``train_size``
+        examples of the alias's own (trainer/rehearsal.py); asked on this job's vLLM unless
+        another server's ``evaluator`` is given."""
+        count = replay_count(self.config.rehearsal_fraction, train_size, len(shipped_prompts()))
+        answerer = evaluator or self.evaluator()
+        try:
+            return await rehearsal_set(
+                work_dir, answerer, model or self.config.base_model_name, alias, count
+            )
+        finally:
+            if evaluator is None:
+                await answerer.close()
 
     async def evaluate(
         self, alias: str, served_as: str, adapter_dir: Path, holdout: list[Any]

@@ -1,0 +1,73 @@
+"""Rehearsal examples (trainer/rehearsal.py): general prompts that are none of the probes,
+how many join a training set, and a replay set made once per run and reused on resume.
+The real path (the base model answering through vLLM, then training) runs in
+tests/integration/test_trainer_loop.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainer.evaluate import shipped_probes
+from trainer.rehearsal import FILE_NAME, rehearsal_set, replay_count, shipped_prompts, spread
+
+
+class Answerer:
+    """Answers each prompt with its length, or nothing for prompts containing 'lantern'."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
+        texts = [messages[0]["content"] for messages in prompts]
+        self.asked += texts
+        return ["" if "lantern" in text else f"{model}: {len(text)}" for text in texts]
+
+
+def test_the_prompts_are_general_and_none_of_them_is_a_probe() -> None:
+    prompts = shipped_prompts()
+    assert len(prompts) >= 48 and len(set(prompts)) == len(prompts)
+    probes = {probe.prompt.strip().lower() for probe in shipped_probes()}
+    assert probes.isdisjoint(prompt.strip().lower() for prompt in prompts)
+
+
+@pytest.mark.parametrize(
+    ("fraction", "train_size", "available", "expected"),
+    [(0.0, 54, 64, 0), (0.2, 0, 64, 0), (0.2, 54, 64, 14), (0.5, 54, 64, 54), (0.5, 100, 64, 64)],
+)
+def test_replay_count_makes_the_fraction_of_the_mixed_set(
+    fraction: float, train_size: int, available: int, expected: int
+) -> None:
+    assert replay_count(fraction, train_size, available) == expected
+
+
+def test_spread_takes_prompts_from_every_part_of_the_list() -> None:
+    prompts = [f"p{n}" for n in range(64)]
+    assert spread(prompts, 4) == ["p0", "p16", "p32", "p48"]
+    assert spread(prompts, 100) == prompts
+
+
+async def test_the_replay_set_is_asked_once_and_reused_by_a_resumed_run(tmp_path: Path) -> None:
+    answerer = Answerer()
+    count = len(shipped_prompts())
+    made = await rehearsal_set(tmp_path, answerer, "base", "support", count)
+    assert len(answerer.asked) == count
+    assert all(example.origin == "rehearsal" and example.alias == "support" for example in made)
+    assert all(example.reply.startswith("base: ") for example in made)
+    assert len(made) == count - sum("lantern" in text for text in answerer.asked)  # no empties
+    assert len({example.id for example in made}) == len(made)
+    stored = [json.loads(line) for line in (tmp_path / FILE_NAME).read_text().splitlines()]
+    assert [row["id"] for row in stored] == [example.id for example in made]
+
+    again = await rehearsal_set(tmp_path, Answerer(), "another-model", "support", count)
+    assert again == made  # the same examples, without asking
+
+
+async def test_no_rehearsal_asks_nothing(tmp_path: Path) -> None:
+    answerer = Answerer()
+    assert await rehearsal_set(tmp_path, answerer, "base", "support", 0) == []
+    assert answerer.asked == [] and not (tmp_path / FILE_NAME).exists()
