@@ -79,7 +79,7 @@ class Reconciler:
             self.stats.loads += 1
             self.stats.last_load_seconds = seconds or 0.0
         elif action == "unload":
-            self._count("unload")
+            self.stats.unloads += 1
         else:
             self.stats.failures += 1
         for callback in self._on_action:

@@ -149,9 +149,9 @@ def test_negative_feedback_on_the_canary_rolls_it_back(
 
 
 def test_positive_feedback_promotes_the_canary(
-    admin_factory: Callable[..., Admin], loras: list[Path]
+    admin_factory: Callable[..., Admin], loras: list[Path], embedded_server: EmbeddedServer
 ) -> None:
-    admin = admin_factory(rollout_interval_s=4, rollout_min_samples=3)
+    admin = admin_factory(rollout_interval_s=4, rollout_min_samples=3, adapter_drain_s=1)
     v1, v2 = admin.publish(loras[0])["name"], admin.publish(loras[1])["name"]
     admin.rollout(v2, [50, 100])
     deadline = time.monotonic() + 90
@@ -161,6 +161,15 @@ def test_positive_feedback_promotes_the_canary(
     assert state["state"] == "promoted", state
     assert [event["kind"] for event in state["history"]][-1] == "promoted"
     assert admin.chat(admin.alias, "after").headers["x-loragate-version"] == v2
+
+    # The retired version leaves vLLM once drained, and the reconciler counts the unload.
+    def unloaded() -> bool:
+        served = httpx.get(f"{embedded_server.engine_url}/v1/models", timeout=10).json()
+        return v1 not in {model["id"] for model in served["data"]}
+
+    wait_until(unloaded, 30, f"{v1} unloaded from vLLM")
+    metrics = admin.gateway.get("/metrics").text
+    assert (metric_value(metrics, "loragate_reconciler_actions_total", action="unload") or 0) >= 1
 
 
 def test_a_hot_swap_under_load_fails_no_request(

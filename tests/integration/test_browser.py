@@ -305,6 +305,7 @@ def test_start_watch_and_roll_back_a_rollout_from_the_console(
     _confirm(page)
     expect(page.locator("#rollout-state")).to_have_text("running")
     expect(page.locator("#rollout-weight")).to_have_text("30%")
+    expect(page.locator("#rollout-card")).not_to_contain_text("null")  # no reason yet: no line
     expect(page.locator("#rollout-history")).to_contain_text("started")
 
     page.get_by_role("tab", name="Adapters").click()
@@ -347,7 +348,8 @@ def test_start_watch_and_stop_an_experiment_from_the_console(
     _confirm(page)
     expect(page.locator("#experiment-state")).to_have_text("running")
     expect(page.locator("#experiment-arms-rows tr")).to_have_count(3)
-    expect(page.locator('tr[data-arm="v2:no-retrieval"]')).to_contain_text("not yet significant")
+    expect(page.locator('tr[data-arm="v2:no-retrieval"]')).to_contain_text("no ratings yet")
+    expect(page.locator("#experiment-card")).not_to_contain_text("null")
     expect(page.get_by_role("button", name="Promote the winner")).to_be_disabled()
 
     chat = {"Authorization": f"Bearer {keys['chat']}"}

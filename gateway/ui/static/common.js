@@ -74,11 +74,23 @@ export function el(tag, props = {}, ...children) {
     else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else node.setAttribute(name, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
-    if (child === undefined || child === null || child === false) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
+  node.append(...nodesOf(children)); // after `text`, which it must not clear
   return node;
+}
+
+/** Replace a node's children, as `el` takes them. */
+export function fill(node, ...children) {
+  node.replaceChildren(...nodesOf(children));
+  return node;
+}
+
+/** Strings become Text nodes; null, undefined and false are left out (the DOM's own
+ * append and replaceChildren would write "null"). */
+function nodesOf(children) {
+  return children
+    .flat()
+    .filter((child) => child !== undefined && child !== null && child !== false)
+    .map((child) => (child instanceof Node ? child : document.createTextNode(String(child))));
 }
 
 export function byId(id) {

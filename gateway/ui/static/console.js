@@ -1,7 +1,7 @@
 // The operator console: review queue, adapters, rollouts, experiments, collections and a
 // quality chart.
 // Every view is drawn from the admin API; nothing here is cached beyond the current view.
-import { api, byId, el, formatTime, percent } from "./common.js";
+import { api, byId, el, fill, formatTime, percent } from "./common.js";
 
 const KEY_SLOT = "loragate.console.key";
 // gateway/flagging.py REASONS (tests/unit/test_ui.py keeps the two lists equal).
@@ -238,7 +238,8 @@ function drawRollout(rollout) {
     return;
   }
   card.dataset.state = rollout.state;
-  card.replaceChildren(
+  fill(
+    card,
     el("p", {}, el("strong", {}, rollout.candidate), ` over ${rollout.baseline || "the base model"}: `, el("span", { id: "rollout-state" }, rollout.state)),
     el("p", {}, `Step ${rollout.step + 1} of ${rollout.steps.length} (${rollout.steps.join(" → ")}%), canary weight `, el("span", { id: "rollout-weight" }, percent(rollout.weight)), `, gate failures ${rollout.failures}`),
     rollout.reason ? el("p", { class: "muted" }, `Reason: ${rollout.reason}`) : null,
@@ -308,7 +309,8 @@ function drawExperiment(experiment) {
   }
   card.dataset.state = experiment.state;
   const results = experiment.results || {};
-  card.replaceChildren(
+  fill(
+    card,
     el("p", {}, `Experiment ${experiment.id}: `, el("span", { id: "experiment-state" }, experiment.state), experiment.winner ? ` · winner ` : "", experiment.winner ? el("strong", { id: "experiment-winner" }, experiment.winner) : ""),
     experiment.reason ? el("p", { class: "muted" }, `Reason: ${experiment.reason}`) : null,
     el("p", { class: "muted" }, `Started ${formatTime(experiment.started_at)}; ends by ${formatTime(experiment.finished_at || experiment.ends_at)} or at ${experiment.max_samples} rated answers per arm. Family-wise error ${results.alpha ?? "?"}, at least ${results.min_samples ?? "?"} rated per arm.`),
@@ -331,6 +333,7 @@ function interval(bounds) {
 
 function comparison(result) {
   if (!result) return "control";
+  if (result.difference === null || result.difference === undefined) return "no ratings yet";
   const verdict = result.significant ? "significant" : result.enough_samples ? "not yet significant" : "too few samples";
   return `${result.difference >= 0 ? "+" : ""}${percent(result.difference)} (${interval(result.interval)}), p ${result.p_value.toFixed(3)}, ${verdict}`;
 }
