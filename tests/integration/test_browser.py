@@ -276,6 +276,23 @@ def test_a_correction_goes_from_the_chat_page_to_the_review_queue_and_is_approve
     expect(console.locator('table[data-metric="positive_ratio"]')).to_contain_text("0%")
 
 
+def _publish_two(
+    gateway: ThreadedGateway, keys: dict[str, str], alias: str, model: Path, tmp_path: Path
+) -> list[str]:
+    """Two adapter versions of a new alias (the first goes live); their names."""
+    names = []
+    for seed in range(2):
+        lora = make_lora(tmp_path / f"lora{seed}", model, seed=seed)
+        published = gateway.post(
+            "/v1/admin/adapters",
+            headers={"Authorization": f"Bearer {keys['admin']}"},
+            json={"path": str(lora), "alias": alias},
+        )
+        assert published.status_code == 201, published.text
+        names.append(published.json()["name"])
+    return names
+
+
 def test_start_watch_and_roll_back_a_rollout_from_the_console(
     page: Page,
     live: tuple[ThreadedGateway, dict[str, str]],
@@ -284,16 +301,7 @@ def test_start_watch_and_roll_back_a_rollout_from_the_console(
 ) -> None:
     gateway, keys = live
     alias = f"r{uuid.uuid4().hex[:8]}"
-    headers = {"Authorization": f"Bearer {keys['admin']}"}
-    names = []
-    for seed in range(2):
-        lora = make_lora(tmp_path / f"lora{seed}", prepared_model, seed=seed)
-        published = gateway.post(
-            "/v1/admin/adapters", headers=headers, json={"path": str(lora), "alias": alias}
-        )
-        assert published.status_code == 201, published.text
-        names.append(published.json()["name"])
-    live_version, candidate = names
+    live_version, candidate = _publish_two(gateway, keys, alias, prepared_model, tmp_path)
 
     _sign_in_to_console(page, gateway, keys["admin"])
     page.get_by_role("tab", name="Rollouts").click()
@@ -330,13 +338,7 @@ def test_start_watch_and_stop_an_experiment_from_the_console(
 ) -> None:
     gateway, keys = live
     alias = f"x{uuid.uuid4().hex[:8]}"
-    headers = {"Authorization": f"Bearer {keys['admin']}"}
-    for seed in range(2):
-        lora = make_lora(tmp_path / f"lora{seed}", prepared_model, seed=seed)
-        published = gateway.post(
-            "/v1/admin/adapters", headers=headers, json={"path": str(lora), "alias": alias}
-        )
-        assert published.status_code == 201, published.text
+    _publish_two(gateway, keys, alias, prepared_model, tmp_path)
 
     _sign_in_to_console(page, gateway, keys["admin"])
     page.get_by_role("tab", name="Experiments").click()

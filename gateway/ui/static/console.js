@@ -14,6 +14,16 @@ let refreshTimer = null;
 
 const call = (path, options) => api(key, path, options);
 
+/** The resource at `path`, or null when there is none (404). */
+async function callOrNull(path) {
+  try {
+    return await call(path);
+  } catch (error) {
+    if (error.status === 404) return null;
+    throw error;
+  }
+}
+
 function showError(error) {
   byId("console-error").textContent = error ? error.message : "";
 }
@@ -220,13 +230,7 @@ async function loadRollout() {
   const candidates = versions.data.filter((v) => v.state === "candidate").map((v) => v.name);
   options(byId("rollout-version"), candidates);
   byId("rollout-start").querySelector("button").disabled = !candidates.length;
-  let rollout = null;
-  try {
-    rollout = await call(`/v1/admin/rollouts/${encodeURIComponent(alias)}`);
-  } catch (error) {
-    if (error.status !== 404) throw error;
-  }
-  drawRollout(rollout);
+  drawRollout(await callOrNull(`/v1/admin/rollouts/${encodeURIComponent(alias)}`));
 }
 
 function drawRollout(rollout) {
@@ -288,13 +292,7 @@ async function startRollout(event) {
 async function loadExperiment() {
   const alias = byId("experiment-alias").value;
   if (!alias) return;
-  let experiment = null;
-  try {
-    experiment = await call(`/v1/admin/experiments/${encodeURIComponent(alias)}`);
-  } catch (error) {
-    if (error.status !== 404) throw error;
-  }
-  drawExperiment(experiment);
+  drawExperiment(await callOrNull(`/v1/admin/experiments/${encodeURIComponent(alias)}`));
 }
 
 function drawExperiment(experiment) {
