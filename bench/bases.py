@@ -24,24 +24,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import machine_description, write_section
-from bench.trainer import MODEL_DIR, asked_questions, start_server
+from bench.trainer import MODEL_DIR, approve_demo_examples, start_server
 
 SECTION = "## Base-model selection"
 ALIAS = "bases-demo"
-
-
-async def approve_demo_examples(gateway: str, size: int, embed: Any) -> int:
-    from trainer.demo import DemoUsers
-
-    users = DemoUsers(gateway, "none", "none", embed)
-    try:
-        await users.setup(ALIAS)
-        served = await users.ask(asked_questions(size), model=ALIAS)
-        await users.give_feedback(served)
-        await asyncio.sleep(2)  # the conversation rules flag asynchronously
-        return int(await users.approve_all(ALIAS))
-    finally:
-        await users.close()
 
 
 async def select(data_dir: Path, engine: str, target: float) -> dict[str, Any]:
@@ -75,7 +61,9 @@ def main() -> None:
         data_dir = Path(tmp)
         process, gateway, engine = start_server(data_dir, [ALIAS])
         try:
-            approved = asyncio.run(approve_demo_examples(gateway, args.size, Embedder().embed))
+            approved = asyncio.run(
+                approve_demo_examples(gateway, ALIAS, args.size, Embedder().embed)
+            )
             report = asyncio.run(select(data_dir, engine, args.target))
         finally:
             process.send_signal(signal.SIGTERM)

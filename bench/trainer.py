@@ -151,23 +151,30 @@ def asked_questions(size: int) -> list[Any]:
     return pool[:size]
 
 
-async def time_to_candidate(
-    size: int, gateway: str, engine: str, data_dir: Path, embed: Any
-) -> Run:
-    from gateway.settings import load_settings
-    from trainer.cli import trainer_parts
+async def approve_demo_examples(gateway: str, alias: str, size: int, embed: Any) -> int:
+    """Demo users ask ``size`` questions of ``alias``, rate and correct the answers, and an
+    operator approves every flag; how many examples were approved."""
     from trainer.demo import DemoUsers
 
-    alias = f"cycles-n{size}"
     users = DemoUsers(gateway, "none", "none", embed)
     try:
         await users.setup(alias)
         served = await users.ask(asked_questions(size), model=alias)
         await users.give_feedback(served)
         await asyncio.sleep(2)  # the conversation rules flag asynchronously
-        approved = await users.approve_all(alias)
+        return int(await users.approve_all(alias))
     finally:
         await users.close()
+
+
+async def time_to_candidate(
+    size: int, gateway: str, engine: str, data_dir: Path, embed: Any
+) -> Run:
+    from gateway.settings import load_settings
+    from trainer.cli import trainer_parts
+
+    alias = f"cycles-n{size}"
+    approved = await approve_demo_examples(gateway, alias, size, embed)
     settings = load_settings(
         data_dir=data_dir, engine_mode="external", engine_urls=engine, base_model_path=MODEL_DIR,
         train_near_duplicate_similarity=0.99, trainer_auto_rollout=False, log_level="WARNING",
