@@ -14,6 +14,8 @@ mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
     ├── PayloadTooLarge         413  request_too_large
     ├── RateLimited             429  rate_limit_exceeded (with Retry-After)
     │   └── QuotaExhausted          429  insufficient_quota (the monthly token budget)
+    ├── StoreBusy               503  store_busy (with Retry-After): a write that kept
+    │                                meeting other writers, or that the store refused
     └── ClientDisconnected      499  client_closed_request (logged; nobody reads it)
 """
 
@@ -26,6 +28,7 @@ class GatewayError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     code: str | None = None
+    retry_after_s: int | None = None  # sent as Retry-After when set
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -89,6 +92,18 @@ class RateLimited(GatewayError):
 
 class QuotaExhausted(RateLimited):
     code = "insufficient_quota"
+
+
+class StoreBusy(GatewayError):
+    """Nothing was written: the client must send it again (it was not acknowledged)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "store_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ClientDisconnected(GatewayError):

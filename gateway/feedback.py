@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
-from sqlalchemy import select
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound
-from gateway.flagging import Flagger, alias_of
+from gateway.errors import GatewayError, InvalidRequest, NotFound, StoreBusy
+from gateway.flagging import Flag, Flagger, alias_of
 from gateway.metrics import GatewayMetrics
 from gateway.store.conversations import ConversationLog
-from gateway.store.db import UNAVAILABLE, Database, storable_text
+from gateway.store.db import UNAVAILABLE, Database, retry_conflicts, storable_text
 from gateway.store.journal import Journal, Ticket
 from gateway.store.keys import Principal
 from gateway.store.tables import Conversation, Feedback, utcnow
@@ -30,6 +31,8 @@ from gateway.store.tables import Conversation, Feedback, utcnow
 log = logging.getLogger("loragate.feedback")
 
 Polarity = Literal["positive", "negative", "neutral"]
+# What leaves queued feedback in the queue, to be applied on a later try.
+_LATER: tuple[type[BaseException], ...] = (*UNAVAILABLE, StoreBusy)
 
 
 class FeedbackIn(msgspec.Struct, forbid_unknown_fields=False):
@@ -94,6 +97,12 @@ class FeedbackService:
                 raise exc from None  # nowhere to keep it: the client must retry
             return {"completion_id": data.completion_id, "model": None, "polarity": polarity,
                     "created": None, "flagged": [], "queued": True}  # fmt: skip
+        except SQLAlchemyError as exc:
+            # Refused for another reason: not acknowledged, so the client is told to send it
+            # again (not a bare 500), and it is logged whole so an operator can recover it.
+            log.error("feedback not recorded", extra={
+                **_to_entry(data, principal), "error": str(exc).splitlines()[0]})  # fmt: skip
+            raise StoreBusy("The store did not record this feedback; send it again.") from exc
 
     async def replay(self, entries: list[dict[str, Any]]) -> int:
         """Apply feedback a dead gateway journaled; returns how many were applied."""
@@ -115,29 +124,48 @@ class FeedbackService:
     async def _apply(self, data: FeedbackIn, principal: Principal) -> dict[str, Any]:
         polarity = data.polarity()
         conversation = await self._conversation(data.completion_id, principal)
-        key_id = principal.key_id or ""
-        async with self.db.transaction() as session:
-            row = await session.scalar(
-                select(Feedback).where(
-                    Feedback.completion_id == data.completion_id, Feedback.api_key_id == key_id
-                )
-            )
-            created = row is None
-            if row is None:
-                row = Feedback(completion_id=data.completion_id, api_key_id=key_id,
-                               served_model=conversation.served_model)  # fmt: skip
-                session.add(row)
-            row.score, row.polarity = data.score, polarity
-            row.correction = storable_text(data.correction)
-            row.flag, row.comment = storable_text(data.flag), storable_text(data.comment)
-            row.updated_at = utcnow()
+        flags = self._flags(conversation, data, polarity, principal)
+        created = await retry_conflicts(
+            lambda: self._write(data, principal, conversation, polarity, flags), "feedback"
+        )
         if created and polarity is not None:
             alias = alias_of(conversation.requested_model, conversation.served_model)
             self.metrics.feedback.labels(alias, conversation.served_model, polarity).inc()
-        flagged = await self._flag(conversation, data, polarity, principal)
+        if self.flagger is not None:
+            self.flagger.announce(flags)
         return {"completion_id": data.completion_id, "model": conversation.served_model,
-                "polarity": polarity, "created": created, "flagged": flagged,
-                "queued": False}  # fmt: skip
+                "polarity": polarity, "created": created,
+                "flagged": [flag.reason for flag in flags], "queued": False}  # fmt: skip
+
+    async def _write(
+        self,
+        data: FeedbackIn,
+        principal: Principal,
+        conversation: Conversation,
+        polarity: Polarity | None,
+        flags: list[Flag],
+    ) -> bool:
+        """The key's verdict and the review items it flags, in one transaction: both are
+        written or neither is. True when the verdict is new, not an update of an earlier one."""
+        key = {"completion_id": data.completion_id, "api_key_id": principal.key_id or ""}
+        verdict = {"score": data.score, "polarity": polarity,
+                   "correction": storable_text(data.correction), "flag": storable_text(data.flag),
+                   "comment": storable_text(data.comment), "updated_at": utcnow()}  # fmt: skip
+        # Insert-or-nothing, then update: after the first statement the row exists whoever
+        # made it (a double click, a retrying client), and whether it was ours says if the
+        # verdict is new (counted once).
+        new = self.db.insert(Feedback).values(
+            **key, **verdict, served_model=conversation.served_model
+        )
+        async with self.db.transaction() as session:
+            created = await session.scalar(
+                new.on_conflict_do_nothing(index_elements=list(key)).returning(Feedback.id)
+            )
+            if created is None:
+                await session.execute(update(Feedback).filter_by(**key).values(**verdict))
+            if self.flagger is not None:
+                await self.flagger.write(session, flags, data.correction)
+        return created is not None
 
     async def _queue(self, data: FeedbackIn, principal: Principal, error: str) -> None:
         """Journal the feedback (durably: the client is told it was accepted) for later."""
@@ -155,8 +183,8 @@ class FeedbackService:
                 queued = self._queued[0]
                 try:
                     await self._apply_queued(queued)
-                except UNAVAILABLE:
-                    break  # still down: try again later, in the same order
+                except _LATER:
+                    break  # still down or busy: try again later, in the same order
                 self._queued.pop(0)
                 if queued.ticket is not None and self.journal is not None:
                     self.journal.settle(queued.ticket)
@@ -165,28 +193,27 @@ class FeedbackService:
         """1 when applied; 0 when its checks refuse it now (logged whole, not retried)."""
         try:
             await self._apply(queued.data, queued.principal)
+        except StoreBusy:
+            raise  # acknowledged already: kept and tried again, never dropped
         except GatewayError as exc:
             log.error("queued feedback refused", extra={
                 "completion_id": queued.data.completion_id, "error": exc.message})  # fmt: skip
             return 0
         return 1
 
-    async def _flag(
+    def _flags(
         self,
         conversation: Conversation,
         data: FeedbackIn,
         polarity: Polarity | None,
         principal: Principal,
-    ) -> list[str]:
+    ) -> list[Flag]:
         if self.flagger is None:
             return []
-        flags = self.flagger.feedback_flags(
+        return self.flagger.feedback_flags(
             conversation, polarity=polarity, correction=data.correction, flag=data.flag,
             by_admin=principal.scope == "admin",
         )  # fmt: skip
-        if flags:
-            await self.flagger.add(flags, data.correction)
-        return [flag.reason for flag in flags]
 
     async def _conversation(self, completion_id: str, principal: Principal) -> Conversation:
         row = await self.conversations.find(completion_id)

@@ -14,13 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, case, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from adapters.registry import version_alias
 from gateway.settings import FlagRules
 from gateway.store.conversations import ConversationRecord
-from gateway.store.db import Database, storable_text
+from gateway.store.db import Database, retry_conflicts, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 log = logging.getLogger("loragate.flagging")
@@ -174,9 +176,26 @@ class Flagger:
     # -- the queue ------------------------------------------------------------------
     async def add(self, flags: Sequence[Flag], correction: str | None = None) -> None:
         """Create or extend review items; a trusted correction is approved at once."""
-        async with self.db.transaction() as session:
-            for flag in flags:
-                await self._add_one(session, flag, correction)
+
+        async def transaction() -> None:
+            async with self.db.transaction() as session:
+                await self.write(session, flags, correction)
+
+        await retry_conflicts(transaction, "flag")
+        self.announce(flags)
+
+    async def write(
+        self, session: AsyncSession, flags: Sequence[Flag], correction: str | None = None
+    ) -> None:
+        """Upsert the flags' review items in the caller's transaction (``add`` without the
+        commit, for a caller that writes more in the same transaction)."""
+        # One lock order for every writer, so two transactions flagging the same completions
+        # cannot deadlock on PostgreSQL (the sort keeps each completion's reasons in order).
+        for flag in sorted(flags, key=lambda flag: flag.completion_id):
+            await session.execute(self._upsert(flag, correction))
+
+    def announce(self, flags: Sequence[Flag]) -> None:
+        """Count and log flags once they are committed."""
         for flag in flags:
             if self.on_flag is not None:
                 self.on_flag(flag.reason)
@@ -189,23 +208,60 @@ class Flagger:
                 },
             )
 
-    async def _add_one(self, session: AsyncSession, flag: Flag, correction: str | None) -> None:
-        item = await session.scalar(
-            select(ReviewItem).where(ReviewItem.completion_id == flag.completion_id)
-        )
+    def _upsert(self, flag: Flag, correction: str | None) -> Executable:
+        """One statement, so no other writer can come between a check and its insert: the
+        item is created, or the existing one gains the reason (once) and, while it is
+        pending, the newest correction (and a trusted one's approval)."""
         entry = {"reason": flag.reason, "detail": flag.detail, "at": utcnow().isoformat()}
-        if item is None:
-            item = ReviewItem(
-                completion_id=flag.completion_id,
-                alias=flag.alias,
-                served_model=flag.served_model,
-                reasons=[],
-                state="pending",
-            )
-            session.add(item)
-        if flag.reason not in {reason["reason"] for reason in item.reasons}:
-            item.reasons = [*item.reasons, entry]
-        if correction is not None and item.state == "pending":
-            item.correction = storable_text(correction)
-            if self.trust_corrections:
-                item.state, item.reviewer, item.decided_at = "approved", "trusted-user", utcnow()
+        trusted = correction is not None and self.trust_corrections
+        insert = self.db.insert(ReviewItem).values(
+            completion_id=flag.completion_id,
+            alias=flag.alias,
+            served_model=flag.served_model,
+            reasons=[entry],
+            correction=storable_text(correction),
+            state="approved" if trusted else "pending",
+            reviewer="trusted-user" if trusted else None,
+            decided_at=utcnow() if trusted else None,
+        )
+        return insert.on_conflict_do_update(
+            index_elements=[ReviewItem.completion_id],
+            set_=_merge(insert.excluded, self.db.is_sqlite),
+        )
+
+
+# The existing item's reasons with the new one (the insert's only entry) appended, unless a
+# reason of that name is there already. JSON is merged in SQL, inside the upsert, because a
+# merge read into Python and written back is the race this replaces.
+_MERGE_REASONS_SQLITE = """CASE WHEN EXISTS (
+    SELECT 1 FROM json_each(review_items.reasons) AS r
+    WHERE json_extract(r.value, '$.reason') = json_extract(excluded.reasons, '$[0].reason'))
+  THEN review_items.reasons
+  ELSE json_insert(review_items.reasons, '$[#]', json(json_extract(excluded.reasons, '$[0]')))
+END"""
+_MERGE_REASONS_POSTGRESQL = """CASE WHEN EXISTS (
+    SELECT 1 FROM json_array_elements(review_items.reasons) AS r(value)
+    WHERE r.value ->> 'reason' = excluded.reasons -> 0 ->> 'reason')
+  THEN review_items.reasons
+  ELSE (review_items.reasons::jsonb || excluded.reasons::jsonb)::json
+END"""
+
+
+def _merge(new: ReadOnlyColumnCollection[str, ColumnElement[Any]], sqlite: bool) -> dict[str, Any]:
+    """SET of the upsert: ``review_items.*`` is the item as stored, ``new`` the insert's row.
+
+    A decided item's state, reviewer, decision time and correction never change: the
+    operator decided on what they saw (and the trainer may have used it already)."""
+    old = ReviewItem.__table__.c
+    pending = old.state == "pending"
+    decides = and_(pending, new.state != "pending")  # a trusted correction approves at once
+    reasons = _MERGE_REASONS_SQLITE if sqlite else _MERGE_REASONS_POSTGRESQL
+    return {
+        "reasons": literal_column(reasons),
+        "correction": case(
+            (and_(pending, new.correction.is_not(None)), new.correction), else_=old.correction
+        ),
+        "state": case((pending, new.state), else_=old.state),
+        "reviewer": case((decides, new.reviewer), else_=old.reviewer),
+        "decided_at": case((decides, new.decided_at), else_=old.decided_at),
+    }

@@ -27,7 +27,7 @@ from adapters.experiments import ExperimentConflict, ExperimentError
 from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import GatewayError
 from gateway.store.db import UNAVAILABLE
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
@@ -94,9 +94,8 @@ _HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_
 def describe(exc: Exception) -> ErrorInfo:
     """Status, type and message for any error the gateway can raise."""
     if isinstance(exc, GatewayError):
-        retry = exc.retry_after_s if isinstance(exc, RateLimited) else None
         return ErrorInfo(exc.status_code, exc.message, exc.error_type, exc.code, exc.param,
-                         retry_after_s=retry)  # fmt: skip
+                         retry_after_s=exc.retry_after_s)  # fmt: skip
     if isinstance(exc, EngineRejected):
         kind = "invalid_request_error" if exc.status_code < 500 else "upstream_error"
         return ErrorInfo(exc.status_code, exc.message, kind, None, exc.param)

@@ -31,7 +31,7 @@ ERROR_STATUSES = {
     431: "Request head over `max_header_bytes`.",
     500: "Internal error.",
     502: "vLLM broke off.",
-    503: "vLLM or the store is unavailable; see Retry-After.",
+    503: "vLLM or the store is unavailable, or a write met too many others; see Retry-After.",
     504: "vLLM did not answer in time.",
     507: "The disk is full; nothing was changed.",
 }

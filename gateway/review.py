@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.flagging import REASONS, Flag, Flagger, alias_of
@@ -128,18 +128,25 @@ class ReviewQueue:
     async def edit(self, item_id: int, correction: str, note: str | None = None) -> ReviewItem:
         """Change the correction while the item waits; decided items are history."""
         _check_correction(correction)
+        values: dict[str, Any] = {"correction": storable_text(correction) or None}
+        if note is not None:
+            values["note"] = storable_text(note)
         async with self.db.transaction() as session:
-            item = await session.get(ReviewItem, item_id, with_for_update=True)
-            if item is None:
-                raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
-            if item.state != "pending":
-                raise InvalidRequest(
-                    f"Review item {item_id} is {item.state}; only pending items are edited.",
-                    param="id",
-                )
-            item.correction = storable_text(correction) or None
-            if note is not None:
-                item.note = storable_text(note)
+            # The state is checked by the UPDATE itself: a decision committed after a read
+            # would otherwise be overwritten on SQLite, which has no SELECT ... FOR UPDATE.
+            changed = await session.execute(
+                update(ReviewItem)
+                .where(ReviewItem.id == item_id, ReviewItem.state == "pending")
+                .values(**values)
+            )
+            item = await session.get(ReviewItem, item_id, populate_existing=True)
+        if item is None:
+            raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            raise InvalidRequest(
+                f"Review item {item_id} is {item.state}; only pending items are edited.",
+                param="id",
+            )
         return item
 
     async def flag(self, completion_id: str, note: str, correction: str | None = None) -> int:

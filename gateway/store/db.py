@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, exc, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -17,7 +20,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from gateway.errors import StoreBusy
+
 log = logging.getLogger("loragate.store")
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x6D696772  # "migr"
@@ -31,6 +37,11 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+# A write that lost to a concurrent one: run again, it succeeds. PostgreSQL's serialization
+# failure and deadlock, and on either database a unique key taken meanwhile by another writer.
+_CONFLICT_SQLSTATES = {"40001", "40P01", "23505"}
+_CONFLICT_SQLITE = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+CONFLICT_ATTEMPTS = 5
 
 
 def storable_text(value: str | None) -> str | None:
@@ -75,8 +86,46 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    def insert(self, entity: Any) -> postgresql.Insert | sqlite.Insert:
+        """This database's own INSERT, the one with ``ON CONFLICT`` (for upserts)."""
+        return sqlite.insert(entity) if self.is_sqlite else postgresql.insert(entity)
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether ``error`` is a write losing to a concurrent writer (see _CONFLICT_SQLSTATES)."""
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    orig = error.orig
+    return (
+        getattr(orig, "sqlstate", None) in _CONFLICT_SQLSTATES
+        or getattr(orig, "sqlite_errorname", None) in _CONFLICT_SQLITE
+    )
+
+
+async def retry_conflicts(
+    transaction: Callable[[], Awaitable[T]], what: str, attempts: int = CONFLICT_ATTEMPTS
+) -> T:
+    """Run ``transaction`` (a whole one: it is rolled back when it raises) until it does not
+    lose to a concurrent writer, ``attempts`` times at most; then ``StoreBusy``, so the
+    client is told to send it again instead of getting a 500 that drops it."""
+    attempt = 0
+    while True:
+        try:
+            return await transaction()
+        except exc.DBAPIError as error:
+            attempt += 1
+            if not is_conflict(error):
+                raise
+            if attempt >= attempts:
+                raise StoreBusy(f"The {what} met {attempts} concurrent writes in a row and "
+                                "was not recorded; send it again.") from error  # fmt: skip
+            log.warning("write conflict; retrying", extra={
+                "what": what, "attempt": attempt, "error": str(error).splitlines()[0]})  # fmt: skip
+            # Jittered backoff: writers that met once must not meet again in step.
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
 
 
 def _engine_options(backend: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
+    StoreBusy,
 )
 from gateway.http_errors import describe
 
@@ -31,6 +32,7 @@ from gateway.http_errors import describe
         (PermissionDenied("no"), 403, "permission_error", "permission_denied"),
         (ModelNotFound("x"), 404, "invalid_request_error", "model_not_found"),
         (EngineUnavailable("down"), 503, "service_unavailable", "engine_unavailable"),
+        (StoreBusy("again"), 503, "service_unavailable", "store_busy"),
         (EngineTimeout("slow"), 504, "timeout", "engine_timeout"),
         (EngineStreamBroken("cut"), 502, "upstream_error", "engine_stream_broken"),
         (EngineRejected(400, "vllm says no"), 400, "invalid_request_error", None),
@@ -54,6 +56,11 @@ def test_unexpected_errors_do_not_leak_their_text() -> None:
 def test_only_unavailable_engines_ask_to_retry() -> None:
     assert describe(EngineUnavailable("down")).headers() == {"Retry-After": "5"}
     assert describe(EngineTimeout("slow")).headers() == {}
+
+
+def test_a_busy_store_asks_to_send_it_again() -> None:
+    assert describe(StoreBusy("again")).headers() == {"Retry-After": "1"}
+    assert describe(InvalidRequest("bad")).headers() == {}
 
 
 def test_bad_json_is_invalid_json() -> None:
