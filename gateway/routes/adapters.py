@@ -27,7 +27,8 @@ def version_card(version: AdapterVersion) -> dict[str, Any]:
         "name": version.name, "alias": version.alias, "number": version.number,
         "state": version.state, "parent": version.parent, "sha256": version.sha256,
         "rank": version.rank, "target_modules": version.target_modules,
-        "size_bytes": version.size_bytes, "eval_report": version.eval_report,
+        "size_bytes": version.size_bytes, "path": version.path,
+        "eval_report": version.eval_report,
         "created_at": version.created_at.isoformat(),
     }  # fmt: skip
 

@@ -18,6 +18,7 @@ from trainer.dataset import (
     CurationLimits,
     Example,
     curate,
+    fact_key,
     grow_holdout,
     read_snapshot,
     write_snapshot,
@@ -356,3 +357,29 @@ def test_grow_holdout_scrubs_and_filters_like_curate() -> None:
     )  # fmt: skip
     assert "jane.doe@example.com" not in str([example.reply for example in grown])
     assert len([example for example in grown if example.question == "same question"]) <= 1
+
+
+def test_a_fact_is_held_out_or_trained_whole() -> None:
+    # Twenty facts, each asked two ways with the same correction (citations and case aside).
+    replies = ("Fact {} is {} days.", "fact {}  is {} DAYS [1]")
+    pool = [
+        ex(2 * fact + way, question=f"way {way} to ask about fact {fact}",
+           reply=replies[way].format(fact, fact * 7))
+        for fact in range(20)
+        for way in (0, 1)
+    ]  # fmt: skip
+    curated = curate(pool, [], LIMITS, count_tokens)
+    held = {fact_key(example) for example in curated.holdout}
+    trained = {fact_key(example) for example in [*curated.train, *curated.validation]}
+    assert held and trained and held.isdisjoint(trained)
+    assert len(curated.holdout) == 2 * len(held) == 8  # 20% of 40, in whole facts
+    # A new wording of a held-out fact joins the holdout; one of a trained fact, training.
+    first_held, first_trained = curated.holdout[0], curated.train[0]
+    later = [
+        *pool,
+        ex(100, question="a third way", reply=first_held.reply),
+        ex(101, question="a third way too", reply=first_trained.reply),
+    ]
+    grown = curate(later, curated.new_holdout, LIMITS, count_tokens, trained=ids(curated.train))
+    assert "c100" in ids(grown.new_holdout)
+    assert "c101" in ids([*grown.train, *grown.validation])

@@ -86,12 +86,18 @@ class DemoUsers:
             raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
         return response.json()
 
-    async def setup(self, alias: str = ALIAS) -> None:
-        """Declare the alias and ingest the documents into its collection."""
+    async def setup(
+        self,
+        alias: str = ALIAS,
+        collection: str = COLLECTION,
+        docs: Sequence[dict[str, str]] | None = None,
+    ) -> None:
+        """Declare the alias and ingest the documents (the demo's by default) into its
+        collection."""
         await self._call("POST", "/v1/admin/aliases", admin=True, json={"alias": alias})
-        for document in documents():
+        for document in documents() if docs is None else docs:
             await self._call(
-                "POST", f"/v1/collections/{COLLECTION}/documents", admin=True, json=document
+                "POST", f"/v1/collections/{collection}/documents", admin=True, json=document
             )
 
     async def ask(
