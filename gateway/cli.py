@@ -501,37 +501,57 @@ def _decide(
     ctx: click.Context,
     item_id: int,
     state: Literal["approved", "rejected"],
-    correction: str | None,
-    note: str | None,
-) -> None:
-    item = _review(
-        ctx,
-        lambda queue: queue.decide(
-            item_id, state, reviewer="cli", correction=correction, note=note
-        ),
-    )
+    revision: str | None,
+    correction: str | None = None,
+    note: str | None = None,
+) -> Any:
+    """Decide on the item at ``revision``, or as read here and now: never on a correction
+    that arrived after what the operator was shown."""
+    from gateway.review import revision as revision_of
+
+    async def decide(queue: Any) -> Any:
+        item, _ = await queue.show(item_id)
+        seen = revision or revision_of(item)
+        return await queue.decide(
+            item_id, state, reviewer="cli", seen=seen, correction=correction, note=note
+        )
+
+    item = _review(ctx, decide)
     click.echo(f"{item.id} {item.state}")
+    return item
+
+
+_REVISION_HELP = "The revision `review show` printed: refused if the item changed since."
 
 
 @review.command("approve")
 @click.argument("item_id", type=int)
+@click.option("--revision", default=None, help=_REVISION_HELP)
 @click.option("--correction", default=None, help="Replace the correction before approving.")
 @click.option("--note", default=None)
 @click.pass_context
 def review_approve(
-    ctx: click.Context, item_id: int, correction: str | None, note: str | None
+    ctx: click.Context,
+    item_id: int,
+    revision: str | None,
+    correction: str | None,
+    note: str | None,
 ) -> None:
-    """Approve an item for training (with its correction, or the answer as served)."""
-    _decide(ctx, item_id, "approved", correction, note)
+    """Approve an item for training (with its correction, or the answer as served) as it
+    is now, or at --revision; the reply approved is printed to stderr."""
+    item = _decide(ctx, item_id, "approved", revision, correction, note)
+    approved = item.correction or "(no correction: the answer as served is trained on)"
+    click.echo(f"approved reply: {approved}", err=True)
 
 
 @review.command("reject")
 @click.argument("item_id", type=int)
+@click.option("--revision", default=None, help=_REVISION_HELP)
 @click.option("--note", default=None)
 @click.pass_context
-def review_reject(ctx: click.Context, item_id: int, note: str | None) -> None:
+def review_reject(ctx: click.Context, item_id: int, revision: str | None, note: str | None) -> None:
     """Reject an item: it never reaches training."""
-    _decide(ctx, item_id, "rejected", None, note)
+    _decide(ctx, item_id, "rejected", revision, note=note)
 
 
 @review.command("edit")

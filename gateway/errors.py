@@ -11,6 +11,7 @@ mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
     ├── PermissionDenied        403  permission_denied
     ├── NotFound                404  not_found
     │   └── ModelNotFound           404  model_not_found
+    ├── Conflict                409  conflict: the resource changed since the client read it
     ├── PayloadTooLarge         413  request_too_large
     ├── RateLimited             429  rate_limit_exceeded (with Retry-After)
     │   └── QuotaExhausted          429  insufficient_quota (the monthly token budget)
@@ -71,6 +72,15 @@ class NotFound(GatewayError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class Conflict(GatewayError):
+    """Nothing was changed: the client acted on a version of the resource that is gone; it
+    must read it again and decide on what it sees then."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(GatewayError):

@@ -25,7 +25,8 @@ ERROR_STATUSES = {
     401: "Missing or wrong API key.",
     403: "The key lacks the route's scope.",
     404: "No such model, version, completion, collection or document.",
-    409: "Conflicts with the current state (a rollout already running, say).",
+    409: "Conflicts with the current state (a rollout already running, a review item "
+    "changed since the revision named).",
     413: "Body over `max_body_bytes`.",
     429: "A quota of the key is used up; see Retry-After.",
     431: "Request head over `max_header_bytes`.",

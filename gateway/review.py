@@ -3,17 +3,27 @@
 Approving is what turns a flagged conversation into a training example: with the
 (possibly edited) correction as the reply to learn, or with no correction when the answer as
 served was judged good. Rejected items never reach the trainer.
+
+A pending item's correction changes whenever its user posts a newer one, so a decision names
+the ``revision`` of the item it was made on (every card carries it) and is refused with 409
+``review_item_changed`` when the item is no longer that revision: an approval stores exactly
+the text the reviewer saw. Without a revision, a decision is accepted only where nothing the
+reviewer did not see can be stored: a rejection, or an approval that sends its own
+correction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.flagging import REASONS, Flag, Flagger, alias_of
 from gateway.store.conversations import ConversationLog
 from gateway.store.db import Database, storable_text
@@ -44,9 +54,19 @@ class ReviewFilter:
         return self
 
 
+def revision(item: ReviewItem) -> str:
+    """The item as a reviewer decides on it: its state and correction, hashed. Derived from
+    the content, so no writer can forget to bump it (the flagging upsert is one SQL
+    statement) and no column is needed; SHA-256 in full, because whoever posts corrections
+    chooses both texts and must not find two with the same revision."""
+    seen = json.dumps([item.id, item.state, item.correction], ensure_ascii=False)
+    return hashlib.sha256(seen.encode()).hexdigest()
+
+
 def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dict[str, Any]:
     card: dict[str, Any] = {
         "id": item.id,
+        "revision": revision(item),
         "completion_id": item.completion_id,
         "alias": item.alias,
         "served_model": item.served_model,
@@ -110,20 +130,32 @@ class ReviewQueue:
         state: Literal["approved", "rejected"],
         *,
         reviewer: str,
+        seen: str | None = None,
         correction: str | None = None,
         note: str | None = None,
     ) -> ReviewItem:
-        """Approve or reject; an approval may replace the correction with an edited one."""
+        """Approve or reject the item as it was at revision ``seen``; an approval may replace
+        the correction with an edited one. Raises ``Conflict`` if the item changed since."""
         _check_correction(correction)
+        _check_named(state, seen, correction)
         async with self.db.transaction() as session:
             item = await session.get(ReviewItem, item_id, with_for_update=True)
             if item is None:
                 raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            if seen is not None and seen != revision(item):
+                raise _changed(item)
+            values: dict[str, Any] = {
+                "state": state,
+                "reviewer": reviewer,
+                "note": storable_text(note),
+                "decided_at": utcnow(),
+            }
             if correction is not None:
-                item.correction = storable_text(correction) or None
-            item.state, item.reviewer, item.note = state, reviewer, storable_text(note)
-            item.decided_at = utcnow()
-        return item
+                values["correction"] = storable_text(correction) or None
+            await _update_unless_changed(session, item, values)
+            decided = await session.get(ReviewItem, item_id, populate_existing=True)
+        assert decided is not None  # updated just now, in this transaction
+        return decided
 
     async def edit(self, item_id: int, correction: str, note: str | None = None) -> ReviewItem:
         """Change the correction while the item waits; decided items are history."""
@@ -182,6 +214,49 @@ class ReviewQueue:
 
 def _reasons(item: ReviewItem) -> set[str]:
     return {reason["reason"] for reason in item.reasons}
+
+
+def _check_named(state: str, seen: str | None, correction: str | None) -> None:
+    """An approval that names no revision and sends no correction would store whatever the
+    item holds at that moment, which a user may just have replaced: refused."""
+    if state == "approved" and seen is None and correction is None:
+        raise InvalidRequest(
+            "An approval must name the revision of the item it approves (the 'revision' of "
+            "its card) or send the correction to store; read the item and approve again.",
+            param="revision",
+            code="revision_required",
+        )
+
+
+async def _update_unless_changed(
+    session: AsyncSession, item: ReviewItem, values: dict[str, Any]
+) -> None:
+    """Write ``values`` to ``item`` if it still has the state and correction just read.
+
+    The read is a condition of the UPDATE because SQLite has no SELECT ... FOR UPDATE: a
+    correction committed between the read and this write fails it instead of being approved.
+    """
+    changed = await session.execute(
+        update(ReviewItem)
+        .where(
+            ReviewItem.id == item.id,
+            ReviewItem.state == item.state,
+            ReviewItem.correction.is_not_distinct_from(item.correction),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)  # the caller reads the row back
+    )
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        raise _changed(item)
+
+
+def _changed(item: ReviewItem) -> Conflict:
+    return Conflict(
+        f"Review item {item.id} changed since it was read (its correction or state); nothing "
+        "was decided. Read it again and decide on what it says now.",
+        param="revision",
+        code="review_item_changed",
+    )
 
 
 def _check_correction(correction: str | None) -> None:

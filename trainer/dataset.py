@@ -31,7 +31,7 @@ import numpy as np
 
 from retrieval.grounding import asked_question
 from trainer.errors import DatasetError, SnapshotCorrupt
-from trainer.pii import ScrubReport, scrub
+from trainer.pii import ScrubReport, scrub, scrub_message
 
 SPLITS = ("train", "validation", "holdout")
 _FACT_NOISE = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]|[^\w\s]")
@@ -89,12 +89,9 @@ class Curated:
 
 
 def scrub_example(example: Example, report: ScrubReport) -> Example:
-    messages = [
-        {**message, "content": scrub(message["content"], report)}
-        if isinstance(message.get("content"), str)
-        else message
-        for message in example.messages
-    ]
+    """Every string of every message (content as text or parts, names, tool calls and
+    their arguments) and the reply, scrubbed."""
+    messages = [scrub_message(message, report) for message in example.messages]
     return Example(
         example.id,
         example.alias,

@@ -15,6 +15,9 @@ ItemId = Annotated[int, Parameter(ge=1, le=2**31 - 1)]  # the id column is 32-bi
 
 class DecisionIn(msgspec.Struct, forbid_unknown_fields=False):
     decision: Literal["approve", "reject"]
+    # The card's revision the reviewer decided on: a decision on an item that changed since is
+    # refused (409). Required to approve without sending a correction (gateway.review).
+    revision: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     correction: str | None = None  # replaces the stored one; its length is checked in review
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
 
@@ -65,12 +68,21 @@ async def show_review(item_id: ItemId, review: ReviewQueue) -> dict[str, Any]:
 async def decide_review(
     item_id: ItemId, data: DecisionIn, review: ReviewQueue, request: Request[Any, Any, Any]
 ) -> dict[str, Any]:
-    """Approve (optionally with an edited correction) or reject."""
+    """Approve (optionally with an edited correction) or reject the item at ``revision``.
+
+    409 ``review_item_changed`` if the item is no longer at that revision (a user posted a
+    newer correction, or someone decided it); 400 ``revision_required`` for an approval with
+    neither a revision nor a correction of its own."""
     state: Literal["approved", "rejected"] = (
         "approved" if data.decision == "approve" else "rejected"
     )
     item = await review.decide(
-        item_id, state, reviewer=_reviewer(request), correction=data.correction, note=data.note
+        item_id,
+        state,
+        reviewer=_reviewer(request),
+        seen=data.revision,
+        correction=data.correction,
+        note=data.note,
     )
     return item_card(item)
 

@@ -40,7 +40,7 @@ from gateway.errors import InvalidRequest, NotFound, StoreBusy
 from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flag, Flagger
 from gateway.metrics import GatewayMetrics
-from gateway.review import ReviewQueue
+from gateway.review import ReviewQueue, revision
 from gateway.settings import FlagRules, load_settings
 from gateway.store import Database
 from gateway.store.conversations import ConversationLog, ConversationRecord
@@ -221,7 +221,7 @@ async def test_the_newest_correction_wins_until_the_item_is_decided(
     assert item.correction == "third" and [r["reason"] for r in item.reasons] == ["correction"]
 
     queue = ReviewQueue(replicas[0].db, replicas[0].flagger, ConversationLog(replicas[0].db))
-    await queue.decide(item.id, "approved", reviewer="op")
+    await queue.decide(item.id, "approved", reviewer="op", seen=revision(item))
     [decided] = (await _items(replicas[0].db, [completion_id]))[completion_id]
     await service.submit(FeedbackIn(completion_id, correction="too late"), chat)
     await replicas[1].flagger.examine([_record(completion_id, alias, chat_key.id)])

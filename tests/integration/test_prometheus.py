@@ -355,8 +355,11 @@ def _approve_first_review_item(stack: Stack) -> None:
         f"{stack.gateway_url}/v1/admin/review", params={"alias": stack.alias},
         headers=stack.headers(), timeout=30,
     ).json()  # fmt: skip
-    item = listing["data"][0]["id"]
-    decided = stack.post(f"/v1/admin/review/{item}/decision", {"decision": "approve"})
+    item = listing["data"][0]
+    decided = stack.post(
+        f"/v1/admin/review/{item['id']}/decision",
+        {"decision": "approve", "revision": item["revision"]},
+    )
     assert decided.status_code == 200, decided.text
 
 

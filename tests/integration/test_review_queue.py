@@ -96,7 +96,7 @@ def test_feedback_flags_and_the_operator_decides(
     approved = gateway.post(
         f"/v1/admin/review/{item['id']}/decision",
         headers=_admin(keys),
-        json={"decision": "approve"},
+        json={"decision": "approve", "revision": edited.json()["revision"]},
     )
     assert approved.json()["state"] == "approved"
     assert approved.json()["correction"] == "Quux is the capital."

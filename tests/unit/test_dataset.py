@@ -197,6 +197,31 @@ def test_pii_is_scrubbed_in_messages_and_reply() -> None:
     assert curated.pii == Counter({"EMAIL": 2, "PHONE": 1})
 
 
+def test_pii_is_scrubbed_in_parts_names_and_tool_calls() -> None:
+    """Issue 19: content given as parts, and `name`, skipped the scrub entirely."""
+    call = {"id": "call_1", "type": "function", "function": {
+        "name": "find_order", "arguments": '{"email": "jane@example.com"}'}}  # fmt: skip
+    candidate = Example(
+        id="c001", alias="support", origin="correction", stratum="correction",
+        messages=[
+            {"role": "user", "name": "jane@example.com", "content": [
+                {"type": "text", "text": "Card 4111.1111.1111.1111, where is my order?"}]},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Owner: josé@exämple.com"},
+        ],
+        reply="It ships today; we will call 555-0123.",
+    )  # fmt: skip
+    curated = curate([candidate], [], LIMITS, count_tokens)
+    [example] = curated.train
+    user, assistant, tool = example.messages
+    assert user["name"] == "[EMAIL]"
+    assert user["content"] == [{"type": "text", "text": "Card [CARD], where is my order?"}]
+    assert assistant["tool_calls"][0]["function"]["arguments"] == '{"email": "[EMAIL]"}'
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "Owner: [EMAIL]"}
+    assert example.reply == "It ships today; we will call [PHONE]."
+    assert curated.pii == Counter({"EMAIL": 3, "CARD": 1, "PHONE": 1})
+
+
 # -- the split ------------------------------------------------------------------------------
 def _pool() -> list[Example]:
     return [ex(n, "correction") for n in range(30)] + [

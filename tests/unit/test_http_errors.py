@@ -14,6 +14,7 @@ from adapters.errors import (
 )
 from gateway.errors import (
     AuthenticationFailed,
+    Conflict,
     ContextLengthExceeded,
     InvalidRequest,
     ModelNotFound,
@@ -31,6 +32,7 @@ from gateway.http_errors import describe
         (AuthenticationFailed("who"), 401, "authentication_error", "invalid_api_key"),
         (PermissionDenied("no"), 403, "permission_error", "permission_denied"),
         (ModelNotFound("x"), 404, "invalid_request_error", "model_not_found"),
+        (Conflict("changed"), 409, "invalid_request_error", "conflict"),
         (EngineUnavailable("down"), 503, "service_unavailable", "engine_unavailable"),
         (StoreBusy("again"), 503, "service_unavailable", "store_busy"),
         (EngineTimeout("slow"), 504, "timeout", "engine_timeout"),

@@ -176,7 +176,8 @@ class DemoUsers:
         return versions
 
     async def approve_all(self, alias: str = ALIAS) -> int:
-        """The operator approves every pending item of the alias (corrections as given)."""
+        """The operator approves every pending item of the alias (corrections as listed: a
+        correction posted after the listing is refused, not approved)."""
         listing = await self._call(
             "GET", "/v1/admin/review", admin=True, params={"alias": alias, "limit": 1000}
         )
@@ -185,7 +186,7 @@ class DemoUsers:
                 "POST",
                 f"/v1/admin/review/{item['id']}/decision",
                 admin=True,
-                json={"decision": "approve"},
+                json={"decision": "approve", "revision": item["revision"]},
             )
         return len(listing["data"])
 

@@ -143,12 +143,12 @@ function reviewRow(item) {
   const correction = el("textarea", { id: `correction-${item.id}`, rows: 3, disabled: !pending, "data-original": item.correction || "" });
   correction.value = item.correction || "";
   const decide = (decision) => guarded(async () => {
-    await decideItem(item.id, decision, correction);
+    await decideItem(item.id, decision);
     await loadReview();
   });
   return el(
     "tr",
-    { "data-item-id": item.id, "data-completion-id": item.completion_id },
+    { id: `review-item-${item.id}`, "data-item-id": item.id, "data-completion-id": item.completion_id, "data-revision": item.revision },
     el("td", {}, el("input", { type: "checkbox", class: "select-item", value: item.id, id: `select-${item.id}`, "aria-label": `Select item ${item.id}`, disabled: !pending })),
     el("td", {}, `#${item.id} `, el("span", { class: "muted" }, item.alias), el("br"), el("span", { class: "muted" }, item.state)),
     el("td", {}, item.reasons.join(", ")),
@@ -164,12 +164,27 @@ function reviewRow(item) {
   );
 }
 
-async function decideItem(id, decision, correctionBox) {
-  const body = { decision };
-  if (correctionBox && correctionBox.value !== correctionBox.dataset.original && correctionBox.value.trim()) {
-    body.correction = correctionBox.value;
+/**
+ * Decide on the item as this page shows it: the revision it was drawn from goes with every
+ * decision, so a correction a user posted since (which replaces the stored one) is refused
+ * (409) instead of approved unseen. An edited box is sent as it reads; emptied, it approves
+ * the answer as served.
+ */
+async function decideItem(id, decision) {
+  const correctionBox = byId(`correction-${id}`);
+  const body = { decision, revision: byId(`review-item-${id}`).dataset.revision };
+  if (correctionBox.value !== correctionBox.dataset.original) {
+    body.correction = correctionBox.value.trim() ? correctionBox.value : "";
   }
-  await call(`/v1/admin/review/${id}/decision`, { method: "POST", body });
+  try {
+    await call(`/v1/admin/review/${id}/decision`, { method: "POST", body });
+  } catch (error) {
+    if (error.code === "review_item_changed") {
+      error.message = `Item ${id} changed since it was shown; nothing was decided. The list is reloaded: read it again.`;
+      await loadReview();
+    }
+    throw error;
+  }
 }
 
 async function decideSelected(decision) {
@@ -178,7 +193,7 @@ async function decideSelected(decision) {
   if (!(await confirmed(`${decision === "approve" ? "Approve" : "Reject"} ${ids.length} item(s)?`))) return;
   let done = 0;
   for (const id of ids) {
-    await decideItem(id, decision, byId(`correction-${id}`));
+    await decideItem(id, decision);
     done += 1;
     byId("review-status").textContent = `${done} of ${ids.length} ${decision === "approve" ? "approved" : "rejected"}`;
   }
