@@ -62,6 +62,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py --grounding-only
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/bases.py
+	$(BIN)/python bench/prompt_layouts.py
+	$(BIN)/python bench/adaptation.py
 
 # The adaptation loop end to end on the embedded default: about ten minutes on two cores.
 demo: $(STAMP)

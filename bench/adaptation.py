@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import emit, free_port, machine_description, wait_ready
@@ -125,7 +123,7 @@ async def play(server: Server, seed: int, facts: int) -> SeedResult:
         await users.setup(alias, domain.collection, domain.documents())
         served = await users.ask(domain.questions(), model=alias)
         await users.give_feedback(served)
-        await _wait_flagged(users, alias, len(served))
+        await users.wait_flagged(len(served), alias)
         await users.approve_all(alias)
         print(f"seed {seed} ({domain.company}): {len(served)} questions asked, "
               f"{sum(not s.correct for s in served)} corrected; training", flush=True)  # fmt: skip
@@ -140,45 +138,22 @@ async def play(server: Server, seed: int, facts: int) -> SeedResult:
         await users.close()
 
 
-async def _wait_flagged(users: Any, alias: str, count: int) -> None:
-    for _ in range(120):
-        params = {"alias": alias, "state": "pending", "limit": 1000}
-        listing = await users._call("GET", "/v1/admin/review", admin=True, params=params)
-        if len(listing["data"]) >= count:
-            return
-        await asyncio.sleep(0.5)
-
-
 async def _measure(
     server: Server, domain: Any, version: dict[str, Any], result: SeedResult, embed: Any
 ) -> None:
-    from trainer.demo.measure import paraphrase_accuracy, probe_accuracy
-    from trainer.evaluate import Evaluator
+    from trainer.demo.measure import compare
 
     report = version["eval_report"]
     result.verdict = "passed" if report["gate"]["passed"] else "rejected"
     result.counts = report["dataset"]["counts"]
     result.steps = report["training"]["steps"]
-    headers = {"Authorization": f"Bearer {server.chat_key}"}
-    async with httpx.AsyncClient(base_url=server.base_url, headers=headers, timeout=60) as http:
-
-        async def search(question: str) -> list[str]:
-            found = await http.get(f"/v1/collections/{domain.collection}/search",
-                                   params={"q": question, "k": TOP_K})  # fmt: skip
-            return [hit["text"] for hit in found.json()["data"]]
-
-        evaluator = Evaluator(server.engine_url, embed, max_tokens=48)
-        try:
-            async with evaluator.loaded(f"bench-{version['name']}", Path(version["path"])) as name:
-                for label, model in (("base", MODEL), ("adapted", name)):
-                    for mode in ("closed", "grounded"):
-                        accuracy = await paraphrase_accuracy(
-                            evaluator, model, domain, embed, search if mode == "grounded" else None
-                        )
-                        result.scores[(label, mode)] = (accuracy.scorer, accuracy.contains)
-                    result.probes[label] = await probe_accuracy(evaluator, model)
-        finally:
-            await evaluator.close()
+    measured = await compare(
+        server.engine_url, server.base_url, server.chat_key, domain, version["path"], MODEL,
+        embed, TOP_K,
+    )  # fmt: skip
+    for key, accuracy in measured.paraphrases.items():
+        result.scores[key] = (accuracy.scorer, accuracy.contains)
+    result.probes = measured.probes
 
 
 def seed_table(result: SeedResult) -> str:

@@ -175,6 +175,17 @@ class DemoUsers:
         versions: list[dict[str, Any]] = listing["data"]
         return versions
 
+    async def wait_flagged(self, count: int, alias: str = ALIAS, timeout_s: float = 60) -> None:
+        """Wait until ``count`` items of the alias are pending review (automatic flags are
+        written after the answers went out)."""
+        params = {"alias": alias, "state": "pending", "limit": 1000}
+        for _ in range(int(timeout_s * 2)):
+            listing = await self._call("GET", "/v1/admin/review", admin=True, params=params)
+            if len(listing["data"]) >= count:
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"fewer than {count} review items of {alias} after {timeout_s} s")
+
     async def approve_all(self, alias: str = ALIAS) -> int:
         """The operator approves every pending item of the alias (corrections as listed: a
         correction posted after the listing is refused, not approved)."""

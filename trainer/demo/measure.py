@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 from retrieval.grounding import ground_messages
 from trainer.demo import Embed, Question
@@ -64,3 +67,49 @@ def _accuracy(
     ]
     count = len(asked) or 1
     return Accuracy(sum(scored) / count, sum(contains) / count, tuple(answers))
+
+
+@dataclass
+class Comparison:
+    """The base and an adapter on a domain's held-out paraphrases, and on the probes."""
+
+    paraphrases: dict[tuple[str, str], Accuracy]  # (base | adapted, closed | grounded)
+    probes: dict[str, float]  # base | adapted
+
+
+async def compare(
+    engine_url: str,
+    gateway_url: str,
+    chat_key: str,
+    domain: Domain,
+    adapter_dir: str,
+    base_model: str,
+    embed: Embed,
+    top_k: int,
+    modes: Sequence[str] = ("closed", "grounded"),
+) -> Comparison:
+    """Load ``adapter_dir`` into vLLM under a temporary name and measure both models; the
+    sources come from the gateway's own search of the domain's collection."""
+    headers = {"Authorization": f"Bearer {chat_key}"}
+    evaluator = Evaluator(engine_url, embed, max_tokens=48)
+    result = Comparison({}, {})
+    async with httpx.AsyncClient(base_url=gateway_url, headers=headers, timeout=60) as http:
+
+        async def search(question: str) -> list[str]:
+            params: dict[str, str | int] = {"q": question, "k": top_k}
+            found = await http.get(f"/v1/collections/{domain.collection}/search", params=params)
+            found.raise_for_status()
+            return [hit["text"] for hit in found.json()["data"]]
+
+        try:
+            async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
+                for label, model in (("base", base_model), ("adapted", name)):
+                    for mode in modes:
+                        grounded = search if mode == "grounded" else None
+                        result.paraphrases[(label, mode)] = await paraphrase_accuracy(
+                            evaluator, model, domain, embed, grounded
+                        )
+                    result.probes[label] = await probe_accuracy(evaluator, model)
+        finally:
+            await evaluator.close()
+    return result
