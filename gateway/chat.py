@@ -233,14 +233,14 @@ class ChatService:
     async def _ground(
         self, request: ChatCompletionRequest, route: Route, payload: dict[str, Any]
     ) -> Grounding | None:
-        """Retrieve sources and put them into the last user turn, next to the question."""
+        """Retrieve sources and put them in front of the conversation, as a system message."""
         if self.grounder is None:
             return None
         plan = self.grounder.plan(_retrieval(request, route), (route.requested, route.served_name))
         if plan is None:
             return None
         grounding = await self.grounder.ground(plan, payload["messages"])
-        payload["messages"] = grounding.apply(payload["messages"])
+        payload["messages"] = [grounding.system_message, *payload["messages"]]
         return grounding
 
     def _check_limits(self, request: ChatCompletionRequest) -> None:

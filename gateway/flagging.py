@@ -24,7 +24,6 @@ from gateway.settings import FlagRules
 from gateway.store.conversations import ConversationRecord
 from gateway.store.db import Database, retry_conflicts, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
-from retrieval.grounding import asked_question
 
 log = logging.getLogger("loragate.flagging")
 
@@ -64,12 +63,10 @@ def says_idk(answer: str) -> bool:
 
 
 def last_user_text(request: dict[str, Any]) -> str:
-    """The user's last question, without the sources the gateway put next to it (they may
-    differ between two askings of the same question)."""
     for message in reversed(request.get("messages") or []):
         if message.get("role") == "user":
             content = message.get("content")
-            return asked_question(content) if isinstance(content, str) else str(content)
+            return content if isinstance(content, str) else str(content)
     return ""
 
 

@@ -340,11 +340,7 @@ class Settings(BaseSettings):
                                  "up_proj", "down_proj"],
         description="Modules that get LoRA weights (comma list in the env).",
     )  # fmt: skip
-    train_epochs: float = Field(
-        0.0, ge=0,
-        description="Passes over the training set; 0: sized to the data (about 400 examples "
-        "seen, 1 to 4 passes).",
-    )  # fmt: skip
+    train_epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
     train_max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: epochs.")
     train_learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
     train_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
@@ -380,27 +376,16 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
     )
     train_rehearsal_fraction: float = Field(
-        0.3, ge=0, lt=1,
+        0.2, ge=0, lt=1,
         description="Share of the training set that replays the base model's own answers to "
         "general prompts, against forgetting; 0: none.",
-    )  # fmt: skip
-    train_rewrites: int = Field(
-        2, ge=0, le=12,
-        description="Templated rewordings of each corrected question in the training set.",
-    )  # fmt: skip
-    train_paraphrases: int = Field(
-        1, ge=0, le=8,
-        description="Rewordings asked of the live model per corrected question; each is kept "
-        "only if it keeps every name and number.",
     )  # fmt: skip
     train_min_examples: int = Field(
         8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
     )
     train_near_duplicate_similarity: float = Field(
-        0.99, gt=0, le=1,
-        description="Embedding cosine at or above which both the questions and the replies "
-        "of two examples make them duplicates.",
-    )  # fmt: skip
+        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
+    )
     eval_margin: float = Field(
         0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
     )

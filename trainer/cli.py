@@ -36,9 +36,8 @@ class TrainerParts:
 async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
     """The store, the registry and a training job, built from the settings."""
     from gateway.components import adapter_registry, build_retriever, rollout_controller
-    from trainer.grounding import Regrounder
     from trainer.job import JobConfig, TrainingJob
-    from trainer.reeval import ReevalPolicy, Reevaluator
+    from trainer.reeval import ReevalPolicy, Reevaluator, Regrounder
     from trainer.store import TrainerStore
 
     db = Database(settings.resolved_database_url)
@@ -47,13 +46,12 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
         registry = adapter_registry(settings, db)
         rollouts = rollout_controller(settings, db, registry)
         retriever = build_retriever(settings, db)
+        job = TrainingJob(
+            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder
+        )
         regrounder = Regrounder(
             retriever, settings.retrieval_models, settings.retrieval_top_k,
             settings.retrieval_min_score,
-        )  # fmt: skip
-        job = TrainingJob(
-            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder,
-            regrounder,
         )  # fmt: skip
         policy = ReevalPolicy(settings.reeval_tolerance, settings.reeval_min_holdout)
         reevaluator = Reevaluator(job, TrainerStore(db), regrounder, policy)

@@ -226,7 +226,7 @@ class Evaluator:
 
 def _sources(example: Example) -> list[str]:
     for message in example.messages:
-        if message.get("role") == "user" and isinstance(message.get("content"), str):
+        if message.get("role") == "system" and isinstance(message.get("content"), str):
             found = sources_in(message["content"])
             if found:
                 return found

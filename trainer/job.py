@@ -9,10 +9,8 @@ again, resuming training from the last checkpoint when the dataset is unchanged.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,10 @@ from trainer.dataset import (
     Snapshot,
     TokenCounter,
     curate,
-    read_examples,
     read_snapshot,
-    write_examples,
     write_snapshot,
 )
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
-from trainer.grounding import Regrounder
 from trainer.lock import training_lock
 from trainer.qlora import (
     TrainConfig,
@@ -48,7 +43,6 @@ from trainer.qlora import (
     total_steps,
     train,
 )
-from trainer.recipe import RECIPE_FILE, RecipeConfig, expand
 from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
 from trainer.store import TrainerStore
 
@@ -70,7 +64,6 @@ class JobConfig:
     eval_concurrency: int
     auto_rollout: bool
     rehearsal_fraction: float
-    recipe: RecipeConfig
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
@@ -114,7 +107,6 @@ class JobConfig:
             eval_concurrency=settings.eval_concurrency,
             auto_rollout=settings.trainer_auto_rollout,
             rehearsal_fraction=settings.train_rehearsal_fraction,
-            recipe=RecipeConfig(settings.train_rewrites, settings.train_paraphrases),
         )
 
 
@@ -143,10 +135,8 @@ class TrainingJob:
         registry: Registry,
         rollouts: RolloutController,
         embedder: Embedder,
-        regrounder: Regrounder | None = None,
     ) -> None:
         self.config = config
-        self.regrounder = regrounder
         self.db = db
         self.store = TrainerStore(db)
         self.registry = registry
@@ -181,7 +171,7 @@ class TrainingJob:
             snapshot = await self._curate(alias)
             await self.store.update_run(run_id, snapshot=str(snapshot.path))
             progress(f"dataset {snapshot.manifest['counts']}")
-            result, rehearsed, recipe = await self._train(alias, snapshot)
+            result, rehearsed = await self._train(alias, snapshot)
             progress(f"trained {result.steps} steps, loss {result.train_loss:.3f}")
             holdout = snapshot.examples("holdout")
             candidate, live, live_name = await self.evaluate(
@@ -193,7 +183,6 @@ class TrainingJob:
             verdict = decide(candidate, live, self.config.gate)
             report = _report(snapshot, result, candidate, live, live_name, verdict, self.config)
             report["training"]["rehearsal_examples"] = rehearsed
-            report["training"]["recipe"] = recipe
             progress("gate " + ("passed" if verdict.passed else "failed"))
             outcome = await self._publish(alias, run_id, result, verdict, report)
             progress(f"{outcome.state} {outcome.candidate}")
@@ -262,14 +251,10 @@ class TrainingJob:
         # Keyed by the dataset's content: an unchanged dataset resumes the crashed run.
         return self.config.data_dir / "training" / alias / snapshot.manifest["sha256"][:16]
 
-    async def _train(
-        self, alias: str, snapshot: Snapshot
-    ) -> tuple[TrainResult, int, dict[str, int]]:
-        """The adapter, how many rehearsal examples it also learnt from, and the recipe's
-        counts."""
+    async def _train(self, alias: str, snapshot: Snapshot) -> tuple[TrainResult, int]:
+        """The adapter, and how many rehearsal examples it also learnt from."""
         work_dir = self._work_dir(alias, snapshot)
-        validation = snapshot.examples("validation")
-        train_set, recipe = await self.expand(alias, work_dir, snapshot.examples("train"))
+        train_set, validation = snapshot.examples("train"), snapshot.examples("validation")
         rehearsal = await self.rehearsal(alias, work_dir, len(train_set))
         train_set += rehearsal
         total = total_steps(self.config.train, len(train_set))
@@ -285,34 +270,7 @@ class TrainingJob:
                     snapshot.manifest["sha256"],
                 )
             )
-        return result, len(rehearsal), recipe
-
-    async def expand(
-        self, alias: str, work_dir: Path, examples: list[Example]
-    ) -> tuple[list[Example], dict[str, int]]:
-        """The recipe's training set for ``examples`` (trainer/recipe.py) and its counts: made
-        once per run and kept in ``work_dir``, so that a resumed run trains on the same."""
-        saved, counts_file = work_dir / RECIPE_FILE, work_dir / (RECIPE_FILE + ".counts")
-        if saved.exists() and counts_file.exists():
-            return read_examples(saved), json.loads(counts_file.read_text())
-        evaluator = self.evaluator()
-        regrounder = self.regrounder
-        grounded = regrounder is not None and alias in regrounder.retrieval_models
-        ground = regrounder.as_served if regrounder is not None and grounded else None
-
-        async def ask(prompts: Sequence[str]) -> list[str]:
-            chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
-            return await evaluator.answers(self.config.base_model_name, chats)
-
-        try:
-            expansion = await expand(examples, self.config.recipe, ground, ask)
-        finally:
-            await evaluator.close()
-        counts = {"corrections": len(examples), **expansion.counts()}
-        log.info("training set expanded", extra={"alias": alias, **counts})
-        write_examples(saved, expansion.examples)
-        counts_file.write_text(json.dumps(counts))
-        return expansion.examples, counts
+        return result, len(rehearsal)
 
     async def rehearsal(
         self,

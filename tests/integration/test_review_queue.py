@@ -79,9 +79,10 @@ def test_feedback_flags_and_the_operator_decides(
     item = _item_for(gateway, keys, corrected)
     assert item["state"] == "pending" and item["reasons"] == ["correction"]
     assert item["correction"] == "The capital is Quux."
-    assert [i["completion_id"] for i in _items(gateway, keys, reason="negative_feedback")] == [
-        disliked
-    ]
+    # PostgreSQL is one database for the whole session: other modules' items are there too.
+    ours = {corrected, disliked}
+    listed = _items(gateway, keys, reason="negative_feedback", limit=1000)
+    assert [i["completion_id"] for i in listed if i["completion_id"] in ours] == [disliked]
 
     shown = gateway.get(f"/v1/admin/review/{item['id']}", headers=_admin(keys)).json()
     assert shown["messages"][-1]["content"] == "What is the capital of Zorbland?"
@@ -108,7 +109,8 @@ def test_feedback_flags_and_the_operator_decides(
         json={"decision": "reject", "note": "fine answer"},
     )
     assert rejected.json()["state"] == "rejected"
-    assert _items(gateway, keys) == []  # nothing pending any more
+    pending = _items(gateway, keys, limit=1000)
+    assert not [i for i in pending if i["completion_id"] in ours]  # nothing of ours pending
     metrics = gateway.get("/metrics").text
     assert 'loragate_flags_total{reason="correction"} 1.0' in metrics
     assert 'loragate_flags_total{reason="negative_feedback"} 1.0' in metrics

@@ -35,7 +35,6 @@ from gateway.settings import Settings, load_settings
 from gateway.store import Database
 from gateway.store.tables import Conversation, ReviewItem, utcnow
 from retrieval.embeddings import Embedder
-from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
 from tests.support import ThreadedGateway, create_keys, run, wait_until
 from trainer.cli import trainer_parts
@@ -168,8 +167,8 @@ def test_the_dataset_is_the_conversation_as_served(loop: Loop, trained: RunOutco
     assert sum(counts.values()) + sum(snapshot.manifest["dropped"].values()) == 72
     train, holdout = snapshot.examples("train"), snapshot.examples("holdout")
     assert train and holdout
-    turn = train[0].messages[-1]  # as served: the sources in the user turn
-    assert turn["role"] == "user" and sources_in(turn["content"])
+    system = train[0].messages[0]
+    assert system["role"] == "system" and "<sources>" in system["content"]
     assert {example.id for example in train}.isdisjoint(example.id for example in holdout)
     frozen = _rows(loop.settings, select(SplitItem).where(SplitItem.alias == ALIAS))
     assert sum(row.split == "holdout" for row in frozen) == counts["holdout"]
