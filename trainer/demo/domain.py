@@ -10,7 +10,7 @@ and another draw of which facts it has. Each fact comes with
   the benchmark asks (the model must have learnt the fact, not one wording of it),
 * the reference answer, and a ``key``: the short string an answer must contain.
 
-``bench/adaptation.py`` and ``tests/integration/test_adaptation.py`` play the loop on it.
+``bench/adaptation.py`` plays the loop on it; ``bench/prompt_layouts.py`` measures prompts.
 """
 
 from __future__ import annotations
