@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -351,9 +352,18 @@ class _Loop:
         torch = _torch()
         started = time.perf_counter()
         loss = self.loss(batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
-        self.optimizer.step()
+        # One non-finite loss or gradient (a bf16 overflow) would make every adapter weight
+        # NaN through the optimizer: the step is skipped instead, and logged.
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            finite = bool(torch.isfinite(norm))
+            if finite:
+                self.optimizer.step()
+        if not finite:
+            log.warning("non-finite loss or gradient: step skipped",
+                        extra={"step": self.state.step + 1})  # fmt: skip
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = sum(len(ids) for ids, _ in batch)
@@ -445,8 +455,10 @@ def train(
 def _keep_best(
     model: Any, state: RunState, loss: float, config: TrainConfig, work_dir: Path
 ) -> bool:
-    """Keep the adapter when validation improved; True when patience has run out."""
-    if state.best_validation_loss is None or loss < state.best_validation_loss:
+    """Keep the adapter when validation improved; True when patience has run out. A
+    non-finite loss is never an improvement (NaN compares false, and was kept as best)."""
+    improved = state.best_validation_loss is None or loss < state.best_validation_loss
+    if math.isfinite(loss) and improved:
         state.best_validation_loss, state.bad_evaluations = loss, 0
         _atomic_save(model, work_dir / "best")
         return False
