@@ -3,11 +3,12 @@ per test session, and in-process gateways pointed at its vLLM for store-specific
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,19 @@ def store_gateway(
     """A gateway on the parametrized store (SQLite, then PostgreSQL) with its own keys."""
     keys = create_keys(database_url)
     return gateway_factory(database_url=database_url), keys
+
+
+@pytest.fixture
+async def http_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[ThreadedGateway]:
+    """A real gateway on the parametrized store with no vLLM (nothing listens on its engine
+    port): feedback, flags and review need only the store."""
+    settings = load_settings(
+        data_dir=tmp_path, engine_mode="external", database_url=database_url,
+        engine_urls=f"http://127.0.0.1:{free_port()}", log_format="text",
+    )  # fmt: skip
+    gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
+    yield gateway
+    await asyncio.to_thread(gateway.stop)
 
 
 def sdk_client(base_url: str, key: str) -> openai.OpenAI:

@@ -26,7 +26,6 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,12 +40,12 @@ from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flag, Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.review import ReviewQueue, revision
-from gateway.settings import FlagRules, load_settings
+from gateway.settings import FlagRules
 from gateway.store import Database
 from gateway.store.conversations import ConversationLog, ConversationRecord
 from gateway.store.keys import KeyStore, Principal
 from gateway.store.tables import Conversation, Feedback, ReviewItem, utcnow
-from tests.support import ThreadedGateway, free_port
+from tests.support import ThreadedGateway
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
 COMPLETIONS = 24  # per round; every third one is already decided by an operator
@@ -235,19 +234,6 @@ def _failed(result: object) -> bool:
     if isinstance(result, httpx.Response):
         return result.status_code != 200
     return isinstance(result, BaseException)
-
-
-@pytest.fixture
-async def http_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[ThreadedGateway]:
-    """A real gateway on the store; no vLLM (nothing listens on its engine port): feedback
-    and flags need only the conversation log, which the test writes itself."""
-    settings = load_settings(
-        data_dir=tmp_path, engine_mode="external", database_url=database_url,
-        engine_urls=f"http://127.0.0.1:{free_port()}", log_format="text",
-    )  # fmt: skip
-    gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
-    yield gateway
-    await asyncio.to_thread(gateway.stop)
 
 
 async def test_concurrent_feedback_over_http_is_never_a_5xx(

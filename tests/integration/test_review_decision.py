@@ -156,18 +156,6 @@ async def test_decisions_without_a_revision_store_nothing_unseen(store: Store) -
 
 
 # -- over HTTP --------------------------------------------------------------------------------
-@pytest.fixture
-async def http_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[ThreadedGateway]:
-    """A real gateway on the store, with no vLLM: review and feedback need only the store."""
-    settings = load_settings(
-        data_dir=tmp_path, engine_mode="external", database_url=database_url,
-        engine_urls=f"http://127.0.0.1:{free_port()}", log_format="text",
-    )  # fmt: skip
-    gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
-    yield gateway
-    await asyncio.to_thread(gateway.stop)
-
-
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
