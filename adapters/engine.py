@@ -32,6 +32,7 @@ _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 _JSON_CONTENT = {"Content-Type": "application/json"}
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+CHAT_PATH = "/v1/chat/completions"
 _LONGEST_EVENT = 4 * 2**20  # bytes in one SSE line (logprobs of a long answer are large)
 
 
@@ -175,16 +176,17 @@ class EngineClient:
             raw = await response.read()
             return _json_decode(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
 
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, payload: dict[str, Any], path: str = CHAT_PATH) -> dict[str, Any]:
+        """A chat (or, at ``path``, a text) completion, on a replica that has its model."""
         replica = self.pick(payload.get("model"))
-        async with self._request(replica, "POST", "/v1/chat/completions", payload) as response:
+        async with self._request(replica, "POST", path, payload) as response:
             body: dict[str, Any] = _json_decode(await response.read())
             return body
 
-    async def stream_chat(self, payload: dict[str, Any]) -> EngineStream:
+    async def stream_chat(self, payload: dict[str, Any], path: str = CHAT_PATH) -> EngineStream:
         """Open a streaming chat; raises before returning if the engine refuses it."""
         replica = self.pick(payload.get("model"))
-        context = self._request(replica, "POST", "/v1/chat/completions", payload)
+        context = self._request(replica, "POST", path, payload)
         response = await context.__aenter__()
         return EngineStream(context, response)
 

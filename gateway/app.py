@@ -17,6 +17,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient
@@ -107,7 +108,8 @@ class Services:
         experiments = components.experiment_controller(settings, db, adapters, leader)
         router = ModelRouter(adapters, settings.base_model_name)
         limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
-                            settings.adapter_wait_s, settings.default_max_tokens)  # fmt: skip
+                            settings.adapter_wait_s, settings.default_max_tokens,
+                            settings.quota_reserve_max_tokens)  # fmt: skip
         metrics = GatewayMetrics(registry)
         reconciler.on_action(metrics.record_reconciler_action)
         retriever = build_retriever(settings, db)
@@ -242,6 +244,8 @@ def create_app(
         route_handlers=[
             openai.chat_completions,
             openai.list_models,
+            openai.retrieve_model,
+            openai.completions,
             admin.list_keys,
             admin.create_key,
             admin.revoke_key,
@@ -250,6 +254,7 @@ def create_app(
             collections.list_collections,
             collections.add_document,
             collections.delete_document,
+            collections.delete_document_by_id,
             collections.search,
             adapter_routes.publish_adapter,
             adapter_routes.list_adapters,
@@ -258,6 +263,7 @@ def create_app(
             review.list_review,
             review.show_review,
             review.decide_review,
+            review.reopen_review,
             review.edit_review,
             review.flag_completion,
             adapter_routes.create_alias,
@@ -296,12 +302,19 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="loragate", version="0.1.0", path="/schema"),
+        openapi_config=_openapi_config(settings),
         logging_config=None,  # gateway.logs owns the log format
         debug=False,
     )
     document_errors(app)
     return app
+
+
+def _openapi_config(settings: Settings) -> OpenAPIConfig:
+    """Without ``openapi_pages`` only the document, ``/schema/openapi.json``, is served: the
+    interactive pages load their scripts from public CDNs, with no CSP."""
+    plugins = () if settings.openapi_pages else (JsonRenderPlugin(),)
+    return OpenAPIConfig(title="loragate", version="0.1.0", path="/schema", render_plugins=plugins)
 
 
 def _state(services: Services) -> State:

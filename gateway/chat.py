@@ -2,6 +2,19 @@
 
 Each request becomes a ``_Call`` that owns its timing, metrics and conversation record and
 finishes exactly once, whatever happens (success, engine failure, client gone).
+
+**What a request is charged** (its conversation row, its metrics and its key's quotas), by
+how it ended:
+
+* done: vLLM's usage (the body's, or a stream's last chunk);
+* a stream cut short (client gone, upstream broken): vLLM's running count from the last
+  chunk relayed (streams ask for ``continuous_usage_stats``, so every chunk carries the
+  prompt and the choice's tokens so far), else one token per chunk with content;
+* a plain request the client abandoned, or that timed out: nothing came back to count, so
+  its hold (the estimated prompt plus ``max_tokens x n``): vLLM may have finished it;
+* refused by the engine (a 4xx, a replica down) before anything was generated: nothing.
+
+A prompt vLLM never gave a size for is estimated (``gateway.quotas.estimate_tokens``).
 """
 
 from __future__ import annotations
@@ -19,15 +32,15 @@ import anyio
 import msgspec
 
 from adapters.engine import EngineClient, EngineStream
-from adapters.errors import EngineError
+from adapters.errors import EngineError, EngineTimeout
 from adapters.reconciler import Reconciler
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
-from gateway.quotas import Admission, QuotaGate
+from gateway.quotas import Admission, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
-from gateway.schemas import ChatCompletionRequest, RetrievalOptions
+from gateway.schemas import ChatCompletionRequest, GenerationRequest, RetrievalOptions
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
 from gateway.store.keys import Principal
 from retrieval.grounding import citations, groundedness
@@ -36,7 +49,8 @@ log = logging.getLogger("loragate.chat")
 
 _encode = msgspec.json.Encoder().encode
 DONE_EVENT = b"data: [DONE]\n\n"
-# vLLM-only fields that mean nothing to an OpenAI client.
+# vLLM-only fields that mean nothing to an OpenAI client unless it asked for them
+# (return_token_ids, prompt_logprobs): dropped while null.
 _VLLM_ONLY_FIELDS = ("prompt_logprobs", "prompt_token_ids", "prompt_text", "kv_transfer_params",
                      "ec_transfer_params", "metrics")  # fmt: skip
 
@@ -62,6 +76,9 @@ class ChatLimits:
     max_n: int
     adapter_wait_s: float = 10.0  # how long a request waits for its adapter to be loaded
     default_max_tokens: int | None = None  # for requests that set no output limit
+    # Output tokens held per choice for a request with no output limit (and no default);
+    # None: the rest of the context window, the most vLLM can generate.
+    reserve_max_tokens: int | None = None
 
 
 class ChatService:
@@ -87,24 +104,26 @@ class ChatService:
         self.background: set[asyncio.Task[None]] = set()
 
     async def complete(
-        self, request: ChatCompletionRequest, principal: Principal, started: float
+        self, request: GenerationRequest, principal: Principal, started: float
     ) -> Served[dict[str, Any]]:
         call = await self._begin(request, principal, started)
         try:
             with call.waiting_upstream():
-                body = await self.engine.chat(call.payload)
+                body = await self.engine.chat(call.payload, request.endpoint)
         except EngineError as exc:
+            if isinstance(exc, EngineTimeout):
+                call.charge_hold()  # it ran until the gateway gave up on it
             call.finish_error(exc)
             await call.settle_quota()
             raise
         except asyncio.CancelledError:
+            call.charge_hold()  # vLLM aborts it when the connection closes, nobody says when
             call.finish("cancelled", 499, "client went away")
             call.settle_quota_soon()  # a cancelled task cannot wait for it
             raise
         body["id"] = call.record.id
         body["model"] = call.route.served_name
-        for name in _VLLM_ONLY_FIELDS:
-            body.pop(name, None)
+        _drop_unasked(body)
         call.record.response = [_choice_record(choice) for choice in body.get("choices", [])]
         call.add_usage(body.get("usage"))
         if call.grounding is not None:
@@ -119,22 +138,23 @@ class ChatService:
         return Served(call.route, body, call.overhead_s() * 1000)
 
     async def stream(
-        self, request: ChatCompletionRequest, principal: Principal, started: float
+        self, request: GenerationRequest, principal: Principal, started: float
     ) -> Served[AsyncIterator[bytes]]:
         """Open the upstream stream first, so a refusal is still a plain HTTP error."""
         call = await self._begin(request, principal, started)
         overhead_ms = (time.perf_counter() - started) * 1000
         try:
             with call.waiting_upstream():
-                upstream = await self.engine.stream_chat(call.payload)
+                upstream = await self.engine.stream_chat(call.payload, request.endpoint)
         except EngineError as exc:
             call.finish_error(exc)
             await call.settle_quota()
             raise
-        return Served(call.route, self._relay(call, upstream, request.include_usage), overhead_ms)
+        relay = self._relay(call, upstream, request.include_usage, request.continuous_usage)
+        return Served(call.route, relay, overhead_ms)
 
     async def _relay(
-        self, call: _Call, upstream: EngineStream, include_usage: bool
+        self, call: _Call, upstream: EngineStream, include_usage: bool, continuous_usage: bool
     ) -> AsyncIterator[bytes]:
         texts: dict[int, list[str]] = {}
         finish_reasons: dict[int, str | None] = {}
@@ -142,19 +162,24 @@ class ChatService:
         try:
             async for event in call.timed(upstream.events()):
                 choices = event.get("choices") or []
+                usage = event.get("usage")
                 for choice in choices:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content") or delta.get("tool_calls"):
+                    piece = _piece(choice)
+                    produced = bool(piece or (choice.get("delta") or {}).get("tool_calls"))
+                    if produced:
                         call.mark_token()
-                    texts.setdefault(choice["index"], []).append(delta.get("content") or "")
+                    call.count(choice["index"], usage, produced)
+                    texts.setdefault(choice["index"], []).append(piece)
                     if choice.get("finish_reason"):
                         finish_reasons[choice["index"]] = choice["finish_reason"]
-                if event.get("usage"):
-                    call.add_usage(event["usage"])
-                    if not choices and not include_usage:
-                        continue
-                    if not include_usage:
-                        event.pop("usage")
+                if usage:
+                    if choices:  # a running count: the client's only if it asked for it
+                        if not continuous_usage:
+                            event.pop("usage")
+                    else:  # the whole request's, in the last chunk
+                        call.add_usage(usage)
+                        if not include_usage:
+                            continue
                 event["id"] = call.record.id
                 event["model"] = call.route.served_name
                 yield b"data: " + _encode(event) + b"\n\n"
@@ -177,21 +202,25 @@ class ChatService:
                 await upstream.aclose()  # closing mid-body aborts the request in vLLM
             if not call.finished:
                 call.record.response = _stream_response(texts, finish_reasons)
+                call.charge_counted()
                 call.finish(*outcome)
             with anyio.CancelScope(shield=True):
                 await call.settle_quota()
 
     async def _begin(
-        self, request: ChatCompletionRequest, principal: Principal, started: float
+        self, request: GenerationRequest, principal: Principal, started: float
     ) -> _Call:
         route: Route | None = None
         admission: Admission | None = None
         try:
             self._check_limits(request)
+            prompt_estimate = estimate_tokens(*request.prompt_parts())
+            max_output = self._max_output(request, prompt_estimate)
             if self.quotas is not None:
-                admission = await self.quotas.admit(principal, request.stream)
-            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-            sticky_key = request.conversation_id or principal.key_id or completion_id
+                hold = prompt_estimate + max_output
+                admission = await self.quotas.admit(principal, request.stream, hold)
+            completion_id = f"{request.id_prefix}{uuid.uuid4().hex}"
+            sticky_key = _sticky_key(request.conversation_id, principal.key_id, completion_id)
             route = await self.router.resolve(request.model, sticky_key)
             if route.is_adapter and self.reconciler is not None:
                 await self.reconciler.ensure_serving(
@@ -200,6 +229,9 @@ class ChatService:
             payload = request.upstream_payload(route.upstream_model)
             if request.output_limit is None and self.limits.default_max_tokens is not None:
                 payload["max_tokens"] = self.limits.default_max_tokens
+            if request.stream:
+                # vLLM's running count in every chunk: what a stream cut short is charged.
+                payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
             grounding = await self._ground(request, route, payload)
         except Exception as exc:  # counted as refused, then handled like any other error
             self._count_refused(route, exc)
@@ -221,7 +253,18 @@ class ChatService:
             experiment_id=route.experiment_id,
             arm=route.arm,
         )
-        return _Call(self, route, payload, record, started, grounding, admission)
+        call = _Call(self, route, payload, record, started, grounding, admission)
+        call.max_output = max_output
+        return call
+
+    def _max_output(self, request: GenerationRequest, prompt_estimate: int) -> int:
+        """The most output tokens the request can make: its limit (or the default) x n."""
+        limit = request.output_limit or self.limits.default_max_tokens
+        if limit is None:
+            limit = self.limits.reserve_max_tokens or max(
+                self.limits.context_window - prompt_estimate, 1
+            )
+        return limit * (request.n if isinstance(request.n, int) else 1)
 
     def _count_refused(self, route: Route | None, exc: Exception) -> None:
         status = status_class(describe(exc).status_code)
@@ -231,29 +274,29 @@ class ChatService:
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
 
     async def _ground(
-        self, request: ChatCompletionRequest, route: Route, payload: dict[str, Any]
+        self, request: GenerationRequest, route: Route, payload: dict[str, Any]
     ) -> Grounding | None:
-        """Retrieve sources and put them in front of the conversation, as a system message."""
-        if self.grounder is None:
+        """Retrieve sources and put them into the last user turn, next to the question."""
+        if self.grounder is None or not isinstance(request, ChatCompletionRequest):
             return None
         plan = self.grounder.plan(_retrieval(request, route), (route.requested, route.served_name))
         if plan is None:
             return None
         grounding = await self.grounder.ground(plan, payload["messages"])
-        payload["messages"] = [grounding.system_message, *payload["messages"]]
+        payload["messages"] = grounding.apply(payload["messages"])
         return grounding
 
-    def _check_limits(self, request: ChatCompletionRequest) -> None:
-        if len(request.messages) > self.limits.max_messages:
+    def _check_limits(self, request: GenerationRequest) -> None:
+        if request.message_count > self.limits.max_messages:
             raise InvalidRequest(
-                f"Too many messages: {len(request.messages)} > {self.limits.max_messages}.",
+                f"Too many messages: {request.message_count} > {self.limits.max_messages}.",
                 param="messages",
             )
         if isinstance(request.n, int) and request.n > self.limits.max_n:
             raise InvalidRequest(f"n must be at most {self.limits.max_n}.", param="n")
         limit = request.output_limit
         if limit is not None and limit >= self.limits.context_window:
-            param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            param = request.output_limit_param
             raise ContextLengthExceeded(
                 f"{param}={limit} does not fit the model's context window of "
                 f"{self.limits.context_window} tokens.",
@@ -284,7 +327,11 @@ class _Call:
         self.alias, self.version = route_labels(route)
         self.upstream_s = 0.0  # time spent waiting on vLLM
         self._last_token_at: float | None = None
+        self.max_output = 0  # output tokens held at admission (max_tokens x n)
+        self._prompt_seen: int | None = None  # vLLM's running count of a stream...
+        self._generated: dict[int, int] = {}  # ... and each choice's tokens so far
         self.finished = False
+        self._usage_known = False
         service.metrics.in_flight.labels(self.alias).inc()
 
     @contextlib.contextmanager
@@ -322,6 +369,33 @@ class _Call:
         if usage:
             self.record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.record.completion_tokens = int(usage.get("completion_tokens") or 0)
+            self._usage_known = True
+
+    def count(self, index: int, usage: dict[str, Any] | None, produced: bool) -> None:
+        """Follow a stream's tokens: vLLM's running count per choice, else a token a chunk."""
+        if usage:
+            self._prompt_seen = int(usage.get("prompt_tokens") or 0)
+            self._generated[index] = int(usage.get("completion_tokens") or 0)
+        elif produced:
+            self._generated[index] = self._generated.get(index, 0) + 1
+
+    def charge_counted(self) -> None:
+        """A stream that ended without vLLM's usage is charged what was counted on the way."""
+        if self._usage_known:
+            return
+        prompt = self._prompt_seen
+        self.record.prompt_tokens = prompt if prompt is not None else self._prompt_estimate()
+        self.record.completion_tokens = sum(self._generated.values())
+
+    def charge_hold(self) -> None:
+        """A request that ended with nothing to count is charged what it held."""
+        if not self._usage_known:
+            self.record.prompt_tokens = self._prompt_estimate()
+            self.record.completion_tokens = self.max_output
+
+    def _prompt_estimate(self) -> int:
+        payload = self.payload
+        return estimate_tokens(payload.get("messages"), payload.get("tools"), payload.get("prompt"))
 
     def cite(self, answer: str) -> list[dict[str, Any]]:
         """Citations for the answer; also scores its groundedness."""
@@ -392,6 +466,14 @@ def _retrieval(request: ChatCompletionRequest, route: Route) -> RetrievalOptions
     return RetrievalOptions(**route.retrieval) if isinstance(route.retrieval, dict) else None
 
 
+def _sticky_key(conversation_id: str | None, key_id: str | None, completion_id: str) -> str:
+    """What picks a canary or an experiment arm: a conversation id is the key's own, so
+    another key reusing it is hashed apart and cannot share (or steer) its assignment."""
+    if conversation_id is None:
+        return key_id or completion_id
+    return f"{key_id}/{conversation_id}" if key_id else conversation_id
+
+
 def route_labels(route: Route) -> tuple[str, str]:
     """(alias, version) metric labels: a request for the base model is its own alias."""
     return route.alias or route.served_name, route.served_name
@@ -407,9 +489,22 @@ def _stream_response(
 
 
 def _choice_record(choice: dict[str, Any]) -> dict[str, Any]:
-    message = choice.get("message") or {}
+    message = choice.get("message")
     return {
         "index": choice.get("index", 0),
-        "content": message.get("content") or "",
+        # A text completion's choice has its text instead of a message.
+        "content": (message.get("content") if message else choice.get("text")) or "",
         "finish_reason": choice.get("finish_reason"),
     }
+
+
+def _piece(choice: dict[str, Any]) -> str:
+    """The text of one stream choice: a chat delta's content, or a text completion's text."""
+    delta = choice.get("delta")
+    return (delta.get("content") if delta is not None else choice.get("text")) or ""
+
+
+def _drop_unasked(body: dict[str, Any]) -> None:
+    for name in _VLLM_ONLY_FIELDS:
+        if name in body and body[name] is None:
+            del body[name]

@@ -57,7 +57,8 @@ _ERROR_SCHEMA = Schema(
 _SSE = OpenAPIMediaType(
     schema=Schema(
         type=OpenAPIType.STRING,
-        description="`data: {chat.completion.chunk}` events, then `data: [DONE]`; a failure "
+        description="`data: {chat.completion.chunk}` (or `{text_completion}`) events, then "
+        "`data: [DONE]`; a failure "
         "mid-stream is a `data: {error}` event instead of [DONE].",
     )
 )
@@ -86,7 +87,7 @@ def document_errors(app: Litestar) -> None:
                     content={"application/json": error},
                     headers=_retry_after() if status in (429, 503) else None,
                 )
-            if path == "/v1/chat/completions":
+            if path in ("/v1/chat/completions", "/v1/completions"):
                 ok = responses["200"]
                 assert isinstance(ok, OpenAPIResponse)
                 ok.content = {**(ok.content or {}), "text/event-stream": _SSE}

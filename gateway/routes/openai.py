@@ -1,4 +1,4 @@
-"""The OpenAI-compatible surface: chat completions and the model list."""
+"""The OpenAI-compatible surface: chat completions and the models."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 
+from adapters.engine import EngineClient
 from gateway.chat import ChatService, Served
 from gateway.errors import ClientDisconnected
+from gateway.model_cards import model_card, model_cards
 from gateway.routing import ModelRouter
-from gateway.schemas import ChatCompletionRequest
+from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
 VERSION_HEADER = "x-loragate-version"
 # Milliseconds the gateway added (see gateway.chat.Served.overhead_ms).
@@ -28,7 +30,23 @@ async def chat_completions(
     request: Request[Any, Any, Any], data: ChatCompletionRequest, chat: ChatService
 ) -> Response[Any] | Stream:
     """Create a chat completion; `stream: true` answers with server-sent events."""
+    return await _generate(request, data, chat)
+
+
+@post("/v1/completions", opt={"scope": "chat"}, status_code=200, tags=["openai"])
+async def completions(
+    request: Request[Any, Any, Any], data: CompletionRequest, chat: ChatService
+) -> Response[Any] | Stream:
+    """Create a text completion (the prompt as is, no chat template): the same keys, quotas,
+    routing, log and metrics as chat; `stream: true` answers with server-sent events."""
+    return await _generate(request, data, chat)
+
+
+async def _generate(
+    request: Request[Any, Any, Any], data: GenerationRequest, chat: ChatService
+) -> Response[Any] | Stream:
     started = time.perf_counter()
+    data.keep_body(await request.body())  # its undeclared fields go to vLLM too
     principal = request.state.principal
     if data.stream:
         stream = await chat.stream(data, principal, started)
@@ -69,6 +87,14 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
 
 
 @get("/v1/models", opt={"scope": "chat"}, tags=["openai"])
-async def list_models(router: ModelRouter) -> dict[str, Any]:
-    """The base model and every adapter version that can be asked for."""
-    return {"object": "list", "data": await router.list_models()}
+async def list_models(router: ModelRouter, engine: EngineClient) -> dict[str, Any]:
+    """The base model and every alias and adapter version that can be asked for."""
+    return {"object": "list", "data": await model_cards(router, engine)}
+
+
+@get("/v1/models/{model_id:path}", opt={"scope": "chat"}, tags=["openai"])
+async def retrieve_model(
+    model_id: str, router: ModelRouter, engine: EngineClient
+) -> dict[str, Any]:
+    """One model's card, as listed by `/v1/models`; 404 when there is no such model."""
+    return await model_card(model_id.lstrip("/"), router, engine)
