@@ -23,8 +23,9 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/loragate model prepare
-	@test -s data/dev-admin.key || $(BIN)/loragate keys create --scope admin --name make-run > data/dev-admin.key
-	@echo "admin API key: $$(cat data/dev-admin.key)   (kept in data/dev-admin.key)"
+	@test -s data/dev-admin.key || (umask 077 && $(BIN)/loragate keys create --scope admin --name make-run > data/dev-admin.key)
+	@chmod 600 data/dev-admin.key
+	@echo "admin API key: in data/dev-admin.key (owner-only; the key itself is not logged)"
 	$(BIN)/loragate serve
 
 lint: $(STAMP)

@@ -38,7 +38,7 @@ from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, aware, u
 
 log = logging.getLogger("loragate.experiments")
 
-_ARM = re.compile(r"^(?P<version>[\w.-]+)(?::(?P<option>no-retrieval|collection=[\w.-]+))?$")
+_ARM = re.compile(r"^(?P<version>[\w.-]+)(?::(?P<option>no-retrieval|collection=[\w.-]+))?\Z")
 LOADABLE_STATES = ("live", "candidate", "retired", "rolled_back", "arm")
 
 

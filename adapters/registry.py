@@ -32,8 +32,8 @@ from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, InvalidAdapter, valid
 
 log = logging.getLogger("loragate.registry")
 
-_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
-_VERSION = re.compile(r"^(?P<alias>.+)-v(?P<number>\d+)$")
+_ALIAS = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}\Z")  # \Z: "$" would let "name\n" pass
+_VERSION = re.compile(r"^(?P<alias>.+)-v(?P<number>\d+)\Z")
 # "arm": an A/B experiment serves it (adapters/experiments.py) besides the live version.
 SERVING_STATES = ("live", "canary", "arm")
 

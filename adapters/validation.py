@@ -6,8 +6,11 @@ hostile upload costs nothing to refuse. Each refusal names the problem.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +53,9 @@ def _validate(
     if size > max_bytes:
         raise InvalidAdapter(f"adapter is {size} bytes; the limit is {max_bytes}")
     config = _read_config(directory / CONFIG_FILE)
-    rank = int(config.get("r", 0))
+    rank = config.get("r", 0)
+    if not isinstance(rank, int) or isinstance(rank, bool):
+        raise InvalidAdapter(f"{CONFIG_FILE}: r must be an integer, not {str(rank)[:40]!r}")
     if not 1 <= rank <= max_rank:
         raise InvalidAdapter(f"rank {rank} is outside 1..{max_rank} (the engine's max_lora_rank)")
     tensors = safetensors_header(directory / WEIGHTS_FILE)
@@ -63,17 +68,41 @@ def _validate(
     return AdapterInfo(rank, targets, str(config.get("base_model_name_or_path") or ""), size)
 
 
+def check_publish_source(source: Path, roots: Sequence[Path]) -> Path:
+    """``source`` resolved, if it lies under one of ``roots``; the admin API publishes from
+    nowhere else, so a key cannot make the gateway read (or list) any path on the host."""
+    resolved = source.resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    allowed = ", ".join(str(root) for root in roots) or "nowhere"
+    raise InvalidAdapter(
+        f"adapters are published only from under {allowed} (the adapter_publish_roots "
+        f"setting); {str(source)[:200]} is not"
+    )
+
+
 def _check_files(directory: Path) -> list[Path]:
     if not directory.is_dir():
-        raise InvalidAdapter(f"{directory} is not a directory")
+        raise InvalidAdapter(f"{str(directory)[:200]} is not a directory")
     root = directory.resolve()
+    # Only the top level, and only a few entries of it: a folder with more than the allowed
+    # files is refused without listing it (publishing "/" once walked the whole disk).
+    with os.scandir(directory) as scan:
+        entries = sorted(itertools.islice(scan, len(ALLOWED_FILES) + 1), key=lambda e: e.name)
+    if len(entries) > len(ALLOWED_FILES):
+        raise InvalidAdapter(
+            f"the adapter directory holds more than {len(ALLOWED_FILES)} entries; only "
+            f"{', '.join(sorted(ALLOWED_FILES))} are accepted"
+        )
     files = []
-    for path in sorted(directory.rglob("*")):
-        if path.is_symlink():
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink():
             raise InvalidAdapter(f"{path.name} is a symlink; adapters must be plain files")
         if not path.resolve().is_relative_to(root):
-            raise InvalidAdapter(f"{path} escapes the adapter directory")
-        if path.is_dir():
+            raise InvalidAdapter(f"{path.name} escapes the adapter directory")
+        if entry.is_dir(follow_symlinks=False):
             raise InvalidAdapter(f"unexpected folder {path.name} in the adapter")
         if path.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"):
             raise InvalidAdapter(f"{path.name} is a pickle; only safetensors are accepted")
@@ -89,8 +118,8 @@ def _check_files(directory: Path) -> list[Path]:
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidAdapter(f"{CONFIG_FILE} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidAdapter(f"{CONFIG_FILE} is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(config, dict):
         raise InvalidAdapter(f"{CONFIG_FILE} must hold an object")
     if config.get("peft_type", "LORA") != "LORA":
@@ -109,12 +138,20 @@ def safetensors_header(path: Path) -> dict[str, Any]:
             raise InvalidAdapter(f"{path.name} has an implausible header")
         try:
             header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise InvalidAdapter(f"{path.name} is not a safetensors file") from None
     if not isinstance(header, dict):
         raise InvalidAdapter(f"{path.name} is not a safetensors file")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(_is_size(size) for size in shape):
+            raise InvalidAdapter(f"{path.name}: tensor {name[:100]!r} has no valid shape")
     return header
+
+
+def _is_size(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _lora_modules(tensors: dict[str, Any]) -> dict[str, dict[str, list[int]]]:
@@ -141,6 +178,8 @@ def _check_against_base(
         lora_a, lora_b = shapes.get("lora_A"), shapes.get("lora_B")
         if lora_a is None or lora_b is None:
             raise InvalidAdapter(f"{module} lacks lora_A or lora_B")
+        if len(lora_a) != 2 or len(lora_b) != 2:
+            raise InvalidAdapter(f"{module} shapes {lora_a}/{lora_b} are not two-dimensional")
         if lora_a[-1] != in_features or lora_b[0] != out_features:
             raise InvalidAdapter(
                 f"{module} shapes {lora_a}/{lora_b} do not fit the base weight {weight}"

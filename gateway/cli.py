@@ -180,6 +180,8 @@ def _limit(value: str) -> int | None:
 @click.option("--tpm", help="Tokens per minute ('none' to unset).")
 @click.option("--streams", help="Concurrent streams ('none' to unset).")
 @click.option("--monthly-tokens", help="Monthly token budget ('none' to unset).")
+@click.option("--feedback-per-minute", help="Feedback posts per minute ('none' to unset).")
+@click.option("--searches-per-minute", help="Searches per minute ('none' to unset).")
 @click.pass_context
 def keys_quota(
     ctx: click.Context,
@@ -188,6 +190,8 @@ def keys_quota(
     tpm: str | None,
     streams: str | None,
     monthly_tokens: str | None,
+    feedback_per_minute: str | None,
+    searches_per_minute: str | None,
 ) -> None:
     """Show a key's limits and its tokens this month; with options, change them first.
 
@@ -201,7 +205,9 @@ def keys_quota(
 
     settings = _settings(ctx)
     given = {"requests_per_minute": rpm, "tokens_per_minute": tpm,
-             "concurrent_streams": streams, "monthly_tokens": monthly_tokens}  # fmt: skip
+             "concurrent_streams": streams, "monthly_tokens": monthly_tokens,
+             "feedback_per_minute": feedback_per_minute,
+             "searches_per_minute": searches_per_minute}  # fmt: skip
     changes = {name: _limit(raw) for name, raw in given.items() if raw is not None}
 
     async def action(store: Any) -> tuple[Any, int]:

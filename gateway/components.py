@@ -102,7 +102,7 @@ def rollout_controller(
         registry,
         db.sessions,
         lambda version, since, until: version_stats(
-            db, version or settings.base_model_name, since, until
+            db, version or settings.base_model_name, since, until, settings.max_ratings_per_key
         ),
         rollout_policy(settings),
         leader.is_leader,
@@ -118,7 +118,8 @@ def experiment_controller(
     )  # fmt: skip
     leader = leader or LeaderLock(db)
     return ExperimentController(
-        registry, db.sessions, lambda experiment_id: experiment_outcomes(db, experiment_id),
+        registry, db.sessions,
+        lambda experiment_id: experiment_outcomes(db, experiment_id, settings.max_ratings_per_key),
         policy, leader.is_leader,
     )  # fmt: skip
 
@@ -175,6 +176,8 @@ def default_quota(settings: Settings) -> Quota:
         tokens_per_minute=settings.quota_default_tokens_per_minute,
         concurrent_streams=settings.quota_default_concurrent_streams,
         monthly_tokens=settings.quota_default_monthly_tokens,
+        feedback_per_minute=settings.quota_default_feedback_per_minute,
+        searches_per_minute=settings.quota_default_searches_per_minute,
     )
 
 

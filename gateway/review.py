@@ -10,17 +10,23 @@ the ``revision`` of the item it was made on (every card carries it) and is refus
 the text the reviewer saw. Without a revision, a decision is accepted only where nothing the
 reviewer did not see can be stored: a rejection, or an approval that sends its own
 correction.
+
+A decided item is history: deciding it again is refused with 409 ``review_item_decided``
+(an approved item could once be flipped to rejected and back). An admin who must change a
+decision reopens the item first (``reopen``, logged with who, why and what it was), which
+makes it pending again; whatever a past training run took from it stays in that run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import Conflict, InvalidRequest, NotFound
@@ -28,6 +34,8 @@ from gateway.flagging import REASONS, Flag, Flagger, alias_of
 from gateway.store.conversations import ConversationLog
 from gateway.store.db import Database, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
+
+log = logging.getLogger("loragate.review")
 
 State = Literal["pending", "approved", "rejected"]
 STATES: tuple[State, ...] = ("pending", "approved", "rejected")
@@ -97,18 +105,30 @@ class ReviewQueue:
     ) -> tuple[list[tuple[ReviewItem, Conversation | None]], int]:
         """The page of items asked for, each with its conversation if asked, and the total."""
         where.check()
-        query = select(ReviewItem)
+        # Filtered, counted and paged in SQL: a queue flooded with items costs one page.
+        conditions: list[ColumnElement[bool] | TextClause] = []
         if where.state:
-            query = query.where(ReviewItem.state == where.state)
+            conditions.append(ReviewItem.state == where.state)
         if where.alias:
-            query = query.where(ReviewItem.alias == where.alias)
+            conditions.append(ReviewItem.alias == where.alias)
+        if where.reason:
+            conditions.append(self._has_reason(where.reason))
+        page_query = (
+            select(ReviewItem).where(*conditions).order_by(ReviewItem.id)
+            .offset(where.offset).limit(where.limit)
+        )  # fmt: skip
         async with self.db.sessions() as session:
-            items = list(await session.scalars(query.order_by(ReviewItem.id)))
-        if where.reason:  # reasons is a JSON list: filtered here, portably across databases
-            items = [item for item in items if where.reason in _reasons(item)]
-        page = items[where.offset : where.offset + where.limit]
+            total = int(await session.scalar(select(func.count()).where(*conditions)
+                                             .select_from(ReviewItem)) or 0)  # fmt: skip
+            page = list(await session.scalars(page_query))
         conversations = await self._conversations(page) if with_conversations else {}
-        return [(item, conversations.get(item.completion_id)) for item in page], len(items)
+        return [(item, conversations.get(item.completion_id)) for item in page], total
+
+    def _has_reason(self, reason: str) -> TextClause:
+        """The item's JSON list of reasons holds ``reason`` (each database its own way, as
+        the flagging upsert does)."""
+        sql = _HAS_REASON_SQLITE if self.db.is_sqlite else _HAS_REASON_POSTGRESQL
+        return text(sql).bindparams(reason=reason)
 
     async def _conversations(self, items: Sequence[ReviewItem]) -> dict[str, Conversation]:
         ids = [item.completion_id for item in items]
@@ -142,6 +162,8 @@ class ReviewQueue:
             item = await session.get(ReviewItem, item_id, with_for_update=True)
             if item is None:
                 raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            if item.state != "pending":
+                raise _decided(item)
             if seen is not None and seen != revision(item):
                 raise _changed(item)
             values: dict[str, Any] = {
@@ -156,6 +178,33 @@ class ReviewQueue:
             decided = await session.get(ReviewItem, item_id, populate_existing=True)
         assert decided is not None  # updated just now, in this transaction
         return decided
+
+    async def reopen(self, item_id: int, *, reviewer: str, note: str) -> ReviewItem:
+        """Make a decided item pending again, so that it can be decided anew; logged."""
+        async with self.db.transaction() as session:
+            item = await session.get(ReviewItem, item_id)
+            if item is None:
+                raise NotFound(f"No review item {item_id}.", param="id", code="review_not_found")
+            if item.state == "pending":
+                raise Conflict(f"Review item {item_id} is pending already.", param="id",
+                               code="review_item_pending")  # fmt: skip
+            was = {"state": item.state, "reviewer": item.reviewer, "correction": item.correction}
+            # Conditioned on the state just read, as decisions are (SQLite has no FOR UPDATE).
+            changed = await session.execute(
+                update(ReviewItem)
+                .where(ReviewItem.id == item_id, ReviewItem.state == item.state)
+                .values(state="pending", decided_at=None, reviewer=None,
+                        note=storable_text(f"reopened by {reviewer}: {note}"))
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            if not changed.rowcount:  # type: ignore[attr-defined]
+                raise _changed(item)
+            reopened = await session.get(ReviewItem, item_id, populate_existing=True)
+        assert reopened is not None
+        log.warning("review item reopened", extra={
+            "item_id": item_id, "by": reviewer, "reason": note, "was_state": was["state"],
+            "was_reviewer": was["reviewer"], "was_correction": was["correction"]})  # fmt: skip
+        return reopened
 
     async def edit(self, item_id: int, correction: str, note: str | None = None) -> ReviewItem:
         """Change the correction while the item waits; decided items are history."""
@@ -212,8 +261,12 @@ class ReviewQueue:
         return {(alias, state): int(count) for alias, state, count in rows}
 
 
-def _reasons(item: ReviewItem) -> set[str]:
-    return {reason["reason"] for reason in item.reasons}
+_HAS_REASON_SQLITE = """EXISTS (
+    SELECT 1 FROM json_each(review_items.reasons) AS r
+    WHERE json_extract(r.value, '$.reason') = :reason)"""
+_HAS_REASON_POSTGRESQL = """EXISTS (
+    SELECT 1 FROM json_array_elements(review_items.reasons) AS r(value)
+    WHERE r.value ->> 'reason' = :reason)"""
 
 
 def _check_named(state: str, seen: str | None, correction: str | None) -> None:
@@ -256,6 +309,15 @@ def _changed(item: ReviewItem) -> Conflict:
         "was decided. Read it again and decide on what it says now.",
         param="revision",
         code="review_item_changed",
+    )
+
+
+def _decided(item: ReviewItem) -> Conflict:
+    return Conflict(
+        f"Review item {item.id} is {item.state} already; a decision is final. An admin may "
+        f"reopen it (POST /v1/admin/review/{item.id}/reopen) to decide it anew.",
+        param="id",
+        code="review_item_decided",
     )
 
 

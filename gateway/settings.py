@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(
         5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
     )
+    openapi_pages: bool = Field(
+        False,
+        description="Serve Litestar's interactive schema pages under `/schema` (Swagger, "
+        "ReDoc...). They load their scripts from public CDNs without a Content-Security-Policy, "
+        "so they are off; the document itself, `/schema/openapi.json`, is always served.",
+    )
     ui_enabled: bool = Field(
         True,
         description="Serve the chat page at `/` and the operator console at `/console`. They "
@@ -133,6 +139,18 @@ class Settings(BaseSettings):
     )
     quota_default_monthly_tokens: int | None = Field(
         None, ge=1, description="Monthly token budget for keys without their own; unset: none."
+    )
+    quota_default_feedback_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Feedback posts (ratings, corrections, flags) per minute for keys without "
+        "their own limit; unset: the key's requests per minute.",
+    )
+    quota_default_searches_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Collection searches per minute for keys without their own limit; unset: "
+        "the key's requests per minute.",
     )
     quota_usage_refresh_s: float = Field(
         10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
@@ -200,6 +218,11 @@ class Settings(BaseSettings):
     max_adapter_bytes: int = Field(
         512 * 1024 * 1024, ge=1024, description="Largest adapter accepted for publishing."
     )
+    adapter_publish_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders the admin API publishes adapters from (comma separated in the env "
+        "var); a path outside them is refused. Empty: `DATA_DIR/adapters`.",
+    )
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="How often every engine is checked for the wanted adapters."
     )
@@ -235,6 +258,13 @@ class Settings(BaseSettings):
     )
     rollout_max_p95_latency_ratio: float = Field(
         1.5, gt=0, description="Gate: canary p95 latency over live's."
+    )
+    max_ratings_per_key: int | None = Field(
+        50,
+        ge=1,
+        description="Ratings one API key adds to a version's rollout statistics per analysis "
+        "window, and to an experiment arm's; its later ones are not counted, so one key "
+        "cannot steer a rollout or an experiment. Unset: no cap.",
     )
 
     # -- A/B experiments ----------------------------------------------------------------
@@ -497,6 +527,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("adapter_publish_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("engine_extra_args", mode="before")
     @classmethod
     def _split_args(cls, value: Any) -> Any:
@@ -553,6 +590,10 @@ class Settings(BaseSettings):
     @property
     def resolved_journal_dir(self) -> Path:
         return self.journal_dir or self.data_dir / "journal"
+
+    @property
+    def resolved_adapter_publish_roots(self) -> list[Path]:
+        return list(self.adapter_publish_roots) or [self.data_dir / "adapters"]
 
     @property
     def resolved_base_model_path(self) -> Path:

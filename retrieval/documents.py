@@ -129,17 +129,33 @@ def _from_record(record: object, default_id: str, default_source: str) -> Docume
 
 
 class _HtmlText(HTMLParser):
+    """The text a reader sees. Dropped: scripts, styles and templates, and any element a
+    browser does not show (the ``hidden`` attribute, an inline ``display: none`` or
+    ``visibility: hidden``), which would otherwise ground answers on text planted where no
+    reviewer looks. Styles from stylesheets and classes are not evaluated."""
+
     _SKIP = frozenset({"script", "style", "noscript", "template"})
     _BLOCKS = frozenset({"p", "div", "li", "br", "tr", "section", "article", "pre", "table"})
+    # Elements without an end tag: hiding one hides no text, and waiting for its end tag
+    # would hide the rest of the document.
+    _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
+                       "meta", "source", "track", "wbr"})  # fmt: skip
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self._parts: list[str] = []
         self._skipping = 0
         self._in_heading = False
+        self._hidden: list[list[Any]] = []  # [tag, depth] of each open hidden element
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
+        if self._hidden:
+            if tag == self._hidden[-1][0]:
+                self._hidden[-1][1] += 1  # the same tag nested inside: its end is not ours
+            return
+        if tag not in self._VOID and _hides(attrs):
+            self._hidden.append([tag, 1])
+        elif tag in self._SKIP:
             self._skipping += 1
         elif _is_heading(tag):
             self._in_heading = True
@@ -148,6 +164,12 @@ class _HtmlText(HTMLParser):
             self._parts.append("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if self._hidden:
+            if tag == self._hidden[-1][0]:
+                self._hidden[-1][1] -= 1
+                if not self._hidden[-1][1]:
+                    self._hidden.pop()
+            return
         if tag in self._SKIP and self._skipping:
             self._skipping -= 1
         elif _is_heading(tag) or tag in self._BLOCKS:
@@ -155,7 +177,7 @@ class _HtmlText(HTMLParser):
             self._parts.append("\n")
 
     def handle_data(self, data: str) -> None:
-        if self._skipping:
+        if self._skipping or self._hidden:
             return
         # A pretty-printed <h2>\n  Title\n</h2> must stay one heading line.
         self._parts.append(" ".join(data.split()) if self._in_heading else data)
@@ -167,6 +189,17 @@ class _HtmlText(HTMLParser):
             if line or (collapsed and collapsed[-1]):
                 collapsed.append(line)
         return "\n".join(collapsed).strip()
+
+
+def _hides(attrs: list[tuple[str, str | None]]) -> bool:
+    for name, value in attrs:
+        if name == "hidden":
+            return True
+        if name == "style" and value:
+            style = "".join(value.lower().split())
+            if "display:none" in style or "visibility:hidden" in style:
+                return True
+    return False
 
 
 def _is_heading(tag: str) -> bool:

@@ -40,7 +40,7 @@ from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
 
 log = logging.getLogger("loragate.retrieval")
 
-_COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" lets "name\n" pass
 MAX_K = 100
 # Hears (stage, seconds) for the stages of one search: how metrics see retrieval.
 StageTimer = Callable[[str, float], None]

@@ -27,6 +27,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def adapter_publish_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests publish adapters they make under pytest's temp folder: allow it, for the
+    gateways built here and the ones started as subprocesses (they inherit the env)."""
+    name = "LORAGATE_ADAPTER_PUBLISH_ROOTS"
+    before = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.getbasetemp())
+    yield
+    if before is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = before
+
+
 @pytest.fixture(scope="session")
 def prepared_model() -> Path:
     """The bundled base model as safetensors, prepared once and reused across runs."""

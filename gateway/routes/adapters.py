@@ -11,7 +11,10 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion
+from adapters.validation import check_publish_source
+from gateway.action_limits import check_action
 from gateway.feedback import FeedbackIn, FeedbackService
+from gateway.quotas import QuotaGate
 
 
 class PublishIn(msgspec.Struct):
@@ -34,9 +37,15 @@ def version_card(version: AdapterVersion) -> dict[str, Any]:
 
 
 @post("/v1/admin/adapters", opt={"scope": "admin"}, tags=["admin"], status_code=201)
-async def publish_adapter(data: PublishIn, adapters: Registry) -> dict[str, Any]:
-    """Validate and store an adapter as a new immutable version (idempotent by content)."""
-    published = await adapters.publish(Path(data.path), data.alias, parent=data.parent)
+async def publish_adapter(
+    data: PublishIn, adapters: Registry, request: Request[Any, Any, Any]
+) -> dict[str, Any]:
+    """Validate and store an adapter as a new immutable version (idempotent by content).
+
+    Only from under the ``adapter_publish_roots`` setting (400 ``invalid_adapter`` else)."""
+    roots = request.app.state.services.settings.resolved_adapter_publish_roots
+    source = check_publish_source(Path(data.path), roots)
+    published = await adapters.publish(source, data.alias, parent=data.parent)
     return {**version_card(published.version), "created": published.created}
 
 
@@ -81,8 +90,11 @@ async def list_aliases(adapters: Registry) -> dict[str, Any]:
                                  "it is journaled and applied, checks included, later.")},
 )  # fmt: skip
 async def submit_feedback(
-    request: Request[Any, Any, Any], data: FeedbackIn, feedback: FeedbackService
+    request: Request[Any, Any, Any], data: FeedbackIn, feedback: FeedbackService, quotas: QuotaGate
 ) -> Response[dict[str, Any]]:
-    """Rate a completion (thumbs or stars), correct it, or flag it."""
+    """Rate a completion (thumbs or stars), correct it, or flag it.
+
+    Limited per key (``feedback_per_minute``): 429 ``rate_limit_error`` with Retry-After."""
+    await check_action(quotas, request.state.principal, "feedback")
     result = await feedback.submit(data, request.state.principal)
     return Response(result, status_code=202 if result["queued"] else 200)

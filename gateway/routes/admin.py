@@ -24,6 +24,8 @@ class QuotaIn(msgspec.Struct, forbid_unknown_fields=True):
     tokens_per_minute: Limit = None
     concurrent_streams: Limit = None
     monthly_tokens: BigLimit = None
+    feedback_per_minute: Limit = None
+    searches_per_minute: Limit = None
 
     def quota(self) -> Quota:
         return Quota(**{f.name: getattr(self, f.name) for f in fields(Quota)})

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import delete, get, post
+from litestar import Request, delete, get, post
 from litestar.params import Parameter
 
+from gateway.action_limits import check_action
 from gateway.errors import NotFound
+from gateway.quotas import QuotaGate
 from retrieval.documents import from_fields
 from retrieval.service import MAX_K, Retriever
 
@@ -50,8 +52,28 @@ async def add_document(name: str, data: DocumentIn, retriever: Retriever) -> dic
     tags=["retrieval"], status_code=200,
 )  # fmt: skip
 async def delete_document(name: str, document_id: str, retriever: Retriever) -> dict[str, Any]:
-    """Remove a document and its chunks."""
-    document_id = document_id.lstrip("/")
+    """Remove a document and its chunks. The path form suits plain ids: the server
+    normalises paths (``//`` and a trailing ``/`` collapse), so an id with a leading,
+    doubled or trailing slash is deleted with ``?id=`` on ``.../documents`` instead."""
+    return await _delete(name, document_id.lstrip("/"), retriever)
+
+
+@delete(
+    "/v1/collections/{name:str}/documents", opt={"scope": "admin"}, tags=["retrieval"],
+    status_code=200,
+)  # fmt: skip
+async def delete_document_by_id(
+    name: str,
+    retriever: Retriever,
+    document_id: Annotated[
+        str, Parameter(query="id", min_length=1, max_length=512, description="The id, as is.")
+    ],
+) -> dict[str, Any]:
+    """Remove a document and its chunks; the id (any characters) is a query parameter."""
+    return await _delete(name, document_id, retriever)
+
+
+async def _delete(name: str, document_id: str, retriever: Retriever) -> dict[str, Any]:
     if not await retriever.delete_document(name, document_id):
         raise NotFound(f"No document '{document_id}' in collection '{name}'.", param="id",
                        code="document_not_found")  # fmt: skip
@@ -62,10 +84,14 @@ async def delete_document(name: str, document_id: str, retriever: Retriever) -> 
 async def search(
     name: str,
     retriever: Retriever,
+    quotas: QuotaGate,
+    request: Request[Any, Any, Any],
     q: Annotated[str, Parameter(min_length=1, max_length=4096, description="The query.")],
     k: Annotated[int, Parameter(ge=1, le=MAX_K, description="How many chunks.")] = 5,
 ) -> dict[str, Any]:
-    """The chunks nearest in meaning to `q`, best first."""
+    """The chunks nearest in meaning to `q`, best first. Limited per key
+    (``searches_per_minute``): 429 ``rate_limit_error`` with Retry-After."""
+    await check_action(quotas, request.state.principal, "searches")
     hits = await retriever.search(name, q, k)
     return {
         "object": "list",

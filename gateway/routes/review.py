@@ -8,6 +8,8 @@ import msgspec
 from litestar import Request, get, patch, post
 from litestar.params import Parameter
 
+from gateway.action_limits import check_action
+from gateway.quotas import QuotaGate
 from gateway.review import ReviewFilter, ReviewQueue, item_card
 
 ItemId = Annotated[int, Parameter(ge=1, le=2**31 - 1)]  # the id column is 32-bit
@@ -20,6 +22,10 @@ class DecisionIn(msgspec.Struct, forbid_unknown_fields=False):
     revision: Annotated[str, msgspec.Meta(max_length=128)] | None = None
     correction: str | None = None  # replaces the stored one; its length is checked in review
     note: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+
+
+class ReopenIn(msgspec.Struct, forbid_unknown_fields=False):
+    note: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]  # why: it is logged
 
 
 class EditIn(msgspec.Struct, forbid_unknown_fields=False):
@@ -71,7 +77,8 @@ async def decide_review(
     """Approve (optionally with an edited correction) or reject the item at ``revision``.
 
     409 ``review_item_changed`` if the item is no longer at that revision (a user posted a
-    newer correction, or someone decided it); 400 ``revision_required`` for an approval with
+    newer correction, or someone decided it); 409 ``review_item_decided`` if it was decided
+    already (decisions are final; reopen it first); 400 ``revision_required`` for an approval with
     neither a revision nor a correction of its own."""
     state: Literal["approved", "rejected"] = (
         "approved" if data.decision == "approve" else "rejected"
@@ -87,6 +94,20 @@ async def decide_review(
     return item_card(item)
 
 
+@post(
+    "/v1/admin/review/{item_id:int}/reopen",
+    opt={"scope": "admin"},
+    tags=["admin"],
+    status_code=200,
+)
+async def reopen_review(
+    item_id: ItemId, data: ReopenIn, review: ReviewQueue, request: Request[Any, Any, Any]
+) -> dict[str, Any]:
+    """Make a decided item pending again (logged with who, why and the old decision), so it
+    can be decided anew. 409 ``review_item_pending`` if it is pending already."""
+    return item_card(await review.reopen(item_id, reviewer=_reviewer(request), note=data.note))
+
+
 @patch("/v1/admin/review/{item_id:int}", opt={"scope": "admin"}, tags=["admin"])
 async def edit_review(item_id: ItemId, data: EditIn, review: ReviewQueue) -> dict[str, Any]:
     """Edit a pending item's correction before deciding."""
@@ -94,8 +115,11 @@ async def edit_review(item_id: ItemId, data: EditIn, review: ReviewQueue) -> dic
 
 
 @post("/v1/admin/review", opt={"scope": "admin"}, tags=["admin"], status_code=201)
-async def flag_completion(data: FlagIn, review: ReviewQueue) -> dict[str, Any]:
-    """Flag a completion by hand (reason ``operator_flag``)."""
+async def flag_completion(
+    data: FlagIn, review: ReviewQueue, quotas: QuotaGate, request: Request[Any, Any, Any]
+) -> dict[str, Any]:
+    """Flag a completion by hand (reason ``operator_flag``); counts as the key's feedback."""
+    await check_action(quotas, request.state.principal, "feedback")
     item_id = await review.flag(data.completion_id, data.note, data.correction)
     item, _ = await review.show(item_id)
     return item_card(item)

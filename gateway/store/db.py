@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -49,11 +51,22 @@ def storable_text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd") if value else value
 
 
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (it holds every conversation and
+    the key hashes); SQLite gives its -wal and -shm files the same mode."""
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    with contextlib.suppress(OSError):  # someone else's file: left as its owner set it
+        os.chmod(path, 0o600)
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = make_url(url)
         if self.url.get_backend_name() == "sqlite" and self.url.database:
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(self.url.database))
         self.engine: AsyncEngine = create_async_engine(
             self.url, echo=echo, **_engine_options(self.url.get_backend_name())
         )

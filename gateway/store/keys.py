@@ -29,6 +29,10 @@ class Quota:
     tokens_per_minute: int | None = None
     concurrent_streams: int | None = None
     monthly_tokens: int | None = None
+    # Feedback (thumbs, corrections, flags) and searches: each its own window, so rating an
+    # answer never costs a chat request. Unset here and in the defaults: requests_per_minute.
+    feedback_per_minute: int | None = None
+    searches_per_minute: int | None = None
 
     def over(self, defaults: Quota) -> Quota:
         """This quota with its unset limits taken from ``defaults``."""

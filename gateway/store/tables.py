@@ -44,6 +44,8 @@ class ApiKey(Base):
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrent_streams: Mapped[int | None] = mapped_column(Integer, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    feedback_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    searches_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Conversation(Base):

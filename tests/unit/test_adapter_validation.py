@@ -119,3 +119,81 @@ def test_not_a_safetensors_file(tmp_path: Path, base_dir: Path) -> None:
     (adapter / "adapter_model.safetensors").write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00hello")
     with pytest.raises(InvalidAdapter, match="not a safetensors"):
         _validate(adapter, base_dir)
+
+
+# -- issue 19: malformed adapters are the caller's error (400), never a 500 -----------------
+def _raw_weights(adapter: Path, header: object) -> None:
+    import struct
+
+    raw = json.dumps(header).encode()
+    (adapter / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+
+
+@pytest.mark.parametrize("rank", ["4x", [4], {"r": 4}, 4.5, True, None])
+def test_a_bad_rank_is_refused_as_invalid(tmp_path: Path, base_dir: Path, rank: object) -> None:
+    from gateway.http_errors import describe
+
+    adapter = _adapter(tmp_path, config={"peft_type": "LORA", "r": rank})
+    with pytest.raises(InvalidAdapter, match="r must be an integer") as refused:
+        _validate(adapter, base_dir)
+    assert describe(refused.value).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"a.lora_A.weight": 5},
+        {"a.lora_A.weight": {"dtype": "F32", "shape": "4,64"}},
+        {"a.lora_A.weight": {"dtype": "F32", "shape": ["4", 64]}},
+        {"a.lora_A.weight": {"dtype": "F32"}},
+        {"a.lora_A.weight": {"dtype": "F32", "shape": [-1, 64]}},
+        [[[[[[[[1]]]]]]]],
+        "[" * 100_000,
+    ],
+)
+def test_a_malformed_safetensors_header_is_refused(
+    tmp_path: Path, base_dir: Path, header: object
+) -> None:
+    adapter = _adapter(tmp_path)
+    if isinstance(header, str):  # raw text: nested deeper than the JSON parser recurses
+        raw = header.encode()
+        import struct
+
+        (adapter / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw)
+    else:
+        _raw_weights(adapter, header)
+    with pytest.raises(InvalidAdapter):
+        _validate(adapter, base_dir)
+
+
+def test_one_dimensional_lora_shapes_are_refused(tmp_path: Path, base_dir: Path) -> None:
+    adapter = _adapter(tmp_path)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    _raw_weights(adapter, {f"{prefix}.lora_A.weight": {"dtype": "F32", "shape": []},
+                           f"{prefix}.lora_B.weight": {"dtype": "F32", "shape": [64]}})  # fmt: skip
+    with pytest.raises(InvalidAdapter, match="two-dimensional"):
+        _validate(adapter, base_dir)
+
+
+def test_a_crowded_folder_is_refused_without_being_listed(tmp_path: Path) -> None:
+    crowded = tmp_path / "home"
+    (crowded / "deep" / "deeper").mkdir(parents=True)
+    for n in range(50):
+        (crowded / f"secret{n}.txt").write_text("x")
+    with pytest.raises(InvalidAdapter) as refused:
+        _validate(crowded, None)
+    assert "secret" not in str(refused.value) and "more than" in str(refused.value)
+
+
+def test_publish_is_restricted_to_its_roots(tmp_path: Path) -> None:
+    from adapters.validation import check_publish_source
+
+    root = tmp_path / "incoming"
+    (root / "a").mkdir(parents=True)
+    assert check_publish_source(root / "a", [root]) == (root / "a").resolve()
+    for outside in (tmp_path, root / ".." / "elsewhere", Path("/root"), Path("/")):
+        with pytest.raises(InvalidAdapter, match="adapter_publish_roots"):
+            check_publish_source(outside, [root])
+    (root / "link").symlink_to(tmp_path)  # a symlink inside that points out
+    with pytest.raises(InvalidAdapter, match="adapter_publish_roots"):
+        check_publish_source(root / "link", [root])

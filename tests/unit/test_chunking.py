@@ -280,3 +280,42 @@ def test_real_tokenizer_chunks_fit_chunk_tokens(embedder: Embedder) -> None:
     assert len(chunks) > 6
     sizes = [len(embedder.token_spans(chunk.text)) for chunk in chunks]
     assert max(sizes) <= config.chunk_tokens, sizes
+
+
+def test_heading_padded_with_spaces_chunks_in_linear_time() -> None:
+    """A `#` line padded with spaces made the old heading regex backtrack quadratically
+    (16k spaces: 5 s; 1 MB: hours). 1 MB of such lines must chunk well within 5 s, checked
+    from a thread so a regression fails the test instead of hanging it."""
+    import threading
+
+    line = "# a" + " " * 250_000 + "x!"
+    document = "\n".join(
+        [line, "one", "# " + " " * 250_000, "## b " + "#" * 250_000, "two", line, "three"]
+    )
+    assert len(document) >= 1_000_000
+    done: list[list[Chunk]] = []
+    worker = threading.Thread(
+        target=lambda: done.append(chunk_document(document, whitespace_spans, ChunkingConfig())),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=5)
+    assert done, "chunking a 1 MB pathological document took over 5 s"
+    sections = [(chunk.section.split(), chunk.text.split()[-1]) for chunk in done[0]]
+    assert sections == [(["a", "x!"], "#"), (["a", "x!", ">", "b"], "two"), (["a", "x!"], "three")]
+
+
+@pytest.mark.parametrize(
+    ("line", "heading"),
+    [
+        ("# Title", ("Title",)),
+        ("### Deep ###", ("Deep",)),
+        ("## C# notes", ("C# notes",)),
+        ("#Title", None),
+        ("####### seven", None),
+        ("#    ", None),
+    ],
+)
+def test_heading_lines(line: str, heading: tuple[str] | None) -> None:
+    sections = split_sections(f"{line}\nbody")
+    assert [title for title, _ in sections] == (list(heading) if heading else [""])

@@ -55,3 +55,17 @@ def test_the_control_wins_only_when_it_beats_every_other_arm() -> None:
 
 def test_nothing_significant_decides_nothing() -> None:
     assert decide(_results(v4=(0.3, False))) == (None, None)
+
+
+def test_names_ending_in_a_newline_are_refused() -> None:
+    """`$` matches before a trailing newline; the name checks use `\\Z` (issue 19)."""
+    from adapters.registry import check_alias
+    from adapters.validation import InvalidAdapter
+    from retrieval.errors import InvalidCollectionName
+    from retrieval.service import check_collection_name
+
+    assert check_collection_name("quill") == "quill" and check_alias("support") == "support"
+    with pytest.raises(InvalidCollectionName):
+        check_collection_name("quill\n")
+    with pytest.raises(InvalidAdapter):
+        check_alias("support\n")

@@ -132,10 +132,30 @@ async function loadReview() {
   byId("review-select-all").checked = false;
 }
 
-function lastQuestion(messages) {
-  const users = (messages || []).filter((message) => message.role === "user");
-  const last = users.at(-1);
-  return last ? String(typeof last.content === "string" ? last.content : JSON.stringify(last.content)) : "";
+function messageText(content) {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) {
+    return content.map((part) => (part && part.type === "text" ? part.text : JSON.stringify(part))).join("\n");
+  }
+  return content == null ? "" : JSON.stringify(content);
+}
+
+/**
+ * The whole conversation as it will become training data: every message as served (the
+ * system message, grounding sources included, and the earlier turns), then the answer. A
+ * reviewer who saw only the last question could approve a poisoned system prompt or turn.
+ */
+function conversationView(item) {
+  const turns = (item.messages || []).map((message) =>
+    el(
+      "div",
+      { class: `turn turn-${message.role}` },
+      el("strong", {}, `${message.role}${message.name ? ` (${message.name})` : ""}: `),
+      messageText(message.content),
+      message.tool_calls ? el("pre", {}, JSON.stringify(message.tool_calls, null, 2)) : null,
+    ),
+  );
+  return [...turns, el("div", { class: "turn turn-answer" }, el("strong", {}, "answer: "), item.answer || "")];
 }
 
 function reviewRow(item) {
@@ -152,7 +172,7 @@ function reviewRow(item) {
     el("td", {}, el("input", { type: "checkbox", class: "select-item", value: item.id, id: `select-${item.id}`, "aria-label": `Select item ${item.id}`, disabled: !pending })),
     el("td", {}, `#${item.id} `, el("span", { class: "muted" }, item.alias), el("br"), el("span", { class: "muted" }, item.state)),
     el("td", {}, item.reasons.join(", ")),
-    el("td", { class: "answer" }, el("strong", {}, "Q: "), lastQuestion(item.messages), el("br"), el("strong", {}, "A: "), item.answer || ""),
+    el("td", { class: "answer" }, ...conversationView(item)),
     el("td", {}, el("label", { for: `correction-${item.id}`, class: "muted" }, `Correction for item ${item.id}`), correction),
     el(
       "td",
