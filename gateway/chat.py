@@ -14,7 +14,8 @@ how it ended:
   its hold (the estimated prompt plus ``max_tokens x n``): vLLM may have finished it;
 * refused by the engine (a 4xx, a replica down) before anything was generated: nothing.
 
-A prompt vLLM never gave a size for is estimated (``gateway.quotas.estimate_tokens``).
+A prompt vLLM never gave a size for is estimated (``gateway.quotas.estimate_tokens``, plus
+the model's ``PromptOverhead`` learned from vLLM's earlier counts).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
-from gateway.quotas import Admission, QuotaGate, estimate_tokens
+from gateway.quotas import Admission, PromptOverhead, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest, GenerationRequest, RetrievalOptions
 from gateway.store.conversations import ConversationLog, ConversationRecord, Status
@@ -102,6 +103,7 @@ class ChatService:
         self.reconciler = reconciler
         self.quotas = quotas
         self.background: set[asyncio.Task[None]] = set()
+        self.prompt_overhead = PromptOverhead()
 
     async def complete(
         self, request: GenerationRequest, principal: Principal, started: float
@@ -215,9 +217,10 @@ class ChatService:
         try:
             self._check_limits(request)
             prompt_estimate = estimate_tokens(*request.prompt_parts())
-            max_output = self._max_output(request, prompt_estimate)
+            overhead = self.prompt_overhead(request.model)
+            max_output = self._max_output(request, prompt_estimate + overhead)
             if self.quotas is not None:
-                hold = prompt_estimate + max_output
+                hold = prompt_estimate + overhead + max_output
                 admission = await self.quotas.admit(principal, request.stream, hold)
             completion_id = f"{request.id_prefix}{uuid.uuid4().hex}"
             sticky_key = _sticky_key(request.conversation_id, principal.key_id, completion_id)
@@ -254,7 +257,7 @@ class ChatService:
             arm=route.arm,
         )
         call = _Call(self, route, payload, record, started, grounding, admission)
-        call.max_output = max_output
+        call.max_output, call.prompt_estimate = max_output, prompt_estimate
         return call
 
     def _max_output(self, request: GenerationRequest, prompt_estimate: int) -> int:
@@ -328,6 +331,7 @@ class _Call:
         self.upstream_s = 0.0  # time spent waiting on vLLM
         self._last_token_at: float | None = None
         self.max_output = 0  # output tokens held at admission (max_tokens x n)
+        self.prompt_estimate = 0  # of the request's own prompt, before any overhead
         self._prompt_seen: int | None = None  # vLLM's running count of a stream...
         self._generated: dict[int, int] = {}  # ... and each choice's tokens so far
         self.finished = False
@@ -370,6 +374,9 @@ class _Call:
             self.record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.record.completion_tokens = int(usage.get("completion_tokens") or 0)
             self._usage_known = True
+            self.service.prompt_overhead.learn(
+                self.record.requested_model, self.prompt_estimate, self.record.prompt_tokens
+            )
 
     def count(self, index: int, usage: dict[str, Any] | None, produced: bool) -> None:
         """Follow a stream's tokens: vLLM's running count per choice, else a token a chunk."""
@@ -395,7 +402,10 @@ class _Call:
 
     def _prompt_estimate(self) -> int:
         payload = self.payload
-        return estimate_tokens(payload.get("messages"), payload.get("tools"), payload.get("prompt"))
+        counted = estimate_tokens(
+            payload.get("messages"), payload.get("tools"), payload.get("prompt")
+        )
+        return counted + self.service.prompt_overhead(self.record.requested_model)
 
     def cite(self, answer: str) -> list[dict[str, Any]]:
         """Citations for the answer; also scores its groundedness."""

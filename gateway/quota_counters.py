@@ -6,8 +6,12 @@ the 30th request and refuses the 31st, and says when the oldest one leaves the w
 
 ``admit(name, cost, limit)`` adds ``cost`` when the window's total plus ``max(cost, 1)``
 stays within ``limit``, and otherwise returns the seconds until it would. A cost of 0 asks
-"is there any room left?" without taking any (tokens are known only after the answer, and
-are ``record``ed then).
+"is there any room left?" without taking any.
+
+``reserve`` is ``admit`` that also names the entry it added (a hold), and ``settle(name,
+hold, amount)`` replaces that entry with the real amount, counted now: a request's tokens
+are held at their most (``max_tokens``) while it runs and counted at their real number when
+it is done, so requests admitted together cannot carry a window past its limit.
 
 One process (one worker, one replica) can count in memory. Several must share Redis: its
 Lua scripts make each check-and-add atomic, and Redis's own clock keeps replicas in step.
@@ -25,6 +29,12 @@ from typing import Any, Protocol
 class Counters(Protocol):
     async def admit(self, name: str, cost: int, limit: int, window_s: float) -> float: ...
 
+    async def reserve(
+        self, name: str, cost: int, limit: int, window_s: float
+    ) -> tuple[float, str | None]: ...
+
+    async def settle(self, name: str, hold: str | None, amount: int, window_s: float) -> None: ...
+
     async def record(self, name: str, amount: int, window_s: float) -> None: ...
 
     async def used(self, name: str, window_s: float) -> int: ...
@@ -40,16 +50,29 @@ class Counters(Protocol):
 
 @dataclass
 class _Window:
-    entries: deque[tuple[float, int]] = field(default_factory=deque)
+    entries: deque[tuple[float, int, str]] = field(default_factory=deque)  # (at, amount, id)
     total: int = 0
 
     def trim(self, now: float, window_s: float) -> None:
         while self.entries and self.entries[0][0] <= now - window_s:
             self.total -= self.entries.popleft()[1]
 
+    def add(self, now: float, amount: int) -> str:
+        entry = uuid.uuid4().hex
+        self.entries.append((now, amount, entry))
+        self.total += amount
+        return entry
+
+    def remove(self, entry: str) -> None:
+        for item in self.entries:
+            if item[2] == entry:
+                self.entries.remove(item)
+                self.total -= item[1]
+                return
+
     def wait_for_room(self, need: int, limit: int, now: float, window_s: float) -> float:
         excess = self.total + need - limit
-        for at, amount in self.entries:
+        for at, amount, _ in self.entries:
             excess -= amount
             if excess <= 0:
                 return at + window_s - now
@@ -71,19 +94,25 @@ class MemoryCounters:
         return window, now
 
     async def admit(self, name: str, cost: int, limit: int, window_s: float) -> float:
+        return (await self.reserve(name, cost, limit, window_s))[0]
+
+    async def reserve(
+        self, name: str, cost: int, limit: int, window_s: float
+    ) -> tuple[float, str | None]:
         window, now = self._window(name, window_s)
         if window.total + max(cost, 1) <= limit:
-            if cost > 0:
-                window.entries.append((now, cost))
-                window.total += cost
-            return 0.0
-        return window.wait_for_room(max(cost, 1), limit, now, window_s)
+            return 0.0, window.add(now, cost) if cost > 0 else None
+        return window.wait_for_room(max(cost, 1), limit, now, window_s), None
+
+    async def settle(self, name: str, hold: str | None, amount: int, window_s: float) -> None:
+        window, now = self._window(name, window_s)
+        if hold is not None:
+            window.remove(hold)  # gone already if it outlived the window
+        if amount > 0:
+            window.add(now, amount)
 
     async def record(self, name: str, amount: int, window_s: float) -> None:
-        if amount > 0:
-            window, now = self._window(name, window_s)
-            window.entries.append((now, amount))
-            window.total += amount
+        await self.settle(name, None, amount, window_s)
 
     async def used(self, name: str, window_s: float) -> int:
         return self._window(name, window_s)[0].total
@@ -138,11 +167,15 @@ return tostring(window)
 """
 )
 
-_RECORD = """
+# Drops the hold ARGV[2] (a member, or '' for none), then adds ARGV[3] as ARGV[4]:amount.
+_SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-redis.call('ZADD', KEYS[1], now, ARGV[2] .. ':' .. ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000))
+if ARGV[2] ~= '' then redis.call('ZREM', KEYS[1], ARGV[2]) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1]) * 1000))
+end
 """
 
 _USED = _TRIM_AND_SUM + "return total\n"
@@ -173,19 +206,28 @@ class RedisCounters:
         # this long after its last acquisition.
         self.slot_ttl_s = slot_ttl_s
         self._admit = self.client.register_script(_ADMIT)
-        self._record = self.client.register_script(_RECORD)
+        self._settle = self.client.register_script(_SETTLE)
         self._used = self.client.register_script(_USED)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._release = self.client.register_script(_RELEASE)
 
     async def admit(self, name: str, cost: int, limit: int, window_s: float) -> float:
+        return (await self.reserve(name, cost, limit, window_s))[0]
+
+    async def reserve(
+        self, name: str, cost: int, limit: int, window_s: float
+    ) -> tuple[float, str | None]:
         member = uuid.uuid4().hex
-        wait = await self._admit([self.prefix + name], [window_s, cost, limit, member])
-        return float(wait)
+        wait = float(await self._admit([self.prefix + name], [window_s, cost, limit, member]))
+        return wait, f"{member}:{cost}" if wait == 0.0 and cost > 0 else None
+
+    async def settle(self, name: str, hold: str | None, amount: int, window_s: float) -> None:
+        if hold is not None or amount > 0:
+            args: list[str | float] = [window_s, hold or "", max(amount, 0), uuid.uuid4().hex]
+            await self._settle([self.prefix + name], args)
 
     async def record(self, name: str, amount: int, window_s: float) -> None:
-        if amount > 0:
-            await self._record([self.prefix + name], [window_s, uuid.uuid4().hex, amount])
+        await self.settle(name, None, amount, window_s)
 
     async def used(self, name: str, window_s: float) -> int:
         return int(await self._used([self.prefix + name], [window_s]))

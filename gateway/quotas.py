@@ -3,30 +3,48 @@
 Each key may set its own limits (``api_keys`` columns, admin API, ``loragate keys quota``);
 unset ones fall back to the ``quota_default_*`` settings; unset there too means no limit.
 
+**Hold at admission, settle at the end.** A request is let in holding its most: its
+estimated prompt plus ``max_tokens x n`` (without ``max_tokens``: ``default_max_tokens``,
+else ``quota_reserve_max_tokens``, else the rest of the context window, the most vLLM can
+generate). The prompt is estimated without a tokenizer (``estimate_tokens``: a quarter of
+the UTF-8 JSON of its messages and tools), plus what vLLM's counts showed the model's
+prompts to have beyond that (``PromptOverhead``: a chat template's own system prompt,
+grounding sources). When the request ends, however it ends, its hold is replaced by what it
+really used (``gateway/chat.py``: vLLM's usage, its running count of a stream cut short, or
+an estimate when vLLM could not say). So requests admitted together cannot carry a limit
+past its end by their output; only a prompt longer than its estimate can, by the
+difference, per request in flight.
+
 Admission, before a request is routed:
 
 1. **monthly budget**: tokens the key used this calendar month (UTC), from the stored
-   conversations plus what this process served since it last read them, must be below the
-   budget (``insufficient_quota``);
-2. **tokens per minute**: tokens served to the key in the last 60 s must be below the limit.
-   Tokens are counted when the answer is done, at their real number: nothing is reserved
-   for ``max_tokens``, so the limit never trips early. Requests admitted together can carry
-   the minute past the limit by their own size;
+   conversations plus what this process served since it last read them, plus the holds of
+   its requests in flight, plus this request's hold, must fit the budget. A request whose
+   hold alone is more than what is left is refused (``insufficient_quota``, until next
+   month); one that would fit once requests in flight end is refused with a short
+   ``Retry-After``;
+2. **tokens per minute**: tokens counted in the last 60 s (requests done, at their real
+   number, and holds of requests in flight) plus this request's hold must fit the limit.
+   A hold bigger than the whole limit is cut to the limit: such a request waits for an
+   empty minute and runs alone;
 3. **concurrent streams** (streaming requests only) take a slot, given back at the end;
 4. **requests per minute**: the request must fit in the last 60 s.
 
 A refusal is a 429 ``rate_limit_error`` with ``Retry-After``: when the window will have
-room, or the start of next month for the budget.
+room, or the start of next month for the budget. Whatever was taken before the refusing
+check is given back.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import func, select
 
 from gateway.errors import QuotaExhausted, RateLimited
@@ -38,6 +56,41 @@ from gateway.store.tables import Conversation
 log = logging.getLogger("loragate.quotas")
 
 MINUTE_S = 60.0
+# How long a request's hold on the monthly budget can last: it is given back when the request
+# ends, and a process that dies holding one (Redis) loses it after this long.
+HOLD_S = 3600.0
+BYTES_PER_TOKEN = 4  # about right for English with BPE tokenizers; an estimate, not a count
+
+_encode = msgspec.json.Encoder().encode
+
+
+def estimate_tokens(*parts: Any) -> int:
+    """Tokens of a prompt, estimated without a tokenizer: one per 4 bytes of its JSON.
+
+    The JSON of a message (``{"role":"user","content":"..."}``) adds about 30 bytes, which
+    stands for the chat template's role markers. Used for the hold at admission and for the
+    prompt of a request that ended before vLLM said how long its prompt was."""
+    size = sum(len(_encode(part)) for part in parts if part)
+    return max(math.ceil(size / BYTES_PER_TOKEN), 1)
+
+
+class PromptOverhead:
+    """What each model's prompts were seen to have beyond ``estimate_tokens``: a chat
+    template's own system prompt, grounding sources added after admission. Learned from
+    vLLM's counts (the largest shortfall seen, at most ``cap``) and added to later holds, so
+    that a hold is not short by a model's fixed overhead. In memory, per process."""
+
+    def __init__(self, cap: int = 512) -> None:
+        self.cap = cap
+        self._extra: dict[str, int] = {}
+
+    def __call__(self, model: str) -> int:
+        return self._extra.get(model, 0)
+
+    def learn(self, model: str, estimated: int, counted: int) -> None:
+        shortfall = min(counted - estimated, self.cap)
+        if shortfall > self._extra.get(model, 0):
+            self._extra[model] = shortfall
 
 
 class MonthlyUsage:
@@ -81,7 +134,10 @@ class Admission:
 
     key_id: str
     quota: Quota
-    holds_stream: bool
+    holds_stream: bool = False
+    hold: int = 0  # tokens held at admission (estimated prompt + max_tokens x n)
+    budget_hold: str | None = None  # the entries holding them in the counters
+    minute_hold: str | None = None
 
 
 class QuotaGate:
@@ -93,39 +149,50 @@ class QuotaGate:
         self.defaults = defaults
         self.metrics = metrics
 
-    async def admit(self, principal: Principal, stream: bool) -> Admission | None:
+    async def admit(self, principal: Principal, stream: bool, hold: int = 0) -> Admission | None:
+        """Let a request in holding ``hold`` tokens, or refuse it (and take nothing)."""
         if principal.key_id is None:
             return None  # auth off: nobody to count against
         quota = principal.quota.over(self.defaults)
         if quota.unlimited:
             return None
-        key = principal.key_id
+        admission = Admission(principal.key_id, quota, hold=hold)
         try:
-            await self._check_budget(key, quota)
-            await self._check_tokens(key, quota)
-            holds_stream = await self._take_stream(key, quota, stream)
-            try:
-                await self._count_request(key, quota)
-            except RateLimited:
-                if holds_stream:
-                    await self.counters.release(_name("streams", key))
-                raise
-        except RateLimited as exc:
-            self.metrics.rate_limited.labels(exc.limit).inc()
+            await self._hold_budget(admission)
+            await self._hold_tokens(admission)
+            admission.holds_stream = await self._take_stream(admission.key_id, quota, stream)
+            await self._count_request(admission.key_id, quota)
+        except Exception as exc:
+            await self._give_back(admission, None)
+            if isinstance(exc, RateLimited):
+                self.metrics.rate_limited.labels(exc.limit).inc()
             raise
-        return Admission(key, quota, holds_stream)
+        return admission
 
     async def settle(self, admission: Admission | None, tokens: int) -> None:
-        """Count the answer's tokens and give back its stream slot."""
+        """Count the tokens the request really used in place of its hold; give back its slot."""
         if admission is None:
             return
         try:
-            if admission.holds_stream:
-                await self.counters.release(_name("streams", admission.key_id))
-            await self.counters.record(_name("tokens", admission.key_id), tokens, MINUTE_S)
-            self.monthly.add(admission.key_id, tokens)
+            await self._give_back(admission, tokens)
         except Exception:  # a counter store outage must not break the served request
             log.exception("quota settle failed", extra={"key_id": admission.key_id})
+
+    async def _give_back(self, admission: Admission, tokens: int | None) -> None:
+        """Release what the admission took; with ``tokens`` (settling), count them."""
+        key = admission.key_id
+        if admission.holds_stream:
+            admission.holds_stream = False
+            await self.counters.release(_name("streams", key))
+        if tokens is not None:
+            # Counted before the hold goes: for a moment twice, never zero times.
+            self.monthly.add(key, tokens)
+        budget_hold, admission.budget_hold = admission.budget_hold, None
+        if budget_hold is not None:
+            await self.counters.settle(_name("budget", key), budget_hold, 0, HOLD_S)
+        minute_hold, admission.minute_hold = admission.minute_hold, None
+        if tokens is not None or minute_hold is not None:
+            await self.counters.settle(_name("tokens", key), minute_hold, tokens or 0, MINUTE_S)
 
     async def usage(self, key_id: str) -> dict[str, int]:
         return {
@@ -133,28 +200,47 @@ class QuotaGate:
             "tokens_last_minute": await self.counters.used(_name("tokens", key_id), MINUTE_S),
             "streams": await self.counters.held(_name("streams", key_id)),
             "tokens_this_month": await self.monthly.tokens(key_id),
+            "tokens_held": await self.counters.used(_name("budget", key_id), HOLD_S),
         }
 
     # -- the checks ----------------------------------------------------------------------
-    async def _check_budget(self, key: str, quota: Quota) -> None:
-        if quota.monthly_tokens is None:
+    async def _hold_budget(self, admission: Admission) -> None:
+        budget = admission.quota.monthly_tokens
+        if budget is None:
             return
+        key = admission.key_id
         used = await self.monthly.tokens(key)
-        if used >= quota.monthly_tokens:
+        left = budget - used
+        if left <= 0 or admission.hold > left:
+            needs = f"; this request may use up to {admission.hold}" if left > 0 else ""
             raise QuotaExhausted(
-                f"This key has used its monthly budget of {quota.monthly_tokens} tokens "
-                f"({used} used); it renews on the 1st (UTC).",
+                f"This key has used its monthly budget of {budget} tokens "
+                f"({used} used{needs}); it renews on the 1st (UTC). "
+                "A lower max_tokens asks for less.",
                 limit="budget",
                 retry_after_s=(_next_month_start() - datetime.now(UTC)).total_seconds(),
             )
-
-    async def _check_tokens(self, key: str, quota: Quota) -> None:
-        if quota.tokens_per_minute is None:
-            return
-        wait = await self.counters.admit(_name("tokens", key), 0, quota.tokens_per_minute, MINUTE_S)
+        wait, admission.budget_hold = await self.counters.reserve(
+            _name("budget", key), admission.hold, left, HOLD_S
+        )
         if wait:
             raise RateLimited(
-                f"Rate limit reached: {quota.tokens_per_minute} tokens per minute.",
+                f"Requests in progress hold the rest of this key's monthly budget ({left} of "
+                f"{budget} tokens left); try again when they are done.",
+                limit="budget",
+                retry_after_s=1,
+            )
+
+    async def _hold_tokens(self, admission: Admission) -> None:
+        limit = admission.quota.tokens_per_minute
+        if limit is None:
+            return
+        wait, admission.minute_hold = await self.counters.reserve(
+            _name("tokens", admission.key_id), min(admission.hold, limit), limit, MINUTE_S
+        )
+        if wait:
+            raise RateLimited(
+                f"Rate limit reached: {limit} tokens per minute.",
                 limit="tpm",
                 retry_after_s=wait,
             )

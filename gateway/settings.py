@@ -152,6 +152,14 @@ class Settings(BaseSettings):
         description="Collection searches per minute for keys without their own limit; unset: "
         "the key's requests per minute.",
     )
+    quota_reserve_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Output tokens a request that sets no `max_tokens` (with "
+        "`default_max_tokens` unset) holds per choice against its key's token limits while it "
+        "runs; its real count replaces the hold when it ends. Unset: the rest of the context "
+        "window, the most vLLM can generate, so concurrent requests cannot overrun a budget.",
+    )
     quota_usage_refresh_s: float = Field(
         10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
     )

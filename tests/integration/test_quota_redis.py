@@ -67,3 +67,20 @@ async def test_stream_slots_are_shared(replicas: list[RedisCounters]) -> None:
     for _ in range(5):
         await replicas[0].release("streams:k")  # never below zero
     assert await replicas[0].held("streams:k") == 0
+
+
+async def test_holds_are_shared_and_settled_to_the_real_amount(
+    replicas: list[RedisCounters],
+) -> None:
+    """Requests hold their most while they run (issue 19): 8 concurrent holds of 30 in a
+    window of 100 let 3 in; settling one at 5 makes room for another."""
+    attempts = [replicas[n % 2].reserve("tokens:h", 30, 100, 60) for n in range(8)]
+    results = await asyncio.gather(*attempts)
+    holds = [hold for wait, hold in results if wait == 0.0]
+    assert len(holds) == 3 and all(holds)
+    assert await replicas[0].used("tokens:h", 60) == 90
+    await replicas[1].settle("tokens:h", holds[0], 5, 60)
+    assert await replicas[0].used("tokens:h", 60) == 65
+    assert (await replicas[0].reserve("tokens:h", 30, 100, 60))[0] == 0.0
+    await replicas[0].settle("tokens:h", holds[1], 0, 60)  # given back whole
+    assert await replicas[1].used("tokens:h", 60) == 65

@@ -155,3 +155,30 @@ async def test_defaults_fill_what_a_key_leaves_unset(clock: Clock) -> None:
         await gate.admit(own, stream=False)
     assert await _gate(clock).admit(Principal("k", "chat"), stream=True) is None  # no limits
     assert await gate.admit(Principal(None, "admin"), stream=True) is None  # auth off
+
+
+async def test_a_hold_is_replaced_by_the_real_amount(clock: Clock) -> None:
+    counters = MemoryCounters(clock)
+    wait, hold = await counters.reserve("t", 60, 100, 60)
+    assert wait == 0.0 and hold is not None
+    assert (await counters.reserve("t", 60, 100, 60))[0] > 0  # 60 held + 60 > 100
+    clock.now += 10
+    await counters.settle("t", hold, 15, 60)
+    assert await counters.used("t", 60) == 15
+    assert (await counters.reserve("t", 60, 100, 60))[0] == 0.0
+
+
+async def test_a_refused_request_gives_its_holds_back(clock: Clock) -> None:
+    usage = FixedUsage(stored=900)
+    gate = _gate(clock, usage)
+    key = Principal("key_a", "chat", Quota(monthly_tokens=1000, tokens_per_minute=50))
+    await gate.counters.record("tokens:key_a", 10, 60)
+    with pytest.raises(RateLimited) as refused:  # the budget holds 60, then tpm refuses
+        await gate.admit(key, stream=False, hold=60)
+    assert refused.value.limit == "tpm"
+    assert await gate.counters.used("budget:key_a", 3600) == 0
+    # A hold bigger than the whole minute is cut to it: the request runs alone.
+    admission = await gate.admit(Principal("key_b", "chat", Quota(tokens_per_minute=50)), False, 80)
+    assert admission is not None and await gate.counters.used("tokens:key_b", 60) == 50
+    await gate.settle(admission, 70)
+    assert await gate.counters.used("tokens:key_b", 60) == 70
