@@ -265,6 +265,16 @@ class EngineStream:
         if not done:
             raise EngineStreamBroken("engine stream ended without [DONE]")
 
+    async def lines(self) -> AsyncIterator[bytes]:
+        """The body's lines as sent (SSE with event names: vLLM's Responses API)."""
+        try:
+            async for line in self._response.content:
+                yield line
+        except TimeoutError as exc:
+            raise EngineTimeout("engine stopped sending") from exc
+        except aiohttp.ClientError as exc:
+            raise EngineStreamBroken(f"engine stream broke: {exc}") from exc
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True

@@ -34,11 +34,13 @@ from gateway.components import (
     engine_config,
     rollout_controller,
 )
+from gateway.embeddings import EmbeddingService, embedding_model_name
 from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.openapi import document_errors
+from gateway.relay import EngineRelay
 from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
@@ -246,6 +248,10 @@ def create_app(
             openai.list_models,
             openai.retrieve_model,
             openai.completions,
+            openai.create_embeddings,
+            openai.tokenize,
+            openai.detokenize,
+            openai.create_response,
             admin.list_keys,
             admin.create_key,
             admin.revoke_key,
@@ -283,6 +289,8 @@ def create_app(
         route_handlers=[api, ops.healthz, ops.readyz, ops.metrics, *ui_routes(settings.ui_enabled)],
         dependencies={
             "chat": provide(services.chat),
+            "embeddings": provide(_embedding_service(services)),
+            "relay": provide(_engine_relay(services)),
             "router": provide(services.router),
             "engine": provide(services.engine),
             "registry": provide(services.registry),
@@ -315,6 +323,18 @@ def _openapi_config(settings: Settings) -> OpenAPIConfig:
     interactive pages load their scripts from public CDNs, with no CSP."""
     plugins = () if settings.openapi_pages else (JsonRenderPlugin(),)
     return OpenAPIConfig(title="loragate", version="0.1.0", path="/schema", render_plugins=plugins)
+
+
+def _embedding_service(services: Services) -> EmbeddingService:
+    """/v1/embeddings on retrieval's embedder: one model in memory, loaded once."""
+    name = embedding_model_name(services.settings.embedding_model_path)
+    return EmbeddingService(
+        services.retriever.embedder, name, services.metrics, services.chat.quotas
+    )
+
+
+def _engine_relay(services: Services) -> EngineRelay:
+    return EngineRelay(services.engine, services.router, services.metrics, services.chat.quotas)
 
 
 def _state(services: Services) -> State:

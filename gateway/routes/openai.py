@@ -1,4 +1,5 @@
-"""The OpenAI-compatible surface: chat completions and the models."""
+"""The OpenAI-compatible surface: chat and text completions, the models, embeddings, and
+vLLM's tokenizer and Responses routes relayed."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from litestar.response import Stream
 
 from adapters.engine import EngineClient
 from gateway.chat import ChatService, Served
+from gateway.embeddings import EmbeddingRequest, EmbeddingService
 from gateway.errors import ClientDisconnected
 from gateway.model_cards import model_card, model_cards
+from gateway.relay import EngineRelay
 from gateway.routing import ModelRouter
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
@@ -87,14 +90,52 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
 
 
 @get("/v1/models", opt={"scope": "chat"}, tags=["openai"])
-async def list_models(router: ModelRouter, engine: EngineClient) -> dict[str, Any]:
-    """The base model and every alias and adapter version that can be asked for."""
-    return {"object": "list", "data": await model_cards(router, engine)}
+async def list_models(
+    router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
+) -> dict[str, Any]:
+    """The base model, every alias and adapter version, and the embedding model."""
+    cards = await model_cards(router, engine, [await embeddings.card()])
+    return {"object": "list", "data": cards}
 
 
 @get("/v1/models/{model_id:path}", opt={"scope": "chat"}, tags=["openai"])
 async def retrieve_model(
-    model_id: str, router: ModelRouter, engine: EngineClient
+    model_id: str, router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
 ) -> dict[str, Any]:
     """One model's card, as listed by `/v1/models`; 404 when there is no such model."""
-    return await model_card(model_id.lstrip("/"), router, engine)
+    return await model_card(model_id.lstrip("/"), router, engine, [await embeddings.card()])
+
+
+@post("/v1/embeddings", opt={"scope": "chat"}, status_code=200, tags=["openai"])
+async def create_embeddings(
+    request: Request[Any, Any, Any], data: EmbeddingRequest, embeddings: EmbeddingService
+) -> dict[str, Any]:
+    """Embed text with the gateway's own sentence embedder (not vLLM); float or base64."""
+    return await embeddings.create(data, request.state.principal)
+
+
+@post("/tokenize", opt={"scope": "chat"}, status_code=200, tags=["vllm"])
+async def tokenize(
+    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+) -> Any:
+    """vLLM's `/tokenize` (a `prompt` or chat `messages`), relayed."""
+    return await relay.tokenizer("/tokenize", data, request.state.principal)
+
+
+@post("/detokenize", opt={"scope": "chat"}, status_code=200, tags=["vllm"])
+async def detokenize(
+    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+) -> Any:
+    """vLLM's `/detokenize` (`tokens` back to text), relayed."""
+    return await relay.tokenizer("/detokenize", data, request.state.principal)
+
+
+@post("/v1/responses", opt={"scope": "chat"}, status_code=200, tags=["openai"])
+async def create_response(
+    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+) -> Response[Any] | Stream:
+    """vLLM's Responses API, relayed (quotas and metrics, no conversation log)."""
+    answer = await relay.responses(data, request.state.principal)
+    if isinstance(answer, dict):
+        return Response(answer)
+    return Stream(answer, media_type="text/event-stream", headers=SSE_HEADERS)
