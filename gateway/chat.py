@@ -161,6 +161,9 @@ class ChatService:
         texts: dict[int, list[str]] = {}
         finish_reasons: dict[int, str | None] = {}
         outcome: tuple[Status, int, str | None] = ("cancelled", 499, "client went away")
+        # A finishing chunk waits for the next event: when that is the usage chunk the client
+        # did not ask for, its system_fingerprint moves onto it, where vLLM would have put it.
+        held: dict[str, Any] | None = None
         try:
             async for event in call.timed(upstream.events()):
                 choices = event.get("choices") or []
@@ -181,10 +184,19 @@ class ChatService:
                     else:  # the whole request's, in the last chunk
                         call.add_usage(usage)
                         if not include_usage:
+                            _take_fingerprint(held, event)
                             continue
+                if held is not None:
+                    yield b"data: " + _encode(held) + b"\n\n"
+                    held = None
                 event["id"] = call.record.id
                 event["model"] = call.route.served_name
+                if not include_usage and any(choice.get("finish_reason") for choice in choices):
+                    held = event
+                    continue
                 yield b"data: " + _encode(event) + b"\n\n"
+            if held is not None:
+                yield b"data: " + _encode(held) + b"\n\n"
             if call.grounding is not None:
                 answer = "".join(texts.get(0, []))
                 yield b"data: " + _encode(call.citations_chunk(answer)) + b"\n\n"
@@ -518,3 +530,9 @@ def _drop_unasked(body: dict[str, Any]) -> None:
     for name in _VLLM_ONLY_FIELDS:
         if name in body and body[name] is None:
             del body[name]
+
+
+def _take_fingerprint(held: dict[str, Any] | None, usage_chunk: dict[str, Any]) -> None:
+    fingerprint = usage_chunk.get("system_fingerprint")
+    if held is not None and fingerprint is not None:
+        held["system_fingerprint"] = fingerprint
