@@ -94,7 +94,7 @@ def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str
     wait_until(lambda: _admitted(replicas[1], streamer), 30, "the stream slot given back")
 
     clients = [sdk_client(replica.base_url, spender) for replica in replicas]
-    used = answered = 0
+    used = answered = size = 0
     while True:
         try:
             completion = _chat(clients[answered % 2])
@@ -103,10 +103,12 @@ def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str
             break
         # Admitted only while the tokens served in the last minute were below the limit...
         assert used < TPM
-        used += completion.usage.total_tokens if completion.usage else 0
+        size = completion.usage.total_tokens if completion.usage else 0
+        used += size
         answered += 1
-    # ... and refused only once they reached it, on either replica: never early.
-    assert used >= TPM and answered >= 2
+    # ... and refused only once one more request (its hold: at most its real size) would
+    # not fit, on either replica: never earlier.
+    assert used + size > TPM and answered >= 2
 
 
 def _admitted(replica: ThreadedGateway, key: str) -> bool:
@@ -125,10 +127,11 @@ def test_monthly_budget_and_the_cli(
     settings_env = {"LORAGATE_DATA_DIR": str(gateway.settings.data_dir)}
     admin = create_keys(gateway.settings.resolved_database_url)["admin"]
     key_id, key = _key(gateway, admin)
-    shown = _cli(settings_env, "keys", "quota", key_id, "--monthly-tokens", "1", "--rpm", "100")
+    shown = _cli(settings_env, "keys", "quota", key_id, "--monthly-tokens", "40", "--rpm", "100")
     assert "monthly_tokens" in shown and "(key)" in shown
     client = sdk_client(gateway.base_url, key)  # first use: the key is read with its quota
-    _chat(client)  # 0 used < 1: admitted; it uses more than the budget
+    _chat(client)  # its hold (the prompt's estimate + 4) fits in 40; it uses more than half
+    # The next one's hold no longer fits in what is left.
     with pytest.raises(openai.RateLimitError) as refused:
         _chat(client)
     assert isinstance(refused.value.body, dict)
