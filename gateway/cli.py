@@ -226,6 +226,9 @@ def keys_quota(
     for name, own in quota.as_dict().items():
         effective = getattr(quota.over(defaults), name)
         source = "key" if own is not None else "default" if effective is not None else "-"
+        if effective is None and name in ("feedback_per_minute", "searches_per_minute"):
+            effective = quota.over(defaults).requests_per_minute  # gateway.action_limits
+            source = "requests_per_minute" if effective is not None else "-"
         click.echo(
             f"{name:<22} {effective if effective is not None else 'unlimited':>12}  ({source})"
         )
