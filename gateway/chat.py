@@ -161,9 +161,10 @@ class ChatService:
         texts: dict[int, list[str]] = {}
         finish_reasons: dict[int, str | None] = {}
         outcome: tuple[Status, int, str | None] = ("cancelled", 499, "client went away")
-        # A finishing chunk waits for the next event: when that is the usage chunk the client
-        # did not ask for, its system_fingerprint moves onto it, where vLLM would have put it.
-        held: dict[str, Any] | None = None
+        # Each choice's finishing chunk waits for the end: vLLM puts its system_fingerprint
+        # there unless usage was asked for, as the gateway always does; then it comes in
+        # the usage chunk, which this client did not ask for, and moves onto them.
+        held: list[dict[str, Any]] = []
         try:
             async for event in call.timed(upstream.events()):
                 choices = event.get("choices") or []
@@ -186,17 +187,14 @@ class ChatService:
                         if not include_usage:
                             _take_fingerprint(held, event)
                             continue
-                if held is not None:
-                    yield b"data: " + _encode(held) + b"\n\n"
-                    held = None
                 event["id"] = call.record.id
                 event["model"] = call.route.served_name
                 if not include_usage and any(choice.get("finish_reason") for choice in choices):
-                    held = event
+                    held.append(event)
                     continue
                 yield b"data: " + _encode(event) + b"\n\n"
-            if held is not None:
-                yield b"data: " + _encode(held) + b"\n\n"
+            for event in held:
+                yield b"data: " + _encode(event) + b"\n\n"
             if call.grounding is not None:
                 answer = "".join(texts.get(0, []))
                 yield b"data: " + _encode(call.citations_chunk(answer)) + b"\n\n"
@@ -532,7 +530,8 @@ def _drop_unasked(body: dict[str, Any]) -> None:
             del body[name]
 
 
-def _take_fingerprint(held: dict[str, Any] | None, usage_chunk: dict[str, Any]) -> None:
+def _take_fingerprint(held: list[dict[str, Any]], usage_chunk: dict[str, Any]) -> None:
     fingerprint = usage_chunk.get("system_fingerprint")
-    if held is not None and fingerprint is not None:
-        held["system_fingerprint"] = fingerprint
+    if fingerprint is not None:
+        for event in held:
+            event["system_fingerprint"] = fingerprint
