@@ -26,6 +26,10 @@ from adapters.errors import EngineUnavailable
 log = logging.getLogger("loragate.supervisor")
 
 _PR_SET_PDEATHSIG = 1
+# SmolLM2's chat template that also renders tools, tool calls (Hermes-style <tool_call>
+# JSON, read by vLLM's `hermes` parser) and tool results; without tools it renders exactly
+# what the model's own template does.
+BUNDLED_CHAT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "smollm2_tools.jinja"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class EngineLaunch:
     restart_backoff_s: float = 2.0
     restart_backoff_max_s: float = 60.0
     extra_args: tuple[str, ...] = ()
+    tool_call_parser: str = ""  # empty: no tool calling (vLLM refuses tool_choice auto)
+    chat_template: Path | None = None  # None: the model's own
     python: str = field(default_factory=lambda: sys.executable)
 
     @property
@@ -65,8 +71,15 @@ class EngineLaunch:
             "--max-cpu-loras", str(self.max_cpu_loras),
             "--max-lora-rank", str(self.max_lora_rank),
             "--disable-uvicorn-access-log",
+            *self._tool_args(),
             *self.extra_args,
         ]  # fmt: skip
+
+    def _tool_args(self) -> list[str]:
+        args = ["--chat-template", str(self.chat_template)] if self.chat_template else []
+        if self.tool_call_parser:
+            args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
+        return args
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)

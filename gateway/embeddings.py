@@ -59,6 +59,9 @@ class EmbeddingService:
         self.model_name = model_name
         self.metrics = metrics
         self.quotas = quotas
+        # One batch at a time: the embedder does one anyway, and its tokenizer is not safe
+        # to call from two threads at once.
+        self._limiter = anyio.CapacityLimiter(1)
 
     async def card(self) -> dict[str, Any]:
         """Its /v1/models entry (loads the model on first use, as retrieval's warm-up does)."""
@@ -76,7 +79,9 @@ class EmbeddingService:
             texts = self._check(request)
             if self.quotas is not None:
                 admission = await self.quotas.admit(principal, False, estimate_tokens(texts))
-            vectors, tokens = await anyio.to_thread.run_sync(self._embed, texts)
+            vectors, tokens = await anyio.to_thread.run_sync(
+                self._embed, texts, limiter=self._limiter
+            )
             status = 200
         except Exception as exc:
             status = describe(exc).status_code
@@ -124,7 +129,8 @@ class EmbeddingService:
     def _embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Vectors and the tokens read (with the model's own special tokens), in a thread."""
         limit = self.embedder.max_tokens
-        counts = [len(ids) for ids in self.embedder.model.tokenizer(texts)["input_ids"]]
+        encoded = self.embedder.model.tokenizer(texts, truncation=False, verbose=False)
+        counts = [len(ids) for ids in encoded["input_ids"]]
         for index, count in enumerate(counts):
             if count > limit:
                 raise ContextLengthExceeded(

@@ -201,6 +201,19 @@ class Settings(BaseSettings):
         description="Extra command-line arguments for the vLLM server (shell-quoted string in "
         "the env var).",
     )
+    engine_tool_call_parser: str = Field(
+        "hermes",
+        description="The embedded vLLM's `--tool-call-parser` (started with "
+        "`--enable-auto-tool-choice`), for `tool_choice` auto; empty turns tool calling off. "
+        "`hermes` reads the `<tool_call>` JSON the bundled template asks for; another base "
+        "model names its own (`llama3_json`, `mistral`, `qwen3_xml`, ...).",
+    )
+    engine_chat_template: Path | None = Field(
+        None,
+        description="Jinja chat template for the embedded vLLM. Empty: for the model "
+        "`loragate model prepare` writes, the bundled SmolLM2 template that also renders "
+        "tools, tool calls and tool results; for any other model, its own.",
+    )
 
     # -- base model and LoRA slots ----------------------------------------------------
     base_model_path: Path | None = Field(
@@ -378,7 +391,11 @@ class Settings(BaseSettings):
                                  "up_proj", "down_proj"],
         description="Modules that get LoRA weights (comma list in the env).",
     )  # fmt: skip
-    train_epochs: float = Field(2.0, gt=0, description="Passes over the training split.")
+    train_epochs: float = Field(
+        0.0, ge=0,
+        description="Passes over the training set; 0: sized to the data (about 400 examples "
+        "seen, 1 to 4 passes).",
+    )  # fmt: skip
     train_max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: epochs.")
     train_learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
     train_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
@@ -414,16 +431,27 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
     )
     train_rehearsal_fraction: float = Field(
-        0.2, ge=0, lt=1,
+        0.3, ge=0, lt=1,
         description="Share of the training set that replays the base model's own answers to "
         "general prompts, against forgetting; 0: none.",
+    )  # fmt: skip
+    train_rewrites: int = Field(
+        2, ge=0, le=12,
+        description="Templated rewordings of each corrected question in the training set.",
+    )  # fmt: skip
+    train_paraphrases: int = Field(
+        1, ge=0, le=8,
+        description="Rewordings asked of the live model per corrected question; each is kept "
+        "only if it keeps every name and number.",
     )  # fmt: skip
     train_min_examples: int = Field(
         8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
     )
     train_near_duplicate_similarity: float = Field(
-        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
-    )
+        0.99, gt=0, le=1,
+        description="Embedding cosine at or above which both the questions and the replies "
+        "of two examples make them duplicates.",
+    )  # fmt: skip
     eval_margin: float = Field(
         0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
     )
