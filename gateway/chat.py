@@ -165,6 +165,7 @@ class ChatService:
         # there unless usage was asked for, as the gateway always does; then it comes in
         # the usage chunk, which this client did not ask for, and moves onto them.
         held: list[dict[str, Any]] = []
+        calls: dict[int, dict[int, dict[str, Any]]] = {}  # per choice, its tool calls so far
         try:
             async for event in call.timed(upstream.events()):
                 choices = event.get("choices") or []
@@ -176,6 +177,7 @@ class ChatService:
                         call.mark_token()
                     call.count(choice["index"], usage, produced)
                     texts.setdefault(choice["index"], []).append(piece)
+                    _add_tool_calls(calls, choice)
                     if choice.get("finish_reason"):
                         finish_reasons[choice["index"]] = choice["finish_reason"]
                 if usage:
@@ -199,7 +201,7 @@ class ChatService:
                 answer = "".join(texts.get(0, []))
                 yield b"data: " + _encode(call.citations_chunk(answer)) + b"\n\n"
             # [DONE] acknowledges the answer: the record is journaled before it is sent.
-            call.record.response = _stream_response(texts, finish_reasons)
+            call.record.response = _stream_response(texts, finish_reasons, calls)
             call.finish("ok", 200)
             await self.conversations.durable()
             yield DONE_EVENT
@@ -213,7 +215,7 @@ class ChatService:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()  # closing mid-body aborts the request in vLLM
             if not call.finished:
-                call.record.response = _stream_response(texts, finish_reasons)
+                call.record.response = _stream_response(texts, finish_reasons, calls)
                 call.charge_counted()
                 call.finish(*outcome)
             with anyio.CancelScope(shield=True):
@@ -500,12 +502,35 @@ def route_labels(route: Route) -> tuple[str, str]:
 
 
 def _stream_response(
-    texts: dict[int, list[str]], finish_reasons: dict[int, str | None]
+    texts: dict[int, list[str]],
+    finish_reasons: dict[int, str | None],
+    calls: dict[int, dict[int, dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
-    return [
-        {"index": index, "content": "".join(parts), "finish_reason": finish_reasons.get(index)}
-        for index, parts in sorted(texts.items())
-    ]
+    response: list[dict[str, Any]] = []
+    for index, parts in sorted(texts.items()):
+        choice = {
+            "index": index,
+            "content": "".join(parts),
+            "finish_reason": finish_reasons.get(index),
+        }
+        if calls and calls.get(index):
+            choice["tool_calls"] = list(calls[index].values())
+        response.append(choice)
+    return response
+
+
+def _add_tool_calls(calls: dict[int, dict[int, dict[str, Any]]], choice: dict[str, Any]) -> None:
+    """A stream's tool calls, put together from their deltas (the id and name come once,
+    the arguments in pieces), for the conversation row."""
+    for delta in (choice.get("delta") or {}).get("tool_calls") or ():
+        call = calls.setdefault(choice["index"], {}).setdefault(
+            delta.get("index", 0),
+            {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
+        )
+        call["id"] = delta.get("id") or call["id"]
+        function = delta.get("function") or {}
+        call["function"]["name"] = function.get("name") or call["function"]["name"]
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 def _choice_record(choice: dict[str, Any]) -> dict[str, Any]:
@@ -515,6 +540,7 @@ def _choice_record(choice: dict[str, Any]) -> dict[str, Any]:
         # A text completion's choice has its text instead of a message.
         "content": (message.get("content") if message else choice.get("text")) or "",
         "finish_reason": choice.get("finish_reason"),
+        **({"tool_calls": message["tool_calls"]} if message and message.get("tool_calls") else {}),
     }
 
 

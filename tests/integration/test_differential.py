@@ -28,6 +28,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
+from tests.support import wait_for_conversation
 
 pytestmark = pytest.mark.vllm
 
@@ -355,13 +356,18 @@ def test_tool_call_round_trip_through_the_sdk(
         name = deltas[0].function.name
         arguments = "".join(delta.function.arguments or "" for delta in deltas if delta.function)
         call_id = deltas[0].id
+        completion_id = chunks[0].id
     else:
         first = client.chat.completions.create(messages=messages, tool_choice="required", **common)
         calls = first.choices[0].message.tool_calls
         assert calls and calls[0].type == "function"
         name, arguments, call_id = calls[0].function.name, calls[0].function.arguments, calls[0].id
+        completion_id = first.id
     assert name == "get_weather"
     assert msgspec.json.decode(arguments)["city"]
+    row = wait_for_conversation(embedded_server.database_url, completion_id)
+    logged = row.response[0]["tool_calls"][0]  # the call is kept with the conversation
+    assert logged["function"] == {"name": name, "arguments": arguments}
     messages += [
         {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function",
          "function": {"name": name, "arguments": arguments}}]},
