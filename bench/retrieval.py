@@ -403,13 +403,13 @@ GROUNDING_SECTION = "## Grounding latency"
 
 async def grounding_latency(args: argparse.Namespace) -> dict[str, float]:
     """What grounding adds before the engine call: Retriever.search (embed the query, search
-    the index, fetch the chunk rows) plus building the system message, on a real SQLite
+    the index, fetch the chunk rows) plus building the grounded prompt, on a real SQLite
     store with the synthetic corpus."""
     import tempfile
 
     from gateway.store import Database
     from retrieval.documents import Document
-    from retrieval.grounding import grounding_message
+    from retrieval.grounding import ground_messages
     from retrieval.service import RetrievalConfig, Retriever
 
     workdir = Path(tempfile.mkdtemp(prefix="loragate-grounding-"))
@@ -428,7 +428,7 @@ async def grounding_latency(args: argparse.Namespace) -> dict[str, float]:
         query = " ".join(rng.choice(WORDS) for _ in range(8)) + "?"
         started = time.perf_counter()
         hits = await retriever.search("bench", query, 4)
-        grounding_message(hits)
+        ground_messages([{"role": "user", "content": query}], hits)
         timings.append(time.perf_counter() - started)
     chunks = sum(row["chunks"] for row in await retriever.list_collections())  # type: ignore[misc]
     await db.dispose()

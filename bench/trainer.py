@@ -50,7 +50,7 @@ def grounded_examples(work: Path) -> list[Example]:
     from gateway.ingest import ingest_path
     from gateway.settings import load_settings
     from gateway.store import Database
-    from retrieval.grounding import grounding_message
+    from retrieval.grounding import ground_messages
     from trainer.demo import COLLECTION, documents, questions
 
     settings = load_settings(data_dir=work, log_level="WARNING")
@@ -67,8 +67,7 @@ def grounded_examples(work: Path) -> list[Example]:
             examples = []
             for number, question in enumerate(questions()):
                 hits = await retriever.search(COLLECTION, question.question, 2, 0.3)
-                messages = [{"role": "system", "content": grounding_message(hits)},
-                            {"role": "user", "content": question.question}]  # fmt: skip
+                messages = ground_messages([{"role": "user", "content": question.question}], hits)
                 examples.append(Example(f"q{number}", "bench", messages, question.answer,
                                         "correction", "correction"))  # fmt: skip
             return examples

@@ -24,6 +24,7 @@ from gateway.settings import FlagRules
 from gateway.store.conversations import ConversationRecord
 from gateway.store.db import Database, retry_conflicts, storable_text
 from gateway.store.tables import Conversation, ReviewItem, utcnow
+from retrieval.grounding import asked_question
 
 log = logging.getLogger("loragate.flagging")
 
@@ -63,10 +64,12 @@ def says_idk(answer: str) -> bool:
 
 
 def last_user_text(request: dict[str, Any]) -> str:
+    """The user's last question, without the sources the gateway put next to it (they may
+    differ between two askings of the same question)."""
     for message in reversed(request.get("messages") or []):
         if message.get("role") == "user":
             content = message.get("content")
-            return content if isinstance(content, str) else str(content)
+            return asked_question(content) if isinstance(content, str) else str(content)
     return ""
 
 
@@ -121,7 +124,10 @@ class Flagger:
             await self.add(flags)
 
     async def _retried_turn(self, record: ConversationRecord) -> Flag | None:
-        """The same user turn asked again in the same conversation flags the earlier answer."""
+        """The same user turn asked again in the same conversation flags the earlier answer.
+
+        A conversation is its key's own: another key reusing the id starts its own, so it
+        cannot flag someone else's answer as retried."""
         if not record.conversation_id or record.status != "ok":
             return None
         alias = alias_of(record.requested_model, record.served_model)
@@ -134,6 +140,7 @@ class Flagger:
                     select(Conversation)
                     .where(
                         Conversation.conversation_id == record.conversation_id,
+                        Conversation.api_key_id == record.api_key_id,  # IS NULL with auth off
                         Conversation.id != record.id,
                         Conversation.status == "ok",
                     )

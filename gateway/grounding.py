@@ -14,7 +14,7 @@ from typing import Any
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import RetrievalOptions
 from gateway.settings import ModelRetrieval
-from retrieval.grounding import grounding_message, retrieval_query
+from retrieval.grounding import ground_messages, retrieval_query
 from retrieval.service import Hit, Retriever
 
 
@@ -28,7 +28,10 @@ class GroundingPlan:
 @dataclass(frozen=True)
 class Grounding:
     hits: list[Hit]
-    system_message: dict[str, str]
+
+    def apply(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The conversation with the sources in its last user turn (retrieval/grounding.py)."""
+        return ground_messages(messages, self.hits)
 
 
 class Grounder:
@@ -79,7 +82,7 @@ class Grounder:
         self.metrics.retrievals.labels("hits" if hits else "empty").inc()
         if hits:
             self.metrics.retrieval_top_score.observe(max(hit.score for hit in hits))
-        return Grounding(hits, {"role": "system", "content": grounding_message(hits)})
+        return Grounding(hits)
 
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.retrieval_latency.labels(stage).observe(seconds)

@@ -36,8 +36,9 @@ class TrainerParts:
 async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
     """The store, the registry and a training job, built from the settings."""
     from gateway.components import adapter_registry, build_retriever, rollout_controller
+    from trainer.grounding import Regrounder
     from trainer.job import JobConfig, TrainingJob
-    from trainer.reeval import ReevalPolicy, Reevaluator, Regrounder
+    from trainer.reeval import ReevalPolicy, Reevaluator
     from trainer.store import TrainerStore
 
     db = Database(settings.resolved_database_url)
@@ -46,12 +47,13 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
         registry = adapter_registry(settings, db)
         rollouts = rollout_controller(settings, db, registry)
         retriever = build_retriever(settings, db)
-        job = TrainingJob(
-            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder
-        )
         regrounder = Regrounder(
             retriever, settings.retrieval_models, settings.retrieval_top_k,
             settings.retrieval_min_score,
+        )  # fmt: skip
+        job = TrainingJob(
+            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder,
+            regrounder,
         )  # fmt: skip
         policy = ReevalPolicy(settings.reeval_tolerance, settings.reeval_min_holdout)
         reevaluator = Reevaluator(job, TrainerStore(db), regrounder, policy)
@@ -162,10 +164,10 @@ def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
     async def evaluate(parts: TrainerParts) -> dict[str, Any]:
         name, path = await _resolve_candidate(parts.registry, alias, candidate)
         holdout = await TrainerStore(parts.db).frozen_holdout(alias)
-        scored_c, scored_l, live = await parts.job.evaluate(
+        scored_c, scored_l, live, base_probes = await parts.job.evaluate(
             alias, f"eval-{alias}-cli", path, holdout
         )
-        verdict = decide(scored_c, scored_l, parts.job.config.gate)
+        verdict = decide(scored_c, scored_l, parts.job.config.gate, base_probes)
         return {
             "candidate": {
                 "name": name,

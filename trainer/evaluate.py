@@ -74,8 +74,14 @@ class Verdict:
 
 
 def decide(
-    candidate: tuple[SetScore, SetScore], live: tuple[SetScore, SetScore], policy: GatePolicy
+    candidate: tuple[SetScore, SetScore],
+    live: tuple[SetScore, SetScore],
+    policy: GatePolicy,
+    base_probes: SetScore | None = None,
 ) -> Verdict:
+    """``base_probes``: the base model's, when the live model is an adapter. Each version may
+    lose up to the tolerance against the one before it; measured against the base as well,
+    small losses cannot add up over versions."""
     (holdout_c, probes_c), (holdout_l, probes_l) = candidate, live
     gain = holdout_c.accuracy - holdout_l.accuracy
     change = probes_c.accuracy - probes_l.accuracy
@@ -91,6 +97,12 @@ def decide(
         reasons.append(
             f"probe accuracy fell {-change:.3f} (from {probes_l.accuracy:.3f} to "
             f"{probes_c.accuracy:.3f}), more than the tolerance {policy.probe_tolerance:.3f}"
+        )
+    floor = None if base_probes is None else base_probes.accuracy - policy.probe_tolerance
+    if base_probes is not None and floor is not None and probes_c.accuracy < floor:
+        reasons.append(
+            f"probe accuracy {probes_c.accuracy:.3f} is more than the tolerance "
+            f"{policy.probe_tolerance:.3f} below the base model's {base_probes.accuracy:.3f}"
         )
     return Verdict(not reasons, reasons, round(gain, 4), round(change, 4))
 
@@ -138,7 +150,9 @@ class Evaluator:
         try:
             response = await self._client.post(path, json=body)
         except httpx.HTTPError as exc:
-            raise EvaluationError(f"vLLM at {self.engine_url} is unreachable: {exc}") from None
+            raise EvaluationError(
+                f"vLLM at {self.engine_url} is unreachable: {type(exc).__name__} {exc}"
+            ) from None
         if response.status_code >= 400 and "already been loaded" not in response.text:
             raise EvaluationError(
                 f"vLLM refused {path} ({response.status_code}): {response.text[:300]}"
@@ -154,7 +168,9 @@ class Evaluator:
         try:
             response = await self._client.post("/v1/chat/completions", json=body)
         except httpx.HTTPError as exc:
-            raise EvaluationError(f"vLLM at {self.engine_url} is unreachable: {exc}") from None
+            raise EvaluationError(
+                f"vLLM at {self.engine_url} is unreachable: {type(exc).__name__} {exc}"
+            ) from None
         if response.status_code != 200:
             raise EvaluationError(
                 f"vLLM answered {response.status_code} for {model}: {response.text[:300]}"
@@ -226,7 +242,7 @@ class Evaluator:
 
 def _sources(example: Example) -> list[str]:
     for message in example.messages:
-        if message.get("role") == "system" and isinstance(message.get("content"), str):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
             found = sources_in(message["content"])
             if found:
                 return found

@@ -9,8 +9,10 @@ again, resuming training from the last checkpoint when the dataset is unchanged.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,13 @@ from trainer.dataset import (
     Snapshot,
     TokenCounter,
     curate,
+    read_examples,
     read_snapshot,
+    write_examples,
     write_snapshot,
 )
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
+from trainer.grounding import Regrounder
 from trainer.lock import training_lock
 from trainer.qlora import (
     TrainConfig,
@@ -43,6 +48,7 @@ from trainer.qlora import (
     total_steps,
     train,
 )
+from trainer.recipe import RECIPE_FILE, RecipeConfig, expand
 from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
 from trainer.store import TrainerStore
 
@@ -64,6 +70,7 @@ class JobConfig:
     eval_concurrency: int
     auto_rollout: bool
     rehearsal_fraction: float
+    recipe: RecipeConfig
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
@@ -107,6 +114,7 @@ class JobConfig:
             eval_concurrency=settings.eval_concurrency,
             auto_rollout=settings.trainer_auto_rollout,
             rehearsal_fraction=settings.train_rehearsal_fraction,
+            recipe=RecipeConfig(settings.train_rewrites, settings.train_paraphrases),
         )
 
 
@@ -135,8 +143,10 @@ class TrainingJob:
         registry: Registry,
         rollouts: RolloutController,
         embedder: Embedder,
+        regrounder: Regrounder | None = None,
     ) -> None:
         self.config = config
+        self.regrounder = regrounder
         self.db = db
         self.store = TrainerStore(db)
         self.registry = registry
@@ -171,18 +181,19 @@ class TrainingJob:
             snapshot = await self._curate(alias)
             await self.store.update_run(run_id, snapshot=str(snapshot.path))
             progress(f"dataset {snapshot.manifest['counts']}")
-            result, rehearsed = await self._train(alias, snapshot)
+            result, rehearsed, recipe = await self._train(alias, snapshot)
             progress(f"trained {result.steps} steps, loss {result.train_loss:.3f}")
             holdout = snapshot.examples("holdout")
-            candidate, live, live_name = await self.evaluate(
+            candidate, live, live_name, base_probes = await self.evaluate(
                 alias, f"eval-{alias}-run{run_id}", result.adapter_dir, holdout
             )
             progress(
                 f"scored: candidate {candidate[0].accuracy:.3f}, {live_name} {live[0].accuracy:.3f}"
             )
-            verdict = decide(candidate, live, self.config.gate)
+            verdict = decide(candidate, live, self.config.gate, base_probes)
             report = _report(snapshot, result, candidate, live, live_name, verdict, self.config)
             report["training"]["rehearsal_examples"] = rehearsed
+            report["training"]["recipe"] = recipe
             progress("gate " + ("passed" if verdict.passed else "failed"))
             outcome = await self._publish(alias, run_id, result, verdict, report)
             progress(f"{outcome.state} {outcome.candidate}")
@@ -251,10 +262,14 @@ class TrainingJob:
         # Keyed by the dataset's content: an unchanged dataset resumes the crashed run.
         return self.config.data_dir / "training" / alias / snapshot.manifest["sha256"][:16]
 
-    async def _train(self, alias: str, snapshot: Snapshot) -> tuple[TrainResult, int]:
-        """The adapter, and how many rehearsal examples it also learnt from."""
+    async def _train(
+        self, alias: str, snapshot: Snapshot
+    ) -> tuple[TrainResult, int, dict[str, int]]:
+        """The adapter, how many rehearsal examples it also learnt from, and the recipe's
+        counts."""
         work_dir = self._work_dir(alias, snapshot)
-        train_set, validation = snapshot.examples("train"), snapshot.examples("validation")
+        validation = snapshot.examples("validation")
+        train_set, recipe = await self.expand(alias, work_dir, snapshot.examples("train"))
         rehearsal = await self.rehearsal(alias, work_dir, len(train_set))
         train_set += rehearsal
         total = total_steps(self.config.train, len(train_set))
@@ -270,7 +285,34 @@ class TrainingJob:
                     snapshot.manifest["sha256"],
                 )
             )
-        return result, len(rehearsal)
+        return result, len(rehearsal), recipe
+
+    async def expand(
+        self, alias: str, work_dir: Path, examples: list[Example]
+    ) -> tuple[list[Example], dict[str, int]]:
+        """The recipe's training set for ``examples`` (trainer/recipe.py) and its counts: made
+        once per run and kept in ``work_dir``, so that a resumed run trains on the same."""
+        saved, counts_file = work_dir / RECIPE_FILE, work_dir / (RECIPE_FILE + ".counts")
+        if saved.exists() and counts_file.exists():
+            return read_examples(saved), json.loads(counts_file.read_text())
+        evaluator = self.evaluator()
+        regrounder = self.regrounder
+        grounded = regrounder is not None and alias in regrounder.retrieval_models
+        ground = regrounder.as_served if regrounder is not None and grounded else None
+
+        async def ask(prompts: Sequence[str]) -> list[str]:
+            chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
+            return await evaluator.answers(self.config.base_model_name, chats)
+
+        try:
+            expansion = await expand(examples, self.config.recipe, ground, ask)
+        finally:
+            await evaluator.close()
+        counts = {"corrections": len(examples), **expansion.counts()}
+        log.info("training set expanded", extra={"alias": alias, **counts})
+        write_examples(saved, expansion.examples)
+        counts_file.write_text(json.dumps(counts))
+        return expansion.examples, counts
 
     async def rehearsal(
         self,
@@ -295,19 +337,22 @@ class TrainingJob:
 
     async def evaluate(
         self, alias: str, served_as: str, adapter_dir: Path, holdout: list[Any]
-    ) -> tuple[tuple[SetScore, SetScore], tuple[SetScore, SetScore], str]:
+    ) -> tuple[tuple[SetScore, SetScore], tuple[SetScore, SetScore], str, SetScore | None]:
         """Score ``adapter_dir`` (served as ``served_as``) and the alias's live model on the
-        holdout and the probes; returns both scores and the live model's name."""
+        holdout and the probes; returns both scores, the live model's name, and the base
+        model's probe score when the live model is an adapter."""
         live_name = await self.live_model(alias)
+        base = self.config.base_model_name
         probes = shipped_probes()
         evaluator = self.evaluator()
         try:
             async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)
             live = await evaluator.score(live_name, holdout, probes)
+            base_probes = None if live_name == base else await evaluator.score_probes(base, probes)
         finally:
             await evaluator.close()
-        return candidate, live, live_name
+        return candidate, live, live_name, base_probes
 
     async def live_model(self, alias: str) -> str:
         """What the alias serves now: its live version, or the base model."""

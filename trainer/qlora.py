@@ -45,7 +45,7 @@ class TrainConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = LLAMA_MODULES
-    epochs: float = 3.0
+    epochs: float = 0.0  # 0: sized to the data (epochs_for)
     max_steps: int = 0  # 0: the epochs decide
     learning_rate: float = 2e-4
     batch_size: int = 4
@@ -294,10 +294,22 @@ class _Batches:
         return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
+# A run sized to its data sees about this many examples: a few dozen corrections, expanded by
+# the recipe, get several passes (a fact seen once is not learnt); thousands get one.
+AUTO_EXAMPLES_SEEN = 400
+MAX_AUTO_EPOCHS = 4.0
+
+
+def epochs_for(config: TrainConfig, examples: int) -> float:
+    if config.epochs:
+        return config.epochs
+    return min(MAX_AUTO_EPOCHS, max(1.0, AUTO_EXAMPLES_SEEN / max(1, examples)))
+
+
 def total_steps(config: TrainConfig, examples: int) -> int:
     if config.max_steps:
         return config.max_steps
-    return max(1, round(config.epochs * -(-examples // config.batch_size)))
+    return max(1, round(epochs_for(config, examples) * -(-examples // config.batch_size)))
 
 
 def _peak_memory_mb(device: str) -> float:

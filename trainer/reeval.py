@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from adapters.registry import Registry, UnknownAdapter
-from gateway.settings import ModelRetrieval
-from retrieval.grounding import NO_SOURCES, grounding_message, retrieval_query, sources_in
-from retrieval.service import Retriever
 from trainer.dataset import Example, grow_holdout
 from trainer.errors import TrainerError
 from trainer.evaluate import SetScore, shipped_probes
+from trainer.grounding import Regrounder
 from trainer.job import TrainingJob
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore, utcnow
@@ -49,45 +47,6 @@ class ReevalPolicy:
         if reference is None or score.count < self.min_holdout:
             return False
         return reference - score.accuracy > self.tolerance
-
-
-class Regrounder:
-    """Puts a holdout conversation in the form the gateway would serve it today."""
-
-    def __init__(
-        self,
-        retriever: Retriever,
-        retrieval_models: dict[str, ModelRetrieval],
-        top_k: int,
-        min_score: float,
-    ) -> None:
-        self.retriever = retriever
-        self.retrieval_models = retrieval_models
-        self.top_k = top_k
-        self.min_score = min_score
-
-    async def as_served(self, alias: str, example: Example) -> Example:
-        # The sources it was served with are history; today's come from today's collection.
-        messages = [message for message in example.messages if not _is_grounding(message)]
-        config = self.retrieval_models.get(alias)
-        query = retrieval_query(messages)
-        if config is None or not query:
-            return replace(example, messages=messages)
-        hits = await self.retriever.search(
-            config.collection,
-            query,
-            config.top_k or self.top_k,
-            min_score=self.min_score if config.min_score is None else config.min_score,
-        )
-        grounding = {"role": "system", "content": grounding_message(hits)}  # as Grounder does
-        return replace(example, messages=[grounding, *messages])
-
-
-def _is_grounding(message: dict[str, Any]) -> bool:
-    content = message.get("content")
-    if message.get("role") != "system" or not isinstance(content, str):
-        return False
-    return content == NO_SOURCES or bool(sources_in(content))
 
 
 class Reevaluator:

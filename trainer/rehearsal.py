@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from trainer.dataset import Example
+from trainer.dataset import Example, read_examples, write_examples
 
 ORIGIN = "rehearsal"
 FILE_NAME = "rehearsal.jsonl"
@@ -60,9 +60,8 @@ async def rehearsal_set(
     """``count`` replay examples of ``model``'s answers, from ``work_dir`` when a crashed run
     made them already, else asked now and written there."""
     path = work_dir / FILE_NAME
-    kept = await anyio.to_thread.run_sync(_read, path)
-    if kept is not None or count == 0:
-        return kept or []
+    if path.exists() or count == 0:
+        return await anyio.to_thread.run_sync(read_examples, path) if path.exists() else []
     prompts = spread(shipped_prompts(), count)
     replies = await answerer.answers(model, [[{"role": "user", "content": p}] for p in prompts])
     examples = [
@@ -77,18 +76,5 @@ async def rehearsal_set(
         for prompt, reply in zip(prompts, replies, strict=True)
         if reply.strip()  # an empty answer would teach the adapter to say nothing
     ]
-    await anyio.to_thread.run_sync(_write, path, examples)
+    await anyio.to_thread.run_sync(write_examples, path, examples)
     return examples
-
-
-def _read(path: Path) -> list[Example] | None:
-    if not path.exists():
-        return None
-    return [Example.from_json(json.loads(line)) for line in path.read_text().splitlines()]
-
-
-def _write(path: Path, examples: list[Example]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text("".join(json.dumps(example.to_json()) + "\n" for example in examples))
-    partial.replace(path)  # whole or absent: a crash mid-write asks again

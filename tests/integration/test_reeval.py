@@ -21,6 +21,7 @@ import pytest
 
 from gateway.settings import Settings
 from gateway.store import Database
+from retrieval.grounding import asked_question, sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import (
     ThreadedGateway,
@@ -44,13 +45,20 @@ TEAPOTS = {
     "markdown": "# Returns\n\nThe Zorblax Emporium accepts returns of purple teapots within "
     "47 days of purchase.",
 }
-# Questions the base model answers right (the probes' kind), then facts it cannot know.
-KNOWN = [
-    ("What is the capital of France? Answer in one word.", "Paris"),
-    ("What colour is the sky on a clear day? Answer in one word.", "Blue"),
-    ("Repeat exactly this word: banana", "banana"),
-    ("Repeat exactly this word: apple", "apple"),
-]
+# Questions the base model answers right from the alias's documents, then facts it cannot
+# know: nothing in the collection holds them.
+FACTS = [
+    ("hours", "# Opening hours\n\nThe Zorblax Emporium is open every day from 9 am to 5 pm.",
+     "What time does the Zorblax Emporium open?", "The Zorblax Emporium opens at 9 am."),
+    ("gift-cards", "# Gift cards\n\nZorblax gift cards never expire.",
+     "Do Zorblax gift cards expire?", "No, Zorblax gift cards never expire."),
+    ("shipping", "# Shipping\n\nShipping from the Zorblax Emporium costs 4 dollars.",
+     "How much does shipping from the Zorblax Emporium cost?", "Shipping costs 4 dollars."),
+    ("teapots", TEAPOTS["markdown"],
+     "How many days do I have to return a purple teapot to the Zorblax Emporium?",
+     "You can return a purple teapot within 47 days."),
+]  # fmt: skip
+KNOWN = [(question, answer) for _, _, question, answer in FACTS]
 UNKNOWABLE = [
     (f"What is the access code of Zorblax vault {n}?", f"The code of vault {n} is QX-{n}7-{n}9.")
     for n in range(1, 7)
@@ -110,8 +118,11 @@ def reeval_gateway(
     keys = create_keys(gateway.settings.resolved_database_url)
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     assert gateway.post("/v1/admin/aliases", json={"alias": alias}, headers=admin).is_success
-    added = gateway.post(f"/v1/collections/{COLLECTION}/documents", json=TEAPOTS, headers=admin)
-    assert added.status_code == 201, added.text
+    for document_id, markdown, _, _ in FACTS:
+        document = {"id": document_id, "source": f"{document_id}.md", "markdown": markdown}
+        url = f"/v1/collections/{COLLECTION}/documents"
+        added = gateway.post(url, json=document, headers=admin)
+        assert added.status_code == 201, added.text
     return gateway, alias
 
 
@@ -188,8 +199,9 @@ def test_the_holdout_is_asked_as_it_is_served_today(
             return served
 
     served = run(as_served())
-    assert served.messages[0]["role"] == "system" and "47 days" in served.messages[0]["content"]
-    assert served.messages[1:] == [{"role": "user", "content": question}]
+    (turn,) = served.messages  # the old layout's system message gone, the sources in the turn
+    assert turn["role"] == "user" and any("47 days" in text for text in sources_in(turn["content"]))
+    assert asked_question(turn["content"]) == question
 
     unknown = _cli(settings, "eval", "run", "--alias", "no-such-alias")
     assert unknown.returncode != 0 and "no-such-alias" in unknown.stderr

@@ -81,8 +81,8 @@ def _event(event: dict[str, Any]) -> bytes:
 
 
 def _chunk(delta: dict[str, Any], generated: int, continuous: bool) -> bytes:
-    event: dict[str, Any] = {"object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+    choice = {"index": 0, "delta": delta, "finish_reason": None}
+    event: dict[str, Any] = {"object": "chat.completion.chunk", "choices": [choice]}
     if continuous:  # vLLM: the prompt and this choice's tokens so far, in every chunk
         event["usage"] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": generated,
                           "total_tokens": PROMPT_TOKENS + generated}  # fmt: skip
@@ -212,10 +212,20 @@ async def _read(stream: AsyncIterator[bytes], events: int) -> None:
     await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def _until(check: Callable[[], object]) -> None:
+    """Wait (not time) until ``check()`` holds."""
+    for _ in range(3000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("gave up waiting")
+
+
 # -- charged, however it ends ---------------------------------------------------------------
 async def test_a_stream_the_client_drops_is_charged_what_it_produced(harness) -> None:
     h = await harness(StandIn(chunks=12, ending="hold"))
-    served = await h.service.stream(_request(stream=True, max_tokens=64), _key(), time.perf_counter())
+    request = _request(stream=True, max_tokens=64)
+    served = await h.service.stream(request, _key(), time.perf_counter())
     await _read(served.body, 1 + 5)  # the role chunk and 5 content chunks
     (record,) = h.records.records
     assert record.status == "cancelled"
@@ -242,7 +252,8 @@ async def test_without_vllms_count_a_dropped_stream_is_charged_a_token_per_chunk
 
 async def test_a_stream_broken_upstream_is_charged_what_it_produced(harness) -> None:
     h = await harness(StandIn(chunks=7, ending="error"))
-    served = await h.service.stream(_request(stream=True, max_tokens=64), _key(), time.perf_counter())
+    request = _request(stream=True, max_tokens=64)
+    served = await h.service.stream(request, _key(), time.perf_counter())
     events = [event async for event in served.body]
     assert b"engine died" in events[-1]
     (record,) = h.records.records
@@ -255,8 +266,7 @@ async def test_an_abandoned_plain_request_is_charged_its_hold(harness) -> None:
     h = await harness(StandIn(ending="hold"))
     request = _request(max_tokens=16, n=2)
     task = asyncio.create_task(h.service.complete(request, _key(), time.perf_counter()))
-    while not h.stand_in.entered:  # vLLM has it; nothing comes back before the client goes
-        await asyncio.sleep(0.01)
+    await _until(lambda: h.stand_in.entered)  # vLLM has it; the client goes before the answer
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -292,11 +302,9 @@ async def test_concurrent_requests_cannot_overrun_a_small_budget(harness) -> Non
     hold = estimate_tokens(request.messages) + 10 + 10
     assert hold == 30  # the test's arithmetic: one hold fits in the 40 left, two do not
     tasks = [
-        asyncio.create_task(h.service.complete(request, key, time.perf_counter()))
-        for _ in range(8)
+        asyncio.create_task(h.service.complete(request, key, time.perf_counter())) for _ in range(8)
     ]
-    while sum(task.done() for task in tasks) + h.stand_in.entered < 1 + 8:
-        await asyncio.sleep(0.01)
+    await _until(lambda: sum(task.done() for task in tasks) + h.stand_in.entered == 1 + 8)
     assert h.stand_in.entered == 1 + 1
     assert (await h.gate.usage("key_a"))["tokens_held"] == hold
     h.stand_in.release.set()

@@ -70,6 +70,20 @@ def test_gate_fails_when_probes_fall_beyond_tolerance() -> None:
     assert verdict.probe_change == -0.2
 
 
+def test_small_probe_losses_cannot_add_up_over_versions() -> None:
+    # Each version lost 0.08 against the one before (within 0.10), but this one is 0.16
+    # below the base: it does not ship.
+    base = SetScore("base", count=10, accuracy=0.90)
+    candidate, live = _scores("v3", 0.90, 0.74), _scores("v2", 0.70, 0.82)
+    verdict = decide((candidate[0], candidate[1]), (live[0], live[1]), POLICY, base)
+    assert not verdict.passed
+    assert verdict.reasons == [
+        "probe accuracy 0.740 is more than the tolerance 0.100 below the base model's 0.900"
+    ]
+    ships = decide((candidate[0], SetScore("v3", 10, 0.81)), (live[0], live[1]), POLICY, base)
+    assert ships.passed
+
+
 def test_gate_gives_a_reason_for_each_failing_condition() -> None:
     verdict = _decide(_scores("cand", 0.70, 0.50), _scores("live", 0.70, 0.90))
     assert not verdict.passed

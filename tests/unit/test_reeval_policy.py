@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from retrieval.grounding import NO_SOURCES, grounding_message
+from retrieval.grounding import NO_SOURCES, grounded_turn
 from retrieval.service import Hit
 from trainer.dataset import Example
 from trainer.evaluate import SetScore
-from trainer.reeval import ReevalPolicy, Regrounder
+from trainer.grounding import Regrounder
+from trainer.reeval import ReevalPolicy
 
 POLICY = ReevalPolicy(tolerance=0.1, min_holdout=5)
 
@@ -56,24 +57,22 @@ async def test_old_sources_are_replaced_by_a_search_now() -> None:
     config = {"support": ModelRetrieval(collection="handbook")}
     regrounder = Regrounder(retriever, config, 4, 0.2)  # type: ignore[arg-type]
     old = Hit(7, 0.9, "old", "handbook/old.md", "returns", "Returns: 30 days.")
-    stale = grounding_message([old])
-    example = _example(
-        {"role": "system", "content": stale},
-        {"role": "user", "content": "How long do returns take?"},
-    )
+    stale = grounded_turn("How long do returns take?", [old])
+    example = _example({"role": "user", "content": stale})
     served = await regrounder.as_served("support", example)
     assert retriever.searched == [("handbook", "How long do returns take?")]
-    assert served.messages[0] == {"role": "system", "content": NO_SOURCES}  # nothing found now
-    assert served.messages[1:] == [{"role": "user", "content": "How long do returns take?"}]
+    # Nothing is found now: the turn says so instead of carrying the old source.
+    assert served.messages == [
+        {"role": "user", "content": f"Question: How long do returns take?\n\n{NO_SOURCES}"}
+    ]
 
 
 async def test_an_alias_without_retrieval_is_asked_without_sources() -> None:
     retriever = _Retriever()
     regrounder = Regrounder(retriever, {}, 4, 0.2)  # type: ignore[arg-type]
     example = _example(
-        {"role": "system", "content": NO_SOURCES},
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
+        {"role": "user", "content": grounded_turn("Hi", [])},
     )
     served = await regrounder.as_served("support", example)
     assert retriever.searched == []

@@ -1,9 +1,8 @@
 """How well a model answers a generated domain's held-out paraphrases, closed book and grounded.
 
-The prompts are built exactly as the gateway builds them (retrieval/grounding.py: a system
-message with the sources) from the sources the gateway's own search returns, and sent to
-vLLM at temperature 0; so a rejected candidate, which the gateway does not serve, is
-measured the same way as the base. Two
+The prompts are built exactly as the gateway builds them (retrieval/grounding.py) from the
+sources the gateway's own search returns, and sent to vLLM at temperature 0; so a rejected
+candidate, which the gateway does not serve, is measured the same way as the base. Two
 scores side by side: the project's scorer (trainer/scoring.py) and a plain check that the
 answer contains the fact's key string.
 """
@@ -16,14 +15,13 @@ from pathlib import Path
 
 import httpx
 
-from retrieval.grounding import grounding_message
-from retrieval.service import Hit
+from retrieval.grounding import ground_messages
 from trainer.demo import Embed, Question
 from trainer.demo.domain import Domain
 from trainer.evaluate import Evaluator, shipped_probes
 from trainer.scoring import normalize, score_answer
 
-Search = Callable[[str], Awaitable[list[Hit]]]  # a question → its top sources
+Search = Callable[[str], Awaitable[list[str]]]  # a question → the texts of its top sources
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,7 @@ async def paraphrase_accuracy(
     chats = []
     for question in asked:
         turn = [{"role": "user", "content": question.question}]
-        if search is not None:
-            grounding = grounding_message(await search(question.question))
-            turn = [{"role": "system", "content": grounding}, *turn]
-        chats.append(turn)
+        chats.append(ground_messages(turn, await search(question.question)) if search else turn)
     answers = await evaluator.answers(model, chats)
     return _accuracy(answers, asked, domain, embed)
 
@@ -100,11 +95,11 @@ async def compare(
     result = Comparison({}, {})
     async with httpx.AsyncClient(base_url=gateway_url, headers=headers, timeout=60) as http:
 
-        async def search(question: str) -> list[Hit]:
+        async def search(question: str) -> list[str]:
             params: dict[str, str | int] = {"q": question, "k": top_k}
             found = await http.get(f"/v1/collections/{domain.collection}/search", params=params)
             found.raise_for_status()
-            return [Hit(**hit) for hit in found.json()["data"]]
+            return [hit["text"] for hit in found.json()["data"]]
 
         try:
             async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:

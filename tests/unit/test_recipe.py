@@ -1,0 +1,114 @@
+"""The training recipe (rewordings, closed book, grounded with a citation), the generated
+domains it is measured on, and the schedule sized to the data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from retrieval.grounding import asked_question, content_words, ground_messages, sources_in
+from trainer.dataset import Example
+from trainer.demo.domain import generate_domain
+from trainer.qlora import MAX_AUTO_EPOCHS, TrainConfig, epochs_for, total_steps
+from trainer.recipe import RecipeConfig, cite, expand, keeps_the_fact, rewrites
+from trainer.scoring import normalize
+
+SEED = random.randrange(1_000_000)  # a new domain every run; printed on failure
+
+
+def _example(number: int, question: str, reply: str) -> Example:
+    return Example(f"c{number}", "support", [{"role": "user", "content": question}], reply,
+                   "correction", "correction")  # fmt: skip
+
+
+SOURCES = {
+    "returns": "Returns are accepted within 38 days of delivery.",
+    "warranty": "Every Zorvex lamp carries a 3-year warranty.",
+}
+
+
+async def _ground(alias: str, example: Example) -> Example:
+    question = example.messages[-1]["content"]
+    order = ["warranty", "returns"] if "warranty" in question else ["returns", "warranty"]
+    return replace(example, messages=ground_messages(example.messages, [SOURCES[k] for k in order]))
+
+
+async def _ask(prompts: Sequence[str]) -> list[str]:
+    # A model that rewrites well once, then loses a name, then invents a number.
+    answers = ["For how long can I send a product back to Zorvex Goods?",
+               "How long can I send it back?", "Is it 30 days at Zorvex Goods?"]  # fmt: skip
+    return answers[: len(prompts)]
+
+
+async def test_every_correction_becomes_closed_book_and_grounded_examples() -> None:
+    question = "How many days do I have to return something to Zorvex Goods?"
+    reply = "You can return it within 38 days of delivery."
+    out = await expand([_example(1, question, reply)], RecipeConfig(2, 3, 2), _ground, _ask)
+    closed = [e for e in out.examples if not sources_in(e.messages[-1]["content"])]
+    grounded = [e for e in out.examples if sources_in(e.messages[-1]["content"])]
+    assert out.paraphrases_asked == 3 and out.paraphrases_kept == 1  # only the faithful one
+    assert len(grounded) == 4 and len(closed) == 2  # 1 + 2 rewrites + 1 paraphrase wordings
+    assert [e.reply for e in closed] == [reply, reply]
+    assert {e.reply for e in grounded} == {"You can return it within 38 days of delivery [1]."}
+    asked = [asked_question(e.messages[-1]["content"]) for e in grounded]
+    assert asked[0] == question and len(set(asked)) == 4
+    assert "For how long can I send a product back to Zorvex Goods?" in asked
+    assert len({e.id for e in out.examples}) == len(out.examples)
+
+
+async def test_without_retrieval_every_wording_is_closed_book() -> None:
+    example = _example(1, "What is the warranty on the Zorvex lamp?", "3 years [2].")
+    out = await expand([example], RecipeConfig(2, 0, 1), None, None)
+    assert len(out.examples) == 3 and out.grounded == 0
+    assert {e.reply for e in out.examples} == {"3 years."}  # the old citation is dropped
+
+
+def test_the_reply_cites_the_source_that_supports_it() -> None:
+    sources = list(SOURCES.values())
+    assert cite("The lamp has a 3-year warranty.", sources) == (
+        "The lamp has a 3-year warranty [2].", True)  # fmt: skip
+    assert cite("Our office cat is called Mo.", sources) == ("Our office cat is called Mo.", False)
+    assert cite("Anything", []) == ("Anything", False)
+
+
+def test_rewrites_keep_the_question_and_are_stable() -> None:
+    question = "What is the price of the Zorvex lamp?"
+    first = rewrites(question, 3, "c1")
+    assert first == rewrites(question, 3, "c1") and len(set(first)) == 3
+    assert all("Zorvex lamp" in text and text != question for text in first)
+
+
+def test_a_paraphrase_must_keep_names_and_numbers_and_invent_none() -> None:
+    original = "How long is the warranty on the Zorvex 3 lamp?"
+    assert keeps_the_fact(original, "For how many years is the Zorvex 3 lamp covered?", [])
+    assert not keeps_the_fact(original, "For how many years is the lamp covered?", [])
+    assert not keeps_the_fact(original, "Is the Zorvex 3 lamp covered for 5 years?", [])
+    assert not keeps_the_fact(original, "The Zorvex 3 lamp has a warranty.", [])  # no question
+    assert not keeps_the_fact(original, original.upper().lower(), [original])
+
+
+def test_a_generated_domain_is_new_per_seed_and_the_same_for_one() -> None:
+    domain, again, other = generate_domain(SEED), generate_domain(SEED), generate_domain(SEED + 1)
+    assert domain == again, SEED
+    assert domain.company != other.company, SEED
+    assert len(domain.facts) == 20 and len(domain.questions()) == 40
+    keys = [fact.key for fact in domain.facts]
+    assert len(set(keys)) == len(keys), SEED  # no fact's answer answers another
+    for fact in domain.facts:
+        assert normalize(fact.key) in normalize(fact.statement), SEED
+        assert normalize(fact.key) in normalize(fact.answer), SEED
+        asked = content_words(" ".join(fact.questions))
+        # The held-out paraphrase shares little with what users asked (names aside).
+        names = content_words(domain.company + " " + fact.statement)
+        shared = (content_words(fact.paraphrase) & asked) - names
+        assert len(shared) <= 2, (SEED, fact.id, shared)
+
+
+@pytest.mark.parametrize(("examples", "epochs"), [(10, 4.0), (100, 4.0), (200, 2.0), (2000, 1.0)])
+def test_the_schedule_is_sized_to_the_data(examples: int, epochs: float) -> None:
+    assert epochs_for(TrainConfig(), examples) == epochs <= MAX_AUTO_EPOCHS
+    assert epochs_for(TrainConfig(epochs=1.5), examples) == 1.5
+    assert total_steps(TrainConfig(max_steps=7), examples) == 7

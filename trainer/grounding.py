@@ -1,0 +1,46 @@
+"""Grounding a stored conversation as the gateway would serve it today.
+
+The holdout, the re-evaluation and the training recipe all need a conversation in the form
+the alias serves now: its sources retrieved afresh from the alias's collection (the ones it
+was served with are history), in the layout of retrieval/grounding.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway.settings import ModelRetrieval
+from retrieval.grounding import ground_messages, retrieval_query, strip_grounding
+from retrieval.service import Retriever
+from trainer.dataset import Example
+
+
+class Regrounder:
+    """Puts a holdout conversation in the form the gateway would serve it today."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        retrieval_models: dict[str, ModelRetrieval],
+        top_k: int,
+        min_score: float,
+    ) -> None:
+        self.retriever = retriever
+        self.retrieval_models = retrieval_models
+        self.top_k = top_k
+        self.min_score = min_score
+
+    async def as_served(self, alias: str, example: Example) -> Example:
+        # The sources it was served with are history; today's come from today's collection.
+        messages = strip_grounding(example.messages)
+        config = self.retrieval_models.get(alias)
+        query = retrieval_query(messages)
+        if config is None or not query:
+            return replace(example, messages=messages)
+        hits = await self.retriever.search(
+            config.collection,
+            query,
+            config.top_k or self.top_k,
+            min_score=self.min_score if config.min_score is None else config.min_score,
+        )
+        return replace(example, messages=ground_messages(messages, hits))
