@@ -408,9 +408,11 @@ class Settings(BaseSettings):
     train_checkpoint_every: int = Field(
         10, ge=1, description="Steps between resumable checkpoints."
     )
-    train_compute_dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="Compute dtype of the 4-bit layers and the LoRA weights."
-    )
+    train_compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="Compute dtype of the 4-bit layers and the LoRA weights; auto: bfloat16 "
+        "on a GPU or a CPU with native bfloat16 (AVX512-BF16, AMX), else float32.",
+    )  # fmt: skip
     train_optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
         "adamw", description="Optimizer; the 8-bit ones (bitsandbytes) need CUDA."
     )

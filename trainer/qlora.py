@@ -53,7 +53,7 @@ class TrainConfig:
     eval_every: int = 10
     patience: int = 3  # evaluations without a better validation loss before stopping
     checkpoint_every: int = 10
-    compute_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
@@ -149,9 +149,23 @@ def pick_device(config: TrainConfig) -> str:
     return "cpu"
 
 
+def compute_dtype(config: TrainConfig, device: str) -> str:
+    """The dtype to compute in. A CPU without native bfloat16 emulates it: a bfloat16 matmul
+    took 28 times as long as a float32 one on an AVX2-only EPYC, and a 100-step run did not
+    reach step 10 in 13 minutes."""
+    if config.compute_dtype != "auto":
+        return config.compute_dtype
+    torch = _torch()
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: may go
+    native = any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+    return "bfloat16" if native else "float32"
+
+
 def load_model(base_dir: Path, config: TrainConfig, device: str) -> Any:
     torch, transformers, peft = _require_training_stack()
-    dtype = getattr(torch, config.compute_dtype)
+    dtype = getattr(torch, compute_dtype(config, device))
     options: dict[str, Any] = {"dtype": dtype}
     if config.method == "qlora":
         try:
