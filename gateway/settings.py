@@ -392,7 +392,7 @@ class Settings(BaseSettings):
         description="Modules that get LoRA weights (comma list in the env).",
     )  # fmt: skip
     train_epochs: float = Field(
-        0.0, ge=0,
+        2.0, ge=0,
         description="Passes over the training set; 0: sized to the data (about 400 examples "
         "seen, 1 to 4 passes).",
     )  # fmt: skip
@@ -433,10 +433,15 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
     )
     train_rehearsal_fraction: float = Field(
-        0.3, ge=0, lt=1,
+        0.2, ge=0, lt=1,
         description="Share of the training set that replays the base model's own answers to "
         "general prompts, against forgetting; 0: none.",
     )  # fmt: skip
+    train_recipe: bool = Field(
+        False,
+        description="Expand each correction before training (rewordings, closed-book and "
+        "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
+    )
     train_rewrites: int = Field(
         2, ge=0, le=12,
         description="Templated rewordings of each corrected question in the training set.",
@@ -450,10 +455,8 @@ class Settings(BaseSettings):
         8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
     )
     train_near_duplicate_similarity: float = Field(
-        0.99, gt=0, le=1,
-        description="Embedding cosine at or above which both the questions and the replies "
-        "of two examples make them duplicates.",
-    )  # fmt: skip
+        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
+    )
     eval_margin: float = Field(
         0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
     )

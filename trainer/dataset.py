@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import uuid
 from collections import Counter
@@ -34,8 +33,6 @@ from trainer.errors import DatasetError, SnapshotCorrupt
 from trainer.pii import ScrubReport, scrub, scrub_message
 
 SPLITS = ("train", "validation", "holdout")
-MIN_VALIDATION = 16  # fewer validation examples: no validation split, no early stopping
-_FACT_NOISE = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]|[^\w\s]")
 MANIFEST = "manifest.json"
 
 # Counts a chat's tokens as the model would see it (prompt + reply).
@@ -74,7 +71,7 @@ class CurationLimits:
     max_reply_chars: int = 8192
     holdout_fraction: float = 0.2
     validation_fraction: float = 0.1
-    near_duplicate_similarity: float = 0.99
+    near_duplicate_similarity: float = 0.97
     min_train_examples: int = 8
 
 
@@ -226,24 +223,20 @@ def _drop_near_duplicates(
     limits: CurationLimits,
     dropped: Counter[str],
 ) -> list[Example]:
-    """Greedy: keep an example unless one already kept (or frozen) has both a near-identical
-    question and a near-identical reply. The same correction to another wording of the
-    question is not a duplicate: it is what teaches the fact beyond one wording."""
+    """Greedy: keep an example unless it is near one already kept (or frozen)."""
     if not pool:
         return pool
-    everything = [*frozen_holdout, *pool]
-    questions = embed([example.question for example in everything])
-    replies = embed([example.reply for example in everything])
+    texts = [f"{example.question}\n{example.reply}" for example in [*frozen_holdout, *pool]]
+    vectors = embed(texts)
     kept_rows = list(range(len(frozen_holdout)))
     kept = []
     for offset, example in enumerate(pool):
         row = len(frozen_holdout) + offset
-        if kept_rows:
-            similarity = np.minimum(questions[kept_rows] @ questions[row],
-                                    replies[kept_rows] @ replies[row])  # fmt: skip
-            if float(np.max(similarity)) >= limits.near_duplicate_similarity:
-                dropped["near_duplicate"] += 1
-                continue
+        if kept_rows and float(np.max(vectors[kept_rows] @ vectors[row])) >= (
+            limits.near_duplicate_similarity
+        ):
+            dropped["near_duplicate"] += 1
+            continue
         kept_rows.append(row)
         kept.append(example)
     return kept
@@ -253,24 +246,11 @@ def _rank(example: Example) -> str:
     return hashlib.sha256(example.id.encode()).hexdigest()
 
 
-def fact_key(example: Example) -> str:
-    """Examples with the same reply (case, spacing, punctuation and citations aside) teach the
-    same fact: two users asking one question two ways and getting the same correction."""
-    return " ".join(_FACT_NOISE.sub(" ", example.reply.lower()).split())
-
-
 def _split_holdout(
     pool: list[Example], frozen_holdout: Sequence[Example], fraction: float, trained: set[str]
 ) -> tuple[list[Example], list[Example]]:
     """Top every stratum's holdout up to ``fraction`` of it from the examples new to the
-    split, in a stable hash order; examples trained on before stay in training.
-
-    A fact goes to one side whole: once any example of it is held out, every new example of
-    it is held out too, and a fact already trained on never enters the holdout. Otherwise
-    the holdout would measure recall of a trained fact in another wording, not the gain on
-    what the adapter has not seen."""
-    side = {fact_key(example): "holdout" for example in frozen_holdout}
-    side.update({fact_key(example): "train" for example in pool if example.id in trained})
+    split, in a stable hash order; examples trained on before stay in training."""
     frozen = Counter(example.stratum for example in frozen_holdout)
     by_stratum: dict[str, list[Example]] = {}
     for example in sorted(pool, key=_rank):
@@ -278,21 +258,14 @@ def _split_holdout(
     holdout: list[Example] = []
     train: list[Example] = []
     for stratum, examples in sorted(by_stratum.items()):
+        fresh = [example for example in examples if example.id not in trained]
+        train.extend(example for example in examples if example.id in trained)
         target = math.floor(fraction * (frozen[stratum] + len(examples)) + 0.5)
-        sizes = Counter(fact_key(example) for example in examples if example.id not in trained)
-        # Wordings of facts another stratum already held out count toward this one's share.
-        held = frozen[stratum] + sum(n for key, n in sizes.items() if side.get(key) == "holdout")
-        for example in examples:
-            key = fact_key(example)
-            if key not in side:  # a new fact: held out whole while the stratum is short
-                trains_some = any(side.get(fact_key(other)) == "train" for other in examples)
-                last = key == fact_key(examples[-1]) and not trains_some
-                side[key] = "holdout" if held + sizes[key] <= target and not last else "train"
-                held += sizes[key] if side[key] == "holdout" else 0
-            if side[key] == "holdout" and example.id not in trained:
-                holdout.append(example)
-            else:
-                train.append(example)
+        take = max(0, min(len(fresh), target - frozen[stratum]))
+        if take == len(examples):
+            take -= 1  # a stratum keeps at least one example to train on
+        holdout.extend(fresh[:take])
+        train.extend(fresh[take:])
     return holdout, train
 
 
@@ -300,10 +273,7 @@ def _split_validation(
     examples: list[Example], fraction: float
 ) -> tuple[list[Example], list[Example]]:
     ordered = sorted(examples, key=lambda example: _rank(example)[::-1])
-    count = math.floor(fraction * len(ordered))
-    # A loss on a handful of examples is noise: early stopping on it picked a checkpoint a
-    # third of the way into a 100-step run (bench/adaptation.py). Below this, train on all.
-    count = count if count >= MIN_VALIDATION else 0
+    count = math.floor(fraction * len(ordered)) if len(ordered) >= 10 else 0
     return ordered[count:], ordered[:count]
 
 

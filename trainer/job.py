@@ -70,7 +70,7 @@ class JobConfig:
     eval_concurrency: int
     auto_rollout: bool
     rehearsal_fraction: float
-    recipe: RecipeConfig
+    recipe: RecipeConfig | None  # None: train on the conversations as served
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
@@ -114,7 +114,9 @@ class JobConfig:
             eval_concurrency=settings.eval_concurrency,
             auto_rollout=settings.trainer_auto_rollout,
             rehearsal_fraction=settings.train_rehearsal_fraction,
-            recipe=RecipeConfig(settings.train_rewrites, settings.train_paraphrases),
+            recipe=RecipeConfig(settings.train_rewrites, settings.train_paraphrases)
+            if settings.train_recipe
+            else None,
         )
 
 
@@ -292,6 +294,9 @@ class TrainingJob:
     ) -> tuple[list[Example], dict[str, int]]:
         """The recipe's training set for ``examples`` (trainer/recipe.py) and its counts: made
         once per run and kept in ``work_dir``, so that a resumed run trains on the same."""
+        recipe = self.config.recipe
+        if recipe is None:
+            return examples, {"corrections": len(examples), "examples": len(examples)}
         saved, counts_file = work_dir / RECIPE_FILE, work_dir / (RECIPE_FILE + ".counts")
         if saved.exists() and counts_file.exists():
             return read_examples(saved), json.loads(counts_file.read_text())
@@ -305,7 +310,7 @@ class TrainingJob:
             return await evaluator.answers(self.config.base_model_name, chats)
 
         try:
-            expansion = await expand(examples, self.config.recipe, ground, ask)
+            expansion = await expand(examples, recipe, ground, ask)
         finally:
             await evaluator.close()
         counts = {"corrections": len(examples), **expansion.counts()}

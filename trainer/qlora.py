@@ -45,7 +45,7 @@ class TrainConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = LLAMA_MODULES
-    epochs: float = 0.0  # 0: sized to the data (epochs_for)
+    epochs: float = 2.0  # 0: sized to the data (epochs_for)
     max_steps: int = 0  # 0: the epochs decide
     learning_rate: float = 2e-4
     batch_size: int = 4

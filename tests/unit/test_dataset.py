@@ -14,12 +14,10 @@ import pytest
 
 from trainer.dataset import (
     MANIFEST,
-    MIN_VALIDATION,
     Curated,
     CurationLimits,
     Example,
     curate,
-    fact_key,
     grow_holdout,
     read_snapshot,
     write_snapshot,
@@ -242,8 +240,8 @@ def test_split_is_stratified_and_complete() -> None:
     curated = curate(_pool(), [], LIMITS, count_tokens)
     holdout = Counter(example.stratum for example in curated.holdout)
     assert holdout == Counter({"correction": 6, "negative_feedback": 2})  # 20% of 30 and 10
-    assert len(curated.validation) == 0  # 10% of the 32 trainable is too few to stop on
-    assert len(curated.train) == 32
+    assert len(curated.validation) == 3  # 10% of the 32 trainable
+    assert len(curated.train) == 29
     assert curated.new_holdout == curated.holdout
     everything = [*curated.train, *curated.validation, *curated.holdout]
     assert ids(everything) == ids(_pool())  # each example in exactly one split
@@ -319,7 +317,7 @@ def test_snapshot_round_trips(tmp_path: Path) -> None:
     assert opened.examples("train") == curated.train
     assert opened.examples("validation") == curated.validation
     assert opened.examples("holdout") == curated.holdout
-    assert opened.manifest["counts"] == {"train": 32, "validation": 0, "holdout": 8}
+    assert opened.manifest["counts"] == {"train": 29, "validation": 3, "holdout": 8}
     assert opened.manifest["approved"] == 40
     assert opened.manifest["alias"] == "support"
     assert opened.manifest["new_holdout"] == 8
@@ -383,36 +381,3 @@ def test_grow_holdout_scrubs_and_filters_like_curate() -> None:
     )  # fmt: skip
     assert "jane.doe@example.com" not in str([example.reply for example in grown])
     assert len([example for example in grown if example.question == "same question"]) <= 1
-
-
-def test_a_fact_is_held_out_or_trained_whole() -> None:
-    # Twenty facts, each asked two ways with the same correction (citations and case aside).
-    replies = ("Fact {} is {} days.", "fact {}  is {} DAYS [1]")
-    pool = [
-        ex(2 * fact + way, question=f"way {way} to ask about fact {fact}",
-           reply=replies[way].format(fact, fact * 7))
-        for fact in range(20)
-        for way in (0, 1)
-    ]  # fmt: skip
-    curated = curate(pool, [], LIMITS, count_tokens)
-    held = {fact_key(example) for example in curated.holdout}
-    trained = {fact_key(example) for example in [*curated.train, *curated.validation]}
-    assert held and trained and held.isdisjoint(trained)
-    assert len(curated.holdout) == 2 * len(held) == 8  # 20% of 40, in whole facts
-    # A new wording of a held-out fact joins the holdout; one of a trained fact, training.
-    first_held, first_trained = curated.holdout[0], curated.train[0]
-    later = [
-        *pool,
-        ex(100, question="a third way", reply=first_held.reply),
-        ex(101, question="a third way too", reply=first_trained.reply),
-    ]
-    grown = curate(later, curated.new_holdout, LIMITS, count_tokens, trained=ids(curated.train))
-    assert "c100" in ids(grown.new_holdout)
-    assert "c101" in ids([*grown.train, *grown.validation])
-
-
-def test_a_validation_split_is_kept_only_when_large_enough_to_stop_on() -> None:
-    small = curate([ex(n) for n in range(40)], [], LIMITS, count_tokens)
-    assert small.validation == [] and len(small.train) == 32
-    large = curate([ex(n) for n in range(250)], [], LIMITS, count_tokens)
-    assert len(large.validation) == MIN_VALIDATION + 4 == 20  # 10% of the 200 trainable
