@@ -17,7 +17,13 @@ import pytest
 
 from gateway.routing import sticky_bucket
 from tests.integration.conftest import EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, metric_value, wait_until
+from tests.support import (
+    ThreadedGateway,
+    create_keys,
+    metric_value,
+    wait_for_conversation,
+    wait_until,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +101,10 @@ def test_alias_split_is_sticky_and_matches_the_weight(
 ) -> None:
     admin = admin_factory(rollout_interval_s=3600)
     v1, v2 = admin.publish(loras[0])["name"], admin.publish(loras[1])["name"]
-    assert admin.chat(v1, "pinned").headers["x-loragate-version"] == v1
+    pinned = admin.chat(v1, "pinned")
+    assert pinned.headers["x-loragate-version"] == v1
+    db_url = admin.gateway.settings.resolved_database_url
+    key_id = wait_for_conversation(db_url, pinned.json()["id"]).api_key_id
 
     admin.rollout(v2, [50, 100])
     conversations = [f"c{n}" for n in range(40)]
@@ -110,8 +119,10 @@ def test_alias_split_is_sticky_and_matches_the_weight(
                 strict=True,
             )
         )
+    # A conversation is its key's own (gateway/chat.py): the key's id is part of the hash.
     expected = {
-        cid: v2 if sticky_bucket(f"{admin.alias}:{cid}") < 0.5 else v1 for cid in conversations
+        cid: v2 if sticky_bucket(f"{admin.alias}:{key_id}/{cid}") < 0.5 else v1
+        for cid in conversations
     }
     assert served == expected  # every request went where its sticky hash says
     share = Counter(served.values())[v2] / len(conversations)
