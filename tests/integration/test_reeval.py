@@ -45,20 +45,13 @@ TEAPOTS = {
     "markdown": "# Returns\n\nThe Zorblax Emporium accepts returns of purple teapots within "
     "47 days of purchase.",
 }
-# Questions the base model answers right from the alias's documents, then facts it cannot
-# know: nothing in the collection holds them.
-FACTS = [
-    ("hours", "# Opening hours\n\nThe Zorblax Emporium is open every day from 9 am to 5 pm.",
-     "What time does the Zorblax Emporium open?", "The Zorblax Emporium opens at 9 am."),
-    ("gift-cards", "# Gift cards\n\nZorblax gift cards never expire.",
-     "Do Zorblax gift cards expire?", "No, Zorblax gift cards never expire."),
-    ("shipping", "# Shipping\n\nShipping from the Zorblax Emporium costs 4 dollars.",
-     "How much does shipping from the Zorblax Emporium cost?", "Shipping costs 4 dollars."),
-    ("teapots", TEAPOTS["markdown"],
-     "How many days do I have to return a purple teapot to the Zorblax Emporium?",
-     "You can return a purple teapot within 47 days."),
-]  # fmt: skip
-KNOWN = [(question, answer) for _, _, question, answer in FACTS]
+# Questions the base model answers right (the probes' kind), then facts it cannot know.
+KNOWN = [
+    ("What is the capital of France? Answer in one word.", "Paris"),
+    ("What colour is the sky on a clear day? Answer in one word.", "Blue"),
+    ("Repeat exactly this word: banana", "banana"),
+    ("Repeat exactly this word: apple", "apple"),
+]
 UNKNOWABLE = [
     (f"What is the access code of Zorblax vault {n}?", f"The code of vault {n} is QX-{n}7-{n}9.")
     for n in range(1, 7)
@@ -118,19 +111,21 @@ def reeval_gateway(
     keys = create_keys(gateway.settings.resolved_database_url)
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     assert gateway.post("/v1/admin/aliases", json={"alias": alias}, headers=admin).is_success
-    for document_id, markdown, _, _ in FACTS:
-        document = {"id": document_id, "source": f"{document_id}.md", "markdown": markdown}
-        url = f"/v1/collections/{COLLECTION}/documents"
-        added = gateway.post(url, json=document, headers=admin)
-        assert added.status_code == 201, added.text
+    added = gateway.post(f"/v1/collections/{COLLECTION}/documents", json=TEAPOTS, headers=admin)
+    assert added.status_code == 201, added.text
     return gateway, alias
 
 
 def test_degradation_is_detected_when_the_holdout_gains_items_it_gets_wrong(
     reeval_gateway: tuple[ThreadedGateway, str], embedded_server: EmbeddedServer
 ) -> None:
-    gateway, alias = reeval_gateway
+    gateway, grounded = reeval_gateway
     settings = gateway.settings
+    # An alias without retrieval: general questions are asked closed book, as it serves them
+    # (grounded in the teapot policy, the 135M base answers them from that source instead).
+    alias = f"{grounded}-plain"
+    admin = {"Authorization": f"Bearer {create_keys(settings.resolved_database_url)['admin']}"}
+    assert gateway.post("/v1/admin/aliases", json={"alias": alias}, headers=admin).is_success
     assert "no re-evaluation" in _cli(settings, "eval", "history", alias).stdout
 
     approve_examples(settings.resolved_database_url, alias, KNOWN)
