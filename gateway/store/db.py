@@ -57,9 +57,14 @@ def _private_file(path: Path) -> None:
     if str(path) == ":memory:" or str(path).startswith("file:"):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    with contextlib.suppress(OSError):  # someone else's file: left as its owner set it
-        os.chmod(path, 0o600)
+    # Never open an existing database file here: closing any descriptor of it drops every
+    # POSIX lock this process's SQLite connections hold on it, and concurrent writers then
+    # corrupt it ("database disk image is malformed", seen in test_reeval).
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        with contextlib.suppress(OSError):  # someone else's file: left as its owner set it
+            os.chmod(path, 0o600)
 
 
 class Database:
