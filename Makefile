@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/loragate serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway adapters retrieval trainer monitor tests bench
-	$(BIN)/ruff format --check gateway adapters retrieval trainer monitor
+	$(BIN)/ruff check core gateway adapters retrieval trainer monitor tests bench
+	$(BIN)/ruff format --check core gateway adapters retrieval trainer monitor
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -31,9 +31,9 @@ ALIAS = "bases-demo"
 
 
 async def select(data_dir: Path, engine: str, target: float) -> dict[str, Any]:
-    from gateway.settings import load_settings
+    from core.settings import load_settings
+    from gateway.cli.trainer import trainer_parts
     from trainer.bases import BaseSelector, Candidate
-    from trainer.cli import trainer_parts
     from trainer.demo import COLLECTION
 
     settings = load_settings(

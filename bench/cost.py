@@ -300,7 +300,7 @@ def fill_store(database: Path, collections: int, vectors: int, dimension: int = 
 
 
 def migrate(data_dir: Path) -> Path:
-    from gateway.store import Database
+    from core.store import Database
 
     database = data_dir / "loragate.db"
     store = Database(f"sqlite+aiosqlite:///{database}")

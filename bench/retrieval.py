@@ -407,7 +407,7 @@ async def grounding_latency(args: argparse.Namespace) -> dict[str, float]:
     store with the synthetic corpus."""
     import tempfile
 
-    from gateway.store import Database
+    from core.store import Database
     from retrieval.documents import Document
     from retrieval.grounding import ground_messages
     from retrieval.service import RetrievalConfig, Retriever

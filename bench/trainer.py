@@ -46,10 +46,10 @@ VARIANTS = ("{q}", "{q} I bought one last month.", "Hello! {q} Thanks in advance
 # -- 1. cost of the method ------------------------------------------------------------------
 def grounded_examples(work: Path) -> list[Example]:
     """Each demo question with the sources retrieval gives it, as the gateway would serve it."""
+    from core.settings import load_settings
+    from core.store import Database
     from gateway.components import build_retriever
     from gateway.ingest import ingest_path
-    from gateway.settings import load_settings
-    from gateway.store import Database
     from retrieval.grounding import ground_messages
     from trainer.demo import COLLECTION, documents, questions
 
@@ -169,8 +169,8 @@ async def approve_demo_examples(gateway: str, alias: str, size: int, embed: Any)
 async def time_to_candidate(
     size: int, gateway: str, engine: str, data_dir: Path, embed: Any
 ) -> Run:
-    from gateway.settings import load_settings
-    from trainer.cli import trainer_parts
+    from core.settings import load_settings
+    from gateway.cli.trainer import trainer_parts
 
     alias = f"cycles-n{size}"
     approved = await approve_demo_examples(gateway, alias, size, embed)

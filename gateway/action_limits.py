@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from core.store.keys import Principal
 from gateway.errors import RateLimited
 from gateway.quotas import MINUTE_S, QuotaGate
-from gateway.store.keys import Principal
 
 Action = Literal["feedback", "searches"]
 

@@ -25,6 +25,12 @@ from adapters.experiments import ExperimentController
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry
 from adapters.rollout import RolloutController
+from core.settings import Settings
+from core.store import Database
+from core.store.conversations import ConversationLog, ConversationRecord
+from core.store.journal import Journal, orphans
+from core.store.keys import KeyStore
+from core.store.leader import MONITOR_LOCK_KEY, LeaderLock
 from gateway import components
 from gateway.auth import Authenticator, scope_guard
 from gateway.chat import ChatLimits, ChatService
@@ -46,13 +52,7 @@ from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routes import experiments as experiment_routes
 from gateway.routing import ModelRouter
-from gateway.settings import Settings
 from gateway.state_metrics import StateMetrics
-from gateway.store import Database
-from gateway.store.conversations import ConversationLog, ConversationRecord
-from gateway.store.journal import Journal, orphans
-from gateway.store.keys import KeyStore
-from gateway.store.leader import MONITOR_LOCK_KEY, LeaderLock
 from gateway.ui import ui_routes
 from monitor.service import QualityMonitor
 from retrieval.service import Retriever
@@ -311,7 +311,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
         openapi_config=_openapi_config(settings),
-        logging_config=None,  # gateway.logs owns the log format
+        logging_config=None,  # core.logs owns the log format
         debug=False,
     )
     document_errors(app)
@@ -343,9 +343,9 @@ def _state(services: Services) -> State:
 
 def create_app_from_env() -> Litestar:
     """Factory for ``uvicorn --factory`` with several workers (external engine mode)."""
+    from core.logs import configure_logging
+    from core.settings import load_settings
     from gateway.http_protocol import limit_headers
-    from gateway.logs import configure_logging
-    from gateway.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)

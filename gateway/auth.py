@@ -16,9 +16,9 @@ from collections.abc import Callable
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from core.store.db import UNAVAILABLE
+from core.store.keys import KeyStore, Principal, Scope, hash_key
 from gateway.errors import AuthenticationFailed, PermissionDenied
-from gateway.store.db import UNAVAILABLE
-from gateway.store.keys import KeyStore, Principal, Scope, hash_key
 
 log = logging.getLogger("loragate.auth")
 

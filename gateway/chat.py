@@ -35,6 +35,8 @@ import msgspec
 from adapters.engine import EngineClient, EngineStream
 from adapters.errors import EngineError, EngineTimeout
 from adapters.reconciler import Reconciler
+from core.store.conversations import ConversationLog, ConversationRecord, Status
+from core.store.keys import Principal
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounding import Grounder, Grounding
 from gateway.http_errors import describe
@@ -42,8 +44,6 @@ from gateway.metrics import UNROUTED, GatewayMetrics, status_class
 from gateway.quotas import Admission, PromptOverhead, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest, GenerationRequest, RetrievalOptions
-from gateway.store.conversations import ConversationLog, ConversationRecord, Status
-from gateway.store.keys import Principal
 from retrieval.grounding import citations, groundedness
 
 log = logging.getLogger("loragate.chat")

@@ -14,16 +14,16 @@ from adapters.experiments import ExperimentController, ExperimentPolicy
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy
 from adapters.supervisor import BUNDLED_CHAT_TEMPLATE, EngineLaunch
-from gateway.errors import ConfigError
+from core.errors import ConfigError
+from core.settings import Settings
+from core.store import Database
+from core.store.keys import Quota
+from core.store.leader import LeaderLock
 from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
 from gateway.quotas import MonthlyUsage, QuotaGate
 from gateway.rollout_stats import experiment_outcomes, version_stats
-from gateway.settings import Settings
-from gateway.store import Database
-from gateway.store.keys import Quota
-from gateway.store.leader import LeaderLock
 from monitor.service import MonitorConfig, QualityMonitor
 from retrieval.chunking import ChunkingConfig
 from retrieval.embeddings import Embedder

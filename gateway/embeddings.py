@@ -17,12 +17,12 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, Meta, UnsetType
 
+from core.store.keys import Principal
 from gateway.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics, status_class
 from gateway.quotas import Admission, QuotaGate, estimate_tokens
 from gateway.schemas import MAX_CONTENT_CHARS
-from gateway.store.keys import Principal
 from retrieval.embeddings import Embedder, bundled_model_dir
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"

@@ -1,10 +1,10 @@
 """Gateway errors.
 
 Every error a client can see is a ``GatewayError`` (or an error of another loragate package,
-mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
+``core.errors.StoreBusy`` among them, mapped in ``gateway.http_errors``) and leaves as an
+OpenAI-shaped body::
 
     GatewayError
-    ├── ConfigError             bad settings, raised at start (never reaches HTTP)
     ├── InvalidRequest          400  invalid_request_error
     │   └── ContextLengthExceeded   400  context_length_exceeded
     ├── AuthenticationFailed    401  invalid_api_key
@@ -15,8 +15,6 @@ mapped in ``gateway.http_errors``) and leaves as an OpenAI-shaped body::
     ├── PayloadTooLarge         413  request_too_large
     ├── RateLimited             429  rate_limit_exceeded (with Retry-After)
     │   └── QuotaExhausted          429  insufficient_quota (the monthly token budget)
-    ├── StoreBusy               503  store_busy (with Retry-After): a write that kept
-    │                                meeting other writers, or that the store refused
     └── ClientDisconnected      499  client_closed_request (logged; nobody reads it)
 """
 
@@ -37,10 +35,6 @@ class GatewayError(Exception):
         self.param = param
         if code is not None:
             self.code = code
-
-
-class ConfigError(GatewayError):
-    code = "invalid_config"
 
 
 class InvalidRequest(GatewayError):
@@ -102,18 +96,6 @@ class RateLimited(GatewayError):
 
 class QuotaExhausted(RateLimited):
     code = "insufficient_quota"
-
-
-class StoreBusy(GatewayError):
-    """Nothing was written: the client must send it again (it was not acknowledged)."""
-
-    status_code = 503
-    error_type = "service_unavailable"
-    code = "store_busy"
-
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 class ClientDisconnected(GatewayError):

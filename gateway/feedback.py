@@ -3,7 +3,7 @@
 Idempotent per completion and API key: posting again updates the earlier verdict. A key may
 only rate its own completions (admin keys may rate any, for operator flags).
 
-While the database is unavailable, feedback is journaled (see gateway.store.journal) and
+While the database is unavailable, feedback is journaled (see core.store.journal) and
 answered ``queued``; it is applied, checks included, when the database answers again.
 """
 
@@ -19,14 +19,15 @@ import msgspec
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound, StoreBusy
+from core.errors import StoreBusy
+from core.store.conversations import ConversationLog
+from core.store.db import UNAVAILABLE, Database, retry_conflicts, storable_text
+from core.store.journal import Journal, Ticket
+from core.store.keys import Principal
+from core.store.tables import Conversation, Feedback, utcnow
+from gateway.errors import GatewayError, InvalidRequest, NotFound
 from gateway.flagging import Flag, Flagger, alias_of
 from gateway.metrics import GatewayMetrics
-from gateway.store.conversations import ConversationLog
-from gateway.store.db import UNAVAILABLE, Database, retry_conflicts, storable_text
-from gateway.store.journal import Journal, Ticket
-from gateway.store.keys import Principal
-from gateway.store.tables import Conversation, Feedback, utcnow
 
 log = logging.getLogger("loragate.feedback")
 

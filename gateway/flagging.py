@@ -9,7 +9,6 @@ Every flag records its reason; a completion flagged twice is still one review it
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +19,11 @@ from sqlalchemy.sql import Executable
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from adapters.registry import version_alias
-from gateway.settings import FlagRules
-from gateway.store.conversations import ConversationRecord
-from gateway.store.db import Database, retry_conflicts, storable_text
-from gateway.store.tables import Conversation, ReviewItem, utcnow
+from core.answers import says_idk
+from core.settings import FlagRules
+from core.store.conversations import ConversationRecord
+from core.store.db import Database, retry_conflicts, storable_text
+from core.store.tables import Conversation, ReviewItem, utcnow
 from retrieval.grounding import asked_question
 
 log = logging.getLogger("loragate.flagging")
@@ -35,12 +35,6 @@ REASONS = (
     "low_groundedness",
     "idk_with_sources",
     "retry",
-)
-_IDK = re.compile(
-    r"\b(i (?:do not|don't|dont) know|i'?m not sure|i am not sure|i cannot (?:find|answer)"
-    r"|i can't (?:find|answer)|no information|not (?:mentioned|provided|stated) in the sources"
-    r"|the sources do not (?:say|contain|mention))\b",
-    re.IGNORECASE,
 )
 _RECENT_TURNS = 20  # earlier turns of a conversation looked at for a retry
 
@@ -57,10 +51,6 @@ class Flag:
 def alias_of(requested_model: str, served_model: str) -> str:
     """The alias a completion belongs to: its version's alias, else what was asked for."""
     return version_alias(served_model) or version_alias(requested_model) or requested_model
-
-
-def says_idk(answer: str) -> bool:
-    return bool(_IDK.search(answer))
 
 
 def last_user_text(request: dict[str, Any]) -> str:

@@ -11,18 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.grounding_plan import GroundingPlan, plan_grounding
+from core.settings import ModelRetrieval
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import RetrievalOptions
-from gateway.settings import ModelRetrieval
 from retrieval.grounding import ground_messages, retrieval_query
 from retrieval.service import Hit, Retriever
-
-
-@dataclass(frozen=True)
-class GroundingPlan:
-    collection: str
-    top_k: int
-    min_score: float
 
 
 @dataclass(frozen=True)
@@ -56,17 +50,13 @@ class Grounder:
             return None
         default = next((self.defaults[m] for m in models if m in self.defaults), None)
         options = requested if isinstance(requested, RetrievalOptions) else None
-        collection = (options.collection if options else None) or (
-            default.collection if default else None
-        )
-        if collection is None:
-            return None
-        return GroundingPlan(
-            collection=collection,
-            top_k=_first(options and options.top_k, default and default.top_k, self.top_k),
-            min_score=_first(
-                options and options.min_score, default and default.min_score, self.min_score
-            ),
+        return plan_grounding(
+            default,
+            top_k=self.top_k,
+            min_score=self.min_score,
+            collection=options.collection if options else None,
+            requested_top_k=options.top_k if options else None,
+            requested_min_score=options.min_score if options else None,
         )
 
     async def ground(self, plan: GroundingPlan, messages: list[dict[str, Any]]) -> Grounding:
@@ -86,7 +76,3 @@ class Grounder:
 
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.retrieval_latency.labels(stage).observe(seconds)
-
-
-def _first(*values: Any) -> Any:
-    return next(value for value in values if value is not None and value is not False)

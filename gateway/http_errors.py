@@ -27,8 +27,9 @@ from adapters.experiments import ExperimentConflict, ExperimentError
 from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
+from core.errors import ConfigError, StoreBusy
+from core.store.db import UNAVAILABLE
 from gateway.errors import GatewayError
-from gateway.store.db import UNAVAILABLE
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,
@@ -85,6 +86,7 @@ _PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (RetrievalError, 500, "internal_error", "retrieval_error"),
     (UnknownAlias, 404, "invalid_request_error", "alias_not_found"),
     (MonitorError, 500, "internal_error", "monitor_error"),
+    (ConfigError, 500, "internal_error", "invalid_config"),
 )
 
 STORE_RETRY_AFTER_S = 5
@@ -95,6 +97,9 @@ def describe(exc: Exception) -> ErrorInfo:
     """Status, type and message for any error the gateway can raise."""
     if isinstance(exc, GatewayError):
         return ErrorInfo(exc.status_code, exc.message, exc.error_type, exc.code, exc.param,
+                         retry_after_s=exc.retry_after_s)  # fmt: skip
+    if isinstance(exc, StoreBusy):
+        return ErrorInfo(503, exc.message, "service_unavailable", "store_busy",
                          retry_after_s=exc.retry_after_s)  # fmt: skip
     if isinstance(exc, EngineRejected):
         kind = "invalid_request_error" if exc.status_code < 500 else "upstream_error"

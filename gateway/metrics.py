@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 
 UNROUTED = "-"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

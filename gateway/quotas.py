@@ -47,11 +47,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import func, select
 
+from core.store.db import UNAVAILABLE, Database
+from core.store.keys import Principal, Quota
+from core.store.tables import Conversation
 from gateway.errors import QuotaExhausted, RateLimited
 from gateway.quota_counters import Counters
-from gateway.store.db import UNAVAILABLE, Database
-from gateway.store.keys import Principal, Quota
-from gateway.store.tables import Conversation
 
 log = logging.getLogger("loragate.quotas")
 

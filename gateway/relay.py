@@ -18,12 +18,12 @@ import anyio
 import msgspec
 
 from adapters.engine import EngineClient, EngineStream
+from core.store.keys import Principal
 from gateway.errors import InvalidRequest
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics, status_class
 from gateway.quotas import Admission, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
-from gateway.store.keys import Principal
 
 _decode = msgspec.json.Decoder().decode
 

@@ -29,11 +29,11 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, TextClause, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.store.conversations import ConversationLog
+from core.store.db import Database, storable_text
+from core.store.tables import Conversation, ReviewItem, utcnow
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.flagging import REASONS, Flag, Flagger, alias_of
-from gateway.store.conversations import ConversationLog
-from gateway.store.db import Database, storable_text
-from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 log = logging.getLogger("loragate.review")
 

@@ -16,8 +16,8 @@ from sqlalchemy import Select, func, or_, select
 
 from adapters.experiments import ArmCount
 from adapters.rollout import VersionStats
-from gateway.store.db import Database
-from gateway.store.tables import Conversation, Feedback
+from core.store.db import Database
+from core.store.tables import Conversation, Feedback
 
 MAX_LATENCY_SAMPLES = 50_000
 Row = TypeVarTuple("Row")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.registry import SERVING_STATES, AliasRoute, Registry, UnknownAdapter
+from core.store.db import UNAVAILABLE
 from gateway.errors import ModelNotFound
-from gateway.store.db import UNAVAILABLE
 
 log = logging.getLogger("loragate.routing")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import uvicorn
 
 from adapters.supervisor import EngineSupervisor
+from core.settings import Settings
 from gateway.app import create_app
 from gateway.components import engine_launch
 from gateway.http_protocol import limit_headers
-from gateway.settings import Settings
 
 log = logging.getLogger("loragate.serve")
 

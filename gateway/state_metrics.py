@@ -22,8 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Experiment, Rollout, aware
-from gateway.store.db import Database
-from gateway.store.tables import ReviewItem
+from core.store.db import Database
+from core.store.tables import ReviewItem
 from monitor.service import QualityMonitor
 from trainer.tables import EvalScore, TrainingRun
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.flagging import says_idk
+from core.answers import says_idk
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from adapters.tables import Alias, aware
-from gateway.store.db import Database
-from gateway.store.tables import Conversation, Feedback
+from core.store.db import Database
+from core.store.tables import Conversation, Feedback
 from monitor.drift import DriftResult, drift_test
 from monitor.errors import UnknownAlias
 from monitor.quality import Served, VersionQuality, quality_by_version

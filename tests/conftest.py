@@ -45,7 +45,7 @@ def adapter_publish_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def prepared_model() -> Path:
     """The bundled base model as safetensors, prepared once and reused across runs."""
     from adapters.base_model import prepare_base_model
-    from gateway.progress import Progress
+    from core.progress import Progress
 
     target = Path(
         os.environ.get("LORAGATE_TEST_MODEL_DIR", REPO / "data/models/SmolLM2-135M-Instruct")

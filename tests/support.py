@@ -15,12 +15,12 @@ import httpx
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from core.settings import Settings
+from core.store import Database
+from core.store.keys import KeyStore
+from core.store.tables import Conversation, ReviewItem, utcnow
 from gateway.app import create_app
 from gateway.http_protocol import limit_headers
-from gateway.settings import Settings
-from gateway.store import Database
-from gateway.store.keys import KeyStore
-from gateway.store.tables import Conversation, ReviewItem, utcnow
 
 T = TypeVar("T")
 
@@ -110,7 +110,7 @@ def read_conversation(database_url: str, completion_id: str) -> Conversation | N
 
 
 def count_conversations(database_url: str, status: str | None = None) -> int:
-    from gateway.store.conversations import ConversationLog
+    from core.store.conversations import ConversationLog
 
     async def count() -> int:
         db = Database(database_url)

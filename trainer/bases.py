@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 import httpx
 
-from gateway.progress import Progress
+from core.progress import Progress
 from trainer.dataset import Example
 from trainer.errors import TrainerError
 from trainer.evaluate import Evaluator

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.settings import ModelRetrieval
+from core.grounding_plan import plan_grounding
+from core.settings import ModelRetrieval
 from retrieval.grounding import ground_messages, retrieval_query, strip_grounding
 from retrieval.service import Retriever
 from trainer.dataset import Example
@@ -33,14 +34,14 @@ class Regrounder:
     async def as_served(self, alias: str, example: Example) -> Example:
         # The sources it was served with are history; today's come from today's collection.
         messages = strip_grounding(example.messages)
-        config = self.retrieval_models.get(alias)
+        # Nothing was requested here: the alias's default and the global values decide.
+        plan = plan_grounding(
+            self.retrieval_models.get(alias), top_k=self.top_k, min_score=self.min_score
+        )
         query = retrieval_query(messages)
-        if config is None or not query:
+        if plan is None or not query:
             return replace(example, messages=messages)
         hits = await self.retriever.search(
-            config.collection,
-            query,
-            config.top_k or self.top_k,
-            min_score=self.min_score if config.min_score is None else config.min_score,
+            plan.collection, query, plan.top_k, min_score=plan.min_score
         )
         return replace(example, messages=ground_messages(messages, hits))

@@ -21,9 +21,9 @@ import anyio
 
 from adapters.registry import Registry, check_alias
 from adapters.rollout import RolloutController
-from gateway.progress import Progress
-from gateway.settings import Settings
-from gateway.store.db import Database
+from core.progress import Progress
+from core.settings import Settings
+from core.store.db import Database
 from retrieval.embeddings import Embedder
 from trainer.dataset import (
     Curated,

@@ -15,8 +15,8 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from gateway.store.db import Database
-from gateway.store.leader import LeaderLock
+from core.store.db import Database
+from core.store.leader import LeaderLock
 from trainer.errors import TrainingLocked
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from gateway.store.db import Database
-from gateway.store.tables import Conversation, ReviewItem
+from core.store.db import Database
+from core.store.tables import Conversation, ReviewItem
 from monitor.tables import MonitorReport
 from trainer.dataset import Example
 from trainer.tables import EvalScore, SplitItem, TrainingRun, utcnow

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import delete, get, post, put
 
+from core.store.keys import KeyStore, Quota, quota_of
 from gateway.errors import NotFound
 from gateway.quotas import QuotaGate
-from gateway.store.keys import KeyStore, Quota, quota_of
 
 # The columns' ranges: 32-bit for per-minute limits, 64-bit for the monthly budget.
 Limit = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None

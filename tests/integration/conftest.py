@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.settings import load_settings
+from core.settings import load_settings
 from tests.support import ThreadedGateway, create_keys, free_port, make_lora, wait_until
 
 BASE_MODEL = "SmolLM2-135M-Instruct"

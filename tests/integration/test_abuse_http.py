@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.store import Database
-from gateway.store.tables import Conversation
+from core.store import Database
+from core.store.tables import Conversation
 from tests.support import ThreadedGateway, create_keys, run
 
 

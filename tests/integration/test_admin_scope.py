@@ -12,8 +12,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from core.settings import load_settings
 from gateway.app import create_app
-from gateway.settings import load_settings
 from tests.support import create_keys
 
 PARAMS = {"int": "1", "str": "x", "path": "x"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from gateway.settings import load_settings
+from core.settings import load_settings
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import ThreadedGateway, create_keys, make_lora, wait_until
 

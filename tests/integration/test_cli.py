@@ -89,8 +89,8 @@ def test_ingest_is_resumable(cli, tmp_path: Path) -> None:  # type: ignore[no-un
 
 
 def test_review_from_the_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from gateway.store import Database
-    from gateway.store.tables import Conversation
+    from core.store import Database
+    from core.store.tables import Conversation
     from tests.support import run
 
     async def served() -> None:

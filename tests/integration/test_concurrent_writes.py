@@ -35,16 +35,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.errors import InvalidRequest, NotFound, StoreBusy
+from core.errors import StoreBusy
+from core.settings import FlagRules
+from core.store import Database
+from core.store.conversations import ConversationLog, ConversationRecord
+from core.store.keys import KeyStore, Principal
+from core.store.tables import Conversation, Feedback, ReviewItem, utcnow
+from gateway.errors import InvalidRequest, NotFound
 from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flag, Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.review import ReviewQueue, revision
-from gateway.settings import FlagRules
-from gateway.store import Database
-from gateway.store.conversations import ConversationLog, ConversationRecord
-from gateway.store.keys import KeyStore, Principal
-from gateway.store.tables import Conversation, Feedback, ReviewItem, utcnow
 from tests.support import ThreadedGateway
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))

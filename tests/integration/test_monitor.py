@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.registry import Registry, ValidationLimits
+from core.store import Database
+from core.store.tables import Conversation, Feedback, ReviewItem, utcnow
 from gateway.state_metrics import StateMetrics
-from gateway.store import Database
-from gateway.store.tables import Conversation, Feedback, ReviewItem, utcnow
 from monitor.errors import UnknownAlias
 from monitor.service import MonitorConfig, QualityMonitor
 from retrieval.embeddings import Embedder

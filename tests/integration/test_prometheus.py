@@ -37,7 +37,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.registry import check_alias
-from gateway.store import Database
+from core.store import Database
 from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import create_keys, free_port, make_lora, run, wait_until
@@ -335,7 +335,7 @@ def _wait_for_conversations(stack: Stack, count: int) -> None:
     """The conversation log writes in batches; the monitor reads what is written."""
     from sqlalchemy import func, select
 
-    from gateway.store.tables import Conversation
+    from core.store.tables import Conversation
 
     async def written() -> int:
         db = Database(stack.database_url)

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from gateway.settings import Settings
-from gateway.store import Database
+from core.settings import Settings
+from core.store import Database
+from gateway.cli.trainer import trainer_parts
 from retrieval.grounding import asked_question, sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import (
@@ -31,7 +32,6 @@ from tests.support import (
     run,
     wait_until,
 )
-from trainer.cli import trainer_parts
 from trainer.dataset import Example
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore

@@ -14,7 +14,7 @@ import pytest
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutError, RolloutPolicy, VersionStats
 from adapters.validation import InvalidAdapter
-from gateway.store import Database
+from core.store import Database
 from tests.support import make_lora
 
 GOOD = VersionStats(requests=40, feedback=20, negative=1, grounded=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.store import Database
+from core.store import Database
 from retrieval.chunking import ChunkingConfig
 from retrieval.documents import Document
 from retrieval.embeddings import Embedder

@@ -36,17 +36,17 @@ from playwright.sync_api import Page, Request, expect, sync_playwright
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
+from core.settings import FlagRules, load_settings
+from core.store import Database
+from core.store.conversations import ConversationLog
+from core.store.keys import KeyStore, Principal
+from core.store.tables import Conversation, ReviewItem
 from gateway.cli import main
 from gateway.errors import Conflict, InvalidRequest
 from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.review import ReviewQueue, item_card, revision
-from gateway.settings import FlagRules, load_settings
-from gateway.store import Database
-from gateway.store.conversations import ConversationLog
-from gateway.store.keys import KeyStore, Principal
-from gateway.store.tables import Conversation, ReviewItem
 from tests.support import ThreadedGateway, free_port, run
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "19"))

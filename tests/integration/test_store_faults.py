@@ -34,9 +34,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from gateway.store import Database
-from gateway.store.journal import SUFFIX
-from gateway.store.tables import Conversation, Feedback
+from core.store import Database
+from core.store.journal import SUFFIX
+from core.store.tables import Conversation, Feedback
 from tests.conftest import fresh_postgres_database
 from tests.faults import TcpProxy
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer

@@ -31,14 +31,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.settings import Settings, load_settings
-from gateway.store import Database
-from gateway.store.tables import Conversation, ReviewItem, utcnow
+from core.settings import Settings, load_settings
+from core.store import Database
+from core.store.tables import Conversation, ReviewItem, utcnow
+from gateway.cli.trainer import trainer_parts
 from retrieval.embeddings import Embedder
 from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
 from tests.support import ThreadedGateway, create_keys, run, wait_until
-from trainer.cli import trainer_parts
 from trainer.dataset import read_snapshot
 from trainer.demo import ALIAS, DemoUsers, Served, questions, retrieval_config
 from trainer.errors import DatasetError

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.store import Database
-from gateway.store.tables import Conversation, ReviewItem, utcnow
+from core.store import Database
+from core.store.tables import Conversation, ReviewItem, utcnow
 from trainer.dataset import Example
 from trainer.errors import TrainingLocked
 from trainer.lock import training_lock

@@ -16,6 +16,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core.settings import FlagRules
+from core.store import Database
+from core.store.conversations import ConversationLog
+from core.store.keys import Principal, Quota
+from core.store.tables import Conversation, Feedback, utcnow
 from gateway.action_limits import check_action
 from gateway.errors import Conflict, RateLimited
 from gateway.flagging import Flag, Flagger
@@ -25,11 +30,6 @@ from gateway.quota_counters import MemoryCounters
 from gateway.quotas import QuotaGate
 from gateway.review import ReviewFilter, ReviewQueue, revision
 from gateway.rollout_stats import experiment_outcomes, version_stats
-from gateway.settings import FlagRules
-from gateway.store import Database
-from gateway.store.conversations import ConversationLog
-from gateway.store.keys import Principal, Quota
-from gateway.store.tables import Conversation, Feedback, utcnow
 from tests.unit.test_quotas import Clock, FixedUsage
 
 REPO = Path(__file__).resolve().parents[2]

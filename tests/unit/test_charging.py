@@ -22,6 +22,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient, EngineClientConfig
+from core.settings import FlagRules
+from core.store.conversations import ConversationLog, ConversationRecord
+from core.store.db import Database
+from core.store.keys import Principal, Quota
 from gateway.chat import ChatLimits, ChatService
 from gateway.errors import QuotaExhausted, RateLimited
 from gateway.flagging import Flagger
@@ -30,10 +34,6 @@ from gateway.quota_counters import MemoryCounters
 from gateway.quotas import QuotaGate, estimate_tokens
 from gateway.routing import Route
 from gateway.schemas import ChatCompletionRequest
-from gateway.settings import FlagRules
-from gateway.store.conversations import ConversationLog, ConversationRecord
-from gateway.store.db import Database
-from gateway.store.keys import Principal, Quota
 from tests.support import free_port
 
 MODEL = "SmolLM2-135M-Instruct"

@@ -46,7 +46,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from core.settings import FlagRules
+from core.store.conversations import ConversationRecord
 from gateway.flagging import Flag, Flagger, alias_of
-from gateway.settings import FlagRules
-from gateway.store.conversations import ConversationRecord
 from trainer.evaluate import GatePolicy, SetScore, decide
 
 POLICY = GatePolicy(margin=0.05, probe_tolerance=0.10)

@@ -12,6 +12,7 @@ from adapters.errors import (
     EngineTimeout,
     EngineUnavailable,
 )
+from core.errors import StoreBusy
 from gateway.errors import (
     AuthenticationFailed,
     Conflict,
@@ -19,7 +20,6 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
-    StoreBusy,
 )
 from gateway.http_errors import describe
 

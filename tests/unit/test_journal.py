@@ -14,7 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from gateway.store.journal import SUFFIX, Journal, orphans
+from core.store.journal import SUFFIX, Journal, orphans
 
 
 def _segments(directory: Path) -> list[Path]:
@@ -78,7 +78,7 @@ def test_entries_survive_sigkill_and_a_torn_line_is_skipped(tmp_path: Path) -> N
     script = textwrap.dedent(f"""
         import os, sys, time
         from pathlib import Path
-        from gateway.store.journal import Journal
+        from core.store.journal import Journal
         journal = Journal(Path({str(tmp_path)!r}))
         for n in range(50):
             journal.append("conversation", {{"id": f"c{{n}}"}})

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from core.store import Database
+from core.store.keys import KeyStore, Principal
 from gateway.auth import Authenticator
 from gateway.errors import AuthenticationFailed
-from gateway.store import Database
-from gateway.store.keys import KeyStore, Principal
 
 CACHE_S = 60.0
 

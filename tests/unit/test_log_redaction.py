@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.logs import JsonFormatter, TextFormatter, redact
+from core.logs import JsonFormatter, TextFormatter, redact
 
 KEY = "lg-Yl19iyeVUjZnmW6gBTnUq-9tehnXf218inItfH3CJus"
 

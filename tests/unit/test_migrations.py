@@ -11,8 +11,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from adapters.tables import AdapterBase
-from gateway.store import Database
-from gateway.store.tables import Base
+from core.store import Database
+from core.store.tables import Base
 from monitor.tables import MonitorBase
 from retrieval.tables import RetrievalBase
 from trainer.tables import TrainerBase

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core.store.keys import Principal, Quota
 from gateway.errors import QuotaExhausted, RateLimited
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import MemoryCounters
 from gateway.quotas import QuotaGate
-from gateway.store.keys import Principal, Quota
 
 
 class Clock:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError
-from gateway.settings import load_settings
-from gateway.settings_docs import END_MARKER, START_MARKER, replace_table, settings_table
+from core.errors import ConfigError
+from core.settings import load_settings
+from core.settings_docs import END_MARKER, START_MARKER, replace_table, settings_table
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from gateway.errors import StoreBusy
-from gateway.store.db import is_conflict, retry_conflicts
+from core.errors import StoreBusy
+from core.store.db import is_conflict, retry_conflicts
 
 
 def _sqlite_error(*statements: str) -> sqlite3.Error:

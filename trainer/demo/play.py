@@ -23,7 +23,7 @@ import anyio
 import click
 import httpx
 
-from gateway.settings import Settings
+from core.settings import Settings
 from trainer.demo import ALIAS, DemoUsers, Served, accuracy, questions, retrieval_config
 
 READY_TIMEOUT_S = 900

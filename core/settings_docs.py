@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic_core import PydanticUndefined
 
-from gateway.settings import Settings
+from core.settings import Settings
 
 
 def settings_table() -> str:

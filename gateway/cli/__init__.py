@@ -11,9 +11,9 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from gateway.errors import ConfigError
-from gateway.logs import configure_logging
-from gateway.settings import Settings, load_settings
+from core.errors import ConfigError
+from core.logs import configure_logging
+from core.settings import Settings, load_settings
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ def _with_store(
     action: Callable[[Any], Coroutine[Any, Any, T]],
 ) -> T:
     """Open the store (migrated), build a service on it, run ``action`` on the service."""
-    from gateway.store import Database
+    from core.store import Database
 
     async def run() -> T:
         db = Database(settings.resolved_database_url)
@@ -88,7 +88,7 @@ def model_prepare(ctx: click.Context) -> None:
     """Write the bundled SmolLM2-135M-Instruct as a bf16 safetensors directory (idempotent)."""
     from adapters.base_model import PREPARE_STEPS, check_model_dir, prepare_base_model
     from adapters.errors import AdapterError
-    from gateway.progress import Progress
+    from core.progress import Progress
 
     settings = _settings(ctx)
     target = settings.resolved_base_model_path
@@ -129,7 +129,7 @@ def keys() -> None:
 
 
 def _with_keys(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.store.keys import KeyStore
+    from core.store.keys import KeyStore
 
     return _with_store(settings, lambda _, db: KeyStore(db), action)
 
@@ -200,8 +200,8 @@ def keys_quota(
     """
     from dataclasses import replace
 
+    from core.store.keys import quota_of
     from gateway.quotas import MonthlyUsage
-    from gateway.store.keys import quota_of
 
     settings = _settings(ctx)
     given = {"requests_per_minute": rpm, "tokens_per_minute": tpm,
@@ -452,10 +452,11 @@ def review() -> None:
 
 
 def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    from core.errors import StoreBusy
+    from core.store.conversations import ConversationLog
     from gateway.components import flagger
     from gateway.errors import GatewayError
     from gateway.review import ReviewQueue
-    from gateway.store.conversations import ConversationLog
 
     settings = _settings(ctx)
 
@@ -464,7 +465,7 @@ def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]])
 
     try:
         return _with_store(settings, build, action)
-    except GatewayError as exc:
+    except (GatewayError, StoreBusy) as exc:
         raise click.ClickException(exc.message) from None
 
 
@@ -633,7 +634,7 @@ def config_show(ctx: click.Context) -> None:
 )
 def config_docs(path: Path | None) -> None:
     """Print the settings table in Markdown (docs/configuration.md is generated from it)."""
-    from gateway.settings_docs import replace_table, settings_table
+    from core.settings_docs import replace_table, settings_table
 
     if path is None:
         sys.stdout.write(settings_table())
@@ -655,15 +656,12 @@ def doctor() -> None:
 
 
 def _add_package_commands() -> None:
-    # The trainer's and the monitor's commands live with them; nothing heavy loads until run.
-    from monitor.cli import COMMANDS as MONITOR_COMMANDS
-    from trainer.cli import COMMANDS as TRAINER_COMMANDS
+    # The trainer's and the monitor's commands; nothing heavy loads until one runs.
+    from gateway.cli.monitor import COMMANDS as MONITOR_COMMANDS
+    from gateway.cli.trainer import COMMANDS as TRAINER_COMMANDS
 
     for command in [*TRAINER_COMMANDS, *MONITOR_COMMANDS]:
         main.add_command(command)
 
 
 _add_package_commands()
-
-if __name__ == "__main__":
-    main()

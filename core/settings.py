@@ -24,7 +24,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from gateway.errors import ConfigError
+from core.errors import ConfigError
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 

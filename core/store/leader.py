@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.store.db import Database
+from core.store.db import Database
 
 log = logging.getLogger("loragate.leader")
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
-from gateway.settings import Settings
+from core.settings import Settings
 from monitor.errors import MonitorError
 from monitor.service import QualityMonitor, report_dict
 
 
 def _with_monitor(settings: Settings, action: Callable[[QualityMonitor], Awaitable[Any]]) -> Any:
+    from core.store import Database
     from gateway.components import embedder, quality_monitor
-    from gateway.store import Database
 
     async def run() -> Any:
         db = Database(settings.resolved_database_url)

@@ -9,8 +9,8 @@ from typing import Literal
 
 from sqlalchemy import select, update
 
-from gateway.store.db import Database
-from gateway.store.tables import ApiKey, utcnow
+from core.store.db import Database
+from core.store.tables import ApiKey, utcnow
 
 Scope = Literal["chat", "admin"]
 SCOPES: tuple[Scope, ...] = ("chat", "admin")

@@ -17,8 +17,8 @@ import click
 
 from adapters.errors import AdapterError
 from adapters.registry import Registry
-from gateway.settings import Settings
-from gateway.store.db import Database
+from core.settings import Settings
+from core.store.db import Database
 from trainer.errors import TrainerError
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from gateway.errors import StoreBusy
+from core.errors import StoreBusy
 
 log = logging.getLogger("loragate.store")
 T = TypeVar("T")

@@ -19,9 +19,9 @@ from typing import Any, Literal
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.store.db import UNAVAILABLE, Database, storable_text
-from gateway.store.journal import Journal, Ticket
-from gateway.store.tables import Conversation
+from core.store.db import UNAVAILABLE, Database, storable_text
+from core.store.journal import Journal, Ticket
+from core.store.tables import Conversation
 
 log = logging.getLogger("loragate.store")
 

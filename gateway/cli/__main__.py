@@ -1,0 +1,5 @@
+"""``python -m gateway.cli``: the ``loragate`` command."""
+
+from gateway.cli import main
+
+main()
