@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from adapters.errors import AdapterError
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent, aware, utcnow
+from core.rollout_steps import check_rollout_steps
 
 log = logging.getLogger("loragate.rollout")
 
@@ -52,10 +53,7 @@ class RolloutPolicy:
     max_p95_latency_ratio: float = 1.5
 
     def __post_init__(self) -> None:
-        if not self.steps or any(not 0 < step <= 100 for step in self.steps):
-            raise ValueError("steps: each must be in 1..100")
-        if list(self.steps) != sorted(self.steps) or self.steps[-1] != 100:
-            raise ValueError("steps: must rise and end at 100")
+        check_rollout_steps(self.steps)
         if self.failure_threshold < 1 or self.min_samples < 1:
             raise ValueError("failure_threshold and min_samples: must be at least 1")
 

@@ -32,7 +32,7 @@ ALIAS = "bases-demo"
 
 async def select(data_dir: Path, engine: str, target: float) -> dict[str, Any]:
     from core.settings import load_settings
-    from gateway.cli.trainer import trainer_parts
+    from gateway.wiring import trainer_parts
     from trainer.bases import BaseSelector, Candidate
     from trainer.demo import COLLECTION
 

@@ -48,8 +48,8 @@ def grounded_examples(work: Path) -> list[Example]:
     """Each demo question with the sources retrieval gives it, as the gateway would serve it."""
     from core.settings import load_settings
     from core.store import Database
-    from gateway.components import build_retriever
     from gateway.ingest import ingest_path
+    from gateway.wiring import build_retriever
     from retrieval.grounding import ground_messages
     from trainer.demo import COLLECTION, documents, questions
 
@@ -170,7 +170,7 @@ async def time_to_candidate(
     size: int, gateway: str, engine: str, data_dir: Path, embed: Any
 ) -> Run:
     from core.settings import load_settings
-    from gateway.cli.trainer import trainer_parts
+    from gateway.wiring import trainer_parts
 
     alias = f"cycles-n{size}"
     approved = await approve_demo_examples(gateway, alias, size, embed)

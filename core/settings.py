@@ -25,6 +25,7 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
+from core.rollout_steps import check_rollout_steps
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 
@@ -596,9 +597,10 @@ class Settings(BaseSettings):
             raise ValueError("workers: embedded engine mode runs one gateway worker")
         if self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras: must be at least max_loras")
-        steps = self.rollout_steps
-        if not steps or steps != sorted(steps) or steps[-1] != 100 or steps[0] <= 0:
-            raise ValueError("rollout_steps: must rise from above 0 to exactly 100")
+        try:
+            check_rollout_steps(self.rollout_steps)
+        except ValueError as exc:
+            raise ValueError(f"rollout_{exc}") from None
         if self.train_rank > self.max_lora_rank:
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
         if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:

@@ -1,17 +1,15 @@
 """Assembles the gateway: settings in, a Litestar app out.
 
 Nothing is read from globals: the settings, the Prometheus registry and, for tests, the
-engine client are passed in, so every test can build a fresh app.
+engine client are passed in, so every test can build a fresh app. ``gateway.wiring`` builds
+the services; this module only puts them behind routes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -21,214 +19,31 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient
-from adapters.experiments import ExperimentController
-from adapters.reconciler import Reconciler
-from adapters.registry import Registry
-from adapters.rollout import RolloutController
 from core.settings import Settings
-from core.store import Database
-from core.store.conversations import ConversationLog, ConversationRecord
-from core.store.journal import Journal, orphans
-from core.store.keys import KeyStore
-from core.store.leader import MONITOR_LOCK_KEY, LeaderLock
-from gateway import components
-from gateway.auth import Authenticator, scope_guard
-from gateway.chat import ChatLimits, ChatService
-from gateway.components import (
-    adapter_registry,
-    build_retriever,
-    engine_config,
-    rollout_controller,
-)
+from gateway.auth import scope_guard
 from gateway.embeddings import EmbeddingService, embedding_model_name
-from gateway.feedback import FeedbackService
-from gateway.grounding import Grounder
 from gateway.http_errors import EXCEPTION_HANDLERS
-from gateway.metrics import Exposition, GatewayMetrics
 from gateway.openapi import document_errors
 from gateway.relay import EngineRelay
-from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routes import experiments as experiment_routes
-from gateway.routing import ModelRouter
-from gateway.state_metrics import StateMetrics
+from gateway.services import Services
 from gateway.ui import ui_routes
-from monitor.service import QualityMonitor
-from retrieval.service import Retriever
+from gateway.wiring import build_services
 
 log = logging.getLogger("loragate.app")
-
-
-@dataclass
-class Services:
-    """Everything the handlers use, built once per app."""
-
-    settings: Settings
-    registry: CollectorRegistry
-    db: Database
-    keys: KeyStore
-    conversations: ConversationLog
-    engine: EngineClient
-    router: ModelRouter
-    chat: ChatService
-    authenticator: Authenticator
-    retriever: Retriever
-    adapters: Registry
-    reconciler: Reconciler
-    feedback: FeedbackService
-    review: ReviewQueue
-    rollouts: RolloutController
-    experiments: ExperimentController
-    leader: LeaderLock
-    metrics: GatewayMetrics
-    exposition: Exposition
-    state_metrics: StateMetrics
-    monitor: QualityMonitor
-    monitor_leader: LeaderLock
-    journal: Journal
-    tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
-
-    @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        registry: CollectorRegistry,
-        engine: EngineClient | None = None,
-    ) -> Services:
-        db = Database(settings.resolved_database_url)
-        keys = KeyStore(db)
-        journal = Journal(settings.resolved_journal_dir, fsync=settings.journal_fsync)
-        conversations = ConversationLog(db, journal)
-        engine = engine or EngineClient(engine_config(settings))
-        adapters = adapter_registry(settings, db)
-        reconciler = Reconciler(
-            engine, adapters, settings.reconcile_interval_s, settings.adapter_drain_s
-        )
-        leader = LeaderLock(db)
-        rollouts = rollout_controller(settings, db, adapters, leader)  # fmt: skip
-        experiments = components.experiment_controller(settings, db, adapters, leader)
-        router = ModelRouter(adapters, settings.base_model_name)
-        limits = ChatLimits(settings.max_model_len, settings.max_messages, settings.max_n,
-                            settings.adapter_wait_s, settings.default_max_tokens,
-                            settings.quota_reserve_max_tokens)  # fmt: skip
-        metrics = GatewayMetrics(registry)
-        reconciler.on_action(metrics.record_reconciler_action)
-        retriever = build_retriever(settings, db)
-        grounder = Grounder(
-            retriever, settings.retrieval_models, settings.retrieval_top_k,
-            settings.retrieval_min_score, metrics,
-        )  # fmt: skip
-        quotas = components.quota_gate(settings, db, metrics)
-        chat = ChatService(engine, router, conversations, metrics, limits, grounder, reconciler,
-                           quotas)  # fmt: skip
-        flagger = components.flagger(
-            settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc()
-        )
-        conversations.on_written(flagger.examine)
-        feedback = FeedbackService(db, conversations, metrics, flagger, journal)
-        review_queue = ReviewQueue(db, flagger, conversations)
-        authenticator = Authenticator(
-            keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
-        )
-        reconciler.on_load_failure(rollouts.abort_for)
-        monitor = components.quality_monitor(settings, db, retriever.embedder)
-        state_metrics = StateMetrics(db, adapters, monitor)
-        exposition = Exposition(registry, settings.metrics_multiproc_dir)
-        exposition.add_state(state_metrics)
-        return cls(settings, registry, db, keys, conversations, engine, router, chat,
-                   authenticator, retriever, adapters, reconciler, feedback, review_queue,
-                   rollouts, experiments, leader, metrics, exposition, state_metrics, monitor,
-                   LeaderLock(db, MONITOR_LOCK_KEY, "monitor"), journal)  # fmt: skip
-
-    async def start(self) -> None:
-        await self.db.migrate()
-        await self.replay_journal()
-        self.conversations.start()
-        self.feedback.start()
-        await self.engine.start()
-        await self.reconciler.start()
-        self.tasks = [
-            asyncio.create_task(self._tick_rollouts(), name="rollouts"),
-            asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up"),
-        ]
-        if self.settings.monitor_interval_s > 0:
-            self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
-        if not self.settings.auth_enabled:
-            log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
-        if self.settings.workers > 1 and self.settings.quota_backend == "memory":
-            log.warning("quotas are counted per worker: set quota_backend=redis to share them")
-
-    async def replay_journal(self) -> None:
-        """Write what dead gateways journaled but never got into the database."""
-        for orphan in orphans(self.journal.directory):
-            try:
-                records = [ConversationRecord(**entry.data) for entry in orphan.entries
-                           if entry.kind == "conversation"]  # fmt: skip
-                written = await self.conversations.replay(records)
-                applied = await self.feedback.replay(
-                    [entry.data for entry in orphan.entries if entry.kind == "feedback"]
-                )
-            except BaseException:
-                orphan.release()  # kept for the next start
-                raise
-            orphan.done()
-            log.warning("journal replayed", extra={
-                "segment": orphan.path.name, "entries": len(orphan.entries),
-                "conversations_written": written, "feedback_applied": applied})  # fmt: skip
-
-    async def _warm_up_retrieval(self) -> None:
-        await self.retriever.warm_up()
-        # The embedder and indexes are millions of long-lived objects that every full
-        # garbage collection would walk again, in the middle of some request: frozen, they
-        # are skipped (the gateway's p99 overhead was measured with and without).
-        gc.collect()
-        gc.freeze()
-
-    async def _tick_rollouts(self) -> None:
-        # Ticks often; the controller acts only when a step's interval has passed.
-        period = min(5.0, self.settings.rollout_interval_s / 4)
-        while True:
-            try:
-                await self.rollouts.tick()
-                await self.experiments.tick()
-            except Exception:  # the loop must outlive one bad tick; it is logged
-                log.exception("rollout or experiment tick failed")
-            await asyncio.sleep(period)
-
-    async def _run_monitor(self) -> None:
-        # One gateway (the holder of the monitor lock) writes the reports; all export them.
-        while True:
-            await asyncio.sleep(self.settings.monitor_interval_s)
-            try:
-                if await self.monitor_leader.is_leader():
-                    await self.monitor.run_once()
-            except Exception:  # the loop must outlive one bad run; it is logged
-                log.exception("monitor run failed")
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await self.leader.release()
-        await self.monitor_leader.release()
-        self.exposition.close()
-        await self.reconciler.stop()
-        if self.chat.quotas is not None:
-            await self.chat.quotas.close()
-        await self.feedback.close()
-        await self.conversations.close()
-        self.journal.close()
-        await self.engine.close()
-        await self.db.dispose()
 
 
 def create_app(
     settings: Settings,
     *,
-    registry: CollectorRegistry | None = None,
+    metrics_registry: CollectorRegistry | None = None,
     engine: EngineClient | None = None,
 ) -> Litestar:
-    services = Services.build(settings, registry or CollectorRegistry(), engine)
+    services = build_services(
+        settings, metrics_registry=metrics_registry or CollectorRegistry(), engine=engine
+    )
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -293,7 +108,6 @@ def create_app(
             "relay": provide(_engine_relay(services)),
             "router": provide(services.router),
             "engine": provide(services.engine),
-            "registry": provide(services.registry),
             "exposition": provide(services.exposition),
             "state_metrics": provide(services.state_metrics),
             "monitor": provide(services.monitor),
@@ -338,7 +152,7 @@ def _engine_relay(services: Services) -> EngineRelay:
 
 
 def _state(services: Services) -> State:
-    return State({"services": services, "authenticator": services.authenticator})
+    return State({"authenticator": services.authenticator})
 
 
 def create_app_from_env() -> Litestar:

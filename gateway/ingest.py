@@ -10,7 +10,7 @@ from pathlib import Path
 from core.progress import Progress
 from core.settings import Settings
 from core.store import Database
-from gateway.components import build_retriever
+from gateway.wiring import build_retriever
 from retrieval.documents import iter_files, read_path
 from retrieval.errors import InvalidDocument
 from retrieval.service import check_collection_name

@@ -16,8 +16,8 @@ import uvicorn
 from adapters.supervisor import EngineSupervisor
 from core.settings import Settings
 from gateway.app import create_app
-from gateway.components import engine_launch
 from gateway.http_protocol import limit_headers
+from gateway.wiring import engine_launch
 
 log = logging.getLogger("loragate.serve")
 

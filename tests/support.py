@@ -161,7 +161,7 @@ class ThreadedGateway:
         registry = CollectorRegistry()
         port = free_port()
         config = uvicorn.Config(
-            create_app(settings, registry=registry),
+            create_app(settings, metrics_registry=registry),
             host="127.0.0.1",
             port=port,
             log_config=None,

@@ -69,7 +69,7 @@ class Example:
 class CurationLimits:
     max_example_tokens: int = 1024
     max_reply_chars: int = 8192
-    holdout_fraction: float = 0.2
+    holdout_fraction: float = 0.25
     validation_fraction: float = 0.1
     near_duplicate_similarity: float = 0.97
     min_train_examples: int = 8

@@ -22,7 +22,6 @@ import anyio
 from adapters.registry import Registry, check_alias
 from adapters.rollout import RolloutController
 from core.progress import Progress
-from core.settings import Settings
 from core.store.db import Database
 from retrieval.embeddings import Embedder
 from trainer.dataset import (
@@ -71,53 +70,6 @@ class JobConfig:
     auto_rollout: bool
     rehearsal_fraction: float
     recipe: RecipeConfig | None  # None: train on the conversations as served
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> JobConfig:
-        train = TrainConfig(
-            method=settings.train_method,
-            rank=settings.train_rank,
-            alpha=settings.train_alpha,
-            dropout=settings.train_dropout,
-            target_modules=tuple(settings.train_target_modules),
-            epochs=settings.train_epochs,
-            max_steps=settings.train_max_steps,
-            learning_rate=settings.train_learning_rate,
-            batch_size=settings.train_batch_size,
-            max_tokens=settings.train_max_example_tokens,
-            eval_every=settings.train_eval_every,
-            patience=settings.train_patience,
-            checkpoint_every=settings.train_checkpoint_every,
-            compute_dtype=settings.train_compute_dtype,
-            optimizer=settings.train_optimizer,
-            device=settings.train_device,
-            threads=settings.train_threads,
-        )
-        limits = CurationLimits(
-            max_example_tokens=settings.train_max_example_tokens,
-            max_reply_chars=settings.train_max_reply_chars,
-            holdout_fraction=settings.train_holdout_fraction,
-            validation_fraction=settings.train_validation_fraction,
-            near_duplicate_similarity=settings.train_near_duplicate_similarity,
-            min_train_examples=settings.train_min_examples,
-        )
-        return cls(
-            data_dir=settings.data_dir.resolve(),
-            base_model_dir=settings.resolved_base_model_path.resolve(),
-            base_model_name=settings.base_model_name,
-            engine_url=settings.resolved_engine_urls[0],
-            engine_api_key=settings.engine_api_key,
-            train=train,
-            limits=limits,
-            gate=GatePolicy(settings.eval_margin, settings.eval_probe_tolerance),
-            eval_max_tokens=settings.eval_max_tokens,
-            eval_concurrency=settings.eval_concurrency,
-            auto_rollout=settings.trainer_auto_rollout,
-            rehearsal_fraction=settings.train_rehearsal_fraction,
-            recipe=RecipeConfig(settings.train_rewrites, settings.train_paraphrases)
-            if settings.train_recipe
-            else None,
-        )
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def keys_quota(
         return quota, await MonthlyUsage(store.db).tokens(key_id)
 
     quota, used = _with_keys(settings, action)
-    from gateway.components import default_quota
+    from gateway.wiring import default_quota
 
     defaults = default_quota(settings)
     for name, own in quota.as_dict().items():
@@ -242,7 +242,7 @@ def adapters() -> None:
 
 
 def _with_registry(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.components import adapter_registry
+    from gateway.wiring import adapter_registry
 
     return _with_store(settings, adapter_registry, action)
 
@@ -308,7 +308,7 @@ def rollout() -> None:
 
 
 def _with_rollouts(settings: Settings, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from gateway.components import rollout_controller
+    from gateway.wiring import rollout_controller
 
     return _with_store(settings, rollout_controller, action)
 
@@ -376,7 +376,7 @@ def experiment() -> None:
 def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
     from adapters.errors import AdapterError
     from adapters.experiments import experiment_card
-    from gateway.components import adapter_registry, experiment_controller
+    from gateway.wiring import adapter_registry, experiment_controller
 
     def build(settings: Settings, db: Any) -> Any:
         return experiment_controller(settings, db, adapter_registry(settings, db))
@@ -454,9 +454,9 @@ def review() -> None:
 def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     from core.errors import StoreBusy
     from core.store.conversations import ConversationLog
-    from gateway.components import flagger
     from gateway.errors import GatewayError
     from gateway.review import ReviewQueue
+    from gateway.wiring import flagger
 
     settings = _settings(ctx)
 

@@ -16,7 +16,7 @@ from monitor.service import QualityMonitor, report_dict
 
 def _with_monitor(settings: Settings, action: Callable[[QualityMonitor], Awaitable[Any]]) -> Any:
     from core.store import Database
-    from gateway.components import embedder, quality_monitor
+    from gateway.wiring import embedder, quality_monitor
 
     async def run() -> Any:
         db = Database(settings.resolved_database_url)

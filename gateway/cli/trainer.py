@@ -6,9 +6,7 @@ They run in their own process, next to (never inside) the gateway, on the same s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,48 +16,10 @@ import click
 from adapters.errors import AdapterError
 from adapters.registry import Registry
 from core.settings import Settings
-from core.store.db import Database
+from gateway.wiring import TrainerParts, trainer_parts
 from trainer.errors import TrainerError
 
 T = TypeVar("T")
-
-
-@dataclass
-class TrainerParts:
-    db: Database
-    registry: Registry
-    job: Any  # TrainingJob
-    reevaluator: Any  # Reevaluator
-
-
-@asynccontextmanager
-async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
-    """The store, the registry and a training job, built from the settings."""
-    from gateway.components import adapter_registry, build_retriever, rollout_controller
-    from trainer.grounding import Regrounder
-    from trainer.job import JobConfig, TrainingJob
-    from trainer.reeval import ReevalPolicy, Reevaluator
-    from trainer.store import TrainerStore
-
-    db = Database(settings.resolved_database_url)
-    try:
-        await db.migrate()
-        registry = adapter_registry(settings, db)
-        rollouts = rollout_controller(settings, db, registry)
-        retriever = build_retriever(settings, db)
-        regrounder = Regrounder(
-            retriever, settings.retrieval_models, settings.retrieval_top_k,
-            settings.retrieval_min_score,
-        )  # fmt: skip
-        job = TrainingJob(
-            JobConfig.from_settings(settings), db, registry, rollouts, retriever.embedder,
-            regrounder,
-        )  # fmt: skip
-        policy = ReevalPolicy(settings.reeval_tolerance, settings.reeval_min_holdout)
-        reevaluator = Reevaluator(job, TrainerStore(db), regrounder, policy)
-        yield TrainerParts(db, registry, job, reevaluator)
-    finally:
-        await db.dispose()
 
 
 def _run(settings: Settings, action: Callable[[TrainerParts], Coroutine[Any, Any, T]]) -> T:

@@ -9,6 +9,7 @@ from litestar import get, post
 
 from adapters.rollout import RolloutController
 from adapters.tables import Rollout, RolloutEvent
+from core.rollout_steps import check_rollout_steps
 from gateway.errors import NotFound
 
 
@@ -20,8 +21,8 @@ class StartRollout(msgspec.Struct):
 
     def __post_init__(self) -> None:
         # msgspec turns this into a 400 naming the body, like its own checks.
-        if self.steps and (self.steps != sorted(set(self.steps)) or self.steps[-1] != 100):
-            raise ValueError("steps must rise and end at 100")
+        if self.steps:
+            check_rollout_steps(self.steps)
 
 
 def rollout_card(rollout: Rollout, events: list[RolloutEvent] | None = None) -> dict[str, Any]:

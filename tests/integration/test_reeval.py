@@ -21,7 +21,7 @@ import pytest
 
 from core.settings import Settings
 from core.store import Database
-from gateway.cli.trainer import trainer_parts
+from gateway.wiring import trainer_parts
 from retrieval.grounding import asked_question, sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import (

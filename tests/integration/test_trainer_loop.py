@@ -34,7 +34,7 @@ from sqlalchemy import select
 from core.settings import Settings, load_settings
 from core.store import Database
 from core.store.tables import Conversation, ReviewItem, utcnow
-from gateway.cli.trainer import trainer_parts
+from gateway.wiring import trainer_parts
 from retrieval.embeddings import Embedder
 from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client

@@ -24,7 +24,8 @@ from trainer.dataset import (
 )
 from trainer.errors import DatasetError, SnapshotCorrupt
 
-LIMITS = CurationLimits(min_train_examples=1)
+# The split counts below are worked out for a fifth in the holdout.
+LIMITS = CurationLimits(min_train_examples=1, holdout_fraction=0.2)
 
 
 def count_tokens(messages: list[dict[str, Any]], reply: str) -> int:

@@ -273,10 +273,10 @@ def parse_flags(argv: list[str]) -> dict[str, str | None]:
 
 def embedded_vllm_flags(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """The flags `loragate serve` passes its own vLLM in embedded mode."""
-    import gateway.components as components
+    import gateway.wiring as wiring
 
-    monkeypatch.setattr(components, "check_model_dir", lambda path: None)
-    command = components.engine_launch(Settings()).command()
+    monkeypatch.setattr(wiring, "check_model_dir", lambda path: None)
+    command = wiring.engine_launch(Settings()).command()
     # The chat template is the bundled SmolLM2 one's business: a GPU base brings its own.
     return {arg.split("=")[0] for arg in command if arg.startswith("--")} - {"--chat-template"}
 

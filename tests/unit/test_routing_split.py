@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adapters.rollout import RolloutPolicy, VersionStats, analyse
+from core.errors import ConfigError
+from core.settings import load_settings
 from gateway.routing import sticky_bucket
 
 
@@ -51,10 +53,19 @@ def test_too_few_samples_decide_nothing() -> None:
     assert set(_gates(thin).values()) == {None}
 
 
-@pytest.mark.parametrize("steps", [(), (10, 5, 100), (10, 50), (0, 100), (50, 150)])
+BAD_STEPS = [(), (10, 5, 100), (10, 50), (0, 100), (50, 150), (50, 50, 100)]
+
+
+@pytest.mark.parametrize("steps", BAD_STEPS)
 def test_bad_steps_are_refused(steps: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="steps"):
         RolloutPolicy(steps=steps)
+
+
+@pytest.mark.parametrize("steps", BAD_STEPS)
+def test_the_settings_refuse_the_same_steps(steps: tuple[int, ...]) -> None:
+    with pytest.raises(ConfigError, match="rollout_steps"):
+        load_settings(rollout_steps=list(steps))
 
 
 def test_a_gate_with_some_but_too_few_samples_holds_the_step() -> None:

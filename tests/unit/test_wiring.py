@@ -1,0 +1,96 @@
+"""A default is written once: the component configs that ``gateway.wiring`` builds from the
+settings keep defaults of their own (tests and benchmarks build them directly), and each of
+those must equal the setting's default, or the two drift apart (they did: a holdout fraction
+of 0.25 in the settings and 0.2 in the curation limits)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.reconciler import Reconciler
+from core.settings import Settings
+from gateway import wiring
+from gateway.quotas import MonthlyUsage
+
+# Each builder of a config object, called on the default settings.
+CONFIG_BUILDERS: list[Callable[[Settings], Any]] = [
+    wiring.train_config,
+    wiring.curation_limits,
+    wiring.gate_policy,
+    wiring.reeval_policy,
+    wiring.rollout_policy,
+    wiring.experiment_policy,
+    wiring.monitor_config,
+    wiring.engine_config,
+    wiring.chat_limits,
+    lambda settings: wiring.retrieval_config(settings).chunking,
+    lambda settings: wiring.retrieval_config(settings).index,
+    wiring.retrieval_config,
+]
+
+
+def _dataclass_defaults(cls: type) -> dict[str, Any]:
+    defaults = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return defaults
+
+
+@pytest.mark.parametrize("build", CONFIG_BUILDERS)
+def test_config_defaults_equal_the_settings_defaults(build: Callable[[Settings], Any]) -> None:
+    built = build(Settings())
+    defaults = _dataclass_defaults(type(built))
+    assert defaults, f"{type(built).__name__} has no defaults to compare"
+    drifted = {
+        name: (default, getattr(built, name))
+        for name, default in defaults.items()
+        if getattr(built, name) != default
+    }
+    assert drifted == {}, f"{type(built).__name__}: (own default, settings default) {drifted}"
+
+
+def test_recipe_defaults_equal_the_settings_defaults() -> None:
+    recipe = wiring.recipe_config(Settings(train_recipe=True))
+    assert recipe is not None
+    assert recipe == type(recipe)(closed_book=recipe.closed_book)
+
+
+def test_engine_launch_defaults_equal_the_settings_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(wiring, "check_model_dir", lambda path: None)
+    launch = wiring.engine_launch(Settings())
+    for name in ("start_timeout_s", "restart_backoff_s", "restart_backoff_max_s", "extra_args"):
+        assert getattr(launch, name) == _dataclass_defaults(type(launch))[name], name
+
+
+@pytest.mark.parametrize(
+    ("component", "parameter", "setting"),
+    [
+        (Reconciler, "interval_s", "reconcile_interval_s"),
+        (Reconciler, "drain_s", "adapter_drain_s"),
+        (MonthlyUsage, "refresh_s", "quota_usage_refresh_s"),
+    ],
+)
+def test_constructor_defaults_equal_the_settings_defaults(
+    component: type, parameter: str, setting: str
+) -> None:
+    default = inspect.signature(component).parameters[parameter].default
+    assert default == Settings.model_fields[setting].default
+
+
+def test_the_trainer_job_is_built_from_the_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, train_epochs=1.5, train_holdout_fraction=0.3)
+    config = wiring.job_config(settings)
+    assert config.train.epochs == 1.5
+    assert config.limits.holdout_fraction == 0.3
+    assert config.data_dir == tmp_path.resolve()
