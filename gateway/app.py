@@ -114,6 +114,7 @@ def create_app(
             "keys": provide(services.keys),
             "retriever": provide(services.retriever),
             "adapters": provide(services.adapters),
+            "publish_roots": provide(settings.resolved_adapter_publish_roots),
             "feedback": provide(services.feedback),
             "rollouts": provide(services.rollouts),
             "experiments": provide(services.experiments),

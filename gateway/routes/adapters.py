@@ -38,13 +38,12 @@ def version_card(version: AdapterVersion) -> dict[str, Any]:
 
 @post("/v1/admin/adapters", opt={"scope": "admin"}, tags=["admin"], status_code=201)
 async def publish_adapter(
-    data: PublishIn, adapters: Registry, request: Request[Any, Any, Any]
+    data: PublishIn, adapters: Registry, publish_roots: list[Path]
 ) -> dict[str, Any]:
     """Validate and store an adapter as a new immutable version (idempotent by content).
 
     Only from under the ``adapter_publish_roots`` setting (400 ``invalid_adapter`` else)."""
-    roots = request.app.state.services.settings.resolved_adapter_publish_roots
-    source = check_publish_source(Path(data.path), roots)
+    source = check_publish_source(Path(data.path), publish_roots)
     published = await adapters.publish(source, data.alias, parent=data.parent)
     return {**version_card(published.version), "created": published.created}
 
