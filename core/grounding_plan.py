@@ -1,7 +1,7 @@
 """Which collection a conversation is grounded in, and how: the retrieval precedence.
 
-The gateway applies it to each request (``gateway.grounding``) and the trainer to each
-stored conversation it serves again as the alias would today (``trainer.grounding``), so
+The gateway applies it to each request (``gateway.grounder``) and the trainer to each
+stored conversation it serves again as the alias would today (``trainer.regrounder``), so
 both follow this one rule: what the request asks for, else the model's or alias's default
 (settings ``retrieval_models``), else the global ``retrieval_top_k`` / ``retrieval_min_score``.
 No collection from either means no grounding.

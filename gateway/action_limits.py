@@ -15,7 +15,7 @@ from typing import Literal
 
 from core.store.keys import Principal
 from gateway.errors import RateLimited
-from gateway.quotas import MINUTE_S, QuotaGate
+from gateway.quota_gate import MINUTE_S, QuotaGate
 
 Action = Literal["feedback", "searches"]
 

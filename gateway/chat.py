@@ -14,7 +14,7 @@ how it ended:
   its hold (the estimated prompt plus ``max_tokens x n``): vLLM may have finished it;
 * refused by the engine (a 4xx, a replica down) before anything was generated: nothing.
 
-A prompt vLLM never gave a size for is estimated (``gateway.quotas.estimate_tokens``, plus
+A prompt vLLM never gave a size for is estimated (``gateway.quota_gate.estimate_tokens``, plus
 the model's ``PromptOverhead`` learned from vLLM's earlier counts).
 """
 
@@ -38,10 +38,10 @@ from adapters.reconciler import Reconciler
 from core.store.conversations import ConversationLog, ConversationRecord, Status
 from core.store.keys import Principal
 from gateway.errors import ContextLengthExceeded, InvalidRequest
-from gateway.grounding import Grounder, Grounding
+from gateway.grounder import Grounder, Grounding
 from gateway.http_errors import describe
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
-from gateway.quotas import Admission, PromptOverhead, QuotaGate, estimate_tokens
+from gateway.quota_gate import Admission, PromptOverhead, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
 from gateway.schemas import ChatCompletionRequest, GenerationRequest, RetrievalOptions
 from retrieval.grounding import citations, groundedness

@@ -21,7 +21,7 @@ from core.store.keys import Principal
 from gateway.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics, status_class
-from gateway.quotas import Admission, QuotaGate, estimate_tokens
+from gateway.quota_gate import Admission, QuotaGate, estimate_tokens
 from gateway.schemas import MAX_CONTENT_CHARS
 from retrieval.embeddings import Embedder, bundled_model_dir
 

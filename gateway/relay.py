@@ -22,7 +22,7 @@ from core.store.keys import Principal
 from gateway.errors import InvalidRequest
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics, status_class
-from gateway.quotas import Admission, QuotaGate, estimate_tokens
+from gateway.quota_gate import Admission, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
 
 _decode = msgspec.json.Decoder().decode

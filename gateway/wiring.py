@@ -35,10 +35,10 @@ from gateway.auth import Authenticator
 from gateway.chat import ChatLimits, ChatService
 from gateway.feedback import FeedbackService
 from gateway.flagging import Flagger
-from gateway.grounding import Grounder
+from gateway.grounder import Grounder
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
-from gateway.quotas import MonthlyUsage, QuotaGate
+from gateway.quota_gate import MonthlyUsage, QuotaGate
 from gateway.review import ReviewQueue
 from gateway.rollout_stats import experiment_outcomes, version_stats
 from gateway.routing import ModelRouter
@@ -51,11 +51,11 @@ from retrieval.index import IndexConfig
 from retrieval.service import RetrievalConfig, Retriever
 from trainer.dataset import CurationLimits
 from trainer.evaluate import GatePolicy
-from trainer.grounding import Regrounder
 from trainer.job import JobConfig, TrainingJob
 from trainer.qlora import TrainConfig
 from trainer.recipe import RecipeConfig
 from trainer.reeval import ReevalPolicy, Reevaluator
+from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
 
 

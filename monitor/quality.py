@@ -10,7 +10,7 @@ from core.answers import says_idk
 
 
 @dataclass(frozen=True)
-class Served:
+class StoredCompletion:
     """One stored completion, reduced to what the KPIs need."""
 
     version: str
@@ -31,7 +31,7 @@ class VersionQuality:
     groundedness_sum: float = 0.0
     idk: int = 0
 
-    def add(self, item: Served) -> None:
+    def add(self, item: StoredCompletion) -> None:
         self.requests += 1
         if not item.ok:
             self.errors += 1
@@ -73,7 +73,7 @@ class VersionQuality:
         }
 
 
-def quality_by_version(items: Iterable[Served]) -> dict[str, VersionQuality]:
+def quality_by_version(items: Iterable[StoredCompletion]) -> dict[str, VersionQuality]:
     by_version: dict[str, VersionQuality] = {}
     for item in items:
         by_version.setdefault(item.version, VersionQuality()).add(item)

@@ -31,7 +31,7 @@ from core.store.db import Database
 from core.store.tables import Conversation, Feedback
 from monitor.drift import DriftResult, drift_test
 from monitor.errors import UnknownAlias
-from monitor.quality import Served, VersionQuality, quality_by_version
+from monitor.quality import StoredCompletion, VersionQuality, quality_by_version
 from monitor.tables import MonitorReport, utcnow
 from retrieval.grounding import retrieval_query
 
@@ -138,7 +138,7 @@ class QualityMonitor:
         await self._live_version(alias)  # an unknown alias is an error, not an empty chart
         bucket_s = bucket_minutes * 60
         served = await self._served_since(alias, utcnow() - timedelta(hours=hours))
-        buckets: dict[int, list[Served]] = {}
+        buckets: dict[int, list[StoredCompletion]] = {}
         for at, item in served:
             buckets.setdefault(int(aware(at).timestamp()) // bucket_s * bucket_s, []).append(item)
         return [
@@ -152,7 +152,9 @@ class QualityMonitor:
         since = utcnow() - timedelta(seconds=self.config.kpi_window_s)
         return quality_by_version(item for _, item in await self._served_since(alias, since))
 
-    async def _served_since(self, alias: str, since: datetime) -> list[tuple[datetime, Served]]:
+    async def _served_since(
+        self, alias: str, since: datetime
+    ) -> list[tuple[datetime, StoredCompletion]]:
         """The alias's answers since then, newest first, with any feedback's polarity."""
         query = (
             select(Conversation, Feedback.polarity)
@@ -231,10 +233,12 @@ class QualityMonitor:
             await session.execute(delete(MonitorReport).where(MonitorReport.computed_at < cutoff))
 
 
-def _served(row: Conversation, polarity: str | None) -> Served:
+def _served(row: Conversation, polarity: str | None) -> StoredCompletion:
     response: list[Any] = row.response or []
     answer = str(response[0].get("content") or "") if response else ""
-    return Served(row.served_model, row.status == "ok", answer, row.groundedness, polarity)
+    return StoredCompletion(
+        row.served_model, row.status == "ok", answer, row.groundedness, polarity
+    )
 
 
 def report_dict(report: MonitorReport) -> dict[str, Any]:

@@ -37,9 +37,9 @@ from core.progress import Progress
 from trainer.dataset import Example
 from trainer.errors import TrainerError
 from trainer.evaluate import Evaluator
-from trainer.grounding import Regrounder
 from trainer.job import TrainingJob
 from trainer.qlora import load_tokenizer, train
+from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
 from trainer.tables import utcnow
 

@@ -37,7 +37,6 @@ from trainer.dataset import (
     write_snapshot,
 )
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
-from trainer.grounding import Regrounder
 from trainer.lock import training_lock
 from trainer.qlora import (
     TrainConfig,
@@ -48,6 +47,7 @@ from trainer.qlora import (
     train,
 )
 from trainer.recipe import RECIPE_FILE, RecipeConfig, expand
+from trainer.regrounder import Regrounder
 from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
 from trainer.store import TrainerStore
 

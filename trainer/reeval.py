@@ -30,8 +30,8 @@ from adapters.registry import Registry, UnknownAdapter
 from trainer.dataset import Example, grow_holdout
 from trainer.errors import TrainerError
 from trainer.evaluate import SetScore, shipped_probes
-from trainer.grounding import Regrounder
 from trainer.job import TrainingJob
+from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore, utcnow
 

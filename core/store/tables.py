@@ -39,7 +39,7 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # The key's own limits (gateway.quotas); null means the quota_default_* setting applies.
+    # The key's own limits (gateway.quota_gate); null means the quota_default_* setting applies.
     requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tokens_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     concurrent_streams: Mapped[int | None] = mapped_column(Integer, nullable=True)

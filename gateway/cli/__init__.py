@@ -201,7 +201,7 @@ def keys_quota(
     from dataclasses import replace
 
     from core.store.keys import quota_of
-    from gateway.quotas import MonthlyUsage
+    from gateway.quota_gate import MonthlyUsage
 
     settings = _settings(ctx)
     given = {"requests_per_minute": rpm, "tokens_per_minute": tpm,

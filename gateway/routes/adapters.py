@@ -14,7 +14,7 @@ from adapters.tables import AdapterVersion
 from adapters.validation import check_publish_source
 from gateway.action_limits import check_action
 from gateway.feedback import FeedbackIn, FeedbackService
-from gateway.quotas import QuotaGate
+from gateway.quota_gate import QuotaGate
 
 
 class PublishIn(msgspec.Struct):

@@ -10,7 +10,7 @@ from litestar import delete, get, post, put
 
 from core.store.keys import KeyStore, Quota, quota_of
 from gateway.errors import NotFound
-from gateway.quotas import QuotaGate
+from gateway.quota_gate import QuotaGate
 
 # The columns' ranges: 32-bit for per-minute limits, 64-bit for the monthly budget.
 Limit = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from gateway.action_limits import check_action
 from gateway.errors import NotFound
-from gateway.quotas import QuotaGate
+from gateway.quota_gate import QuotaGate
 from retrieval.documents import from_fields
 from retrieval.service import MAX_K, Retriever
 

@@ -40,7 +40,7 @@ from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
 from tests.support import ThreadedGateway, create_keys, run, wait_until
 from trainer.dataset import read_snapshot
-from trainer.demo import ALIAS, DemoUsers, Served, questions, retrieval_config
+from trainer.demo import ALIAS, DemoAnswer, DemoUsers, questions, retrieval_config
 from trainer.errors import DatasetError
 from trainer.job import RunOutcome
 from trainer.tables import SplitItem, TrainingRun
@@ -57,7 +57,7 @@ class Loop:
     gateway: ThreadedGateway
     settings: Settings
     keys: dict[str, str]
-    served: list[Served]
+    served: list[DemoAnswer]
 
 
 def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Settings:
@@ -98,14 +98,14 @@ def loop(
 
         return run(go())
 
-    async def ask_and_rate(users: DemoUsers) -> list[Served]:
+    async def ask_and_rate(users: DemoUsers) -> list[DemoAnswer]:
         await users.setup()
         served = await users.ask(questions())
         await users.give_feedback(served)
         return served
 
     try:
-        served: list[Served] = as_users(ask_and_rate)
+        served: list[DemoAnswer] = as_users(ask_and_rate)
         wait_until(lambda: _pending(settings) == len(served), 60, "every answer flagged")
         as_users(lambda users: users.approve_all())
         yield Loop(gateway, settings, keys, served)

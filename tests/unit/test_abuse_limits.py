@@ -27,7 +27,7 @@ from gateway.flagging import Flag, Flagger
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import MemoryCounters
-from gateway.quotas import QuotaGate
+from gateway.quota_gate import QuotaGate
 from gateway.review import ReviewFilter, ReviewQueue, revision
 from gateway.rollout_stats import experiment_outcomes, version_stats
 from tests.unit.test_quotas import Clock, FixedUsage

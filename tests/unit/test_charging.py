@@ -31,7 +31,7 @@ from gateway.errors import QuotaExhausted, RateLimited
 from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import MemoryCounters
-from gateway.quotas import QuotaGate, estimate_tokens
+from gateway.quota_gate import QuotaGate, estimate_tokens
 from gateway.routing import Route
 from gateway.schemas import ChatCompletionRequest
 from tests.support import free_port

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monitor.drift import centroid_distance, drift_test
-from monitor.quality import Served, quality_by_version
+from monitor.quality import StoredCompletion, quality_by_version
 from monitor.service import MonitorConfig, QualityMonitor
 
 
@@ -64,11 +64,11 @@ def test_a_window_needs_two_points(center: np.ndarray) -> None:
 
 def test_quality_per_version() -> None:
     served = [
-        Served("v1", True, "Paris.", 0.8, "positive"),
-        Served("v1", True, "I don't know.", 0.2, "negative"),
-        Served("v1", True, "It is 42.", None, "neutral"),  # neutral: not a thumb
-        Served("v1", False, "", None, None),  # errors count as requests, not answers
-        Served("v2", True, "Yes.", None, "positive"),
+        StoredCompletion("v1", True, "Paris.", 0.8, "positive"),
+        StoredCompletion("v1", True, "I don't know.", 0.2, "negative"),
+        StoredCompletion("v1", True, "It is 42.", None, "neutral"),  # neutral: not a thumb
+        StoredCompletion("v1", False, "", None, None),  # errors count as requests, not answers
+        StoredCompletion("v2", True, "Yes.", None, "positive"),
     ]
     quality = quality_by_version(served)
     v1 = quality["v1"].as_dict()
@@ -83,10 +83,12 @@ def test_what_asks_for_training() -> None:
     config = MonitorConfig(min_feedback=4, min_queries=4, min_positive_ratio=0.5, max_idk_rate=0.5)
     monitor = QualityMonitor(None, lambda texts: np.zeros((0, 1)), config, "base")  # type: ignore[arg-type]
     unhappy = quality_by_version(
-        [Served("v1", True, "I don't know", None, "negative")] * 3
-        + [Served("v1", True, "Yes", None, "positive")]
+        [StoredCompletion("v1", True, "I don't know", None, "negative")] * 3
+        + [StoredCompletion("v1", True, "Yes", None, "positive")]
     )["v1"]
     assert monitor._triggers(False, unhappy) == ["low_positive_ratio", "high_idk_rate"]
     assert monitor._triggers(True, None) == ["drift"]
-    too_little = quality_by_version([Served("v1", True, "I don't know", None, "negative")])["v1"]
+    too_little = quality_by_version(
+        [StoredCompletion("v1", True, "I don't know", None, "negative")]
+    )["v1"]
     assert monitor._triggers(False, too_little) == []  # below min_feedback and min_queries

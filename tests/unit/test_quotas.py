@@ -15,7 +15,7 @@ from core.store.keys import Principal, Quota
 from gateway.errors import QuotaExhausted, RateLimited
 from gateway.metrics import GatewayMetrics
 from gateway.quota_counters import MemoryCounters
-from gateway.quotas import QuotaGate
+from gateway.quota_gate import QuotaGate
 
 
 class Clock:

@@ -11,8 +11,8 @@ from retrieval.grounding import NO_SOURCES, grounded_turn
 from retrieval.service import Hit
 from trainer.dataset import Example
 from trainer.evaluate import SetScore
-from trainer.grounding import Regrounder
 from trainer.reeval import ReevalPolicy
+from trainer.regrounder import Regrounder
 
 POLICY = ReevalPolicy(tolerance=0.1, min_holdout=5)
 

@@ -16,7 +16,7 @@ import pytest
 from adapters.reconciler import Reconciler
 from core.settings import Settings
 from gateway import wiring
-from gateway.quotas import MonthlyUsage
+from gateway.quota_gate import MonthlyUsage
 
 # Each builder of a config object, called on the default settings.
 CONFIG_BUILDERS: list[Callable[[Settings], Any]] = [

@@ -35,7 +35,7 @@ class Question:
 
 
 @dataclass
-class Served:
+class DemoAnswer:
     question: Question
     completion_id: str
     answer: str
@@ -106,11 +106,11 @@ class DemoUsers:
         model: str = ALIAS,
         concurrency: int = 6,
         max_tokens: int = 48,
-    ) -> list[Served]:
+    ) -> list[DemoAnswer]:
         """Each question in its own conversation; answers are scored against the reference."""
         limit = asyncio.Semaphore(concurrency)
 
-        async def one(question: Question) -> Served:
+        async def one(question: Question) -> DemoAnswer:
             async with limit:
                 body = await self._call(
                     "POST",
@@ -124,7 +124,7 @@ class DemoUsers:
                     },
                 )
             answer = body["choices"][0]["message"]["content"] or ""
-            return Served(question, body["id"], answer, body["model"])
+            return DemoAnswer(question, body["id"], answer, body["model"])
 
         served = list(await asyncio.gather(*(one(question) for question in asked)))
         vectors = self.embed(
@@ -135,7 +135,7 @@ class DemoUsers:
             item.correct = score_answer(item.answer, item.question.answer, similarity).correct
         return served
 
-    async def give_feedback(self, served: Sequence[Served]) -> None:
+    async def give_feedback(self, served: Sequence[DemoAnswer]) -> None:
         """Wrong answers get a thumbs-down and the right answer as a correction. Right ones
         get a thumbs-up, and the operator keeps them as examples, rewritten in the house
         style (the reference answer): a 135M model's right answers are often right by luck,
@@ -153,7 +153,7 @@ class DemoUsers:
                     **completion, "score": -1, "correction": item.question.answer,
                 })  # fmt: skip
 
-    async def rate(self, served: Sequence[Served]) -> None:
+    async def rate(self, served: Sequence[DemoAnswer]) -> None:
         """Thumbs up for right answers, down for wrong ones (what the canary gates read)."""
         for item in served:
             await self._call(
@@ -202,5 +202,5 @@ class DemoUsers:
         return len(listing["data"])
 
 
-def accuracy(served: Sequence[Served]) -> float:
+def accuracy(served: Sequence[DemoAnswer]) -> float:
     return sum(item.correct for item in served) / len(served) if served else 0.0

@@ -24,7 +24,7 @@ import click
 import httpx
 
 from core.settings import Settings
-from trainer.demo import ALIAS, DemoUsers, Served, accuracy, questions, retrieval_config
+from trainer.demo import ALIAS, DemoAnswer, DemoUsers, accuracy, questions, retrieval_config
 
 READY_TIMEOUT_S = 900
 ROLLOUT_TIMEOUT_S = 900
@@ -133,8 +133,8 @@ async def play(users: DemoUsers, env: dict[str, str]) -> None:
 
 
 def _print_table(
-    before: list[Served],
-    after: list[Served],
+    before: list[DemoAnswer],
+    after: list[DemoAnswer],
     rollout: dict[str, Any],
     report: dict[str, Any] | None,
 ) -> None:
