@@ -322,16 +322,3 @@ def _arm_card(count: ArmCount) -> dict[str, Any]:
     rate = count.positive / count.rated if count.rated else None
     return {"served": count.served, "rated": count.rated, "positive": count.positive,
             "rate": rate, "interval": wilson_interval(count.positive, count.rated)}  # fmt: skip
-
-
-def experiment_card(experiment: Experiment) -> dict[str, Any]:
-    return {
-        "id": experiment.id, "alias": experiment.alias, "state": experiment.state,
-        "arms": [{key: arm[key] for key in ("name", "version", "retrieval")}
-                 for arm in experiment.arms],
-        "max_samples": experiment.max_samples, "auto_promote": experiment.auto_promote,
-        "winner": experiment.winner, "reason": experiment.reason,
-        "results": experiment.results, "started_at": experiment.started_at.isoformat(),
-        "ends_at": experiment.ends_at.isoformat(),
-        "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,
-    }  # fmt: skip

@@ -28,6 +28,7 @@ from gateway.relay import EngineRelay
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routes import experiments as experiment_routes
+from gateway.routes import feedback as feedback_routes
 from gateway.services import Services
 from gateway.ui import ui_routes
 from gateway.wiring import build_services
@@ -80,7 +81,7 @@ def create_app(
             adapter_routes.publish_adapter,
             adapter_routes.list_adapters,
             adapter_routes.list_aliases,
-            adapter_routes.submit_feedback,
+            feedback_routes.submit_feedback,
             review.list_review,
             review.show_review,
             review.decide_review,

@@ -71,29 +71,6 @@ def revision(item: ReviewItem) -> str:
     return hashlib.sha256(seen.encode()).hexdigest()
 
 
-def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dict[str, Any]:
-    card: dict[str, Any] = {
-        "id": item.id,
-        "revision": revision(item),
-        "completion_id": item.completion_id,
-        "alias": item.alias,
-        "served_model": item.served_model,
-        "state": item.state,
-        "reasons": [reason["reason"] for reason in item.reasons],
-        "correction": item.correction,
-        "reviewer": item.reviewer,
-        "note": item.note,
-        "created_at": item.created_at.isoformat(),
-        "decided_at": item.decided_at.isoformat() if item.decided_at else None,
-    }
-    if conversation is not None:
-        card["reason_details"] = item.reasons
-        card["messages"] = conversation.request.get("messages", [])
-        card["answer"] = conversation.response[0]["content"] if conversation.response else ""
-        card["groundedness"] = conversation.groundedness
-    return card
-
-
 class ReviewQueue:
     def __init__(self, db: Database, flagger: Flagger, conversations: ConversationLog) -> None:
         self.db = db

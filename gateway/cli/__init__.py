@@ -279,7 +279,7 @@ def adapters_list(ctx: click.Context, alias: str | None) -> None:
 def adapters_show(ctx: click.Context, version: str) -> None:
     """Show one version, with its eval report."""
     from adapters.errors import AdapterError
-    from gateway.routes.adapters import version_card
+    from gateway.presentation import version_card
 
     try:
         row = _with_registry(_settings(ctx), lambda registry: registry.get(version))
@@ -315,7 +315,7 @@ def _with_rollouts(settings: Settings, action: Callable[[Any], Coroutine[Any, An
 
 def _rollout_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
     from adapters.errors import AdapterError
-    from gateway.routes.rollouts import rollout_card
+    from gateway.presentation import rollout_card
 
     try:
         result = _with_rollouts(_settings(ctx), action)
@@ -375,7 +375,7 @@ def experiment() -> None:
 
 def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
     from adapters.errors import AdapterError
-    from adapters.experiments import experiment_card
+    from gateway.presentation import experiment_card
     from gateway.wiring import adapter_registry, experiment_controller
 
     def build(settings: Settings, db: Any) -> Any:
@@ -501,7 +501,7 @@ def review_list(
 @click.pass_context
 def review_show(ctx: click.Context, item_id: int) -> None:
     """Show one item with its conversation and answer."""
-    from gateway.review import item_card
+    from gateway.presentation import item_card
 
     item, conversation = _review(ctx, lambda queue: queue.show(item_id))
     click.echo(json.dumps(item_card(item, conversation), indent=2, default=str))

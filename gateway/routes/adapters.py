@@ -1,4 +1,4 @@
-"""Admin API for adapters (publish, list) and the public feedback endpoint."""
+"""Admin API for adapters: publish versions, list them, declare and list aliases."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, get, post
-from litestar.openapi.datastructures import ResponseSpec
+from litestar import get, post
 
 from adapters.registry import Registry
-from adapters.tables import AdapterVersion
 from adapters.validation import check_publish_source
-from gateway.action_limits import check_action
-from gateway.feedback import FeedbackIn, FeedbackService
-from gateway.quota_gate import QuotaGate
+from gateway.presentation import version_card
 
 
 class PublishIn(msgspec.Struct):
@@ -23,17 +19,6 @@ class PublishIn(msgspec.Struct):
     path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     alias: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
     parent: str | None = None
-
-
-def version_card(version: AdapterVersion) -> dict[str, Any]:
-    return {
-        "name": version.name, "alias": version.alias, "number": version.number,
-        "state": version.state, "parent": version.parent, "sha256": version.sha256,
-        "rank": version.rank, "target_modules": version.target_modules,
-        "size_bytes": version.size_bytes, "path": version.path,
-        "eval_report": version.eval_report,
-        "created_at": version.created_at.isoformat(),
-    }  # fmt: skip
 
 
 @post("/v1/admin/adapters", opt={"scope": "admin"}, tags=["admin"], status_code=201)
@@ -78,22 +63,3 @@ async def list_aliases(adapters: Registry) -> dict[str, Any]:
             for route in routes.values()
         ],
     }  # fmt: skip
-
-
-@post(
-    "/v1/feedback",
-    opt={"scope": "chat"},
-    tags=["openai"],
-    status_code=200,
-    responses={202: ResponseSpec(dict[str, Any], description="Queued: the store is down; "
-                                 "it is journaled and applied, checks included, later.")},
-)  # fmt: skip
-async def submit_feedback(
-    request: Request[Any, Any, Any], data: FeedbackIn, feedback: FeedbackService, quotas: QuotaGate
-) -> Response[dict[str, Any]]:
-    """Rate a completion (thumbs or stars), correct it, or flag it.
-
-    Limited per key (``feedback_per_minute``): 429 ``rate_limit_error`` with Retry-After."""
-    await check_action(quotas, request.state.principal, "feedback")
-    result = await feedback.submit(data, request.state.principal)
-    return Response(result, status_code=202 if result["queued"] else 200)

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import get, post
 
-from adapters.experiments import ExperimentController, experiment_card
+from adapters.experiments import ExperimentController
 from gateway.errors import NotFound
+from gateway.presentation import experiment_card
 
 
 class StartExperiment(msgspec.Struct, forbid_unknown_fields=True):

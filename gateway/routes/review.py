@@ -9,8 +9,9 @@ from litestar import Request, get, patch, post
 from litestar.params import Parameter
 
 from gateway.action_limits import check_action
+from gateway.presentation import item_card
 from gateway.quota_gate import QuotaGate
-from gateway.review import ReviewFilter, ReviewQueue, item_card
+from gateway.review import ReviewFilter, ReviewQueue
 
 ItemId = Annotated[int, Parameter(ge=1, le=2**31 - 1)]  # the id column is 32-bit
 

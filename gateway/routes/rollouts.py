@@ -8,9 +8,9 @@ import msgspec
 from litestar import get, post
 
 from adapters.rollout import RolloutController
-from adapters.tables import Rollout, RolloutEvent
 from core.rollout_steps import check_rollout_steps
 from gateway.errors import NotFound
+from gateway.presentation import rollout_card
 
 
 class StartRollout(msgspec.Struct):
@@ -23,21 +23,6 @@ class StartRollout(msgspec.Struct):
         # msgspec turns this into a 400 naming the body, like its own checks.
         if self.steps:
             check_rollout_steps(self.steps)
-
-
-def rollout_card(rollout: Rollout, events: list[RolloutEvent] | None = None) -> dict[str, Any]:
-    card: dict[str, Any] = {
-        "id": rollout.id, "alias": rollout.alias, "candidate": rollout.candidate,
-        "baseline": rollout.baseline, "state": rollout.state, "steps": rollout.steps,
-        "step": rollout.step, "weight": rollout.weight, "failures": rollout.failures,
-        "reason": rollout.reason, "started_at": rollout.started_at.isoformat(),
-    }  # fmt: skip
-    if events is not None:
-        card["history"] = [
-            {"kind": event.kind, "detail": event.detail, "at": event.created_at.isoformat()}
-            for event in events
-        ]
-    return card
 
 
 @post("/v1/admin/rollouts", opt={"scope": "admin"}, tags=["admin"], status_code=201)

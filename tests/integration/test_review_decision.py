@@ -46,7 +46,8 @@ from gateway.errors import Conflict, InvalidRequest
 from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
-from gateway.review import ReviewQueue, item_card, revision
+from gateway.presentation import item_card
+from gateway.review import ReviewQueue, revision
 from tests.support import ThreadedGateway, free_port, run
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "19"))
