@@ -14,6 +14,7 @@ import click
 from core.errors import ConfigError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
+from gateway.cli.errors import CommandGroup
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ def _with_store(
     return _run(run())
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 @click.option(
     "--config",
     "config_file",
@@ -57,10 +58,7 @@ def _with_store(
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
     """loragate: an OpenAI-compatible gateway with hot-swappable LoRA adapters."""
-    try:
-        ctx.obj = load_settings(config_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    ctx.obj = load_settings(config_file)
     configure_logging(ctx.obj.log_level, ctx.obj.log_format)
 
 
@@ -70,10 +68,7 @@ def serve(ctx: click.Context) -> None:
     """Start the gateway (and, in embedded mode, the supervised vLLM server)."""
     from gateway.serve import serve as run_server
 
-    try:
-        run_server(_settings(ctx))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    run_server(_settings(ctx))
 
 
 # -- model ------------------------------------------------------------------------------
@@ -92,15 +87,12 @@ def model_prepare(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     target = settings.resolved_base_model_path
-    try:
-        if settings.base_model_path is not None:
-            check_model_dir(target)  # an operator's own model: nothing to convert
-            click.echo(f"using the configured model directory {target}")
-            return
-        with Progress("model prepare", PREPARE_STEPS) as progress:
-            info = prepare_base_model(target, progress)
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    if settings.base_model_path is not None:
+        check_model_dir(target)  # an operator's own model: nothing to convert
+        click.echo(f"using the configured model directory {target}")
+        return
+    with Progress("model prepare", PREPARE_STEPS) as progress:
+        info = prepare_base_model(target, progress)
     click.echo(f"base model ready at {target} (smoke reply: {info.get('smoke_reply')!r})")
 
 
@@ -116,10 +108,7 @@ def engine_run(ctx: click.Context) -> None:
     """Run only the supervised vLLM server until interrupted."""
     from gateway.serve import run_engine
 
-    try:
-        _run(run_engine(_settings(ctx)))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    _run(run_engine(_settings(ctx)))
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -255,10 +244,7 @@ def adapters_publish(ctx: click.Context, path: Path, alias: str) -> None:
     """Validate a PEFT LoRA directory and store it as <alias>-v<N>."""
     from adapters.errors import AdapterError
 
-    try:
-        published = _with_registry(_settings(ctx), lambda registry: registry.publish(path, alias))
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    published = _with_registry(_settings(ctx), lambda registry: registry.publish(path, alias))
     verb = "published" if published.created else "already published as"
     click.echo(f"{verb} {published.version.name} ({published.version.state})")
 
@@ -281,10 +267,7 @@ def adapters_show(ctx: click.Context, version: str) -> None:
     from adapters.errors import AdapterError
     from gateway.presentation import version_card
 
-    try:
-        row = _with_registry(_settings(ctx), lambda registry: registry.get(version))
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    row = _with_registry(_settings(ctx), lambda registry: registry.get(version))
     click.echo(json.dumps(version_card(row), indent=2, default=str))
 
 
@@ -295,10 +278,7 @@ def adapters_alias(ctx: click.Context, alias: str) -> None:
     """Declare ALIAS before its first version; it serves the base model meanwhile."""
     from adapters.errors import AdapterError
 
-    try:
-        created = _with_registry(_settings(ctx), lambda registry: registry.create_alias(alias))
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    created = _with_registry(_settings(ctx), lambda registry: registry.create_alias(alias))
     click.echo(f"alias {alias} {'created' if created else 'already exists'}")
 
 
@@ -317,10 +297,7 @@ def _rollout_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
     from adapters.errors import AdapterError
     from gateway.presentation import rollout_card
 
-    try:
-        result = _with_rollouts(_settings(ctx), action)
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = _with_rollouts(_settings(ctx), action)
     card = rollout_card(*result) if isinstance(result, tuple) else rollout_card(result)
     click.echo(json.dumps(card, indent=2, default=str))
 
@@ -381,10 +358,7 @@ def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> Non
     def build(settings: Settings, db: Any) -> Any:
         return experiment_controller(settings, db, adapter_registry(settings, db))
 
-    try:
-        result = _with_store(_settings(ctx), build, action)
-    except AdapterError as exc:
-        raise click.ClickException(str(exc)) from None
+    result = _with_store(_settings(ctx), build, action)
     click.echo(json.dumps(experiment_card(result), indent=2, default=str))
 
 
@@ -463,10 +437,7 @@ def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]])
     def build(_: Settings, db: Any) -> ReviewQueue:
         return ReviewQueue(db, flagger(settings, db), ConversationLog(db))
 
-    try:
-        return _with_store(settings, build, action)
-    except (GatewayError, StoreBusy) as exc:
-        raise click.ClickException(exc.message) from None
+    return _with_store(settings, build, action)
 
 
 @review.command("list")
@@ -599,10 +570,7 @@ def ingest(ctx: click.Context, path: Path, collection: str) -> None:
     from gateway.ingest import ingest_path
     from retrieval.errors import RetrievalError
 
-    try:
-        summary = ingest_path(_settings(ctx), path, collection)
-    except RetrievalError as exc:
-        raise click.ClickException(exc.message) from None
+    summary = ingest_path(_settings(ctx), path, collection)
     click.echo(
         f"{collection}: {summary['created']} created, {summary['replaced']} replaced, "
         f"{summary['unchanged']} unchanged, {summary['failed']} failed, "

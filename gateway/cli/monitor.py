@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from core.settings import Settings
-from monitor.errors import MonitorError
 from monitor.service import QualityMonitor, report_dict
 
 
@@ -26,10 +25,7 @@ def _with_monitor(settings: Settings, action: Callable[[QualityMonitor], Awaitab
         finally:
             await db.dispose()
 
-    try:
-        return asyncio.run(run())
-    except MonitorError as exc:
-        raise click.ClickException(str(exc)) from None
+    return asyncio.run(run())
 
 
 @click.group()

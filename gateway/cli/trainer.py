@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import anyio
 import click
 
-from adapters.errors import AdapterError
 from adapters.registry import Registry
 from core.settings import Settings
 from gateway.wiring import TrainerParts, trainer_parts
@@ -27,10 +26,7 @@ def _run(settings: Settings, action: Callable[[TrainerParts], Coroutine[Any, Any
         async with trainer_parts(settings) as parts:
             return await action(parts)
 
-    try:
-        return asyncio.run(run())
-    except (TrainerError, AdapterError) as exc:
-        raise click.ClickException(str(exc)) from None
+    return asyncio.run(run())
 
 
 def _print_outcome(report: dict[str, Any], state: str, candidate: str | None) -> None:
