@@ -25,10 +25,16 @@ from gateway.embeddings import EmbeddingService, embedding_model_name
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.openapi import document_errors
 from gateway.relay import EngineRelay
-from gateway.routes import adapters as adapter_routes
-from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
-from gateway.routes import experiments as experiment_routes
-from gateway.routes import feedback as feedback_routes
+from gateway.routes.adapters import AdapterRoutes, AliasRoutes
+from gateway.routes.admin import KeyRoutes
+from gateway.routes.collections import CollectionRoutes
+from gateway.routes.experiments import ExperimentRoutes
+from gateway.routes.feedback import FeedbackRoutes
+from gateway.routes.monitor import MonitorRoutes
+from gateway.routes.openai import OpenAIRoutes, VllmRoutes
+from gateway.routes.ops import OpsRoutes
+from gateway.routes.review import ReviewRoutes
+from gateway.routes.rollouts import RolloutRoutes
 from gateway.services import Services
 from gateway.ui import ui_routes
 from gateway.wiring import build_services
@@ -60,49 +66,22 @@ def create_app(
     api = Router(
         path="/",
         route_handlers=[
-            openai.chat_completions,
-            openai.list_models,
-            openai.retrieve_model,
-            openai.completions,
-            openai.create_embeddings,
-            openai.tokenize,
-            openai.detokenize,
-            openai.create_response,
-            admin.list_keys,
-            admin.create_key,
-            admin.revoke_key,
-            admin.get_quota,
-            admin.set_quota,
-            collections.list_collections,
-            collections.add_document,
-            collections.delete_document,
-            collections.delete_document_by_id,
-            collections.search,
-            adapter_routes.publish_adapter,
-            adapter_routes.list_adapters,
-            adapter_routes.list_aliases,
-            feedback_routes.submit_feedback,
-            review.list_review,
-            review.show_review,
-            review.decide_review,
-            review.reopen_review,
-            review.edit_review,
-            review.flag_completion,
-            adapter_routes.create_alias,
-            rollouts.start_rollout,
-            rollouts.rollout_status,
-            rollouts.rollout_action,
-            experiment_routes.start_experiment,
-            experiment_routes.experiment_status,
-            experiment_routes.experiment_action,
-            monitor.monitor_history,
-            monitor.run_monitor,
-            monitor.monitor_timeline,
+            OpenAIRoutes,
+            VllmRoutes,
+            FeedbackRoutes,
+            KeyRoutes,
+            CollectionRoutes,
+            AdapterRoutes,
+            AliasRoutes,
+            ReviewRoutes,
+            RolloutRoutes,
+            ExperimentRoutes,
+            MonitorRoutes,
         ],
         guards=[scope_guard],
     )
     app = Litestar(
-        route_handlers=[api, ops.healthz, ops.readyz, ops.metrics, *ui_routes(settings.ui_enabled)],
+        route_handlers=[api, OpsRoutes, *ui_routes(settings.ui_enabled)],
         dependencies={
             "chat": provide(services.chat),
             "embeddings": provide(_embedding_service(services)),

@@ -108,7 +108,9 @@ def _bearer_token(authorization: str | None) -> str:
 async def scope_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Litestar guard: the handler's ``opt["scope"]`` names the scope it needs."""
     needed: Scope | None = handler.opt.get("scope")
-    if needed is None:
+    if needed is None or connection.scope.get("method") == "OPTIONS":
+        # Litestar's own answer to OPTIONS (the allowed methods) inherits the controller's
+        # opt, scope included; it reveals nothing, and was never behind a key.
         return
     authenticator: Authenticator = connection.app.state.authenticator
     principal = await authenticator.authenticate(connection.headers.get("authorization"))

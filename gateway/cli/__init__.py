@@ -11,7 +11,6 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from core.errors import ConfigError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
 from gateway.cli.errors import CommandGroup
@@ -82,7 +81,6 @@ def model() -> None:
 def model_prepare(ctx: click.Context) -> None:
     """Write the bundled SmolLM2-135M-Instruct as a bf16 safetensors directory (idempotent)."""
     from adapters.base_model import PREPARE_STEPS, check_model_dir, prepare_base_model
-    from adapters.errors import AdapterError
     from core.progress import Progress
 
     settings = _settings(ctx)
@@ -242,7 +240,6 @@ def _with_registry(settings: Settings, action: Callable[[Any], Coroutine[Any, An
 @click.pass_context
 def adapters_publish(ctx: click.Context, path: Path, alias: str) -> None:
     """Validate a PEFT LoRA directory and store it as <alias>-v<N>."""
-    from adapters.errors import AdapterError
 
     published = _with_registry(_settings(ctx), lambda registry: registry.publish(path, alias))
     verb = "published" if published.created else "already published as"
@@ -264,7 +261,6 @@ def adapters_list(ctx: click.Context, alias: str | None) -> None:
 @click.pass_context
 def adapters_show(ctx: click.Context, version: str) -> None:
     """Show one version, with its eval report."""
-    from adapters.errors import AdapterError
     from gateway.presentation import version_card
 
     row = _with_registry(_settings(ctx), lambda registry: registry.get(version))
@@ -276,7 +272,6 @@ def adapters_show(ctx: click.Context, version: str) -> None:
 @click.pass_context
 def adapters_alias(ctx: click.Context, alias: str) -> None:
     """Declare ALIAS before its first version; it serves the base model meanwhile."""
-    from adapters.errors import AdapterError
 
     created = _with_registry(_settings(ctx), lambda registry: registry.create_alias(alias))
     click.echo(f"alias {alias} {'created' if created else 'already exists'}")
@@ -294,7 +289,6 @@ def _with_rollouts(settings: Settings, action: Callable[[Any], Coroutine[Any, An
 
 
 def _rollout_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
-    from adapters.errors import AdapterError
     from gateway.presentation import rollout_card
 
     result = _with_rollouts(_settings(ctx), action)
@@ -351,7 +345,6 @@ def experiment() -> None:
 
 
 def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> None:
-    from adapters.errors import AdapterError
     from gateway.presentation import experiment_card
     from gateway.wiring import adapter_registry, experiment_controller
 
@@ -426,9 +419,7 @@ def review() -> None:
 
 
 def _review(ctx: click.Context, action: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
-    from core.errors import StoreBusy
     from core.store.conversations import ConversationLog
-    from gateway.errors import GatewayError
     from gateway.review import ReviewQueue
     from gateway.wiring import flagger
 
@@ -568,7 +559,6 @@ def ingest(ctx: click.Context, path: Path, collection: str) -> None:
     Resumable: documents already ingested with the same content are skipped.
     """
     from gateway.ingest import ingest_path
-    from retrieval.errors import RetrievalError
 
     summary = ingest_path(_settings(ctx), path, collection)
     click.echo(

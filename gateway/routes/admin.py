@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import delete, get, post, put
+from litestar import Controller, delete, get, post, put
 
 from core.store.keys import KeyStore, Quota, quota_of
 from gateway.errors import NotFound
@@ -37,54 +37,6 @@ class CreateKey(msgspec.Struct):
     quota: QuotaIn | None = None
 
 
-@get("/v1/admin/keys", opt={"scope": "admin"}, tags=["admin"])
-async def list_keys(keys: KeyStore) -> dict[str, Any]:
-    """Keys by id, scope and prefix; the keys themselves are never stored."""
-    rows = await keys.list()
-    return {
-        "object": "list",
-        "data": [
-            {"id": row.id, "name": row.name, "scope": row.scope, "prefix": row.prefix,
-             "created_at": row.created_at.isoformat(),
-             "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
-            for row in rows
-        ],
-    }  # fmt: skip
-
-
-@post("/v1/admin/keys", opt={"scope": "admin"}, tags=["admin"], status_code=201)
-async def create_key(data: CreateKey, keys: KeyStore) -> dict[str, Any]:
-    """Create a key; the response is the only time the key is shown."""
-    created = await keys.create(data.scope, data.name)
-    if data.quota is not None:
-        await keys.set_quota(created.id, data.quota.quota())
-    return {"id": created.id, "scope": created.scope, "name": created.name, "key": created.key}
-
-
-@delete("/v1/admin/keys/{key_id:str}", opt={"scope": "admin"}, tags=["admin"], status_code=200)
-async def revoke_key(key_id: str, keys: KeyStore) -> dict[str, Any]:
-    """Revoke a key. Cached verifications expire within `key_cache_seconds`."""
-    if not await keys.revoke(key_id):
-        raise _no_key(key_id)
-    return {"id": key_id, "revoked": True}
-
-
-@get("/v1/admin/keys/{key_id:str}/quota", opt={"scope": "admin"}, tags=["admin"])
-async def get_quota(key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[str, Any]:
-    """The key's own limits, the limits in force (with the defaults), and its usage now."""
-    return await _quota_card(key_id, keys, quotas)
-
-
-@put("/v1/admin/keys/{key_id:str}/quota", opt={"scope": "admin"}, tags=["admin"])
-async def set_quota(
-    key_id: str, data: QuotaIn, keys: KeyStore, quotas: QuotaGate
-) -> dict[str, Any]:
-    """Replace the key's own limits. Takes effect within `key_cache_seconds`."""
-    if not await keys.set_quota(key_id, data.quota()):
-        raise _no_key(key_id)
-    return await _quota_card(key_id, keys, quotas)
-
-
 async def _quota_card(key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[str, Any]:
     row = await keys.get(key_id)
     if row is None:
@@ -100,3 +52,54 @@ async def _quota_card(key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[st
 
 def _no_key(key_id: str) -> NotFound:
     return NotFound(f"No key with id '{key_id}'.", param="key_id", code="key_not_found")
+
+
+class KeyRoutes(Controller):
+    """API keys and their quotas (admin)."""
+
+    path = "/v1/admin/keys"
+    opt = {"scope": "admin"}
+    tags = ["admin"]
+
+    @get("/")
+    async def list_keys(self, keys: KeyStore) -> dict[str, Any]:
+        """Keys by id, scope and prefix; the keys themselves are never stored."""
+        rows = await keys.list()
+        return {
+            "object": "list",
+            "data": [
+                {"id": row.id, "name": row.name, "scope": row.scope, "prefix": row.prefix,
+                 "created_at": row.created_at.isoformat(),
+                 "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+                for row in rows
+            ],
+        }  # fmt: skip
+
+    @post("/", status_code=201)
+    async def create_key(self, data: CreateKey, keys: KeyStore) -> dict[str, Any]:
+        """Create a key; the response is the only time the key is shown."""
+        created = await keys.create(data.scope, data.name)
+        if data.quota is not None:
+            await keys.set_quota(created.id, data.quota.quota())
+        return {"id": created.id, "scope": created.scope, "name": created.name, "key": created.key}
+
+    @delete("/{key_id:str}", status_code=200)
+    async def revoke_key(self, key_id: str, keys: KeyStore) -> dict[str, Any]:
+        """Revoke a key. Cached verifications expire within `key_cache_seconds`."""
+        if not await keys.revoke(key_id):
+            raise _no_key(key_id)
+        return {"id": key_id, "revoked": True}
+
+    @get("/{key_id:str}/quota")
+    async def get_quota(self, key_id: str, keys: KeyStore, quotas: QuotaGate) -> dict[str, Any]:
+        """The key's own limits, the limits in force (with the defaults), and its usage now."""
+        return await _quota_card(key_id, keys, quotas)
+
+    @put("/{key_id:str}/quota")
+    async def set_quota(
+        self, key_id: str, data: QuotaIn, keys: KeyStore, quotas: QuotaGate
+    ) -> dict[str, Any]:
+        """Replace the key's own limits. Takes effect within `key_cache_seconds`."""
+        if not await keys.set_quota(key_id, data.quota()):
+            raise _no_key(key_id)
+        return await _quota_card(key_id, keys, quotas)

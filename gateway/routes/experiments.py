@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import get, post
+from litestar import Controller, get, post
 
 from adapters.experiments import ExperimentController
 from gateway.errors import NotFound
@@ -24,36 +24,40 @@ class StartExperiment(msgspec.Struct, forbid_unknown_fields=True):
     auto_promote: bool = False
 
 
-@post("/v1/admin/experiments", opt={"scope": "admin"}, tags=["admin"], status_code=201)
-async def start_experiment(
-    data: StartExperiment, experiments: ExperimentController
-) -> dict[str, Any]:
-    """Split an alias's traffic evenly across arms until the sequential test decides."""
-    started = await experiments.start(
-        data.alias, data.arms, max_samples=data.max_samples,
-        max_duration_s=data.max_duration_s, auto_promote=data.auto_promote,
-    )  # fmt: skip
-    return experiment_card(started)
+class ExperimentRoutes(Controller):
+    """A/B experiments per alias (admin)."""
 
+    path = "/v1/admin/experiments"
+    opt = {"scope": "admin"}
+    tags = ["admin"]
 
-@get("/v1/admin/experiments/{alias:str}", opt={"scope": "admin"}, tags=["admin"])
-async def experiment_status(alias: str, experiments: ExperimentController) -> dict[str, Any]:
-    """The alias's latest experiment: each arm's rate with its interval, and the decision."""
-    experiment = await experiments.status(alias)
-    if experiment is None:
-        raise NotFound(f"Alias '{alias}' has had no experiment.", param="alias",
-                       code="experiment_not_found")  # fmt: skip
-    return experiment_card(experiment)
+    @post("/", status_code=201)
+    async def start_experiment(
+        self, data: StartExperiment, experiments: ExperimentController
+    ) -> dict[str, Any]:
+        """Split an alias's traffic evenly across arms until the sequential test decides."""
+        started = await experiments.start(
+            data.alias, data.arms, max_samples=data.max_samples,
+            max_duration_s=data.max_duration_s, auto_promote=data.auto_promote,
+        )  # fmt: skip
+        return experiment_card(started)
 
+    @get("/{alias:str}")
+    async def experiment_status(
+        self, alias: str, experiments: ExperimentController
+    ) -> dict[str, Any]:
+        """The alias's latest experiment: each arm's rate with its interval, and the decision."""
+        experiment = await experiments.status(alias)
+        if experiment is None:
+            raise NotFound(f"Alias '{alias}' has had no experiment.", param="alias",
+                           code="experiment_not_found")  # fmt: skip
+        return experiment_card(experiment)
 
-@post(
-    "/v1/admin/experiments/{alias:str}/{action:str}", opt={"scope": "admin"}, tags=["admin"],
-    status_code=200,
-)  # fmt: skip
-async def experiment_action(
-    alias: str, action: Literal["stop", "promote"], experiments: ExperimentController
-) -> dict[str, Any]:
-    """Stop the running experiment, or promote a decided experiment's winner to live."""
-    if action == "stop":
-        return experiment_card(await experiments.stop(alias))
-    return experiment_card(await experiments.promote(alias))
+    @post("/{alias:str}/{action:str}", status_code=200)
+    async def experiment_action(
+        self, alias: str, action: Literal["stop", "promote"], experiments: ExperimentController
+    ) -> dict[str, Any]:
+        """Stop the running experiment, or promote a decided experiment's winner to live."""
+        if action == "stop":
+            return experiment_card(await experiments.stop(alias))
+        return experiment_card(await experiments.promote(alias))

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from litestar import Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.response import Stream
 
 from adapters.engine import EngineClient
@@ -26,23 +26,6 @@ VERSION_HEADER = "x-loragate-version"
 OVERHEAD_HEADER = "x-loragate-overhead-ms"
 T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-@post("/v1/chat/completions", opt={"scope": "chat"}, status_code=200, tags=["openai"])
-async def chat_completions(
-    request: Request[Any, Any, Any], data: ChatCompletionRequest, chat: ChatService
-) -> Response[Any] | Stream:
-    """Create a chat completion; `stream: true` answers with server-sent events."""
-    return await _generate(request, data, chat)
-
-
-@post("/v1/completions", opt={"scope": "chat"}, status_code=200, tags=["openai"])
-async def completions(
-    request: Request[Any, Any, Any], data: CompletionRequest, chat: ChatService
-) -> Response[Any] | Stream:
-    """Create a text completion (the prompt as is, no chat template): the same keys, quotas,
-    routing, log and metrics as chat; `stream: true` answers with server-sent events."""
-    return await _generate(request, data, chat)
 
 
 async def _generate(
@@ -89,53 +72,78 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
         pass
 
 
-@get("/v1/models", opt={"scope": "chat"}, tags=["openai"])
-async def list_models(
-    router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
-) -> dict[str, Any]:
-    """The base model, every alias and adapter version, and the embedding model."""
-    cards = await model_cards(router, engine, [await embeddings.card()])
-    return {"object": "list", "data": cards}
+class OpenAIRoutes(Controller):
+    """The OpenAI-compatible API (chat)."""
+
+    path = "/v1"
+    opt = {"scope": "chat"}
+    tags = ["openai"]
+
+    @post("/chat/completions", status_code=200)
+    async def chat_completions(
+        self, request: Request[Any, Any, Any], data: ChatCompletionRequest, chat: ChatService
+    ) -> Response[Any] | Stream:
+        """Create a chat completion; `stream: true` answers with server-sent events."""
+        return await _generate(request, data, chat)
+
+    @post("/completions", status_code=200)
+    async def completions(
+        self, request: Request[Any, Any, Any], data: CompletionRequest, chat: ChatService
+    ) -> Response[Any] | Stream:
+        """Create a text completion (the prompt as is, no chat template): the same keys, quotas,
+        routing, log and metrics as chat; `stream: true` answers with server-sent events."""
+        return await _generate(request, data, chat)
+
+    @get("/models")
+    async def list_models(
+        self, router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
+    ) -> dict[str, Any]:
+        """The base model, every alias and adapter version, and the embedding model."""
+        cards = await model_cards(router, engine, [await embeddings.card()])
+        return {"object": "list", "data": cards}
+
+    @get("/models/{model_id:path}")
+    async def retrieve_model(
+        self, model_id: str, router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
+    ) -> dict[str, Any]:
+        """One model's card, as listed by `/v1/models`; 404 when there is no such model."""
+        return await model_card(model_id.lstrip("/"), router, engine, [await embeddings.card()])
+
+    @post("/embeddings", status_code=200)
+    async def create_embeddings(
+        self, request: Request[Any, Any, Any], data: EmbeddingRequest, embeddings: EmbeddingService
+    ) -> dict[str, Any]:
+        """Embed text with the gateway's own sentence embedder (not vLLM); float or base64."""
+        return await embeddings.create(data, request.state.principal)
+
+    @post("/responses", status_code=200)
+    async def create_response(
+        self, request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+    ) -> Response[Any] | Stream:
+        """vLLM's Responses API, relayed (quotas and metrics, no conversation log)."""
+        answer = await relay.responses(data, request.state.principal)
+        if isinstance(answer, dict):
+            return Response(answer)
+        return Stream(answer, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-@get("/v1/models/{model_id:path}", opt={"scope": "chat"}, tags=["openai"])
-async def retrieve_model(
-    model_id: str, router: ModelRouter, engine: EngineClient, embeddings: EmbeddingService
-) -> dict[str, Any]:
-    """One model's card, as listed by `/v1/models`; 404 when there is no such model."""
-    return await model_card(model_id.lstrip("/"), router, engine, [await embeddings.card()])
+class VllmRoutes(Controller):
+    """vLLM extensions relayed to the engine (chat)."""
 
+    path = "/"
+    opt = {"scope": "chat"}
+    tags = ["vllm"]
 
-@post("/v1/embeddings", opt={"scope": "chat"}, status_code=200, tags=["openai"])
-async def create_embeddings(
-    request: Request[Any, Any, Any], data: EmbeddingRequest, embeddings: EmbeddingService
-) -> dict[str, Any]:
-    """Embed text with the gateway's own sentence embedder (not vLLM); float or base64."""
-    return await embeddings.create(data, request.state.principal)
+    @post("/tokenize", status_code=200)
+    async def tokenize(
+        self, request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+    ) -> Any:
+        """vLLM's `/tokenize` (a `prompt` or chat `messages`), relayed."""
+        return await relay.tokenizer("/tokenize", data, request.state.principal)
 
-
-@post("/tokenize", opt={"scope": "chat"}, status_code=200, tags=["vllm"])
-async def tokenize(
-    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
-) -> Any:
-    """vLLM's `/tokenize` (a `prompt` or chat `messages`), relayed."""
-    return await relay.tokenizer("/tokenize", data, request.state.principal)
-
-
-@post("/detokenize", opt={"scope": "chat"}, status_code=200, tags=["vllm"])
-async def detokenize(
-    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
-) -> Any:
-    """vLLM's `/detokenize` (`tokens` back to text), relayed."""
-    return await relay.tokenizer("/detokenize", data, request.state.principal)
-
-
-@post("/v1/responses", opt={"scope": "chat"}, status_code=200, tags=["openai"])
-async def create_response(
-    request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
-) -> Response[Any] | Stream:
-    """vLLM's Responses API, relayed (quotas and metrics, no conversation log)."""
-    answer = await relay.responses(data, request.state.principal)
-    if isinstance(answer, dict):
-        return Response(answer)
-    return Stream(answer, media_type="text/event-stream", headers=SSE_HEADERS)
+    @post("/detokenize", status_code=200)
+    async def detokenize(
+        self, request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+    ) -> Any:
+        """vLLM's `/detokenize` (`tokens` back to text), relayed."""
+        return await relay.tokenizer("/detokenize", data, request.state.principal)

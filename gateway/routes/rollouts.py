@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import get, post
+from litestar import Controller, get, post
 
 from adapters.rollout import RolloutController
 from core.rollout_steps import check_rollout_steps
@@ -25,32 +25,37 @@ class StartRollout(msgspec.Struct):
             check_rollout_steps(self.steps)
 
 
-@post("/v1/admin/rollouts", opt={"scope": "admin"}, tags=["admin"], status_code=201)
-async def start_rollout(data: StartRollout, rollouts: RolloutController) -> dict[str, Any]:
-    """Start a canary rollout of a candidate version."""
-    steps = tuple(data.steps) if data.steps else None
-    return rollout_card(await rollouts.start(data.alias, data.version, steps))
+class RolloutRoutes(Controller):
+    """Canary rollouts per alias (admin)."""
 
+    path = "/v1/admin/rollouts"
+    opt = {"scope": "admin"}
+    tags = ["admin"]
 
-@get("/v1/admin/rollouts/{alias:str}", opt={"scope": "admin"}, tags=["admin"])
-async def rollout_status(alias: str, rollouts: RolloutController) -> dict[str, Any]:
-    """The alias's latest rollout with its step, weight and gate history."""
-    rollout, events = await rollouts.status(alias)
-    if rollout is None:
-        raise NotFound(f"Alias '{alias}' has had no rollout.", param="alias")
-    return rollout_card(rollout, events)
+    @post("/", status_code=201)
+    async def start_rollout(
+        self, data: StartRollout, rollouts: RolloutController
+    ) -> dict[str, Any]:
+        """Start a canary rollout of a candidate version."""
+        steps = tuple(data.steps) if data.steps else None
+        return rollout_card(await rollouts.start(data.alias, data.version, steps))
 
+    @get("/{alias:str}")
+    async def rollout_status(self, alias: str, rollouts: RolloutController) -> dict[str, Any]:
+        """The alias's latest rollout with its step, weight and gate history."""
+        rollout, events = await rollouts.status(alias)
+        if rollout is None:
+            raise NotFound(f"Alias '{alias}' has had no rollout.", param="alias")
+        return rollout_card(rollout, events)
 
-@post(
-    "/v1/admin/rollouts/{alias:str}/{action:str}", opt={"scope": "admin"}, tags=["admin"],
-    status_code=200,
-)  # fmt: skip
-async def rollout_action(
-    alias: str,
-    action: Literal["promote", "rollback", "pause", "resume"],
-    rollouts: RolloutController,
-) -> dict[str, Any]:
-    """Promote, roll back, pause or resume the alias's rollout by hand."""
-    commands = {"promote": rollouts.promote, "rollback": rollouts.rollback,
-                "pause": rollouts.pause, "resume": rollouts.resume}  # fmt: skip
-    return rollout_card(await commands[action](alias))
+    @post("/{alias:str}/{action:str}", status_code=200)
+    async def rollout_action(
+        self,
+        alias: str,
+        action: Literal["promote", "rollback", "pause", "resume"],
+        rollouts: RolloutController,
+    ) -> dict[str, Any]:
+        """Promote, roll back, pause or resume the alias's rollout by hand."""
+        commands = {"promote": rollouts.promote, "rollback": rollouts.rollback,
+                    "pause": rollouts.pause, "resume": rollouts.resume}  # fmt: skip
+        return rollout_card(await commands[action](alias))

@@ -612,8 +612,9 @@ def test_k8s_shares_data_and_model_at_the_same_paths() -> None:
 def test_probes_use_the_health_routes(compose_config: dict[str, Any]) -> None:
     from gateway.routes import ops
 
-    assert ops.healthz.paths == {"/healthz"}
-    assert ops.readyz.paths == {"/readyz"}
+    assert ops.OpsRoutes.path == "/"
+    assert ops.OpsRoutes.healthz.paths == {"/healthz"}
+    assert ops.OpsRoutes.readyz.paths == {"/readyz"}
 
     deployment = k8s_object("Deployment", "loragate-gateway")
     container = only_container(deployment)

@@ -25,7 +25,7 @@ def _client(engine_ready: bool, warm_up_state: str) -> TestClient[Litestar]:
     engine = EngineClient(EngineClientConfig(urls=("http://vllm:8000",)))
     engine.replicas[0].healthy = engine_ready
     app = Litestar(
-        route_handlers=[ops.readyz],
+        route_handlers=[ops.OpsRoutes],
         dependencies={
             "engine": Provide(lambda: engine, sync_to_thread=False),
             "retriever": Provide(lambda: WarmUpOnly(warm_up_state), sync_to_thread=False),
