@@ -1,0 +1,41 @@
+"""``loragate config``: the settings and their documentation."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli.common import settings_of
+
+
+@click.group()
+def config() -> None:
+    """Settings."""
+
+
+@config.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective settings as JSON."""
+    click.echo(json.dumps(settings_of(ctx).model_dump(mode="json"), indent=2))
+
+
+@config.command("docs")
+@click.option(
+    "--write",
+    "path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Replace the table between the markers in this file instead of printing.",
+)
+def config_docs(path: Path | None) -> None:
+    """Print the settings table in Markdown (docs/configuration.md is generated from it)."""
+    from core.settings_docs import replace_table, settings_table
+
+    if path is None:
+        sys.stdout.write(settings_table())
+    else:
+        path.write_text(replace_table(path.read_text()))
+        click.echo(f"updated {path}")
