@@ -39,7 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import emit, free_port, machine_description, wait_ready
+from bench.launch import loragate, start_gateway
+from bench.report import emit, machine_description
 
 SECTION = "## Adaptation on generated domains"
 MODEL = "SmolLM2-135M-Instruct"
@@ -78,36 +79,16 @@ class Server:
 def start_server(aliases: dict[str, str], model_dir: Path) -> Server:
     """``loragate serve`` on a new data directory, every alias answering with retrieval."""
     data_dir = Path(tempfile.mkdtemp(prefix="loragate-adaptation-"))
-    port, engine_port = free_port(), free_port()
     retrieval = {alias: {"collection": c, "top_k": TOP_K} for alias, c in aliases.items()}
-    env = {
-        **os.environ,
-        "LORAGATE_DATA_DIR": str(data_dir),
-        "LORAGATE_PORT": str(port),
-        "LORAGATE_ENGINE_PORT": str(engine_port),
-        "LORAGATE_BASE_MODEL_PATH": str(model_dir),
-        "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval),
-        "LORAGATE_LOG_FORMAT": "json",
-    }
-    keys = [_cli(env, "keys", "create", "--scope", scope, "--name", "bench").strip()
+    env = {"LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval), "LORAGATE_LOG_FORMAT": "json"}
+    # The keys go into the store first; the gateway starts with them in place.
+    settings_env = {**os.environ, "LORAGATE_DATA_DIR": str(data_dir),
+                    "LORAGATE_BASE_MODEL_PATH": str(model_dir), **env}  # fmt: skip
+    keys = [loragate(settings_env, "keys", "create", "--scope", scope, "--name", "bench").strip()
             for scope in ("chat", "admin")]  # fmt: skip
-    log = (data_dir / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log,
-        start_new_session=True,
-    )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    wait_ready(f"{base_url}/readyz", process)
-    return Server(process, env, base_url, f"http://127.0.0.1:{engine_port}", data_dir, *keys)
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"loragate {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
+    launched = start_gateway(data_dir, env, model_dir=model_dir, new_session=True)
+    return Server(launched.process, launched.env, launched.base_url, launched.engine_url,
+                  data_dir, *keys)  # fmt: skip
 
 
 async def play(server: Server, seed: int, facts: int) -> SeedResult:
@@ -128,7 +109,7 @@ async def play(server: Server, seed: int, facts: int) -> SeedResult:
         print(f"seed {seed} ({domain.company}): {len(served)} questions asked, "
               f"{sum(not s.correct for s in served)} corrected; training", flush=True)  # fmt: skip
         started = time.monotonic()
-        output = await asyncio.to_thread(_cli, server.env, "train", "--alias", alias)
+        output = await asyncio.to_thread(loragate, server.env, "train", "--alias", alias)
         result = SeedResult(seed, domain.company, train_s=time.monotonic() - started)
         print(output, flush=True)
         version = (await users.versions(alias))[0]

@@ -40,11 +40,9 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import free_port, machine_description, percentile, wait_ready, write_section
+from bench.launch import MODEL, MODEL_DIR, make_lora, start_gateway
+from bench.report import machine_description, percentile, wait_ready, write_section
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
-MODEL = "SmolLM2-135M-Instruct"
 PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
 SECTION = "## Adapters"
 MIX_SIZES = (1, 4, 8)
@@ -73,13 +71,7 @@ class Server:
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Server:
-    port, engine_port = free_port(), free_port()
     env = {
-        **os.environ,
-        "LORAGATE_DATA_DIR": str(data_dir),
-        "LORAGATE_PORT": str(port),
-        "LORAGATE_ENGINE_PORT": str(engine_port),
-        "LORAGATE_BASE_MODEL_PATH": str(MODEL_DIR),
         "LORAGATE_AUTH_ENABLED": "false",
         "LORAGATE_MAX_LORAS": "8",
         "LORAGATE_MAX_CPU_LORAS": "16",
@@ -87,16 +79,8 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None) -> Ser
         "LORAGATE_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
-    log = data_dir / "serve.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
-            env=env,
-            cwd=REPO,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{engine_port}", log, process)
+    launched = start_gateway(data_dir, env, wait=False)
+    return Server(launched.base_url, launched.engine_url, launched.log, launched.process)
 
 
 def stop_server(server: Server) -> None:
@@ -110,8 +94,6 @@ def stop_server(server: Server) -> None:
 
 def make_loras(root: Path, count: int, rank: int) -> list[Path]:
     """``count`` distinct small PEFT LoRAs (different seeds) on the prepared base model."""
-    from tests.support import make_lora
-
     paths = []
     for seed in range(count):
         target = root / f"lora-{seed}"

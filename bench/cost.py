@@ -218,7 +218,7 @@ def make_adapters(root: Path, count: int) -> list[Path]:
     version has its own content (and hash) without loading the model ``count`` times."""
     from safetensors.numpy import load_file, save_file
 
-    from tests.support import make_lora
+    from bench.launch import make_lora
 
     first = make_lora(root / "lora-0", MODEL_DIR, seed=0, rank=8)
     weights_file = "adapter_model.safetensors"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -32,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.report import free_port, machine_description, wait_ready, write_section
+from bench.launch import MODEL, MODEL_DIR, REPO, start_gateway
+from bench.report import machine_description, write_section
 from trainer.dataset import Example
 
-REPO = Path(__file__).resolve().parent.parent
-MODEL_DIR = REPO / "data" / "models" / "SmolLM2-135M-Instruct"
-MODEL = "SmolLM2-135M-Instruct"
 SECTION = "## Trainer"
 METHODS = ("qlora", "lora", "full")
 VARIANTS = ("{q}", "{q} I bought one last month.", "Hello! {q} Thanks in advance.")
@@ -128,18 +125,11 @@ class Run:
 def start_server(data_dir: Path, aliases: list[str]) -> tuple[subprocess.Popen[bytes], str, str]:
     from trainer.demo import COLLECTION
 
-    port, engine_port = free_port(), free_port()
     retrieval = {alias: {"collection": COLLECTION, "top_k": 2} for alias in aliases}
-    env = {**os.environ, "LORAGATE_DATA_DIR": str(data_dir), "LORAGATE_PORT": str(port),
-           "LORAGATE_ENGINE_PORT": str(engine_port), "LORAGATE_BASE_MODEL_PATH": str(MODEL_DIR),
-           "LORAGATE_AUTH_ENABLED": "false", "LORAGATE_LOG_LEVEL": "WARNING",
+    env = {"LORAGATE_AUTH_ENABLED": "false", "LORAGATE_LOG_LEVEL": "WARNING",
            "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval)}  # fmt: skip
-    with (data_dir / "serve.log").open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env,
-                                   cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
-    gateway = f"http://127.0.0.1:{port}"
-    wait_ready(f"{gateway}/readyz", process)
-    return process, gateway, f"http://127.0.0.1:{engine_port}"
+    launched = start_gateway(data_dir, env)
+    return launched.process, launched.base_url, launched.engine_url
 
 
 def asked_questions(size: int) -> list[Any]:

@@ -1,0 +1,95 @@
+"""What the benchmarks start: ``loragate serve`` on a data directory, the ``loragate`` CLI,
+and small random LoRAs. Built on the project's own command line, not on the tests' helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import free_port, wait_ready
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "SmolLM2-135M-Instruct"
+MODEL_DIR = REPO / "data" / "models" / MODEL
+
+
+@dataclass
+class Launched:
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    base_url: str  # http://127.0.0.1:<port>
+    engine_url: str  # http://127.0.0.1:<engine port>: the embedded vLLM
+    log: Path
+
+
+def start_gateway(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    model_dir: Path = MODEL_DIR,
+    wait: bool = True,
+    new_session: bool = False,
+) -> Launched:
+    """``loragate serve`` in embedded mode on free ports, logging to ``data_dir/serve.log``;
+    ``env`` adds or overrides ``LORAGATE_*`` settings. Waits for /readyz unless told not to."""
+    port, engine_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "LORAGATE_DATA_DIR": str(data_dir),
+        "LORAGATE_PORT": str(port),
+        "LORAGATE_ENGINE_PORT": str(engine_port),
+        "LORAGATE_BASE_MODEL_PATH": str(model_dir),
+        **(env or {}),
+    }
+    log = data_dir / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"],
+            env=full_env,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=new_session,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    if wait:
+        wait_ready(f"{base_url}/readyz", process)
+    return Launched(process, full_env, base_url, f"http://127.0.0.1:{engine_port}", log)
+
+
+def loragate(env: dict[str, str], *args: str) -> str:
+    """Run one ``loragate`` command with these settings; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,
+        cwd=REPO,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"loragate {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def make_lora(
+    target: Path,
+    base_model: Path,
+    *,
+    seed: int = 0,
+    rank: int = 4,
+    modules: tuple[str, ...] = ("q_proj", "v_proj"),
+) -> Any:
+    """A small real PEFT LoRA on the base model, with random (non-zero) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(modules),
+                        init_lora_weights=False)  # fmt: skip
+    get_peft_model(model, config).save_pretrained(target)
+    (target / "README.md").unlink(missing_ok=True)
+    return target
