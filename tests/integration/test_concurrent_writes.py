@@ -44,6 +44,7 @@ from core.store.tables import Conversation, Feedback, ReviewItem, utcnow
 from gateway.errors import InvalidRequest, NotFound
 from gateway.feedback import FeedbackIn, FeedbackService
 from gateway.flagging import Flag, Flagger
+from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics
 from gateway.review import ReviewQueue, revision
 from tests.support import ThreadedGateway
@@ -307,7 +308,8 @@ async def test_a_write_that_keeps_losing_is_retried_then_refused_whole(
     losses["left"] = 1_000
     with pytest.raises(StoreBusy) as refused:
         await replicas[0].feedback.submit(FeedbackIn(completion_id, correction="lost"), chat)
-    assert refused.value.retry_after_s and refused.value.status_code == 503
+    # StoreBusy is core's; the HTTP error table maps it to 503 with Retry-After.
+    assert refused.value.retry_after_s and describe(refused.value).status_code == 503
     [item] = (await _items(replicas[0].db, [completion_id]))[completion_id]
     [row] = (await _feedback_rows(replicas[0].db, [completion_id]))[(completion_id, chat_key.id)]
     assert item.correction == row.correction == "kept"  # neither half of "lost" is stored
