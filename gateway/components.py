@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from adapters.base_model import MARKER_FILE, check_model_dir
+from adapters.base_model import check_model_dir
 from adapters.engine import EngineClientConfig
 from adapters.errors import BaseModelError
 from adapters.experiments import ExperimentController, ExperimentPolicy
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy
-from adapters.supervisor import BUNDLED_CHAT_TEMPLATE, EngineLaunch
+from adapters.supervisor import EngineLaunch, served_chat_template
 from gateway.errors import ConfigError
 from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
@@ -149,16 +149,8 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         restart_backoff_max_s=settings.engine_restart_backoff_max_s,
         extra_args=tuple(settings.engine_extra_args),
         tool_call_parser=settings.engine_tool_call_parser,
-        chat_template=engine_chat_template(settings, model_path),
+        chat_template=served_chat_template(model_path, settings.engine_chat_template),
     )
-
-
-def engine_chat_template(settings: Settings, model_path: Path) -> Path | None:
-    """The configured template; else the bundled one for the model `model prepare` made."""
-    if settings.engine_chat_template is not None:
-        return settings.engine_chat_template
-    prepared = (model_path / MARKER_FILE).is_file()
-    return BUNDLED_CHAT_TEMPLATE if prepared else None
 
 
 def flagger(

@@ -21,6 +21,7 @@ import anyio
 
 from adapters.registry import Registry, check_alias
 from adapters.rollout import RolloutController
+from adapters.supervisor import served_chat_template
 from gateway.progress import Progress
 from gateway.settings import Settings
 from gateway.store.db import Database
@@ -74,6 +75,7 @@ class JobConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobConfig:
+        model_dir = settings.resolved_base_model_path.resolve()
         train = TrainConfig(
             method=settings.train_method,
             rank=settings.train_rank,
@@ -92,6 +94,7 @@ class JobConfig:
             optimizer=settings.train_optimizer,
             device=settings.train_device,
             threads=settings.train_threads,
+            chat_template=str(served_chat_template(model_dir, settings.engine_chat_template) or ""),
         )
         limits = CurationLimits(
             max_example_tokens=settings.train_max_example_tokens,
@@ -206,7 +209,9 @@ class TrainingJob:
     # -- shared with re-evaluation and base selection --------------------------------
     async def split_inputs(self, alias: str) -> SplitInputs:
         """What curation starts from: the approved examples, the split so far, a token count."""
-        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.config.base_model_dir)
+        tokenizer = await anyio.to_thread.run_sync(
+            load_tokenizer, self.config.base_model_dir, self.config.train.chat_template
+        )
         return SplitInputs(
             await self.store.approved_examples(alias),
             await self.store.frozen_holdout(alias),
