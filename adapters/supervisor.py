@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from adapters.base_model import MARKER_FILE
 from adapters.errors import EngineUnavailable
 
 log = logging.getLogger("loragate.supervisor")
@@ -30,6 +31,15 @@ _PR_SET_PDEATHSIG = 1
 # JSON, read by vLLM's `hermes` parser) and tool results; without tools it renders exactly
 # what the model's own template does.
 BUNDLED_CHAT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "smollm2_tools.jinja"
+
+
+def served_chat_template(model_path: Path, configured: Path | None) -> Path | None:
+    """The chat template vLLM renders prompts with, so the trainer renders the same:
+    the configured one; else the bundled one for the model `model prepare` made; else
+    (None) the model's own."""
+    if configured is not None:
+        return configured
+    return BUNDLED_CHAT_TEMPLATE if (model_path / MARKER_FILE).is_file() else None
 
 
 @dataclass(frozen=True)

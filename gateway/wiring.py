@@ -16,14 +16,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from adapters.base_model import MARKER_FILE, check_model_dir
+from adapters.base_model import check_model_dir
 from adapters.engine import EngineClient, EngineClientConfig
 from adapters.errors import BaseModelError
 from adapters.experiments import ExperimentController, ExperimentPolicy
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy
-from adapters.supervisor import BUNDLED_CHAT_TEMPLATE, EngineLaunch
+from adapters.supervisor import EngineLaunch, served_chat_template
 from core.errors import ConfigError
 from core.settings import Settings
 from core.store import Database
@@ -201,16 +201,8 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         restart_backoff_max_s=settings.engine_restart_backoff_max_s,
         extra_args=tuple(settings.engine_extra_args),
         tool_call_parser=settings.engine_tool_call_parser,
-        chat_template=engine_chat_template(settings, model_path),
+        chat_template=served_chat_template(model_path, settings.engine_chat_template),
     )
-
-
-def engine_chat_template(settings: Settings, model_path: Path) -> Path | None:
-    """The configured template; else the bundled one for the model `model prepare` made."""
-    if settings.engine_chat_template is not None:
-        return settings.engine_chat_template
-    prepared = (model_path / MARKER_FILE).is_file()
-    return BUNDLED_CHAT_TEMPLATE if prepared else None
 
 
 def flagger(
@@ -370,6 +362,7 @@ def build_services(
 
 
 def train_config(settings: Settings) -> TrainConfig:
+    model_dir = settings.resolved_base_model_path.resolve()
     return TrainConfig(
         method=settings.train_method,
         rank=settings.train_rank,
@@ -388,6 +381,7 @@ def train_config(settings: Settings) -> TrainConfig:
         optimizer=settings.train_optimizer,
         device=settings.train_device,
         threads=settings.train_threads,
+        chat_template=str(served_chat_template(model_dir, settings.engine_chat_template) or ""),
     )
 
 

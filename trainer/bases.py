@@ -26,13 +26,14 @@ import math
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 
+from adapters.supervisor import served_chat_template
 from core.progress import Progress
 from trainer.dataset import Example
 from trainer.errors import TrainerError
@@ -162,9 +163,12 @@ class BaseSelector:
         mixed = subset + await self.job.rehearsal(
             alias, work_dir, len(subset), evaluator, base.model
         )
+        # Its server renders with the base's own template (or ours, for the prepared model).
+        template = served_chat_template(base.weights, None)
+        settings = replace(config.train, chat_template=str(template or ""))
         result = await anyio.to_thread.run_sync(
             lambda: train(
-                mixed, validation, base.weights, work_dir, config.train, None, f"bases-{label}"
+                mixed, validation, base.weights, work_dir, settings, None, f"bases-{label}"
             )
         )
         served_as = f"bases-{alias}-{label}"

@@ -13,6 +13,7 @@ up to the holdout fraction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -21,7 +22,7 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ from trainer.pii import ScrubReport, scrub, scrub_message
 SPLITS = ("train", "validation", "holdout")
 MANIFEST = "manifest.json"
 
-# Counts a chat's tokens as the model would see it (prompt + reply).
-TokenCounter = Callable[[list[dict[str, Any]], str], int]
+# Counts an example's tokens as the model would see it (prompt, tools and reply).
+TokenCounter = Callable[["Example"], int]
 # Embeds texts as unit vectors (rows), for near-duplicate detection.
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
 
@@ -49,6 +50,10 @@ class Example:
     reply: str
     origin: str  # "correction" or "approved_answer"
     stratum: str  # the first flag reason
+    # The request's tool definitions, rendered into the prompt as vLLM rendered them.
+    tools: list[dict[str, Any]] | None = None
+    # An approved answer that called tools: the calls to learn, as the engine returned them.
+    reply_tool_calls: list[dict[str, Any]] | None = None
 
     @property
     def question(self) -> str:
@@ -57,12 +62,31 @@ class Example:
                 return asked_question(str(message.get("content") or ""))
         return ""
 
+    @property
+    def reply_text(self) -> str:
+        """The reply as text, tool calls included, for comparing examples and answers."""
+        return with_tool_calls(self.reply, self.reply_tool_calls)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Example:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        # Snapshots written before a field existed lack it; the dataclass default holds.
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+def with_tool_calls(text: str, calls: Sequence[dict[str, Any]] | None) -> str:
+    """``text`` followed by one ``name(arguments)`` line per tool call: the calls compared
+    without the ids the engine draws anew each time, arguments in a canonical order."""
+    lines = [text] if text else []
+    for call in calls or []:
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
+        with contextlib.suppress(TypeError, ValueError):  # not JSON: compared as written
+            arguments = json.dumps(json.loads(arguments), sort_keys=True)
+        lines.append(f"{function.get('name')}({arguments})")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -90,13 +114,11 @@ def scrub_example(example: Example, report: ScrubReport) -> Example:
     """Every string of every message (content as text or parts, names, tool calls and
     their arguments) and the reply, scrubbed."""
     messages = [scrub_message(message, report) for message in example.messages]
-    return Example(
-        example.id,
-        example.alias,
-        messages,
-        scrub(example.reply, report),
-        example.origin,
-        example.stratum,
+    calls = example.reply_tool_calls
+    if calls:
+        calls = scrub_message({"role": "assistant", "tool_calls": calls}, report)["tool_calls"]
+    return replace(
+        example, messages=messages, reply=scrub(example.reply, report), reply_tool_calls=calls
     )
 
 
@@ -188,7 +210,7 @@ def _drop_too_long(
     for example in pool:
         if len(example.reply) > limits.max_reply_chars:
             dropped["reply_too_long"] += 1
-        elif count_tokens(example.messages, example.reply) > limits.max_example_tokens:
+        elif count_tokens(example) > limits.max_example_tokens:
             dropped["over_context"] += 1
         else:
             kept.append(example)
@@ -196,7 +218,9 @@ def _drop_too_long(
 
 
 def _dedup_key(example: Example) -> str:
-    question, reply = (" ".join(text.lower().split()) for text in (example.question, example.reply))
+    question, reply = (
+        " ".join(text.lower().split()) for text in (example.question, example.reply_text)
+    )
     text = question + "\x00" + reply
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -226,7 +250,7 @@ def _drop_near_duplicates(
     """Greedy: keep an example unless it is near one already kept (or frozen)."""
     if not pool:
         return pool
-    texts = [f"{example.question}\n{example.reply}" for example in [*frozen_holdout, *pool]]
+    texts = [f"{example.question}\n{example.reply_text}" for example in [*frozen_holdout, *pool]]
     vectors = embed(texts)
     kept_rows = list(range(len(frozen_holdout)))
     kept = []

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from retrieval.grounding import lexical_support, sources_in
-from trainer.dataset import Example
+from trainer.dataset import Example, with_tool_calls
 from trainer.errors import EvaluationError
 from trainer.scoring import probe_passed, score_answer
 
@@ -158,13 +158,18 @@ class Evaluator:
                 f"vLLM refused {path} ({response.status_code}): {response.text[:300]}"
             )
 
-    async def answer(self, model: str, messages: list[dict[str, Any]]) -> str:
-        body = {
+    async def answer(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> str:
+        """The greedy reply as text, with any tool calls it made as ``name(arguments)`` lines."""
+        body: dict[str, Any] = {
             "model": model,
             "messages": messages,
             "temperature": 0.0,
             "max_tokens": self.max_tokens,
         }
+        if tools:
+            body["tools"] = tools
         try:
             response = await self._client.post("/v1/chat/completions", json=body)
         except httpx.HTTPError as exc:
@@ -175,27 +180,36 @@ class Evaluator:
             raise EvaluationError(
                 f"vLLM answered {response.status_code} for {model}: {response.text[:300]}"
             )
-        return str(response.json()["choices"][0]["message"]["content"] or "")
+        message = response.json()["choices"][0]["message"]
+        return with_tool_calls(str(message.get("content") or ""), message.get("tool_calls"))
 
-    async def answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
-        """``model``'s reply to each prompt, a few at a time."""
+    async def answers(
+        self,
+        model: str,
+        prompts: Sequence[list[dict[str, Any]]],
+        tools: Sequence[list[dict[str, Any]] | None] | None = None,
+    ) -> list[str]:
+        """``model``'s reply to each prompt (with its tools, if any), a few at a time."""
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(messages: list[dict[str, Any]]) -> str:
+        async def one(messages: list[dict[str, Any]], offered: list[dict[str, Any]] | None) -> str:
             async with limit:
-                return await self.answer(model, messages)
+                return await self.answer(model, messages, offered)
 
-        return list(await asyncio.gather(*(one(messages) for messages in prompts)))
+        offered = tools if tools is not None else [None] * len(prompts)
+        return list(await asyncio.gather(*map(one, prompts, offered)))
 
     async def score_holdout(self, model: str, examples: Sequence[Example]) -> SetScore:
         if not examples:
             return SetScore(model)
-        answers = await self.answers(model, [example.messages for example in examples])
-        vectors = self.embed([*answers, *(example.reply for example in examples)])
+        answers = await self.answers(
+            model, [example.messages for example in examples], [ex.tools for ex in examples]
+        )
+        vectors = self.embed([*answers, *(example.reply_text for example in examples)])
         similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
         items, grounded = [], []
         for example, answer, similarity in zip(examples, answers, similarities, strict=True):
-            score = score_answer(answer, example.reply, float(similarity))
+            score = score_answer(answer, example.reply_text, float(similarity))
             sources = _sources(example)
             if sources:
                 grounded.append(lexical_support(answer, sources))
@@ -204,7 +218,7 @@ class Evaluator:
                     "id": example.id,
                     "question": example.question,
                     "answer": answer,
-                    "reference": example.reply,
+                    "reference": example.reply_text,
                     **asdict(score),
                 }
             )

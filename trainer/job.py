@@ -158,7 +158,9 @@ class TrainingJob:
     # -- shared with re-evaluation and base selection --------------------------------
     async def split_inputs(self, alias: str) -> SplitInputs:
         """What curation starts from: the approved examples, the split so far, a token count."""
-        tokenizer = await anyio.to_thread.run_sync(load_tokenizer, self.config.base_model_dir)
+        tokenizer = await anyio.to_thread.run_sync(
+            load_tokenizer, self.config.base_model_dir, self.config.train.chat_template
+        )
         return SplitInputs(
             await self.store.approved_examples(alias),
             await self.store.frozen_holdout(alias),

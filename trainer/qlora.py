@@ -21,6 +21,7 @@ import os
 import random
 import resource
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    chat_template: str = ""  # the Jinja file vLLM serves with; empty: the model's own
     seed: int = 0
 
     def fingerprint(self) -> str:
@@ -106,34 +108,72 @@ def _require_training_stack() -> tuple[Any, Any, Any]:
 
 # -- encoding ---------------------------------------------------------------------------------
 def encode(tokenizer: Any, example: Example, max_tokens: int) -> tuple[list[int], list[int]]:
-    """Token ids and labels: the prompt exactly as vLLM renders it, loss on the reply only."""
-    prompt_ids = tokenizer.apply_chat_template(
-        example.messages, add_generation_prompt=True, tokenize=True
-    )
-    if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "input_ids"):
-        prompt_ids = prompt_ids["input_ids"]
-    reply_ids = tokenizer(example.reply + tokenizer.eos_token, add_special_tokens=False)[
-        "input_ids"
-    ]
+    """Token ids and labels: the prompt exactly as vLLM renders it (tools included), loss on
+    the reply only."""
+    prompt_ids = _render(tokenizer, example.messages, example.tools, add_generation_prompt=True)
+    if example.reply_tool_calls:
+        reply_ids = _rendered_reply(tokenizer, example, prompt_ids)
+    else:
+        reply_ids = tokenizer(example.reply + tokenizer.eos_token, add_special_tokens=False)[
+            "input_ids"
+        ]
     ids = list(prompt_ids) + list(reply_ids)
     if len(ids) > max_tokens:
         raise TrainerError(f"example {example.id} has {len(ids)} tokens; the limit is {max_tokens}")
     return ids, [IGNORE] * len(prompt_ids) + list(reply_ids)
 
 
-def token_counter(tokenizer: Any) -> Callable[[list[dict[str, Any]], str], int]:
-    def count(messages: list[dict[str, Any]], reply: str) -> int:
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
-            prompt = prompt["input_ids"]
-        return len(prompt) + len(tokenizer(reply, add_special_tokens=False)["input_ids"]) + 1
+def _render(
+    tokenizer: Any,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    add_generation_prompt: bool = False,
+) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        messages, tools=tools or None, add_generation_prompt=add_generation_prompt, tokenize=True
+    )
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def _rendered_reply(tokenizer: Any, example: Example, prompt_ids: list[int]) -> list[int]:
+    """A reply that calls tools, in the template's own syntax for tool calls (what the
+    engine's tool-call parser reads back): the whole chat rendered, less the prompt."""
+    turn = {
+        "role": "assistant",
+        "content": example.reply or None,
+        "tool_calls": example.reply_tool_calls,
+    }
+    whole = _render(tokenizer, [*example.messages, turn], example.tools)
+    if whole[: len(prompt_ids)] != prompt_ids:
+        raise TrainerError(
+            f"example {example.id}: the chat template does not render the reply after the "
+            "prompt, so its tool calls cannot be trained"
+        )
+    reply = whole[len(prompt_ids) :]
+    # Learn to stop where the engine stops: at the end-of-turn token, not the newline after.
+    if tokenizer.eos_token_id in reply:
+        reply = reply[: len(reply) - reply[::-1].index(tokenizer.eos_token_id)]
+    return reply
+
+
+def token_counter(tokenizer: Any) -> Callable[[Example], int]:
+    """An example's length in tokens, counted as ``encode`` makes it."""
+
+    def count(example: Example) -> int:
+        return len(encode(tokenizer, example, sys.maxsize)[0])
 
     return count
 
 
-def load_tokenizer(base_dir: Path) -> Any:
+def load_tokenizer(base_dir: Path, chat_template: str = "") -> Any:
+    """The base model's tokenizer, rendering chats with ``chat_template`` (a Jinja file) when
+    vLLM serves with one, so training prompts match served ones token for token."""
     _, transformers, _ = _require_training_stack()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_dir))
+    if chat_template:
+        tokenizer.chat_template = Path(chat_template).read_text()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -445,7 +485,7 @@ def train(
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     torch.manual_seed(config.seed)
     device = pick_device(config)
-    tokenizer = load_tokenizer(base_dir)
+    tokenizer = load_tokenizer(base_dir, config.chat_template)
 
     def batches_of(rows: Sequence[Example]) -> _Batches:
         encoded = [encode(tokenizer, row, config.max_tokens) for row in rows]

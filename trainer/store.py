@@ -20,12 +20,18 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def example_from(item: ReviewItem, conversation: Conversation) -> Example:
-    served = conversation.response[0]["content"] if conversation.response else ""
-    reply = item.correction if item.correction else served
-    origin = "correction" if item.correction else "approved_answer"
+    """The example a decided review item teaches: its correction, or the answer as served
+    (text, tool calls or both) when approved as it was; the request's tools kept."""
+    served = conversation.response[0] if conversation.response else {}
     stratum = item.reasons[0]["reason"] if item.reasons else "unknown"
     messages = list(conversation.request.get("messages") or [])
-    return Example(conversation.id, item.alias, messages, reply, origin, stratum)
+    tools = conversation.request.get("tools") or None
+    if item.correction:
+        reply, calls, origin = item.correction, None, "correction"
+    else:
+        reply, calls = served.get("content") or "", served.get("tool_calls") or None
+        origin = "approved_answer"
+    return Example(conversation.id, item.alias, messages, reply, origin, stratum, tools, calls)
 
 
 class TrainerStore:

@@ -7,7 +7,6 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from trainer.errors import DatasetError, SnapshotCorrupt
 LIMITS = CurationLimits(min_train_examples=1, holdout_fraction=0.2)
 
 
-def count_tokens(messages: list[dict[str, Any]], reply: str) -> int:
-    return len(reply.split()) + sum(len(str(m["content"]).split()) for m in messages)
+def count_tokens(example: Example) -> int:
+    words = [example.reply, *(str(message["content"]) for message in example.messages)]
+    return sum(len(text.split()) for text in words)
 
 
 def embed(texts: Sequence[str]) -> np.ndarray:

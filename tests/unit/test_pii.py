@@ -382,14 +382,16 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("unit", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
 def test_scrubbing_time_grows_linearly(unit: str) -> None:
-    small, large = (_seconds(unit * (size // len(unit))) for size in (10_000, 40_000))
-    # Four times the text: about four times the time; a quadratic pattern takes sixteen.
-    assert large < 8 * small + 0.05, (small, large)
+    small, large = (_seconds(unit * (size // len(unit))) for size in (5_000, 40_000))
+    # Eight times the text: about eight times the time; a quadratic pattern takes 64. The
+    # margin between (24) is wide because a loaded machine (other tests, a vLLM server
+    # spinning) stretches some runs several-fold.
+    assert large < 24 * small + 0.05, (small, large)
 
 
 def _seconds(text: str) -> float:
     best = float("inf")
-    for _ in range(3):  # the best of three: another process may hold the CPU for one
+    for _ in range(5):  # the best of five: another process may hold the CPU for some
         started = time.perf_counter()
         scrub(text)
         best = min(best, time.perf_counter() - started)
