@@ -97,8 +97,21 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
+const WITH_OFFSET = /(Z|[+-]\d{2}:?\d{2})$/i;
+
+/** The instant an API timestamp names, in UTC. The API sends every time with its offset; one
+ * without (an older gateway on SQLite) was written in UTC too, never in the browser's zone. */
+export function parseTime(iso) {
+  return new Date(WITH_OFFSET.test(iso) ? iso : `${iso}Z`);
+}
+
+/** A time as the reader's clock shows it, with the zone named so nobody has to guess. */
 export function formatTime(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
+  if (!iso) return "";
+  return parseTime(iso).toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    timeZoneName: "short",
+  });
 }
 
 export function percent(value) {

@@ -1,7 +1,7 @@
 // The operator console: review queue, adapters, rollouts, experiments, collections and a
 // quality chart.
 // Every view is drawn from the admin API; nothing here is cached beyond the current view.
-import { api, byId, el, fill, formatTime, percent } from "./common.js";
+import { api, byId, el, fill, formatTime, parseTime, percent } from "./common.js";
 
 const KEY_SLOT = "loragate.console.key";
 // gateway/flagging.py REASONS (tests/unit/test_ui.py keeps the two lists equal).
@@ -445,7 +445,7 @@ function chart(title, metric, buckets, versions) {
   const width = 640;
   const height = 200;
   const pad = 32;
-  const times = buckets.map((bucket) => Date.parse(bucket.start));
+  const times = buckets.map((bucket) => parseTime(bucket.start).getTime());
   const [first, last] = [Math.min(...times), Math.max(...times)];
   const x = (t) => pad + (last === first ? (width - 2 * pad) / 2 : ((t - first) / (last - first)) * (width - 2 * pad));
   const y = (v) => height - pad - v * (height - 2 * pad);
