@@ -37,6 +37,7 @@ from gateway.components import (
 from gateway.embeddings import EmbeddingService, embedding_model_name
 from gateway.feedback import FeedbackService
 from gateway.grounding import Grounder
+from gateway.history import ConversationHistory
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.openapi import document_errors
@@ -45,6 +46,7 @@ from gateway.review import ReviewQueue
 from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routes import experiments as experiment_routes
+from gateway.routes.conversations import conversation_routes
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.state_metrics import StateMetrics
@@ -282,6 +284,7 @@ def create_app(
             monitor.monitor_history,
             monitor.run_monitor,
             monitor.monitor_timeline,
+            conversation_routes(ConversationHistory(services.db)),
         ],
         guards=[scope_guard],
     )
