@@ -62,7 +62,8 @@ async def _seed(database_url: str) -> dict[str, str]:
             session.add(StoredDocument(collection=collection, id="returns",
                                        source="handbook/returns.md", content_hash="0"))
             await session.flush()
-            for ordinal, (chunk_id, text) in enumerate(zip(chunks, (POLICY, WARRANTY), strict=True)):
+            texts = (POLICY, WARRANTY)
+            for ordinal, (chunk_id, text) in enumerate(zip(chunks, texts, strict=True)):
                 session.add(StoredChunk(id=chunk_id, collection=collection,
                                         document_id="returns", ordinal=ordinal,
                                         text=text, vector=b""))  # fmt: skip
