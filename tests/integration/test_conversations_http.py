@@ -59,8 +59,14 @@ async def _seed(database_url: str) -> dict[str, str]:
         chunks = [base, base + 1]
         async with db.transaction() as session:
             session.add(Collection(name=collection))
-            session.add(StoredDocument(collection=collection, id="returns",
-                                       source="handbook/returns.md", content_hash="0"))
+            session.add(
+                StoredDocument(
+                    collection=collection,
+                    id="returns",
+                    source="handbook/returns.md",
+                    content_hash="0",
+                )
+            )
             await session.flush()
             texts = (POLICY, WARRANTY)
             for ordinal, (chunk_id, text) in enumerate(zip(chunks, texts, strict=True)):
