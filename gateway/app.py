@@ -47,6 +47,7 @@ from gateway.routes import adapters as adapter_routes
 from gateway.routes import admin, collections, monitor, openai, ops, review, rollouts
 from gateway.routes import experiments as experiment_routes
 from gateway.routes.conversations import conversation_routes
+from gateway.routes.operator_views import OPERATOR_VIEWS
 from gateway.routing import ModelRouter
 from gateway.settings import Settings
 from gateway.state_metrics import StateMetrics
@@ -285,6 +286,7 @@ def create_app(
             monitor.run_monitor,
             monitor.monitor_timeline,
             conversation_routes(ConversationHistory(services.db)),
+            *OPERATOR_VIEWS,
         ],
         guards=[scope_guard],
     )

@@ -1,4 +1,5 @@
-"""A key's own conversations, read back from the conversation log (the chat page's history).
+"""The conversation log read back: a key's own conversations (the chat page's history) and,
+for operators, the whole log searched (the console's Conversations tab).
 
 The log keeps one row per served completion; a conversation is the rows that share a client's
 ``conversation_id`` *and* the calling key. Everything here is filtered by the key first: a key
@@ -16,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, String, cast, func, or_, select
 
 from gateway.errors import NotFound
 from gateway.store.db import Database
@@ -25,6 +26,7 @@ from retrieval.grounding import asked_question, cited_numbers
 from retrieval.tables import StoredChunk, StoredDocument
 
 TITLE_CHARS = 80
+ANSWER_PREVIEW_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,64 @@ class ConversationHistory:
         for row in (await session.execute(query)).scalars():
             firsts[str(row.conversation_id)] = row  # the oldest one wins: it comes last
         return firsts
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """What an operator looks for: text anywhere in the request or answer (or an exact
+    completion or conversation id), narrowed by key, model and status."""
+
+    text: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    status: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+async def search_log(db: Database, where: LogQuery) -> tuple[list[dict[str, Any]], int]:
+    """The page of log rows that match, newest first, and how many match in all."""
+    conditions: list[ColumnElement[bool]] = []
+    if where.text:
+        pattern = f"%{where.text}%"
+        conditions.append(or_(
+            Conversation.id == where.text, Conversation.conversation_id == where.text,
+            cast(Conversation.request, String).ilike(pattern),
+            cast(Conversation.response, String).ilike(pattern),
+        ))  # fmt: skip
+    if where.key_id:
+        conditions.append(Conversation.api_key_id == where.key_id)
+    if where.model:
+        conditions.append(or_(Conversation.requested_model == where.model,
+                              Conversation.served_model == where.model))  # fmt: skip
+    if where.status:
+        conditions.append(Conversation.status == where.status)
+    page = (
+        select(Conversation).where(*conditions)
+        .order_by(Conversation.created_at.desc(), Conversation.id.desc())
+        .limit(where.limit).offset(where.offset)
+    )  # fmt: skip
+    async with db.sessions() as session:
+        total = await session.scalar(
+            select(func.count()).select_from(Conversation).where(*conditions)
+        )
+        rows = list((await session.execute(page)).scalars())
+    return [_log_card(row) for row in rows], int(total or 0)
+
+
+def _log_card(row: Conversation) -> dict[str, Any]:
+    messages = row.request.get("messages") or []
+    answer = str(row.response[0].get("content") or "") if row.response else ""
+    return {
+        "id": row.id, "conversation_id": row.conversation_id, "api_key_id": row.api_key_id,
+        "requested_model": row.requested_model, "served_model": row.served_model,
+        "status": row.status, "error": row.error, "stream": row.stream,
+        "question": _question(messages) or str(row.request.get("prompt") or ""),
+        "answer": answer[:ANSWER_PREVIEW_CHARS],
+        "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+        "latency_ms": row.latency_ms, "groundedness": row.groundedness,
+        "created_at": row.created_at.isoformat(),
+    }  # fmt: skip
 
 
 def _owned_by(key_id: str | None) -> ColumnElement[bool]:

@@ -114,6 +114,18 @@ export function formatTime(iso) {
   });
 }
 
+/** A number as people read it: grouped thousands, two decimals from 1 up, two significant
+ * digits below 1 ("0.016666666666666666" is 0.017, 1234567 is 1,234,567). Empty for none. */
+export function formatNumber(value) {
+  if (value === null || value === undefined || value === "") return "";
+  const number = Number(value);
+  if (!Number.isFinite(number)) return String(value);
+  if (Number.isInteger(number)) return number.toLocaleString("en-US");
+  const magnitude = Math.abs(number);
+  const digits = magnitude >= 100 ? 0 : magnitude >= 1 ? 2 : Math.min(8, 1 - Math.floor(Math.log10(magnitude)));
+  return number.toLocaleString("en-US", { maximumFractionDigits: digits });
+}
+
 export function percent(value) {
   return value === null || value === undefined ? "–" : `${Math.round(value * 100)}%`;
 }
