@@ -31,7 +31,9 @@ from gateway.settings import load_settings
 from gateway.store import Database
 from gateway.store.keys import KeyStore, Quota
 from gateway.store.tables import Conversation, ReviewItem
+from monitor.tables import MonitorReport
 from tests.support import ThreadedGateway, free_port, run
+from trainer.tables import TrainingRun
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -40,6 +42,19 @@ DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 ITEMS = 30
 NOW = datetime.now(UTC).replace(microsecond=0)
 NEEDLE = "zorblax-spoon-refund"
+REPORT = {
+    "candidate": {"holdout": {"count": 40, "accuracy": 0.61234, "similarity": 0.8,
+                              "groundedness": None},
+                  "probes": {"count": 12, "accuracy": 0.5833333}},
+    "baseline": {"model": "support-v2", "holdout": {"count": 40, "accuracy": 0.6,
+                                                    "similarity": 0.79, "groundedness": None},
+                 "probes": {"count": 12, "accuracy": 0.75}},
+    "gate": {"passed": False, "reasons": ["probe accuracy fell by 0.167 (tolerance 0.15)"],
+             "holdout_gain": 0.01234, "probe_change": -0.1666667, "margin": 0.05,
+             "probe_tolerance": 0.15},
+    "holdout_items": [{"id": "x", "question": "q", "answer": "a", "reference": "r",
+                       "correct": True}],
+}  # fmt: skip
 DASH = "\N{EN DASH}"  # the page writes ranges as typeset: 1{DASH}25
 
 
@@ -91,6 +106,20 @@ async def _seed(database_url: str) -> dict[str, Any]:
                 finished_at=NOW,
                 results={"alpha": 0.016666666666666666, "min_samples": 20, "arms": {},
                          "comparisons": {}}))  # fmt: skip
+            session.add(MonitorReport(
+                alias="support", live_version="support-v2", computed_at=NOW,
+                quality={"support-v2": {"requests": 1234, "errors": 2, "feedback": 40,
+                                        "positive": 30, "negative": 10,
+                                        "positive_ratio": 0.75, "grounded": 0,
+                                        "groundedness": None, "idk_rate": 0.0333333}},
+                drift={"centroid_distance": 0.0123456, "mmd": 0.2, "p_value": 0.0049999,
+                       "n_reference": 200, "n_current": 200},
+                drift_detected=True, triggers=["drift"]))  # fmt: skip
+            session.add(TrainingRun(
+                alias="support", state="rejected", trigger="new_examples", worker="w1",
+                approved_examples=120, candidate="support-v3", report=REPORT,
+                started_at=NOW - timedelta(minutes=50),
+                finished_at=NOW - timedelta(minutes=8)))  # fmt: skip
         return {"admin": admin.key, "chat_id": chat.id}
     finally:
         await db.dispose()
@@ -240,6 +269,16 @@ def test_quality_charts_have_a_time_axis_and_say_when_empty(
     expect(charts.first.locator(".time-axis text")).to_have_count(5)
     labels = charts.first.locator(".time-axis text").all_text_contents()
     assert all(re.fullmatch(r"\d\d:\d\d (AM|PM)", label) for label in labels), labels
+    expect(page.locator("#monitor-report")).to_contain_text("No monitor report yet")
+    page.locator("#panel-quality").get_by_label("Alias").select_option("support")
+    page.get_by_role("button", name="Show").click()
+    kpis = page.locator('#monitor-kpis tr[data-version="support-v2"]')
+    expect(kpis).to_contain_text("1,234")
+    expect(kpis).to_contain_text("75%")
+    expect(kpis).to_contain_text("3%")  # the "I don't know" rate
+    expect(page.locator("#monitor-drift")).to_contain_text("Drift detected:")
+    expect(page.locator("#monitor-drift")).to_contain_text("p value: 0.005")
+    expect(page.locator("#monitor-triggers")).to_have_text("Triggers: drift")
     # The last tick is now, on New York's clock.
     now = datetime.now(ZoneInfo(ZONE))
     assert labels[-1] in {(now - timedelta(minutes=m)).strftime("%I:%M %p") for m in (0, 1)}
@@ -255,3 +294,20 @@ def test_keys_show_their_limits_and_use(console: tuple[Page, list[str]]) -> None
     expect(row.locator("meter")).to_have_count(2)
     expect(page.locator("#key-rows tr").filter(has_text="ops")).to_contain_text("no limit")
     _screenshot(page, "console-keys.png")
+
+
+def test_training_runs_show_the_gate(console: tuple[Page, list[str]]) -> None:
+    page, _ = console
+    _tab(page, "Training")
+    row = page.locator('#training-rows tr[data-run-id="1"]')
+    expect(row).to_contain_text("rejected")
+    expect(row).to_contain_text("support-v3")
+    expect(row).to_contain_text("42 min")
+    expect(row).to_contain_text("failed (gain +0.012, probes -0.17)")
+    row.locator("summary").click()
+    table = row.locator("table.gate-table")
+    expect(table.locator("tr").filter(has_text="Holdout accuracy")).to_contain_text("0.61")
+    expect(table.locator("tr").filter(has_text="Probe accuracy")).to_contain_text("0.75")
+    expect(table).to_contain_text("Live (support-v2)")
+    expect(row).to_contain_text("probe accuracy fell by 0.167")
+    _screenshot(page, "console-training.png")

@@ -18,6 +18,7 @@ from gateway.store import Database
 from gateway.store.keys import KeyStore
 from gateway.store.tables import Conversation
 from tests.support import ThreadedGateway
+from trainer.tables import TrainingRun
 
 T0 = datetime(2026, 12, 4, 20, 0, tzinfo=UTC)
 
@@ -40,6 +41,10 @@ async def _seed(database_url: str, tag: str) -> dict[str, str]:
                     created_at=T0 + timedelta(minutes=n)))  # fmt: skip
             session.add(Rollout(alias=f"{tag}-alias", candidate=f"{tag}-alias-v2",
                                 state="running", steps=[50, 100], weight=0.5))  # fmt: skip
+            for state in ("failed", "published"):
+                session.add(TrainingRun(
+                    alias=f"{tag}-alias", state=state, trigger="manual",
+                    report={"gate": {"passed": True}, "holdout_items": [{"id": "x"}]}))  # fmt: skip
         return {"admin": admin.key, "chat": chat.key, "chat_id": chat.id}
     finally:
         await db.dispose()
@@ -81,9 +86,17 @@ async def test_list_views_and_the_log_search(
     assert row["question"] == f"{tag} question 2" and row["answer"] == "the WIDGET answer"
     assert row["created_at"].endswith("+00:00")
 
+    runs = _get(http_gateway, admin, "/v1/admin/training/runs", alias=f"{tag}-alias").json()
+    assert [run["state"] for run in runs["data"]] == ["published", "failed"]  # newest first
+    assert runs["data"][0]["report"] == {"gate": {"passed": True}}  # no per-item answers
+    assert runs["data"][0]["started_at"].endswith("+00:00")
+    assert _get(http_gateway, admin, "/v1/admin/training/runs", alias=f"{tag}-none").json()[
+        "data"] == []  # fmt: skip
+
     for params in ({"status": "lost"}, {"limit": 0}, {"limit": 201}):
         bad = _get(http_gateway, admin, "/v1/admin/conversations", **params)
         assert bad.status_code == 400 and "error" in bad.json(), params
-    for path in ("/v1/admin/conversations", "/v1/admin/rollouts", "/v1/admin/experiments"):
+    for path in ("/v1/admin/conversations", "/v1/admin/rollouts", "/v1/admin/experiments",
+                 "/v1/admin/training/runs"):  # fmt: skip
         refused = _get(http_gateway, keys["chat"], path, alias="x")
         assert refused.status_code == 403, path

@@ -66,6 +66,7 @@ async function signIn(candidate) {
   options(byId("rollout-alias"), names);
   options(byId("experiment-alias"), names);
   options(byId("quality-alias"), names);
+  options(byId("training-alias"), names, { blank: "any" });
   options(byId("review-reason"), REASONS, { blank: "any" });
   byId("sign-in").hidden = true;
   byId("console").hidden = false;
@@ -93,6 +94,7 @@ const LOADERS = {
   quality: () => loadQuality(),
   conversations: () => loadLog(),
   keys: () => loadKeys(),
+  training: () => loadTraining(),
 };
 
 async function selectTab(name) {
@@ -490,6 +492,33 @@ async function loadQuality(event) {
     chart("Positive-feedback ratio", "positive_ratio", timeline.buckets, versions, period, "No rated answers in this period: the ratio needs thumbs up or down."),
     chart("Groundedness", "groundedness", timeline.buckets, versions, period, "No grounded answers in this period."),
   );
+  const history = await call(`/v1/admin/monitor/${encodeURIComponent(alias)}?limit=1`);
+  drawMonitorReport(history.reports[0]);
+}
+
+/** The monitor's latest report: KPIs per version, drift against the reference, triggers. */
+function drawMonitorReport(report) {
+  const card = byId("monitor-report");
+  if (!report) {
+    fill(card, el("h2", {}, "Monitor report"), el("p", { class: "muted" }, "No monitor report yet for this alias (the monitor writes one every monitor interval)."));
+    return;
+  }
+  const kpis = [["requests", "Requests", formatNumber], ["errors", "Errors", formatNumber], ["feedback", "Rated", formatNumber], ["positive_ratio", "Thumbs-up rate", percent], ["groundedness", "Groundedness", percent], ["idk_rate", "\"I don't know\" rate", percent]];
+  const versions = Object.entries(report.quality || {});
+  const drift = report.drift
+    ? Object.entries(report.drift).map(([name, value]) => `${name.replaceAll("_", " ")}: ${typeof value === "number" ? formatNumber(value) : JSON.stringify(value)}`).join("; ")
+    : "not measured (too few questions yet)";
+  fill(
+    card,
+    el("h2", {}, "Monitor report"),
+    el("p", { class: "muted" }, `${formatTime(report.computed_at)} · live version ${report.live_version || "base model"}`),
+    versions.length
+      ? el("table", { id: "monitor-kpis" }, el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Version"), kpis.map(([, label]) => el("th", { scope: "col" }, label)))), el("tbody", {}, versions.map(([version, q]) => el("tr", { "data-version": version }, el("th", { scope: "row" }, version), kpis.map(([name, , format]) => el("td", {}, q[name] === null || q[name] === undefined ? "–" : format(q[name])))))))
+      : el("p", { class: "muted" }, "No traffic in the report's window."),
+    el("p", { id: "monitor-drift" }, el("strong", {}, report.drift_detected ? "Drift detected: " : "Drift: "), drift),
+    el("p", { id: "monitor-triggers" }, el("strong", {}, "Triggers: "), report.triggers && report.triggers.length ? report.triggers.join(", ") : "none"),
+    report.note ? el("p", { class: "muted" }, report.note) : null,
+  );
 }
 
 /** Labels for the time axis: five, in the reader's zone; hours for a day, dates beyond. */
@@ -623,6 +652,57 @@ async function loadKeys() {
   );
 }
 
+// -- training runs ----------------------------------------------------------------------------
+
+async function loadTraining(event) {
+  if (event) event.preventDefault();
+  const params = new URLSearchParams({ limit: "50" });
+  if (byId("training-alias").value) params.set("alias", byId("training-alias").value);
+  const runs = (await call(`/v1/admin/training/runs?${params}`)).data;
+  byId("training-caption").textContent = runs.length > 1 ? `The ${runs.length} latest runs, newest first` : runs.length ? "The latest run" : "No training run yet.";
+  byId("training-rows").replaceChildren(...runs.map(trainingRow));
+}
+
+function trainingRow(run) {
+  const took = run.finished_at ? `${formatNumber((parseTime(run.finished_at) - parseTime(run.started_at)) / 60000)} min` : "running";
+  return el(
+    "tr",
+    { "data-run-id": run.id },
+    el("td", {}, `#${run.id} `, el("span", { class: "muted" }, run.alias)),
+    el("td", {}, run.state, run.error ? el("div", { class: "error" }, run.error) : null),
+    el("td", {}, run.trigger),
+    el("td", {}, formatNumber(run.approved_examples)),
+    el("td", {}, run.candidate || "–"),
+    el("td", {}, formatTime(run.started_at)),
+    el("td", {}, took),
+    el("td", {}, gateReport(run)),
+  );
+}
+
+/** The gate's table: the candidate against the live version, on the holdout and the probes,
+ * with the thresholds it was held to and its reasons. */
+function gateReport(run) {
+  const report = run.report;
+  if (!report || !report.gate) return "–";
+  const { gate, candidate = {}, baseline = {} } = report;
+  const score = (side, set, field) => (side[set] && side[set][field] !== null && side[set][field] !== undefined ? formatNumber(side[set][field]) : "–");
+  const row = (label, set, field) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, score(candidate, set, field)), el("td", {}, score(baseline, set, field)));
+  const signed = (value) => (value === null || value === undefined ? "–" : `${value >= 0 ? "+" : ""}${formatNumber(value)}`);
+  return el(
+    "details",
+    { class: "gate" },
+    el("summary", {}, gate.passed ? "passed" : "failed", ` (gain ${signed(gate.holdout_gain)}, probes ${signed(gate.probe_change)})`),
+    el(
+      "table",
+      { class: "gate-table" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), el("th", { scope: "col" }, "Candidate"), el("th", { scope: "col" }, `Live (${baseline.model || "base"})`))),
+      el("tbody", {}, row("Holdout accuracy", "holdout", "accuracy"), row("Holdout similarity", "holdout", "similarity"), row("Groundedness", "holdout", "groundedness"), row("Probe accuracy", "probes", "accuracy"), row("Holdout items", "holdout", "count")),
+    ),
+    el("p", { class: "muted" }, `Needs a holdout gain of at least ${formatNumber(gate.margin) || "?"} and probes within ${formatNumber(gate.probe_tolerance) || "?"}.`),
+    gate.reasons && gate.reasons.length ? el("ul", {}, gate.reasons.map((reason) => el("li", {}, reason))) : null,
+  );
+}
+
 /** "used of limit" with a meter when there is a limit. */
 function usageCell(used, limit) {
   if (limit === null || limit === undefined) return `${formatNumber(used)} (no limit)`;
@@ -676,6 +756,7 @@ for (const button of byId("experiment-actions").querySelectorAll("button")) {
 byId("search-form").addEventListener("submit", guarded(search));
 byId("document-form").addEventListener("submit", guarded(addDocument));
 byId("quality-form").addEventListener("submit", guarded(loadQuality));
+byId("training-form").addEventListener("submit", guarded(loadTraining));
 byId("review-previous").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), -1));
 byId("review-next").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), 1));
 byId("review-page-size").addEventListener("change", () => { reviewPage.offset = 0; guarded(loadReview)(); });
