@@ -17,6 +17,7 @@ class StartRollout(msgspec.Struct):
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     steps: Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=100)]],
                      msgspec.Meta(min_length=1, max_length=20)] | None = None  # fmt: skip
+    again: bool = False  # deliberately roll out a version that was rolled back before
 
     def __post_init__(self) -> None:
         # msgspec turns this into a 400 naming the body, like its own checks.
@@ -41,9 +42,10 @@ def rollout_card(rollout: Rollout, events: list[RolloutEvent] | None = None) -> 
 
 @post("/v1/admin/rollouts", opt={"scope": "admin"}, tags=["admin"], status_code=201)
 async def start_rollout(data: StartRollout, rollouts: RolloutController) -> dict[str, Any]:
-    """Start a canary rollout of a candidate version."""
+    """Start a canary rollout of a candidate version (or, with ``again``, of one that was
+    rolled back before)."""
     steps = tuple(data.steps) if data.steps else None
-    return rollout_card(await rollouts.start(data.alias, data.version, steps))
+    return rollout_card(await rollouts.start(data.alias, data.version, steps, again=data.again))
 
 
 @get("/v1/admin/rollouts/{alias:str}", opt={"scope": "admin"}, tags=["admin"])

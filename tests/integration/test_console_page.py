@@ -83,7 +83,7 @@ async def _seed(database_url: str) -> dict[str, Any]:
                     state="pending", reasons=[{"reason": "correction", "detail": {}}],
                     correction=f"Corrected {n}.",
                     created_at=NOW - timedelta(minutes=ITEMS - n)))  # fmt: skip
-            for number, state in ((1, "retired"), (2, "live")):
+            for number, state in ((1, "retired"), (2, "live"), (4, "rolled_back")):
                 session.add(AdapterVersion(
                     name=f"support-v{number}", alias="support", number=number,
                     sha256=str(number) * 64, rank=4, target_modules=["q_proj"], path="/x",
@@ -241,6 +241,16 @@ def test_rollouts_and_experiments_read_right_and_a_quiet_alias_fails_nothing(
     expect(page.locator("#rollout-card")).not_to_contain_text("Step 1 of 4")
     expect(page.locator("#rollout-history")).to_contain_text("p_value: 0.12; passed: true")
     expect(page.locator("#rollout-history")).not_to_contain_text("0.123456789")
+
+    # A version rolled back before is offered again, and the question says so.
+    picker = page.get_by_label("Candidate version")
+    expect(picker.locator("option")).to_have_text(["support-v4 (rolled back: roll out again)"])
+    page.get_by_role("button", name="Start rollout").click()
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_contain_text("support-v4 was rolled back. Roll it out again on support")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#rollout-state")).to_have_text("promoted")  # nothing was started
 
     page.locator("#panel-rollouts").get_by_label("Alias").select_option("quiet")
     expect(page.locator("#rollout-card")).to_contain_text("No rollout yet")

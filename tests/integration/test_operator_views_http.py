@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from adapters.tables import Rollout
+from adapters.tables import AdapterVersion, Alias, Rollout
 from gateway.store import Database
 from gateway.store.keys import KeyStore
 from gateway.store.tables import Conversation
@@ -41,6 +41,12 @@ async def _seed(database_url: str, tag: str) -> dict[str, str]:
                     created_at=T0 + timedelta(minutes=n)))  # fmt: skip
             session.add(Rollout(alias=f"{tag}-alias", candidate=f"{tag}-alias-v2",
                                 state="running", steps=[50, 100], weight=0.5))  # fmt: skip
+            for number, state in ((1, "live"), (2, "rolled_back")):
+                session.add(AdapterVersion(
+                    name=f"{tag}-again-v{number}", alias=f"{tag}-again", number=number,
+                    sha256=str(number) * 64, rank=4, target_modules=["q_proj"], path="/x",
+                    state=state))  # fmt: skip
+            session.add(Alias(name=f"{tag}-again", live_version=f"{tag}-again-v1"))
             for state in ("failed", "published"):
                 session.add(TrainingRun(
                     alias=f"{tag}-alias", state=state, trigger="manual",
@@ -100,3 +106,18 @@ async def test_list_views_and_the_log_search(
                  "/v1/admin/training/runs"):  # fmt: skip
         refused = _get(http_gateway, keys["chat"], path, alias="x")
         assert refused.status_code == 403, path
+
+
+async def test_a_rolled_back_version_rolls_out_again_when_asked(
+    http_gateway: ThreadedGateway, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    keys = await _seed(database_url, tag)
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
+    body = {"alias": f"{tag}-again", "version": f"{tag}-again-v2", "steps": [50, 100]}
+    refused = http_gateway.post("/v1/admin/rollouts", headers=admin, json=body)
+    assert refused.status_code == 409, refused.text
+    assert "roll it out again deliberately" in refused.json()["error"]["message"]
+    started = http_gateway.post("/v1/admin/rollouts", headers=admin, json={**body, "again": True})
+    assert started.status_code == 201, started.text
+    assert (started.json()["state"], started.json()["weight"]) == ("running", 0.5)

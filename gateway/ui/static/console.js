@@ -295,9 +295,15 @@ async function loadRollout() {
   const alias = byId("rollout-alias").value;
   if (!alias) return;
   const versions = await call(`/v1/admin/adapters?alias=${encodeURIComponent(alias)}`);
-  const candidates = versions.data.filter((v) => v.state === "candidate").map((v) => v.name);
-  options(byId("rollout-version"), candidates);
-  byId("rollout-start").querySelector("button").disabled = !candidates.length;
+  // Candidates, and versions rolled back before: an operator who fixed the cause may retry.
+  const eligible = versions.data.filter((v) => v.state === "candidate" || v.state === "rolled_back");
+  const picker = byId("rollout-version");
+  const previous = picker.value;
+  picker.replaceChildren(
+    ...eligible.map((v) => el("option", { value: v.name, "data-state": v.state }, v.state === "rolled_back" ? `${v.name} (rolled back: roll out again)` : v.name)),
+  );
+  if (eligible.some((v) => v.name === previous)) picker.value = previous;
+  byId("rollout-start").querySelector("button").disabled = !eligible.length;
   drawRollout(await firstOf(`/v1/admin/rollouts?alias=${encodeURIComponent(alias)}`));
 }
 
@@ -367,8 +373,13 @@ async function startRollout(event) {
   const alias = byId("rollout-alias").value;
   const version = byId("rollout-version").value;
   const steps = byId("rollout-steps").value.trim();
-  if (!(await confirmed(`Start a canary rollout of ${version} on ${alias}?`))) return;
+  const again = byId("rollout-version").selectedOptions[0]?.dataset.state === "rolled_back";
+  const question = again
+    ? `${version} was rolled back. Roll it out again on ${alias}, from the first step?`
+    : `Start a canary rollout of ${version} on ${alias}?`;
+  if (!(await confirmed(question))) return;
   const body = { alias, version };
+  if (again) body.again = true;
   if (steps) body.steps = steps.split(/[\s,]+/).map(Number);
   drawRollout(await call("/v1/admin/rollouts", { method: "POST", body }));
   await loadRollout();
