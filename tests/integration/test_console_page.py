@@ -305,6 +305,19 @@ def test_keys_show_their_limits_and_use(console: tuple[Page, list[str]]) -> None
     expect(page.locator("#key-rows tr").filter(has_text="ops")).to_contain_text("no limit")
     _screenshot(page, "console-keys.png")
 
+    # A new key is shown once, then listed; revoked, it is marked so and refused.
+    page.get_by_label("Name").fill("new-bot")
+    page.get_by_label("Monthly tokens").fill("2000")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_label("New key (shown once: copy it now)")
+    expect(secret).to_have_value(re.compile(r"^lg-\S{20,}$"))
+    new = page.locator("#key-rows tr").filter(has_text="new-bot")
+    expect(new.locator("td").nth(6)).to_contain_text("0 of 2,000")
+    new.get_by_role("button", name="Revoke new-bot").click()
+    page.locator("dialog#confirm").get_by_role("button", name="Confirm").click()
+    expect(new).to_contain_text("revoked")
+    expect(new.get_by_role("button", name="Revoke new-bot")).to_have_count(0)
+
 
 def test_training_runs_show_the_gate(console: tuple[Page, list[str]]) -> None:
     page, _ = console

@@ -658,6 +658,7 @@ async function loadKeys() {
         el("td", {}, usageCell(usage.tokens_last_minute, effective.tokens_per_minute)),
         el("td", {}, usageCell(usage.streams, effective.concurrent_streams)),
         el("td", {}, usageCell(usage.tokens_this_month, effective.monthly_tokens)),
+        el("td", {}, k.revoked_at ? "–" : el("button", { type: "button", class: "danger", "aria-label": `Revoke ${k.name || k.id}`, onclick: guarded(() => revokeKey(k)) }, "Revoke")),
       );
     }),
   );
@@ -714,6 +715,25 @@ function gateReport(run) {
   );
 }
 
+async function createKey(event) {
+  event.preventDefault();
+  const body = { name: byId("key-name").value.trim(), scope: byId("key-scope").value };
+  const monthly = byId("key-monthly").value.trim();
+  if (monthly) body.quota = { monthly_tokens: Number(monthly) };
+  const created = await call("/v1/admin/keys", { method: "POST", body });
+  byId("key-secret").value = created.key; // the only time the gateway shows it
+  byId("key-created").hidden = false;
+  byId("key-secret").select();
+  byId("key-form").reset();
+  await loadKeys();
+}
+
+async function revokeKey(k) {
+  if (!(await confirmed(`Revoke the key ${k.name || k.id} (${k.prefix}…)? Clients using it are refused from then on.`))) return;
+  await call(`/v1/admin/keys/${encodeURIComponent(k.id)}`, { method: "DELETE" });
+  await loadKeys();
+}
+
 /** "used of limit" with a meter when there is a limit. */
 function usageCell(used, limit) {
   if (limit === null || limit === undefined) return `${formatNumber(used)} (no limit)`;
@@ -768,6 +788,7 @@ byId("search-form").addEventListener("submit", guarded(search));
 byId("document-form").addEventListener("submit", guarded(addDocument));
 byId("quality-form").addEventListener("submit", guarded(loadQuality));
 byId("training-form").addEventListener("submit", guarded(loadTraining));
+byId("key-form").addEventListener("submit", guarded(createKey));
 byId("review-previous").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), -1));
 byId("review-next").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), 1));
 byId("review-page-size").addEventListener("change", () => { reviewPage.offset = 0; guarded(loadReview)(); });
