@@ -142,8 +142,15 @@ class RolloutController:
 
     # -- commands --------------------------------------------------------------------
     async def start(
-        self, alias: str, candidate: str, steps: tuple[int, ...] | None = None
+        self,
+        alias: str,
+        candidate: str,
+        steps: tuple[int, ...] | None = None,
+        *,
+        again: bool = False,
     ) -> Rollout:
+        """Start the canary of a candidate version. A rolled-back version rolls out only
+        ``again``: an operator who fixed what failed says so, and the history records it."""
         steps = steps or self.policy.steps
         RolloutPolicy(steps=steps)  # validates the steps
         async with self.sessions() as session, session.begin():
@@ -162,7 +169,10 @@ class RolloutController:
                 raise RolloutError(
                     f"alias {alias} has experiment {experiment} running: stop it first"
                 )
-            if version.state != "candidate":
+            if version.state == "rolled_back" and not again:
+                raise RolloutError(f"{candidate} was rolled back; roll it out again deliberately "
+                                   "(again: true, or 'Roll out again' in the console)")  # fmt: skip
+            if version.state not in ("candidate", "rolled_back"):
                 raise RolloutError(f"{candidate} is {version.state}; only candidates roll out")
             rollout = Rollout(
                 alias=alias, candidate=candidate, baseline=alias_row.live_version,
@@ -173,7 +183,10 @@ class RolloutController:
             version.state = "canary"
             alias_row.generation += 1
             await session.flush()
-            self._event(session, rollout, "started", {"steps": list(steps)})
+            detail: dict[str, Any] = {"steps": list(steps)}
+            if again:
+                detail["again"] = True
+            self._event(session, rollout, "started", detail)
         log.info("rollout started", extra={"alias": alias, "candidate": candidate})
         self.registry.changed()
         return rollout

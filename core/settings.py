@@ -322,10 +322,12 @@ class Settings(BaseSettings):
     max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
     max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
     default_max_tokens: int | None = Field(
-        None,
+        512,
         ge=1,
-        description="`max_tokens` for requests that set no output limit. Unset, "
-        "vLLM may generate up to the rest of the context window.",
+        description="`max_tokens` for chat and completion requests that set neither "
+        "`max_tokens` nor `max_completion_tokens` (most OpenAI-style clients send none), "
+        "capped by the context: a prompt that leaves less room gets the rest of the window. "
+        "Empty: no default, vLLM may generate up to the end of the context window.",
     )
 
     # -- retrieval --------------------------------------------------------------------
@@ -605,8 +607,6 @@ class Settings(BaseSettings):
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
         if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
-        if self.default_max_tokens is not None and self.default_max_tokens >= self.max_model_len:
-            raise ValueError("default_max_tokens: must be under max_model_len")
         return self
 
     @classmethod

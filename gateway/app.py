@@ -22,12 +22,14 @@ from adapters.engine import EngineClient
 from core.settings import Settings
 from gateway.auth import scope_guard
 from gateway.embeddings import EmbeddingService, embedding_model_name
+from gateway.history import ConversationHistory
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.openapi import document_errors
 from gateway.relay import EngineRelay
 from gateway.routes.adapters import AdapterRoutes, AliasRoutes
 from gateway.routes.admin import KeyRoutes
 from gateway.routes.collections import CollectionRoutes
+from gateway.routes.conversations import ConversationLogRoutes, ConversationRoutes
 from gateway.routes.experiments import ExperimentRoutes
 from gateway.routes.feedback import FeedbackRoutes
 from gateway.routes.monitor import MonitorRoutes
@@ -35,9 +37,11 @@ from gateway.routes.openai import OpenAIRoutes, VllmRoutes
 from gateway.routes.ops import OpsRoutes
 from gateway.routes.review import ReviewRoutes
 from gateway.routes.rollouts import RolloutRoutes
+from gateway.routes.training import TrainingRoutes
 from gateway.services import Services
 from gateway.ui import ui_routes
 from gateway.wiring import build_services
+from trainer.store import TrainerStore
 
 log = logging.getLogger("loragate.app")
 
@@ -77,6 +81,9 @@ def create_app(
             RolloutRoutes,
             ExperimentRoutes,
             MonitorRoutes,
+            ConversationRoutes,
+            ConversationLogRoutes,
+            TrainingRoutes,
         ],
         guards=[scope_guard],
     )
@@ -100,6 +107,8 @@ def create_app(
             "experiments": provide(services.experiments),
             "review": provide(services.review),
             "quotas": provide(services.chat.quotas),
+            "history": provide(ConversationHistory(services.db)),
+            "trainer_store": provide(TrainerStore(services.db)),
         },
         state=_state(services),
         lifespan=[lifespan],

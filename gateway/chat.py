@@ -242,12 +242,12 @@ class ChatService:
                     route.upstream_model, self.limits.adapter_wait_s
                 )
             payload = request.upstream_payload(route.upstream_model)
-            if request.output_limit is None and self.limits.default_max_tokens is not None:
-                payload["max_tokens"] = self.limits.default_max_tokens
             if request.stream:
                 # vLLM's running count in every chunk: what a stream cut short is charged.
                 payload["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
             grounding = await self._ground(request, route, payload)
+            if request.output_limit is None:
+                self._apply_default_limit(payload, overhead)
         except Exception as exc:  # counted as refused, then handled like any other error
             self._count_refused(route, exc)
             if self.quotas is not None:
@@ -271,6 +271,18 @@ class ChatService:
         call = _Call(self, route, payload, record, started, grounding, admission)
         call.max_output, call.prompt_estimate = max_output, prompt_estimate
         return call
+
+    def _apply_default_limit(self, payload: dict[str, Any], overhead: int) -> None:
+        """``default_max_tokens`` for a request that set no limit, capped by the context:
+        measured on the prompt as sent (grounding sources included), and left out when the
+        prompt leaves less room than the default, since vLLM's own limit (the rest of the
+        window) is then the smaller one and a larger ``max_tokens`` would be refused."""
+        default = self.limits.default_max_tokens
+        if default is None:
+            return
+        prompt = estimate_tokens(payload.get("messages"), payload.get("prompt")) + overhead
+        if prompt + default <= self.limits.context_window:
+            payload["max_tokens"] = default
 
     def _max_output(self, request: GenerationRequest, prompt_estimate: int) -> int:
         """The most output tokens the request can make: its limit (or the default) x n."""

@@ -11,6 +11,7 @@ from typing import Any
 from adapters.tables import AdapterVersion, Experiment, Rollout, RolloutEvent
 from core.store.tables import Conversation, ReviewItem
 from gateway.review import revision
+from trainer.tables import TrainingRun
 
 
 def version_card(version: AdapterVersion) -> dict[str, Any]:
@@ -73,3 +74,16 @@ def item_card(item: ReviewItem, conversation: Conversation | None = None) -> dic
         card["answer"] = conversation.response[0]["content"] if conversation.response else ""
         card["groundedness"] = conversation.groundedness
     return card
+
+
+def training_run_card(run: TrainingRun) -> dict[str, Any]:
+    """A run with its report, less the per-item holdout answers (``loragate train`` prints
+    those)."""
+    report = {key: value for key, value in (run.report or {}).items() if key != "holdout_items"}
+    return {
+        "id": run.id, "alias": run.alias, "state": run.state, "trigger": run.trigger,
+        "worker": run.worker, "approved_examples": run.approved_examples,
+        "candidate": run.candidate, "error": run.error, "report": report or None,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }  # fmt: skip

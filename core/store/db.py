@@ -9,10 +9,11 @@ import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, exc, text
+from sqlalchemy import DateTime, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
@@ -77,6 +78,7 @@ class Database:
         )
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            _read_sqlite_times_as_utc(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -157,6 +159,47 @@ def _engine_options(backend: str) -> dict[str, Any]:
         "pool_timeout": 10,
         "connect_args": {"timeout": 5},
     }
+
+
+class _UtcSqliteDateTime(sqlite.DATETIME):
+    """SQLite's DATETIME for ``DateTime(timezone=True)`` columns that keeps the UTC offset.
+
+    SQLite has no time-zone type: SQLAlchemy stores the wall-clock digits and reads them back
+    naive, so the API sent ``2026-12-04T20:00:37`` on SQLite and ``...+00:00`` on PostgreSQL,
+    and a browser read the naive one as its own local time. Values are written in UTC (an
+    aware one is converted first, so stored strings still sort in time order, as before) and
+    read back with UTC attached. The stored format is unchanged: no migration.
+    """
+
+    def bind_processor(self, dialect: Any) -> Any:
+        store = super().bind_processor(dialect)
+
+        def process(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                value = value.astimezone(UTC)
+            return store(value) if store else value
+
+        return process
+
+    def result_processor(self, dialect: Any, coltype: object) -> Any:
+        parse = super().result_processor(dialect, coltype)
+        if not self.timezone:
+            return parse
+
+        def process(value: Any) -> Any:
+            moment = parse(value) if parse else value
+            if isinstance(moment, datetime) and moment.tzinfo is None:
+                return moment.replace(tzinfo=UTC)
+            return moment
+
+        return process
+
+
+def _read_sqlite_times_as_utc(engine: AsyncEngine) -> None:
+    """Every package's tables (gateway, adapters, retrieval, trainer, monitor) get the aware
+    SQLite type through the one engine they share, without importing anything of ours."""
+    dialect = engine.sync_engine.dialect
+    dialect.colspecs = {**dialect.colspecs, DateTime: _UtcSqliteDateTime}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,6 +9,7 @@ from litestar import Controller, get, post
 
 from adapters.experiments import ExperimentController
 from gateway.errors import NotFound
+from gateway.routes.rollouts import AliasQuery
 from gateway.presentation import experiment_card
 
 
@@ -41,6 +42,14 @@ class ExperimentRoutes(Controller):
             max_duration_s=data.max_duration_s, auto_promote=data.auto_promote,
         )  # fmt: skip
         return experiment_card(started)
+
+    @get("/")
+    async def list_experiments(
+        self, alias: AliasQuery, experiments: ExperimentController
+    ) -> dict[str, Any]:
+        """The alias's latest experiment, as a list: empty when it has had none."""
+        experiment = await experiments.status(alias)
+        return {"object": "list", "data": [experiment_card(experiment)] if experiment else []}
 
     @get("/{alias:str}")
     async def experiment_status(

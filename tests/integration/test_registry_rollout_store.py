@@ -182,3 +182,25 @@ async def test_only_candidates_of_the_alias_roll_out(
         await controller.start(alias, live)
     with pytest.raises(RolloutError, match="not a version"):
         await controller.start(_alias(), live)
+
+
+async def test_a_rolled_back_version_rolls_out_again_only_deliberately(
+    registry: Registry, db: Database, loras: list[Path]
+) -> None:
+    alias, live, canary = await _two_versions(registry, loras)
+    controller = _controller(registry, db, {live: GOOD, canary: BAD}, failure_threshold=1)
+    await controller.start(alias, canary)
+    await controller.tick()
+    assert (await registry.get(canary)).state == "rolled_back"
+
+    with pytest.raises(RolloutError, match="rolled back; roll it out again deliberately"):
+        await controller.start(alias, canary)
+    again = await controller.start(alias, canary, (50, 100), again=True)
+    assert (again.state, again.weight) == ("running", 0.5)
+    assert (await registry.get(canary)).state == "canary"
+    assert (await registry.routes())[alias].canary == canary
+    _, events = await controller.status(alias)
+    assert events[0].kind == "started" and events[0].detail == {"steps": [50, 100], "again": True}
+    await controller.rollback(alias)
+    with pytest.raises(RolloutError, match="only candidates"):
+        await controller.start(alias, live, again=True)  # again is for rolled-back ones only

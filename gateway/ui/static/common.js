@@ -97,8 +97,33 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
+const WITH_OFFSET = /(Z|[+-]\d{2}:?\d{2})$/i;
+
+/** The instant an API timestamp names, in UTC. The API sends every time with its offset; one
+ * without (an older gateway on SQLite) was written in UTC too, never in the browser's zone. */
+export function parseTime(iso) {
+  return new Date(WITH_OFFSET.test(iso) ? iso : `${iso}Z`);
+}
+
+/** A time as the reader's clock shows it, with the zone named so nobody has to guess. */
 export function formatTime(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
+  if (!iso) return "";
+  return parseTime(iso).toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    timeZoneName: "short",
+  });
+}
+
+/** A number as people read it: grouped thousands, two decimals from 1 up, two significant
+ * digits below 1 ("0.016666666666666666" is 0.017, 1234567 is 1,234,567). Empty for none. */
+export function formatNumber(value) {
+  if (value === null || value === undefined || value === "") return "";
+  const number = Number(value);
+  if (!Number.isFinite(number)) return String(value);
+  if (Number.isInteger(number)) return number.toLocaleString("en-US");
+  const magnitude = Math.abs(number);
+  const digits = magnitude >= 100 ? 0 : magnitude >= 1 ? 2 : Math.min(8, 1 - Math.floor(Math.log10(magnitude)));
+  return number.toLocaleString("en-US", { maximumFractionDigits: digits });
 }
 
 export function percent(value) {

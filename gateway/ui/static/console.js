@@ -1,7 +1,7 @@
 // The operator console: review queue, adapters, rollouts, experiments, collections and a
 // quality chart.
 // Every view is drawn from the admin API; nothing here is cached beyond the current view.
-import { api, byId, el, fill, formatTime, percent } from "./common.js";
+import { api, byId, el, fill, formatNumber, formatTime, parseTime, percent } from "./common.js";
 
 const KEY_SLOT = "loragate.console.key";
 // gateway/flagging.py REASONS (tests/unit/test_ui.py keeps the two lists equal).
@@ -11,17 +11,14 @@ const REFRESH_MS = 2000; // the rollout and experiment tabs follow their control
 
 let key = sessionStorage.getItem(KEY_SLOT) || "";
 let refreshTimer = null;
+const reviewPage = { offset: 0, total: 0 };
+const logPage = { offset: 0, total: 0, size: 25 };
 
 const call = (path, options) => api(key, path, options);
 
-/** The resource at `path`, or null when there is none (404). */
-async function callOrNull(path) {
-  try {
-    return await call(path);
-  } catch (error) {
-    if (error.status === 404) return null;
-    throw error;
-  }
+/** The first item of a list view, or null when it is empty (a quiet alias: no 404). */
+async function firstOf(path) {
+  return (await call(path)).data[0] ?? null;
 }
 
 function showError(error) {
@@ -69,6 +66,7 @@ async function signIn(candidate) {
   options(byId("rollout-alias"), names);
   options(byId("experiment-alias"), names);
   options(byId("quality-alias"), names);
+  options(byId("training-alias"), names, { blank: "any" });
   options(byId("review-reason"), REASONS, { blank: "any" });
   byId("sign-in").hidden = true;
   byId("console").hidden = false;
@@ -94,6 +92,9 @@ const LOADERS = {
   experiments: () => loadExperiment(),
   collections: () => loadCollections(),
   quality: () => loadQuality(),
+  conversations: () => loadLog(),
+  keys: () => loadKeys(),
+  training: () => loadTraining(),
 };
 
 async function selectTab(name) {
@@ -123,13 +124,34 @@ function tabKeys(event) {
 // -- review queue -----------------------------------------------------------------------------
 
 async function loadReview() {
-  const params = new URLSearchParams({ state: byId("review-state").value, limit: "200", conversations: "true" });
+  const size = Number(byId("review-page-size").value);
+  const params = new URLSearchParams({ state: byId("review-state").value, limit: String(size), offset: String(reviewPage.offset), conversations: "true" });
   if (byId("review-alias").value) params.set("alias", byId("review-alias").value);
   if (byId("review-reason").value) params.set("reason", byId("review-reason").value);
   const page = await call(`/v1/admin/review?${params}`);
+  if (!page.data.length && reviewPage.offset > 0 && page.total > 0) {
+    reviewPage.offset = Math.max(0, Math.floor((page.total - 1) / size) * size); // past the end: the last page
+    return loadReview();
+  }
+  reviewPage.total = page.total;
   byId("review-rows").replaceChildren(...page.data.map(reviewRow));
-  byId("review-caption").textContent = `${page.data.length} of ${page.total} items`;
+  const range = pageRange(reviewPage.offset, page.data.length, page.total);
+  byId("review-caption").textContent = page.total ? `Items ${range}` : "Nothing to review with these filters.";
+  byId("review-page").textContent = page.total ? `Page ${Math.floor(reviewPage.offset / size) + 1} of ${Math.ceil(page.total / size)}` : "";
+  byId("review-previous").disabled = reviewPage.offset === 0;
+  byId("review-next").disabled = reviewPage.offset + page.data.length >= page.total;
   byId("review-select-all").checked = false;
+}
+
+function pageRange(offset, shown, total) {
+  return shown ? `${offset + 1}–${offset + shown} of ${total}` : `0 of ${total}`;
+}
+
+function turnPage(pager, load, size, step) {
+  return guarded(async () => {
+    pager.offset = Math.max(0, pager.offset + step * size());
+    await load();
+  });
 }
 
 function messageText(content) {
@@ -170,7 +192,18 @@ function reviewRow(item) {
     "tr",
     { id: `review-item-${item.id}`, "data-item-id": item.id, "data-completion-id": item.completion_id, "data-revision": item.revision },
     el("td", {}, el("input", { type: "checkbox", class: "select-item", value: item.id, id: `select-${item.id}`, "aria-label": `Select item ${item.id}`, disabled: !pending })),
-    el("td", {}, `#${item.id} `, el("span", { class: "muted" }, item.alias), el("br"), el("span", { class: "muted" }, item.state)),
+    el(
+      "td",
+      {},
+      `#${item.id} `,
+      el("span", { class: "muted" }, item.alias),
+      el("br"),
+      el("span", { class: "muted" }, item.state),
+      el("br"),
+      el("time", { class: "muted", datetime: item.created_at }, formatTime(item.created_at)),
+      el("br"),
+      el("a", { href: `#log:${item.completion_id}`, class: "log-link", onclick: (event) => { event.preventDefault(); openInLog(item.completion_id); } }, "In the conversation log"),
+    ),
     el("td", {}, item.reasons.join(", ")),
     el("td", { class: "answer" }, ...conversationView(item)),
     el("td", {}, el("label", { for: `correction-${item.id}`, class: "muted" }, `Correction for item ${item.id}`), correction),
@@ -262,10 +295,16 @@ async function loadRollout() {
   const alias = byId("rollout-alias").value;
   if (!alias) return;
   const versions = await call(`/v1/admin/adapters?alias=${encodeURIComponent(alias)}`);
-  const candidates = versions.data.filter((v) => v.state === "candidate").map((v) => v.name);
-  options(byId("rollout-version"), candidates);
-  byId("rollout-start").querySelector("button").disabled = !candidates.length;
-  drawRollout(await callOrNull(`/v1/admin/rollouts/${encodeURIComponent(alias)}`));
+  // Candidates, and versions rolled back before: an operator who fixed the cause may retry.
+  const eligible = versions.data.filter((v) => v.state === "candidate" || v.state === "rolled_back");
+  const picker = byId("rollout-version");
+  const previous = picker.value;
+  picker.replaceChildren(
+    ...eligible.map((v) => el("option", { value: v.name, "data-state": v.state }, v.state === "rolled_back" ? `${v.name} (rolled back: roll out again)` : v.name)),
+  );
+  if (eligible.some((v) => v.name === previous)) picker.value = previous;
+  byId("rollout-start").querySelector("button").disabled = !eligible.length;
+  drawRollout(await firstOf(`/v1/admin/rollouts?alias=${encodeURIComponent(alias)}`));
 }
 
 function drawRollout(rollout) {
@@ -280,7 +319,7 @@ function drawRollout(rollout) {
   fill(
     card,
     el("p", {}, el("strong", {}, rollout.candidate), ` over ${rollout.baseline || "the base model"}: `, el("span", { id: "rollout-state" }, rollout.state)),
-    el("p", {}, `Step ${rollout.step + 1} of ${rollout.steps.length} (${rollout.steps.join(" → ")}%), canary weight `, el("span", { id: "rollout-weight" }, percent(rollout.weight)), `, gate failures ${rollout.failures}`),
+    el("p", { id: "rollout-progress" }, ...rolloutProgress(rollout)),
     rollout.reason ? el("p", { class: "muted" }, `Reason: ${rollout.reason}`) : null,
     el("p", { class: "muted" }, `Started ${formatTime(rollout.started_at)}`),
   );
@@ -297,9 +336,28 @@ function drawRollout(rollout) {
   );
 }
 
+/** Where the rollout stands, in words that fit its state: a finished rollout has no step. */
+function rolloutProgress(rollout) {
+  const weight = el("span", { id: "rollout-weight" }, percent(rollout.weight));
+  const steps = `${rollout.steps.join(" → ")}%`;
+  const failures = rollout.failures ? `; gate failures ${rollout.failures}` : "";
+  switch (rollout.state) {
+    case "running":
+      return [`Step ${rollout.step + 1} of ${rollout.steps.length} (${steps}): the canary takes `, weight, ` of the traffic${failures}.`];
+    case "paused":
+      return [`Paused at step ${rollout.step + 1} of ${rollout.steps.length} (${steps}): the canary keeps `, weight, ` of the traffic${failures}.`];
+    case "promoted":
+      return [`Promoted: ${rollout.candidate} is live and takes all the traffic.`];
+    case "rolled_back":
+      return [`Rolled back at step ${rollout.step + 1} of ${rollout.steps.length}: ${rollout.baseline || "the base model"} takes all the traffic again${failures}.`];
+    default:
+      return [`Ended (${rollout.state}) at step ${rollout.step + 1} of ${rollout.steps.length}${failures}.`];
+  }
+}
+
 function gateDetail(detail) {
   return Object.entries(detail || {})
-    .map(([name, value]) => `${name}: ${typeof value === "object" ? JSON.stringify(value) : value}`)
+    .map(([name, value]) => `${name}: ${typeof value === "object" && value !== null ? JSON.stringify(value, (_, v) => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(3)) : v)) : typeof value === "number" ? formatNumber(value) : value}`)
     .join("; ");
 }
 
@@ -315,8 +373,13 @@ async function startRollout(event) {
   const alias = byId("rollout-alias").value;
   const version = byId("rollout-version").value;
   const steps = byId("rollout-steps").value.trim();
-  if (!(await confirmed(`Start a canary rollout of ${version} on ${alias}?`))) return;
+  const again = byId("rollout-version").selectedOptions[0]?.dataset.state === "rolled_back";
+  const question = again
+    ? `${version} was rolled back. Roll it out again on ${alias}, from the first step?`
+    : `Start a canary rollout of ${version} on ${alias}?`;
+  if (!(await confirmed(question))) return;
   const body = { alias, version };
+  if (again) body.again = true;
   if (steps) body.steps = steps.split(/[\s,]+/).map(Number);
   drawRollout(await call("/v1/admin/rollouts", { method: "POST", body }));
   await loadRollout();
@@ -327,7 +390,7 @@ async function startRollout(event) {
 async function loadExperiment() {
   const alias = byId("experiment-alias").value;
   if (!alias) return;
-  drawExperiment(await callOrNull(`/v1/admin/experiments/${encodeURIComponent(alias)}`));
+  drawExperiment(await firstOf(`/v1/admin/experiments?alias=${encodeURIComponent(alias)}`));
 }
 
 function drawExperiment(experiment) {
@@ -346,7 +409,7 @@ function drawExperiment(experiment) {
     card,
     el("p", {}, `Experiment ${experiment.id}: `, el("span", { id: "experiment-state" }, experiment.state), experiment.winner ? ` · winner ` : "", experiment.winner ? el("strong", { id: "experiment-winner" }, experiment.winner) : ""),
     experiment.reason ? el("p", { class: "muted" }, `Reason: ${experiment.reason}`) : null,
-    el("p", { class: "muted" }, `Started ${formatTime(experiment.started_at)}; ends by ${formatTime(experiment.finished_at || experiment.ends_at)} or at ${experiment.max_samples} rated answers per arm. Family-wise error ${results.alpha ?? "?"}, at least ${results.min_samples ?? "?"} rated per arm.`),
+    el("p", { class: "muted" }, `Started ${formatTime(experiment.started_at)}; ends by ${formatTime(experiment.finished_at || experiment.ends_at)} or at ${experiment.max_samples} rated answers per arm. Family-wise error ${formatNumber(results.alpha) || "?"}, at least ${results.min_samples ?? "?"} rated per arm.`),
   );
   promote.disabled = experiment.state !== "decided";
   stop.disabled = experiment.state !== "running";
@@ -368,7 +431,7 @@ function comparison(result) {
   if (!result) return "control";
   if (result.difference === null || result.difference === undefined) return "no ratings yet";
   const verdict = result.significant ? "significant" : result.enough_samples ? "not yet significant" : "too few samples";
-  return `${result.difference >= 0 ? "+" : ""}${percent(result.difference)} (${interval(result.interval)}), p ${result.p_value.toFixed(3)}, ${verdict}`;
+  return `${result.difference >= 0 ? "+" : ""}${percent(result.difference)} (${interval(result.interval)}), p ${formatNumber(result.p_value)}, ${verdict}`;
 }
 
 async function experimentAction(action) {
@@ -409,7 +472,7 @@ async function search(event) {
   const hits = await call(`/v1/collections/${encodeURIComponent(name)}/search?${params}`);
   byId("search-results").replaceChildren(
     ...hits.data.map((hit) =>
-      el("li", { class: "hit" }, el("strong", {}, `${hit.source || hit.document_id}${hit.section ? ` › ${hit.section}` : ""}`), el("span", { class: "muted" }, ` score ${hit.score}`), el("p", { text: hit.text })),
+      el("li", { class: "hit" }, el("strong", {}, `${hit.source || hit.document_id}${hit.section ? ` › ${hit.section}` : ""}`), el("span", { class: "muted" }, ` score ${formatNumber(hit.score)}`), el("p", { text: hit.text })),
     ),
   );
 }
@@ -434,36 +497,87 @@ async function loadQuality(event) {
   const params = new URLSearchParams({ hours: String(hours), bucket_minutes: String(bucketMinutes) });
   const timeline = await call(`/v1/admin/monitor/${encodeURIComponent(alias)}/timeline?${params}`);
   const versions = [...new Set(timeline.buckets.flatMap((bucket) => Object.keys(bucket.versions)))];
+  const to = Date.now();
+  const period = { from: to - hours * 3600_000, to, hours };
   byId("quality-charts").replaceChildren(
-    chart("Positive-feedback ratio", "positive_ratio", timeline.buckets, versions),
-    chart("Groundedness", "groundedness", timeline.buckets, versions),
+    chart("Positive-feedback ratio", "positive_ratio", timeline.buckets, versions, period, "No rated answers in this period: the ratio needs thumbs up or down."),
+    chart("Groundedness", "groundedness", timeline.buckets, versions, period, "No grounded answers in this period."),
+  );
+  const history = await call(`/v1/admin/monitor/${encodeURIComponent(alias)}?limit=1`);
+  drawMonitorReport(history.reports[0]);
+}
+
+/** The monitor's latest report: KPIs per version, drift against the reference, triggers. */
+function drawMonitorReport(report) {
+  const card = byId("monitor-report");
+  if (!report) {
+    fill(card, el("h2", {}, "Monitor report"), el("p", { class: "muted" }, "No monitor report yet for this alias (the monitor writes one every monitor interval)."));
+    return;
+  }
+  const kpis = [["requests", "Requests", formatNumber], ["errors", "Errors", formatNumber], ["feedback", "Rated", formatNumber], ["positive_ratio", "Thumbs-up rate", percent], ["groundedness", "Groundedness", percent], ["idk_rate", "\"I don't know\" rate", percent]];
+  const versions = Object.entries(report.quality || {});
+  const drift = report.drift
+    ? Object.entries(report.drift).map(([name, value]) => `${name.replaceAll("_", " ")}: ${typeof value === "number" ? formatNumber(value) : JSON.stringify(value)}`).join("; ")
+    : "not measured (too few questions yet)";
+  fill(
+    card,
+    el("h2", {}, "Monitor report"),
+    el("p", { class: "muted" }, `${formatTime(report.computed_at)} · live version ${report.live_version || "base model"}`),
+    versions.length
+      ? el("table", { id: "monitor-kpis" }, el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Version"), kpis.map(([, label]) => el("th", { scope: "col" }, label)))), el("tbody", {}, versions.map(([version, q]) => el("tr", { "data-version": version }, el("th", { scope: "row" }, version), kpis.map(([name, , format]) => el("td", {}, q[name] === null || q[name] === undefined ? "–" : format(q[name])))))))
+      : el("p", { class: "muted" }, "No traffic in the report's window."),
+    el("p", { id: "monitor-drift" }, el("strong", {}, report.drift_detected ? "Drift detected: " : "Drift: "), drift),
+    el("p", { id: "monitor-triggers" }, el("strong", {}, "Triggers: "), report.triggers && report.triggers.length ? report.triggers.join(", ") : "none"),
+    report.note ? el("p", { class: "muted" }, report.note) : null,
   );
 }
 
-/** An SVG line per version, plus the same numbers as a table for screen readers. */
-function chart(title, metric, buckets, versions) {
+/** Labels for the time axis: five, in the reader's zone; hours for a day, dates beyond. */
+function timeTicks(period) {
+  const format = period.hours <= 24
+    ? { hour: "2-digit", minute: "2-digit" }
+    : { month: "short", day: "numeric", hour: "2-digit" };
+  return [0, 0.25, 0.5, 0.75, 1].map((f) => {
+    const t = period.from + f * (period.to - period.from);
+    return [t, new Date(t).toLocaleString(undefined, format)];
+  });
+}
+
+/** An SVG line per version over the period's time axis, plus the same numbers as a table for
+ * screen readers; a period with nothing to draw says so instead of showing an empty frame. */
+function chart(title, metric, buckets, versions, period, emptyText) {
   const width = 640;
-  const height = 200;
-  const pad = 32;
-  const times = buckets.map((bucket) => Date.parse(bucket.start));
-  const [first, last] = [Math.min(...times), Math.max(...times)];
-  const x = (t) => pad + (last === first ? (width - 2 * pad) / 2 : ((t - first) / (last - first)) * (width - 2 * pad));
-  const y = (v) => height - pad - v * (height - 2 * pad);
+  const height = 220;
+  const [left, right, top, bottom] = [40, 16, 12, 36];
+  const x = (t) => left + ((t - period.from) / (period.to - period.from)) * (width - left - right);
+  const y = (v) => top + (1 - v) * (height - top - bottom);
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": `${title} by version over time` });
   for (const tick of [0, 0.5, 1]) {
-    svg.append(el("svg:line", { x1: pad, x2: width - pad, y1: y(tick), y2: y(tick), stroke: "#d7dde3" }));
-    svg.append(el("svg:text", { x: 2, y: y(tick) + 4, "font-size": 11, fill: "#5b6672" }, percent(tick)));
+    svg.append(el("svg:line", { x1: left, x2: width - right, y1: y(tick), y2: y(tick), stroke: "#d7dde3" }));
+    svg.append(el("svg:text", { x: 4, y: y(tick) + 4, "font-size": 11, fill: "#5b6672" }, percent(tick)));
   }
+  const axis = el("svg:g", { class: "time-axis" });
+  for (const [t, label] of timeTicks(period)) {
+    axis.append(el("svg:line", { x1: x(t), x2: x(t), y1: height - bottom, y2: height - bottom + 4, stroke: "#5b6672" }));
+    axis.append(el("svg:text", { x: x(t), y: height - bottom + 16, "font-size": 11, fill: "#5b6672", "text-anchor": "middle" }, label));
+  }
+  svg.append(el("svg:line", { x1: left, x2: width - right, y1: height - bottom, y2: height - bottom, stroke: "#5b6672" }), axis);
+  let drawn = 0;
   versions.forEach((version, n) => {
     const points = buckets
-      .map((bucket, i) => [times[i], bucket.versions[version]?.[metric]])
+      .map((bucket) => [parseTime(bucket.start).getTime(), bucket.versions[version]?.[metric]])
       .filter(([, value]) => value !== null && value !== undefined);
     const color = PALETTE[n % PALETTE.length];
+    drawn += points.length;
     if (points.length) {
       svg.append(el("svg:polyline", { points: points.map(([t, v]) => `${x(t)},${y(v)}`).join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
       for (const [t, v] of points) svg.append(el("svg:circle", { cx: x(t), cy: y(v), r: 3, fill: color }));
     }
   });
+  const empty = drawn ? null : el("p", { class: "muted empty" }, buckets.length ? emptyText : "No traffic in this period.");
+  if (!drawn) {
+    svg.append(el("svg:text", { x: width / 2, y: height / 2, "text-anchor": "middle", "font-size": 14, fill: "#5b6672" }, "No data"));
+  }
   const legend = el("div", { class: "legend" }, versions.map((version, n) => el("span", {}, swatch(PALETTE[n % PALETTE.length]), version)));
   const rows = buckets.flatMap((bucket) =>
     versions
@@ -476,8 +590,155 @@ function chart(title, metric, buckets, versions) {
     el("summary", {}, `${title}: the numbers`),
     el("table", { "data-metric": metric }, el("thead", {}, el("tr", {}, ["From", "Version", title, "Requests"].map((h) => el("th", { scope: "col" }, h)))), el("tbody", {}, rows)),
   );
-  const empty = buckets.length ? null : el("p", { class: "muted" }, "No traffic in this period.");
   return el("figure", { class: "card" }, el("figcaption", {}, el("strong", {}, title)), empty, svg, legend, table);
+}
+
+// -- conversation log -------------------------------------------------------------------------
+
+async function loadLog() {
+  const params = new URLSearchParams({ limit: String(logPage.size), offset: String(logPage.offset) });
+  for (const [name, id] of [["q", "log-query"], ["model", "log-model"], ["status", "log-status"]]) {
+    const value = byId(id).value.trim();
+    if (value) params.set(name, value);
+  }
+  const page = await call(`/v1/admin/conversations?${params}`);
+  logPage.total = page.total;
+  byId("log-rows").replaceChildren(...page.data.map(logRow));
+  byId("log-caption").textContent = page.total ? `Answers ${pageRange(logPage.offset, page.data.length, page.total)}, newest first` : "No answer matches.";
+  byId("log-page").textContent = page.total ? `Page ${Math.floor(logPage.offset / logPage.size) + 1} of ${Math.ceil(page.total / logPage.size)}` : "";
+  byId("log-previous").disabled = logPage.offset === 0;
+  byId("log-next").disabled = logPage.offset + page.data.length >= page.total;
+}
+
+function logRow(row) {
+  return el(
+    "tr",
+    { "data-completion-id": row.id },
+    el("td", {}, el("time", { datetime: row.created_at }, formatTime(row.created_at))),
+    el("td", {}, row.requested_model, row.served_model !== row.requested_model ? el("span", { class: "muted" }, ` → ${row.served_model}`) : null),
+    el("td", { class: "muted" }, row.api_key_id || "–"),
+    el(
+      "td",
+      { class: "answer" },
+      el("div", { class: "turn" }, el("strong", {}, "user: "), row.question),
+      el("div", { class: "turn turn-answer" }, el("strong", {}, "answer: "), row.answer),
+      el("div", { class: "muted" }, `${row.id}${row.conversation_id ? ` · conversation ${row.conversation_id}` : ""}`),
+    ),
+    el("td", {}, `${formatNumber(row.prompt_tokens)} + ${formatNumber(row.completion_tokens)}`),
+    el("td", {}, `${formatNumber(row.latency_ms / 1000)} s`),
+    el("td", {}, row.status, row.error ? el("div", { class: "error" }, row.error) : null),
+  );
+}
+
+/** The review item's answer in the conversation log: its tab, searched by completion id. */
+async function openInLog(completionId) {
+  byId("log-query").value = completionId;
+  byId("log-model").value = "";
+  byId("log-status").value = "";
+  logPage.offset = 0;
+  byId("tab-conversations").focus();
+  await selectTab("conversations");
+}
+
+// -- keys and quotas --------------------------------------------------------------------------
+
+async function loadKeys() {
+  const keys = (await call("/v1/admin/keys")).data;
+  const cards = await Promise.all(keys.map((k) => call(`/v1/admin/keys/${encodeURIComponent(k.id)}/quota`)));
+  byId("key-rows").replaceChildren(
+    ...keys.map((k, n) => {
+      const { effective, usage } = cards[n];
+      return el(
+        "tr",
+        { "data-key-id": k.id, class: k.revoked_at ? "revoked" : null },
+        el("td", {}, el("strong", {}, k.name || k.id), el("br"), el("span", { class: "muted" }, `${k.prefix}… · ${k.id}`), k.revoked_at ? el("div", { class: "error" }, `revoked ${formatTime(k.revoked_at)}`) : null),
+        el("td", {}, k.scope),
+        el("td", {}, formatTime(k.created_at)),
+        el("td", {}, usageCell(usage.requests_last_minute, effective.requests_per_minute)),
+        el("td", {}, usageCell(usage.tokens_last_minute, effective.tokens_per_minute)),
+        el("td", {}, usageCell(usage.streams, effective.concurrent_streams)),
+        el("td", {}, usageCell(usage.tokens_this_month, effective.monthly_tokens)),
+        el("td", {}, k.revoked_at ? "–" : el("button", { type: "button", class: "danger", "aria-label": `Revoke ${k.name || k.id}`, onclick: guarded(() => revokeKey(k)) }, "Revoke")),
+      );
+    }),
+  );
+}
+
+// -- training runs ----------------------------------------------------------------------------
+
+async function loadTraining(event) {
+  if (event) event.preventDefault();
+  const params = new URLSearchParams({ limit: "50" });
+  if (byId("training-alias").value) params.set("alias", byId("training-alias").value);
+  const runs = (await call(`/v1/admin/training/runs?${params}`)).data;
+  byId("training-caption").textContent = runs.length > 1 ? `The ${runs.length} latest runs, newest first` : runs.length ? "The latest run" : "No training run yet.";
+  byId("training-rows").replaceChildren(...runs.map(trainingRow));
+}
+
+function trainingRow(run) {
+  const took = run.finished_at ? `${formatNumber((parseTime(run.finished_at) - parseTime(run.started_at)) / 60000)} min` : "running";
+  return el(
+    "tr",
+    { "data-run-id": run.id },
+    el("td", {}, `#${run.id} `, el("span", { class: "muted" }, run.alias)),
+    el("td", {}, run.state, run.error ? el("div", { class: "error" }, run.error) : null),
+    el("td", {}, run.trigger),
+    el("td", {}, formatNumber(run.approved_examples)),
+    el("td", {}, run.candidate || "–"),
+    el("td", {}, formatTime(run.started_at)),
+    el("td", {}, took),
+    el("td", {}, gateReport(run)),
+  );
+}
+
+/** The gate's table: the candidate against the live version, on the holdout and the probes,
+ * with the thresholds it was held to and its reasons. */
+function gateReport(run) {
+  const report = run.report;
+  if (!report || !report.gate) return "–";
+  const { gate, candidate = {}, baseline = {} } = report;
+  const score = (side, set, field) => (side[set] && side[set][field] !== null && side[set][field] !== undefined ? formatNumber(side[set][field]) : "–");
+  const row = (label, set, field) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, score(candidate, set, field)), el("td", {}, score(baseline, set, field)));
+  const signed = (value) => (value === null || value === undefined ? "–" : `${value >= 0 ? "+" : ""}${formatNumber(value)}`);
+  return el(
+    "details",
+    { class: "gate" },
+    el("summary", {}, gate.passed ? "passed" : "failed", ` (gain ${signed(gate.holdout_gain)}, probes ${signed(gate.probe_change)})`),
+    el(
+      "table",
+      { class: "gate-table" },
+      el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), el("th", { scope: "col" }, "Candidate"), el("th", { scope: "col" }, `Live (${baseline.model || "base"})`))),
+      el("tbody", {}, row("Holdout accuracy", "holdout", "accuracy"), row("Holdout similarity", "holdout", "similarity"), row("Groundedness", "holdout", "groundedness"), row("Probe accuracy", "probes", "accuracy"), row("Holdout items", "holdout", "count")),
+    ),
+    el("p", { class: "muted" }, `Needs a holdout gain of at least ${formatNumber(gate.margin) || "?"} and probes within ${formatNumber(gate.probe_tolerance) || "?"}.`),
+    gate.reasons && gate.reasons.length ? el("ul", {}, gate.reasons.map((reason) => el("li", {}, reason))) : null,
+  );
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const body = { name: byId("key-name").value.trim(), scope: byId("key-scope").value };
+  const monthly = byId("key-monthly").value.trim();
+  if (monthly) body.quota = { monthly_tokens: Number(monthly) };
+  const created = await call("/v1/admin/keys", { method: "POST", body });
+  byId("key-secret").value = created.key; // the only time the gateway shows it
+  byId("key-created").hidden = false;
+  byId("key-secret").select();
+  byId("key-form").reset();
+  await loadKeys();
+}
+
+async function revokeKey(k) {
+  if (!(await confirmed(`Revoke the key ${k.name || k.id} (${k.prefix}…)? Clients using it are refused from then on.`))) return;
+  await call(`/v1/admin/keys/${encodeURIComponent(k.id)}`, { method: "DELETE" });
+  await loadKeys();
+}
+
+/** "used of limit" with a meter when there is a limit. */
+function usageCell(used, limit) {
+  if (limit === null || limit === undefined) return `${formatNumber(used)} (no limit)`;
+  const meter = el("meter", { min: 0, max: limit, value: Math.min(used, limit), high: limit * 0.8, "aria-label": `${used} of ${limit}` });
+  return el("span", { class: "usage" }, `${formatNumber(used)} of ${formatNumber(limit)}`, el("br"), meter);
 }
 
 function swatch(color) {
@@ -505,6 +766,7 @@ for (const tab of document.querySelectorAll('[role="tab"]')) {
 }
 byId("review-filters").addEventListener("submit", (event) => {
   event.preventDefault();
+  reviewPage.offset = 0; // new filters: from the first page
   guarded(loadReview)();
 });
 byId("review-select-all").addEventListener("change", (event) => {
@@ -525,5 +787,17 @@ for (const button of byId("experiment-actions").querySelectorAll("button")) {
 byId("search-form").addEventListener("submit", guarded(search));
 byId("document-form").addEventListener("submit", guarded(addDocument));
 byId("quality-form").addEventListener("submit", guarded(loadQuality));
+byId("training-form").addEventListener("submit", guarded(loadTraining));
+byId("key-form").addEventListener("submit", guarded(createKey));
+byId("review-previous").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), -1));
+byId("review-next").addEventListener("click", turnPage(reviewPage, loadReview, () => Number(byId("review-page-size").value), 1));
+byId("review-page-size").addEventListener("change", () => { reviewPage.offset = 0; guarded(loadReview)(); });
+byId("log-previous").addEventListener("click", turnPage(logPage, loadLog, () => logPage.size, -1));
+byId("log-next").addEventListener("click", turnPage(logPage, loadLog, () => logPage.size, 1));
+byId("log-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  logPage.offset = 0;
+  guarded(loadLog)();
+});
 
 if (key) signIn(key).catch(signOut);
