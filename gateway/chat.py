@@ -76,7 +76,7 @@ class ChatLimits:
     max_messages: int
     max_n: int
     adapter_wait_s: float = 10.0  # how long a request waits for its adapter to be loaded
-    default_max_tokens: int | None = None  # for requests that set no output limit
+    default_max_tokens: int | None = 512  # for requests that set no output limit
     # Output tokens held per choice for a request with no output limit (and no default);
     # None: the rest of the context window, the most vLLM can generate.
     reserve_max_tokens: int | None = None

@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, String, cast, func, or_, select
 
-from gateway.errors import NotFound
 from core.store.db import Database
 from core.store.tables import Conversation
+from gateway.errors import NotFound
 from retrieval.grounding import asked_question, cited_numbers
 from retrieval.tables import StoredChunk, StoredDocument
 

@@ -9,8 +9,8 @@ from litestar import Controller, get, post
 
 from adapters.experiments import ExperimentController
 from gateway.errors import NotFound
-from gateway.routes.rollouts import AliasQuery
 from gateway.presentation import experiment_card
+from gateway.routes.rollouts import AliasQuery
 
 
 class StartExperiment(msgspec.Struct, forbid_unknown_fields=True):

@@ -13,7 +13,6 @@ from core.rollout_steps import check_rollout_steps
 from gateway.errors import NotFound
 from gateway.presentation import rollout_card
 
-
 AliasQuery = Annotated[str, Parameter(min_length=1, max_length=64)]
 
 
@@ -47,9 +46,7 @@ class RolloutRoutes(Controller):
         return rollout_card(await rollouts.start(data.alias, data.version, steps, again=data.again))
 
     @get("/")
-    async def list_rollouts(
-        self, alias: AliasQuery, rollouts: RolloutController
-    ) -> dict[str, Any]:
+    async def list_rollouts(self, alias: AliasQuery, rollouts: RolloutController) -> dict[str, Any]:
         """The alias's latest rollout with its history, as a list: empty when it has had none
         (where the single-resource route answers 404, which a browser logs as an error)."""
         rollout, events = await rollouts.status(alias)

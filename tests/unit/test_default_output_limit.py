@@ -17,11 +17,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient, EngineClientConfig
+from core.settings import load_settings
+from core.store.keys import Principal, Quota
 from gateway.chat import ChatLimits, ChatService
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import ChatCompletionRequest
-from core.settings import load_settings
-from core.store.keys import Principal, Quota
 from tests.support import free_port
 from tests.unit.test_charging import MODEL, Records, Router, StandIn
 

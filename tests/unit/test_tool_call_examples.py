@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway.store.tables import Conversation, ReviewItem
 
 from adapters.base_model import MARKER_FILE
 from adapters.supervisor import BUNDLED_CHAT_TEMPLATE, served_chat_template
+from core.store.tables import Conversation, ReviewItem
 from trainer.dataset import Example, scrub_example, with_tool_calls
 from trainer.pii import ScrubReport
 from trainer.qlora import IGNORE, encode, load_tokenizer, token_counter
