@@ -11,6 +11,7 @@ adapter is trained on.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
+from adapters.locking import lock_alias
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, utcnow
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, InvalidAdapter, validate_adapter
 
@@ -40,6 +42,10 @@ SERVING_STATES = ("live", "canary", "arm")
 
 class UnknownAdapter(AdapterError):
     """No alias or version by that name."""
+
+
+class _NameTaken(AdapterError):
+    """The version's directory exists: another publisher took the number."""
 
 
 @dataclass(frozen=True)
@@ -148,16 +154,23 @@ class Registry:
             while await anyio.Path(self.store_dir / f"{alias}-v{number}").exists():
                 number += 1
             name = f"{alias}-v{number}"
-            target = await anyio.to_thread.run_sync(self._copy_in, source, name)
             try:
-                version = await self._insert(alias, name, number, parent, digest, info, target,
-                                             eval_report, state)  # fmt: skip
+                target = await anyio.to_thread.run_sync(self._copy_in, source, name)
+            except _NameTaken:
+                continue  # another publisher renamed its copy to this name first
+            try:
+                published = await self._insert(alias, name, number, parent, digest, info,
+                                               target, eval_report, state)  # fmt: skip
             except IntegrityError:
                 await anyio.to_thread.run_sync(_remove_tree, target)
                 continue
+            if not published.created:  # the same content, published meanwhile by another
+                await anyio.to_thread.run_sync(_remove_tree, target)
+                return published
+            version = published.version
             log.info("adapter published", extra={"version": name, "state": version.state})
             self.changed()
-            return Published(version, created=True)
+            return published
         raise AdapterError(f"could not allocate a version number for {alias}")
 
     def _copy_in(self, source: Path, name: str) -> Path:
@@ -165,7 +178,7 @@ class Registry:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         target = self.store_dir / name
         if target.exists():
-            raise AdapterError(f"adapter directory {target} already exists; names are never reused")
+            raise _NameTaken(f"adapter directory {target} already exists; names are never reused")
         staging = self.store_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
@@ -173,7 +186,13 @@ class Registry:
                 shutil.copyfile(source / file_name, staging / file_name)
                 with (staging / file_name).open("rb") as handle:
                     os.fsync(handle.fileno())
-            os.replace(staging, target)
+            try:
+                os.replace(staging, target)
+            except OSError as exc:
+                # Another publisher renamed its copy here since the check above.
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise _NameTaken(f"adapter directory {target} appeared meanwhile") from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -190,12 +209,20 @@ class Registry:
         target: Path,
         eval_report: dict[str, Any] | None,
         state: str | None,
-    ) -> AdapterVersion:
+    ) -> Published:
+        """Record the copied version, unless the same content was published meanwhile:
+        decided under the alias's lock, so of two publishers of one content only one records
+        it, and of two first versions only one goes live."""
         async with self.sessions() as session, session.begin():
-            alias_row = await session.get(Alias, alias, with_for_update=True)
-            if alias_row is None:
-                alias_row = Alias(name=alias, live_version=None, generation=0)
-                session.add(alias_row)
+            alias_row = await lock_alias(session, alias, create=True)
+            assert alias_row is not None  # created just now if it was missing
+            twin = await session.scalar(
+                select(AdapterVersion).where(
+                    AdapterVersion.alias == alias, AdapterVersion.sha256 == digest
+                )
+            )
+            if twin is not None:
+                return Published(twin, created=False)
             first = alias_row.live_version is None and state is None
             version = AdapterVersion(
                 name=name, alias=alias, number=number,
@@ -209,7 +236,7 @@ class Registry:
                 alias_row.live_version = name
             alias_row.generation += 1
             alias_row.updated_at = utcnow()
-        return version
+        return Published(version, created=True)
 
     async def create_alias(self, alias: str) -> bool:
         """Declare an alias with no version yet (it serves the base); False if it exists."""

@@ -82,22 +82,22 @@ class TrainerStore:
         """Record new members of each side; existing rows are never touched."""
         rows = [("holdout", example) for example in new_holdout]
         rows += [("train", example) for example in new_trained]
+        if not rows:
+            return
+        values = [
+            {"alias": alias, "completion_id": example.id, "split": split,
+             "stratum": example.stratum,
+             "example": example.to_json() if split == "holdout" else None}
+            for split, example in rows
+        ]  # fmt: skip
+        # Insert-or-nothing, not read-then-insert: a row another writer added meanwhile
+        # stays as it is (a side once taken is for good) instead of failing the whole write.
         async with self.db.transaction() as session:
-            existing = set(
-                await session.scalars(
-                    select(SplitItem.completion_id).where(SplitItem.alias == alias)
-                )
-            )
-            session.add_all(
-                SplitItem(
-                    alias=alias,
-                    completion_id=example.id,
-                    split=split,
-                    stratum=example.stratum,
-                    example=example.to_json() if split == "holdout" else None,
-                )
-                for split, example in rows
-                if example.id not in existing
+            await session.execute(
+                self.db.insert(SplitItem).on_conflict_do_nothing(
+                    index_elements=["alias", "completion_id"]
+                ),
+                values,
             )
 
     # -- runs --------------------------------------------------------------------------
