@@ -159,8 +159,13 @@ class ExperimentController:
         """Make a decided experiment's winning version the alias's live version."""
         async with self.sessions() as session:
             experiment = await self._latest(session, alias)
-        if experiment is None or experiment.state != "decided" or not experiment.winner:
+        if experiment is None or not experiment.winner:
             raise ExperimentError(f"alias {alias} has no decided experiment to promote")
+        if experiment.state != "decided":  # promoted already (by another writer, maybe)
+            raise ExperimentConflict(
+                f"alias {alias}'s experiment {experiment.id} is {experiment.state}; only a "
+                "decided one is promoted"
+            )
         winner = next(arm for arm in experiment.arms if arm["name"] == experiment.winner)
         if winner["version"] is None or winner.get("retrieval") is not None:
             raise ExperimentError(
