@@ -56,8 +56,7 @@ BASE = "standin-base"
 
 @dataclass
 class Stack:
-    gateway: ThreadedGateway
-    engine: StandInEngine
+    base_url: str  # the gateway's
     keys: dict[str, str]
     db: Database  # another replica's handle: its flagger, and the test's reads
     flagger: Flagger
@@ -95,7 +94,7 @@ async def stack(database_url: str, tmp_path: Path, engine: StandInEngine) -> Asy
     )  # fmt: skip
     gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
     db = Database(database_url)
-    yield Stack(gateway, engine, keys, db, Flagger(db, FlagRules()))
+    yield Stack(gateway.base_url, keys, db, Flagger(db, FlagRules()))
     await asyncio.to_thread(gateway.stop)
     await db.dispose()
 
@@ -116,10 +115,14 @@ def _lora(root: Path, seed: int) -> str:
 class Clients:
     """The chat key's and the admin key's HTTP clients, recording every answer."""
 
-    def __init__(self, stack: Stack, ledger: Ledger, alias: str, rng: random.Random) -> None:
+    def __init__(
+        self, stack: Stack, ledger: Ledger, alias: str, rng: random.Random,
+        turns: int = TURNS, max_tokens: int | None = None,
+    ) -> None:  # fmt: skip
         self.stack, self.ledger, self.alias, self.rng = stack, ledger, alias, rng
-        self.chat = _client(stack.gateway.base_url, stack.keys["chat"])
-        self.admin = _client(stack.gateway.base_url, stack.keys["admin"])
+        self.turns, self.max_tokens = turns, max_tokens
+        self.chat = _client(stack.base_url, stack.keys["chat"])
+        self.admin = _client(stack.base_url, stack.keys["admin"])
 
     async def close(self) -> None:
         await self.chat.aclose()
@@ -127,7 +130,7 @@ class Clients:
 
     async def user(self, number: int) -> None:
         conversation = f"conv-{number}-{uuid.uuid4().hex[:6]}"
-        for turn in range(TURNS):
+        for turn in range(self.turns):
             question = [{"role": "user", "content": f"user {number}, question {turn}"}]
             answer = await self._ask(question, conversation)
             if self.rng.random() < 0.5:  # regenerate: the earlier answer gets the retry flag
@@ -136,7 +139,10 @@ class Clients:
             await self._rate(answer, f"{number}-{turn}")
 
     async def _ask(self, messages: list[dict[str, str]], conversation: str) -> str:
-        body = {"model": self.alias, "messages": messages, "conversation_id": conversation}
+        body: dict[str, Any] = {"model": self.alias, "messages": messages,
+                                "conversation_id": conversation}  # fmt: skip
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
         response = self.ledger.saw("chat", await self.chat.post("/v1/chat/completions", json=body))
         assert response.status_code == 200, response.text
         return str(response.json()["id"])
@@ -239,7 +245,9 @@ async def _after(pause: float, writer: Awaitable[None]) -> None:
     await writer
 
 
-async def test_mixed_traffic_loses_nothing_and_is_never_a_5xx(stack: Stack, tmp_path: Path) -> None:
+async def test_mixed_traffic_loses_nothing_and_is_never_a_5xx(
+    stack: Stack, engine: StandInEngine, tmp_path: Path
+) -> None:
     rng, ledger = random.Random(SEED), Ledger()
     alias = f"mix-{uuid.uuid4().hex[:8]}"
     clients = Clients(stack, ledger, alias, rng)
@@ -261,6 +269,7 @@ async def test_mixed_traffic_loses_nothing_and_is_never_a_5xx(stack: Stack, tmp_
     where = f"seed {SEED}, {stack.db.url.get_backend_name()}"
     server_errors = [r for r in ledger.responses if r[1] >= 500]
     assert not server_errors, f"{where}: {len(server_errors)} 5xx: {server_errors[:3]}"
+    assert engine.chats >= USERS * TURNS and ledger.corrections and ledger.flagged, where
     assert (
         len({p["name"] for p in published[:2]}) == 1
         and published[2]["name"] != published[0]["name"]
@@ -336,3 +345,33 @@ async def _check_rollout(db: Database, alias: str, candidate: str, first: str, w
             "rolled_back",
             "live",
         )
+
+
+@pytest.mark.vllm
+async def test_mixed_feedback_on_real_vllm_loses_nothing(
+    store_gateway: tuple[ThreadedGateway, dict[str, str]], database_url: str
+) -> None:
+    """The users and reviewers above on the real vLLM (the session's embedded server, its
+    base model under a fresh alias), so the automatic flags and the corrections meet on
+    real completion timings: 3 users x 2 turns of 8 tokens, a few seconds of vLLM time per
+    store. Publishing and rollouts stay with the stand-in: loading adapters into vLLM would
+    cost minutes and test nothing more about the store."""
+    gateway, keys = store_gateway
+    db = Database(database_url)
+    stack = Stack(gateway.base_url, keys, db, Flagger(db, FlagRules()))
+    rng, ledger = random.Random(SEED), Ledger()
+    alias = f"mixv-{uuid.uuid4().hex[:8]}"
+    clients = Clients(stack, ledger, alias, rng, turns=2, max_tokens=8)
+    try:
+        assert await clients._admin("alias", "/v1/admin/aliases", {"alias": alias}) == 201
+        users = asyncio.ensure_future(asyncio.gather(*(clients.user(n) for n in range(3))))
+        await clients.reviewer(users)
+        await users
+        where = f"real vLLM, seed {SEED}, {db.url.get_backend_name()}"
+        server_errors = [r for r in ledger.responses if r[1] >= 500]
+        assert not server_errors, f"{where}: {len(server_errors)} 5xx: {server_errors[:3]}"
+        assert ledger.corrections and ledger.flagged, where
+        await _check_store(stack, ledger, alias, where)
+    finally:
+        await clients.close()
+        await db.dispose()
