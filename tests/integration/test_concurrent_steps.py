@@ -15,10 +15,10 @@ hands). Whatever the interleaving:
 
 The writers start in a seeded random order, each after a seeded random pause of up to a few
 milliseconds (``LORAGATE_TEST_SEED`` replays them). Sizing: run against the code before the
-alias lock (commit 20b4081), 16 of these 20 tests failed (the other four: PostgreSQL's two
+alias lock (commit 20b4081), 18 of these 22 tests failed (the other four: PostgreSQL's two
 start races, which its FOR UPDATE on the alias row already serialised, and the lock's own
-test). Over seed 18 and seeds 1-5, 31 (test, seed) runs failed, 28 of them in their first
-round and the others in the second or third: about 31 failures in 35 rounds tried, a
+test). Over seed 18 and seeds 1-5, 33 (test, seed) runs failed, 30 of them in their first
+round and the others in the second or third: about 33 failures in 37 rounds tried, a
 reproduction rate near 0.9 per round. ``ROUNDS`` = 6 rounds then miss a race with
 probability about 0.1 ** 6; even at a pessimistic rate of 0.5 per round, 1.6 %.
 """
@@ -286,6 +286,26 @@ async def test_a_tick_racing_an_operator_ends_the_rollout_once(
         events = await _events(replicas[0].db, rollout.id)
         assert [e for e in events if e in TERMINAL] == [rollout.state], (where, events)
         assert events.count("gate_failed") <= 2 and events.count("gates_passed") <= 1, events
+
+
+async def test_a_load_failure_racing_an_operator_ends_the_rollout_once(
+    replicas: list[Replica], tmp_path: Path
+) -> None:
+    """The reconciler's abort (vLLM refused the candidate) meets an operator's promote."""
+    rng = random.Random(SEED)
+    for round_number in range(ROUNDS):
+        where = f"round {round_number}, seed {SEED}"
+        alias, old, new = await _two_versions(replicas[0], tmp_path, 10 * round_number)
+        a, b = replicas
+        await a.rollouts.start(alias, new)
+        results = await _race(rng, partial(a.rollouts.abort_for, new, "load refused"),
+                              partial(b.rollouts.promote, alias))  # fmt: skip
+        _losers_are_409(results, where)  # the abort never raises: it finds nothing to end
+        live, states, [rollout] = await _states(replicas[0].db, alias)
+        assert rollout.state in {"promoted", "aborted"}, (where, rollout.state)
+        _consistent(live, states, rollout, old, new, where)
+        events = await _events(replicas[0].db, rollout.id)
+        assert [e for e in events if e in TERMINAL] == [rollout.state], (where, events)
 
 
 # -- experiments -----------------------------------------------------------------------------
