@@ -15,7 +15,7 @@ hands). Whatever the interleaving:
 
 The writers start in a seeded random order, each after a seeded random pause of up to a few
 milliseconds (``LORAGATE_TEST_SEED`` replays them). Sizing: run against the code before the
-alias lock (commit 20b4081), 18 of these 22 tests failed (the other four: PostgreSQL's two
+alias lock (commit 20b4081), 20 of these 24 tests failed (the other four: PostgreSQL's two
 start races, which its FOR UPDATE on the alias row already serialised, and the lock's own
 test). Over seed 18 and seeds 1-5, 33 (test, seed) runs failed, 30 of them in their first
 round and the others in the second or third: about 33 failures in 37 rounds tried, a
@@ -306,6 +306,34 @@ async def test_a_load_failure_racing_an_operator_ends_the_rollout_once(
         _consistent(live, states, rollout, old, new, where)
         events = await _events(replicas[0].db, rollout.id)
         assert [e for e in events if e in TERMINAL] == [rollout.state], (where, events)
+
+
+async def test_the_trainers_rollout_meeting_an_operators_leaves_the_run_published(
+    replicas: list[Replica], tmp_path: Path
+) -> None:
+    """A training run publishes its version, then starts its rollout: an operator's rollout
+    started meanwhile owns the alias, so the trainer's start is refused (under the lock),
+    and the run still ends published with its version a candidate, the refusal in its report."""
+    import dataclasses
+
+    from gateway.settings import load_settings
+    from trainer.evaluate import Verdict
+    from trainer.job import JobConfig, TrainingJob
+    from trainer.qlora import TrainResult
+
+    alias, old, new = await _two_versions(replicas[0], tmp_path, 77)
+    a, b = replicas
+    config = JobConfig.from_settings(load_settings(data_dir=tmp_path, log_format="text"))
+    job = TrainingJob(dataclasses.replace(config, auto_rollout=True), b.db, b.registry,
+                      b.rollouts, embedder=None)  # type: ignore[arg-type]  # fmt: skip
+    trained = TrainResult(_lora(tmp_path, 79), 1, 1.0, 0.5, None, False, 0, 1.0, 10, 10.0, 0.0,
+                          "cpu", 512)  # fmt: skip
+    await a.rollouts.start(alias, new)  # the operator's, just before the trainer's
+    outcome = await job._publish(alias, 0, trained, Verdict(True, [], 0.1, 0.0), {})
+    assert outcome.state == "published" and "refused" in outcome.report["rollout"]
+    _, states, [rollout] = await _states(a.db, alias)
+    assert (rollout.candidate, states[outcome.candidate or ""]) == (new, "candidate")
+    assert (states[old], states[new]) == ("live", "canary")
 
 
 # -- experiments -----------------------------------------------------------------------------
