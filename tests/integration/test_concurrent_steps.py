@@ -200,8 +200,8 @@ async def test_one_content_published_at_once_is_one_version(
         live, states, _ = await _states(replicas[0].db, alias)
         # Two versions whatever the order; the first recorded is live, the other a candidate.
         assert sorted(states.values()) == ["candidate", "live"] and states[live or ""] == "live"
-        # (Their numbers may skip one a loser's copy held for a moment: names are never
-        # reused, so a gap is allowed.)
+        # Numbered under the alias lock: no racer's copy ever held a number it did not keep.
+        assert sorted(states) == [f"{alias}-v1", f"{alias}-v2"], where
         left = sorted(p.name for p in (tmp_path / "adapters").iterdir() if p.name.startswith(alias))
         assert left == sorted(states), f"{where}: a loser's copy stayed behind: {left}"
 
