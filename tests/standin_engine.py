@@ -10,42 +10,63 @@ content) is tested against vLLM itself (tests/integration/conftest.py's embedded
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 ANSWER = "I don't know."
 
 
-@dataclass
 class StandInEngine:
-    server: ThreadingHTTPServer
-    thread: threading.Thread
+    """The stand-in, served by a child process: in the test's own process its answers would
+    wait on the gateway's threads for the GIL, and a health probe answered late (2 s) marks
+    the engine down."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @classmethod
+    def start(cls, base_model: str) -> StandInEngine:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.standin_engine", base_model],
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready = process.stdout.readline().split()  # "ready <port>"
+        if ready[:1] != ["ready"]:
+            process.kill()
+            raise AssertionError(f"the stand-in engine did not start: {ready}")
+        return cls(process, f"http://127.0.0.1:{ready[1]}")
+
+    @property
+    def chats(self) -> int:
+        """Chat completions answered so far."""
+        return int(httpx.get(f"{self.url}/stats", timeout=10).json()["chats"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@dataclass
+class _Engine:
+    """What the child process serves."""
+
     base_model: str
     adapters: set[str] = field(default_factory=set)
     chats: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @classmethod
-    def start(cls, base_model: str) -> StandInEngine:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, name="standin-engine", daemon=True)
-        engine = cls(server, thread, base_model)
-        server.engine = engine  # type: ignore[attr-defined]
-        thread.start()
-        return engine
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path == "/v1/chat/completions":
@@ -92,16 +113,18 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        engine: StandInEngine = self.server.engine  # type: ignore[attr-defined]
+        engine: _Engine = self.server.engine  # type: ignore[attr-defined]
         if self.path == "/health":
             self._send(200, {})
         elif self.path == "/v1/models":
             self._send(200, engine.models())
+        elif self.path == "/stats":
+            self._send(200, {"chats": engine.chats})
         else:
             self._send(404, _error(f"no route {self.path}"))
 
     def do_POST(self) -> None:
-        engine: StandInEngine = self.server.engine  # type: ignore[attr-defined]
+        engine: _Engine = self.server.engine  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length) or b"{}")
         self._send(*engine.answer(self.path, body))
@@ -116,3 +139,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the gateway logs what matters; a line per request would drown it
+
+
+def main() -> None:
+    """Serve on a free port of 127.0.0.1; print ``ready <port>`` once listening."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.engine = _Engine(sys.argv[1])  # type: ignore[attr-defined]
+    print("ready", server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -90,7 +90,7 @@ async def stack(database_url: str, tmp_path: Path, engine: StandInEngine) -> Asy
     settings = load_settings(
         data_dir=tmp_path, engine_mode="external", database_url=database_url,
         engine_urls=engine.url, base_model_name=BASE, log_format="text",
-        reconcile_interval_s=0.5,
+        reconcile_interval_s=0.5, adapter_wait_s=60,  # a loaded machine: wait, not 503
     )  # fmt: skip
     gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
     db = Database(database_url)
