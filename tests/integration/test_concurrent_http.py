@@ -45,6 +45,7 @@ from gateway.store import Database
 from gateway.store.conversations import ConversationRecord
 from gateway.store.keys import KeyStore
 from gateway.store.tables import Feedback, ReviewItem
+from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from tests.standin_engine import StandInEngine
 from tests.support import ThreadedGateway, create_keys
 

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from gateway.store import Database
 from retrieval.service import RetrievalConfig, Retriever
 from retrieval.tables import Collection
+from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from trainer.dataset import Example
 from trainer.store import TrainerStore
 from trainer.tables import SplitItem

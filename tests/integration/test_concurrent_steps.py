@@ -26,13 +26,14 @@ probability about 0.1 ** 6; even at a pessimistic rate of 0.5 per round, 1.6 %.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from adapters.rollout import RolloutController, RolloutPolicy, VersionStats
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent
 from gateway.http_errors import describe
 from gateway.store import Database
+from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
 ROUNDS = 6
@@ -245,22 +247,40 @@ async def test_an_operator_racing_another_ends_the_rollout_once(
 async def test_two_ticks_take_a_step_once(
     replicas: list[Replica], tmp_path: Path, stats: Stats
 ) -> None:
+    """Each window is analysed once however the ticks interleave: a tick that read the
+    window before the other applied its step finds it gone; one that reads after finds the
+    new window not due yet (a 60 s interval here; each round backdates the window due)."""
     rng = random.Random(SEED)
+    policy = dataclasses.replace(replicas[0].rollouts.policy, interval_s=60.0)
+    ticks = [RolloutController(r.registry, r.db.sessions, stats, policy, r.rollouts.is_leader)
+             for r in replicas]  # fmt: skip
     for round_number in range(ROUNDS):
         where = f"round {round_number}, seed {SEED}"
         stats.value = GOOD
         alias, _old, new = await _two_versions(replicas[0], tmp_path, 10 * round_number)
         await replicas[0].rollouts.start(alias, new, (25, 50, 75, 100))
-        await _race(rng, *(r.rollouts.tick for r in replicas))
+        await _window_due(replicas[0].db, alias)
+        await _race(rng, *(controller.tick for controller in ticks))
         _, _, [rollout] = await _states(replicas[0].db, alias)
         assert (rollout.state, rollout.step, rollout.weight) == ("running", 1, 0.5), where
         stats.value = BAD
-        await _race(rng, *(r.rollouts.tick for r in replicas))
+        await _window_due(replicas[0].db, alias)
+        await _race(rng, *(controller.tick for controller in ticks))
         _, _, [rollout] = await _states(replicas[0].db, alias)
         # One failure counted, not two: two failures would have rolled it back.
         assert (rollout.state, rollout.failures) == ("running", 1), where
         events = await _events(replicas[0].db, rollout.id)
         assert events == ["started", "gates_passed", "gate_failed"], (where, events)
+
+
+async def _window_due(db: Database, alias: str) -> None:
+    """Move the alias's running step window back 10 minutes: due for analysis now."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(Rollout)
+            .where(Rollout.alias == alias, Rollout.state == "running")
+            .values(step_started_at=datetime.now(UTC) - timedelta(minutes=10))
+        )
 
 
 async def test_a_tick_racing_an_operator_ends_the_rollout_once(
