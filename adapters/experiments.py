@@ -28,13 +28,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
+from adapters.locking import lock_alias
 from adapters.registry import Registry, UnknownAdapter
 from adapters.sequential import SequentialTest, wilson_interval
-from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, aware, utcnow
+from adapters.tables import AdapterVersion, Experiment, Rollout, aware, utcnow
 
 log = logging.getLogger("loragate.experiments")
 
@@ -102,7 +103,7 @@ class ExperimentController:
         if len({arm["name"] for arm in parsed}) < len(parsed):
             raise ExperimentError("each arm must be different")
         async with self.sessions() as session, session.begin():
-            if await session.get(Alias, alias, with_for_update=True) is None:
+            if await lock_alias(session, alias) is None:
                 raise UnknownAdapter(f"no alias named {alias!r}")
             await self._check_free(session, alias)
             for arm in parsed:
@@ -124,6 +125,9 @@ class ExperimentController:
         )
         if running is not None:
             raise ExperimentConflict(f"alias {alias} already has experiment {running} running")
+        await self._check_no_rollout(session, alias)
+
+    async def _check_no_rollout(self, session: AsyncSession, alias: str) -> None:
         rollout = await session.scalar(
             select(Rollout.id).where(
                 Rollout.alias == alias, Rollout.state.in_(("running", "paused"))
@@ -155,8 +159,13 @@ class ExperimentController:
         """Make a decided experiment's winning version the alias's live version."""
         async with self.sessions() as session:
             experiment = await self._latest(session, alias)
-        if experiment is None or experiment.state != "decided" or not experiment.winner:
+        if experiment is None or not experiment.winner:
             raise ExperimentError(f"alias {alias} has no decided experiment to promote")
+        if experiment.state != "decided":  # promoted already (by another writer, maybe)
+            raise ExperimentConflict(
+                f"alias {alias}'s experiment {experiment.id} is {experiment.state}; only a "
+                "decided one is promoted"
+            )
         winner = next(arm for arm in experiment.arms if arm["name"] == experiment.winner)
         if winner["version"] is None or winner.get("retrieval") is not None:
             raise ExperimentError(
@@ -164,9 +173,15 @@ class ExperimentController:
                 "alias's base model or retrieval settings instead"
             )
         async with self.sessions() as session, session.begin():
-            alias_row = await session.get(Alias, alias, with_for_update=True)
-            row = await session.get(Experiment, experiment.id, with_for_update=True)
+            alias_row = await lock_alias(session, alias)
+            row = await session.get(Experiment, experiment.id, populate_existing=True)
             assert alias_row is not None and row is not None
+            # Decided on what was read before the lock: another promote, or a rollout
+            # started since, wins; this one changes nothing.
+            if row.state != "decided":
+                raise ExperimentConflict(f"alias {alias}'s experiment {row.id} is {row.state}"
+                                         " now; nothing was promoted")  # fmt: skip
+            await self._check_no_rollout(session, alias)
             if alias_row.live_version != winner["version"]:
                 old = await session.get(AdapterVersion, alias_row.live_version or "")
                 if old is not None:
@@ -244,36 +259,60 @@ class ExperimentController:
         if json.loads(json.dumps(results)) != experiment.results:  # as the JSON column holds it
             await self._save(experiment.id, results)
         if winner is not None:
-            await self._finish(experiment.alias, "decided", winner, reason or "")
+            if not await self._end_looked(experiment, "decided", winner, reason or ""):
+                return
             if experiment.auto_promote:
                 try:
                     await self.promote(experiment.alias)
                 except ExperimentError as exc:
                     log.warning("winner not promoted", extra={"error": str(exc)})
         elif reason is not None:
-            await self._finish(experiment.alias, "stopped", None, reason)
+            await self._end_looked(experiment, "stopped", None, reason)
         elif min(counts) >= experiment.max_samples:
-            await self._finish(experiment.alias, "stopped", None, "max_samples")
+            await self._end_looked(experiment, "stopped", None, "max_samples")
         elif utcnow() >= aware(experiment.ends_at):
-            await self._finish(experiment.alias, "stopped", None, "max_duration")
+            await self._end_looked(experiment, "stopped", None, "max_duration")
+
+    async def _end_looked(
+        self, experiment: Experiment, state: str, winner: str | None, reason: str
+    ) -> bool:
+        """End the experiment looked at; False when another writer ended it since (an
+        operator's stop, another replica's tick): its ending stands, this look is stale."""
+        try:
+            await self._finish(experiment.alias, state, winner, reason, experiment.id)
+        except ExperimentConflict:
+            log.info("experiment ended meanwhile", extra={"alias": experiment.alias})
+            return False
+        return True
 
     async def _save(self, experiment_id: int, results: dict[str, Any]) -> None:
-        """Store new results; written only when the feedback changed them, not every tick."""
+        """Store new results; written only when the feedback changed them, not every tick,
+        and only while it runs (the UPDATE checks it: an ended experiment keeps its last)."""
+        p_values = {name: c["p_value"] for name, c in results["comparisons"].items()}
         async with self.sessions() as session, session.begin():
-            row = await session.get(Experiment, experiment_id, with_for_update=True)
-            assert row is not None
-            row.results = results
-            row.min_p_values = {name: c["p_value"] for name, c in results["comparisons"].items()}
-
-    async def _finish(self, alias: str, state: str, winner: str | None, reason: str) -> Experiment:
-        async with self.sessions() as session, session.begin():
-            row = await session.scalar(
-                select(Experiment)
-                .where(Experiment.alias == alias, Experiment.state == "running")
-                .with_for_update()
+            await session.execute(
+                update(Experiment)
+                .where(Experiment.id == experiment_id, Experiment.state == "running")
+                .values(results=results, min_p_values=p_values)
             )
-            if row is None:
-                raise ExperimentError(f"alias {alias} has no experiment running")
+
+    async def _finish(
+        self,
+        alias: str,
+        state: str,
+        winner: str | None,
+        reason: str,
+        experiment_id: int | None = None,
+    ) -> Experiment:
+        """End the alias's running experiment (only if it is ``experiment_id``, when given).
+        Of two writers ending it at once, the second finds none running: ExperimentConflict."""
+        async with self.sessions() as session, session.begin():
+            await lock_alias(session, alias)
+            row = await session.scalar(
+                select(Experiment).where(Experiment.alias == alias, Experiment.state == "running")
+            )
+            if row is None or experiment_id not in (None, row.id):
+                raise ExperimentConflict(f"alias {alias} has no experiment running")
             for arm in row.arms:
                 version = await session.get(AdapterVersion, arm["version"] or "")
                 if version is not None and version.state == "arm":

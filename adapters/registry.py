@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
+from adapters.locking import lock_alias
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, utcnow
 from adapters.validation import CONFIG_FILE, WEIGHTS_FILE, InvalidAdapter, validate_adapter
 
@@ -141,75 +142,80 @@ class Registry:
         existing = await self._by_sha(alias, digest)
         if existing is not None:
             return Published(existing, created=False)
-        for _ in range(5):  # two publishers racing for the same number: the loser retries
-            number = await self._next_number(alias)
-            # A directory without a row is what a publisher that crashed between its rename
-            # and its insert leaves behind: step over it, since names are never reused.
-            while await anyio.Path(self.store_dir / f"{alias}-v{number}").exists():
-                number += 1
-            name = f"{alias}-v{number}"
-            target = await anyio.to_thread.run_sync(self._copy_in, source, name)
-            try:
-                version = await self._insert(alias, name, number, parent, digest, info, target,
-                                             eval_report, state)  # fmt: skip
-            except IntegrityError:
-                await anyio.to_thread.run_sync(_remove_tree, target)
-                continue
-            log.info("adapter published", extra={"version": name, "state": version.state})
+        # The slow copy first, outside the lock; its name and row are decided under it.
+        staging = await anyio.to_thread.run_sync(self._stage, source, alias)
+        try:
+            published = await self._record(alias, staging, parent, digest, info, eval_report,
+                                           state)  # fmt: skip
+        finally:
+            await anyio.to_thread.run_sync(_remove_tree, staging)  # gone if it was renamed
+        if published.created:
+            version = published.version
+            log.info("adapter published", extra={"version": version.name, "state": version.state})
             self.changed()
-            return Published(version, created=True)
-        raise AdapterError(f"could not allocate a version number for {alias}")
+        return published
 
-    def _copy_in(self, source: Path, name: str) -> Path:
-        """Copy to a temp dir, fsync, rename: a version directory is whole or absent."""
+    def _stage(self, source: Path, alias: str) -> Path:
+        """Copy to a temp dir beside the versions and fsync: renamed whole, or removed."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        target = self.store_dir / name
-        if target.exists():
-            raise AdapterError(f"adapter directory {target} already exists; names are never reused")
-        staging = self.store_dir / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging = self.store_dir / f".{alias}.tmp-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
             for file_name in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copyfile(source / file_name, staging / file_name)
                 with (staging / file_name).open("rb") as handle:
                     os.fsync(handle.fileno())
-            os.replace(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return target
+        return staging
 
-    async def _insert(
+    async def _record(
         self,
         alias: str,
-        name: str,
-        number: int,
+        staging: Path,
         parent: str | None,
         digest: str,
         info: Any,
-        target: Path,
         eval_report: dict[str, Any] | None,
         state: str | None,
-    ) -> AdapterVersion:
-        async with self.sessions() as session, session.begin():
-            alias_row = await session.get(Alias, alias, with_for_update=True)
-            if alias_row is None:
-                alias_row = Alias(name=alias, live_version=None, generation=0)
-                session.add(alias_row)
-            first = alias_row.live_version is None and state is None
-            version = AdapterVersion(
-                name=name, alias=alias, number=number,
-                parent=parent or alias_row.live_version, sha256=digest, rank=info.rank,
-                target_modules=list(info.target_modules), base_model=info.base_model,
-                path=str(target), size_bytes=info.size_bytes,
-                state=state or ("live" if first else "candidate"), eval_report=eval_report,
-            )  # fmt: skip
-            session.add(version)
-            if first:
-                alias_row.live_version = name
-            alias_row.generation += 1
-            alias_row.updated_at = utcnow()
-        return version
+    ) -> Published:
+        """Name, rename and record the staged copy, unless the same content was published
+        meanwhile. All under the alias's lock: of two publishers of one content only one
+        records it, of two first versions only one goes live, and no two take one number."""
+        target: Path | None = None
+        try:
+            async with self.sessions() as session, session.begin():
+                alias_row = await lock_alias(session, alias, create=True)
+                assert alias_row is not None  # created just now if it was missing
+                twin = await session.scalar(
+                    select(AdapterVersion).where(
+                        AdapterVersion.alias == alias, AdapterVersion.sha256 == digest
+                    )
+                )
+                if twin is not None:
+                    return Published(twin, created=False)
+                number = await self._next_number(session, alias)
+                target = self.store_dir / f"{alias}-v{number}"
+                await anyio.to_thread.run_sync(os.rename, staging, target)
+                first = alias_row.live_version is None and state is None
+                version = AdapterVersion(
+                    name=target.name, alias=alias, number=number,
+                    parent=parent or alias_row.live_version, sha256=digest, rank=info.rank,
+                    target_modules=list(info.target_modules), base_model=info.base_model,
+                    path=str(target), size_bytes=info.size_bytes,
+                    state=state or ("live" if first else "candidate"), eval_report=eval_report,
+                )  # fmt: skip
+                session.add(version)
+                if first:
+                    alias_row.live_version = version.name
+                alias_row.generation += 1
+                alias_row.updated_at = utcnow()
+        except BaseException:
+            if target is not None:  # renamed, but the row was not committed: no version
+                await anyio.to_thread.run_sync(_remove_tree, target)
+            raise
+        return Published(version, created=True)
 
     async def create_alias(self, alias: str) -> bool:
         """Declare an alias with no version yet (it serves the base); False if it exists."""
@@ -239,12 +245,17 @@ class Registry:
             )
             return result
 
-    async def _next_number(self, alias: str) -> int:
-        async with self.sessions() as session:
-            highest = await session.scalar(
-                select(func.max(AdapterVersion.number)).where(AdapterVersion.alias == alias)
-            )
-        return int(highest or 0) + 1
+    async def _next_number(self, session: AsyncSession, alias: str) -> int:
+        """The alias's next version number (called under its lock)."""
+        highest = await session.scalar(
+            select(func.max(AdapterVersion.number)).where(AdapterVersion.alias == alias)
+        )
+        number = int(highest or 0) + 1
+        # A directory without a row is what a publisher that crashed between its rename and
+        # its commit leaves behind: step over it, since names are never reused.
+        while await anyio.Path(self.store_dir / f"{alias}-v{number}").exists():
+            number += 1
+        return number
 
     # -- reads -----------------------------------------------------------------------
     async def get(self, name: str) -> AdapterVersion:

@@ -18,6 +18,7 @@ gateways only the holder of the leader lock acts; all of them read the same weig
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from adapters.errors import AdapterError
+from adapters.locking import lock_alias
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent, aware, utcnow
 from core.rollout_steps import check_rollout_steps
@@ -154,7 +156,7 @@ class RolloutController:
         steps = steps or self.policy.steps
         RolloutPolicy(steps=steps)  # validates the steps
         async with self.sessions() as session, session.begin():
-            alias_row = await session.get(Alias, alias, with_for_update=True)
+            alias_row = await lock_alias(session, alias)
             version = await session.get(AdapterVersion, candidate)
             if alias_row is None or version is None or version.alias != alias:
                 raise RolloutError(f"{candidate} is not a version of alias {alias}")
@@ -204,7 +206,9 @@ class RolloutController:
                 select(Rollout).where(Rollout.candidate == version, Rollout.state.in_(ACTIVE))
             )
         if rollout is not None:
-            await self._finish(rollout.alias, "aborted", f"load_failed: {error}"[:500])
+            with contextlib.suppress(RolloutError):  # ended meanwhile: nothing left to abort
+                await self._finish(rollout.alias, "aborted", f"load_failed: {error}"[:500],
+                                   rollout_id=rollout.id)  # fmt: skip
 
     async def pause(self, alias: str) -> Rollout:
         return await self._set_running(alias, running=False)
@@ -243,7 +247,9 @@ class RolloutController:
 
     async def _analyse_step(self, rollout: Rollout, since: datetime, until: datetime) -> None:
         if rollout.weight >= 1.0:  # started at 100%: nothing to compare, the step has run
-            await self._finish(rollout.alias, "promoted", "full_weight")
+            with contextlib.suppress(RolloutError):  # an operator ended it meanwhile
+                await self._finish(rollout.alias, "promoted", "full_weight",
+                                   rollout_id=rollout.id)  # fmt: skip
             return
         canary = await self.stats(rollout.candidate, since, until)
         # No baseline means the alias served the base model: the stats source knows its name.
@@ -255,31 +261,34 @@ class RolloutController:
         detail = {"canary": asdict(canary), "live": asdict(live),
                   "gates": [asdict(result) for result in results]}  # fmt: skip
         if failed:
-            await self._record_failure(rollout.id, failed, detail)
+            await self._record_failure(rollout, since, failed, detail)
         elif decided and not waiting:
-            await self._advance(rollout.id, detail)
+            await self._advance(rollout, since, detail)
         else:
             await self._log_event(rollout.id, "waiting_for_samples", detail)
 
     async def _record_failure(
-        self, rollout_id: int, failed: list[str], detail: dict[str, Any]
+        self, analysed: Rollout, since: datetime, failed: list[str], detail: dict[str, Any]
     ) -> None:
         async with self.sessions() as session, session.begin():
-            rollout = await session.get(Rollout, rollout_id, with_for_update=True)
-            if rollout is None or rollout.state != "running":
+            alias_row, rollout = await self._same_window(session, analysed, since)
+            if alias_row is None or rollout is None:
                 return
             rollout.failures += 1
             rollout.step_started_at = utcnow()
             self._event(session, rollout, "gate_failed", {**detail, "failed": failed})
-            alias, failures = rollout.alias, rollout.failures
-        log.warning("rollout gate failed", extra={"alias": alias, "gates": failed})
-        if failures >= self.policy.failure_threshold:
-            await self._finish(alias, "rolled_back", "gate_failed:" + ",".join(failed))
+            # Rolled back in the same transaction: no other writer can act in between.
+            if rollout.failures >= self.policy.failure_threshold:
+                await self._end(session, alias_row, rollout, "rolled_back",
+                                "gate_failed:" + ",".join(failed))  # fmt: skip
+        log.warning("rollout gate failed", extra={"alias": rollout.alias, "gates": failed})
+        if rollout.state == "rolled_back":
+            self._ended(rollout)
 
-    async def _advance(self, rollout_id: int, detail: dict[str, Any]) -> None:
+    async def _advance(self, analysed: Rollout, since: datetime, detail: dict[str, Any]) -> None:
         async with self.sessions() as session, session.begin():
-            rollout = await session.get(Rollout, rollout_id, with_for_update=True)
-            if rollout is None or rollout.state != "running":
+            alias_row, rollout = await self._same_window(session, analysed, since)
+            if alias_row is None or rollout is None:
                 return
             # At 100% the live version gets no traffic left to compare with, so passing the
             # step before it is the last decision: promote instead of moving to 100%.
@@ -290,41 +299,74 @@ class RolloutController:
                 rollout.step += 1
                 rollout.weight = rollout.steps[rollout.step] / 100
                 rollout.step_started_at = rollout.updated_at = utcnow()
-                await self._bump(session, rollout.alias)
+                alias_row.generation += 1
             self._event(session, rollout, "gates_passed", {**detail, "step": rollout.step})
-            alias = rollout.alias
+            if last_step:
+                await self._end(session, alias_row, rollout, "promoted", "all_steps_passed")
         if last_step:
-            await self._finish(alias, "promoted", "all_steps_passed")
+            self._ended(rollout)
         else:
             self.registry.changed()
 
-    async def _finish(self, alias: str, outcome: str, reason: str) -> Rollout:
+    async def _same_window(
+        self, session: AsyncSession, analysed: Rollout, since: datetime
+    ) -> tuple[Alias | None, Rollout | None]:
+        """Lock the alias and return its rollout if it is still running the window that was
+        analysed. Otherwise (None) another writer acted since the analysis read it: an
+        operator, or another replica's tick that analysed the same window (the leader lock
+        changing hands): the analysis is stale and must not be applied a second time."""
+        alias_row = await lock_alias(session, analysed.alias)
+        rollout = await session.get(Rollout, analysed.id, populate_existing=True)
+        if (
+            alias_row is None
+            or rollout is None
+            or rollout.state != "running"
+            or aware(rollout.step_started_at) != since
+        ):
+            return None, None
+        return alias_row, rollout
+
+    async def _finish(
+        self, alias: str, outcome: str, reason: str, rollout_id: int | None = None
+    ) -> Rollout:
+        """End the alias's rollout (only if it is still ``rollout_id``, when given). Of two
+        writers ending it at once, the second finds none in progress: RolloutError (409)."""
         async with self.sessions() as session, session.begin():
+            alias_row = await lock_alias(session, alias)
             rollout = await self._active(session, alias)
-            if rollout is None:
+            if alias_row is None or rollout is None or rollout_id not in (None, rollout.id):
                 raise RolloutError(f"alias {alias} has no rollout in progress")
-            alias_row = await session.get(Alias, alias, with_for_update=True)
-            candidate = await session.get(AdapterVersion, rollout.candidate)
-            assert alias_row is not None and candidate is not None
-            rollout.state, rollout.reason, rollout.updated_at = outcome, reason, utcnow()
-            rollout.weight = 1.0 if outcome == "promoted" else 0.0
-            if outcome == "promoted":
-                old = await session.get(AdapterVersion, alias_row.live_version or "")
-                if old is not None:
-                    old.state = "retired"
-                candidate.state = "live"
-                alias_row.live_version = candidate.name
-            else:  # rolled_back or aborted: the candidate leaves the traffic either way
-                candidate.state = "rolled_back"
-            alias_row.generation += 1
-            self._event(session, rollout, outcome, {"reason": reason})
-        log.info("rollout %s", outcome, extra={"alias": alias, "version": rollout.candidate,
-                                               "reason": reason})  # fmt: skip
-        self.registry.changed()
+            await self._end(session, alias_row, rollout, outcome, reason)
+        self._ended(rollout)
         return rollout
+
+    async def _end(
+        self, session: AsyncSession, alias_row: Alias, rollout: Rollout, outcome: str, reason: str
+    ) -> None:
+        """Promote, roll back or abort ``rollout``, in the caller's locked transaction."""
+        candidate = await session.get(AdapterVersion, rollout.candidate)
+        assert candidate is not None
+        rollout.state, rollout.reason, rollout.updated_at = outcome, reason, utcnow()
+        rollout.weight = 1.0 if outcome == "promoted" else 0.0
+        if outcome == "promoted":
+            old = await session.get(AdapterVersion, alias_row.live_version or "")
+            if old is not None:
+                old.state = "retired"
+            candidate.state = "live"
+            alias_row.live_version = candidate.name
+        else:  # rolled_back or aborted: the candidate leaves the traffic either way
+            candidate.state = "rolled_back"
+        alias_row.generation += 1
+        self._event(session, rollout, outcome, {"reason": reason})
+
+    def _ended(self, rollout: Rollout) -> None:
+        log.info("rollout %s", rollout.state, extra={"alias": rollout.alias,
+                 "version": rollout.candidate, "reason": rollout.reason})  # fmt: skip
+        self.registry.changed()
 
     async def _set_running(self, alias: str, *, running: bool) -> Rollout:
         async with self.sessions() as session, session.begin():
+            await lock_alias(session, alias)
             rollout = await self._active(session, alias)
             if rollout is None:
                 raise RolloutError(f"alias {alias} has no rollout in progress")
@@ -340,11 +382,6 @@ class RolloutController:
             select(Rollout).where(Rollout.alias == alias, Rollout.state.in_(ACTIVE))
         )
         return result
-
-    async def _bump(self, session: AsyncSession, alias: str) -> None:
-        alias_row = await session.get(Alias, alias, with_for_update=True)
-        if alias_row is not None:
-            alias_row.generation += 1
 
     async def _log_event(self, rollout_id: int, kind: str, detail: dict[str, Any]) -> None:
         async with self.sessions() as session, session.begin():

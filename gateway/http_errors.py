@@ -15,6 +15,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from sqlalchemy.exc import DBAPIError
 
 from adapters.errors import (
     AdapterError,
@@ -28,8 +29,8 @@ from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
 from core.errors import ConfigError, StoreBusy
-from core.store.db import UNAVAILABLE
 from gateway.errors import GatewayError
+from core.store.db import UNAVAILABLE, is_conflict
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,
@@ -120,6 +121,12 @@ def describe(exc: Exception) -> ErrorInfo:
         return ErrorInfo(507, "The server's disk is full; nothing was changed. Retry once an "
                          "operator has freed space.", "service_unavailable",
                          "insufficient_storage")  # fmt: skip
+    if isinstance(exc, DBAPIError) and is_conflict(exc):
+        # A write that lost to a concurrent one and was not retried where it was made:
+        # nothing was written, and sending it again succeeds (never a bare 500).
+        return ErrorInfo(503, "The store met a concurrent write and recorded nothing; send "
+                         "it again.", "service_unavailable", "store_busy",
+                         retry_after_s=1)  # fmt: skip
     if isinstance(exc, UNAVAILABLE):
         return ErrorInfo(503, "The store is unavailable; retry shortly.", "service_unavailable",
                          "store_unavailable", retry_after_s=STORE_RETRY_AFTER_S)  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Literal
 import anyio
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from retrieval.chunking import ChunkingConfig, chunk_document
@@ -153,9 +153,12 @@ class Retriever:
 
     async def ensure_collection(self, name: str) -> None:
         check_collection_name(name)
-        async with self.sessions() as session, session.begin():
-            if await session.get(Collection, name) is None:
-                session.add(Collection(name=name, generation=0))
+        try:
+            async with self.sessions() as session, session.begin():
+                if await session.get(Collection, name) is None:
+                    session.add(Collection(name=name, generation=0))
+        except IntegrityError:
+            pass  # created meanwhile by a concurrent first upload: it exists, as asked
 
     async def document_hashes(self, collection: str) -> dict[str, str]:
         async with self.sessions() as session:

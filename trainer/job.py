@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from adapters.registry import Registry, check_alias
-from adapters.rollout import RolloutController
+from adapters.rollout import RolloutController, RolloutError
 from core.progress import Progress
 from core.store.db import Database
 from retrieval.embeddings import Embedder
@@ -333,8 +333,14 @@ class TrainingJob:
         )
         name = published.version.name
         if verdict.passed and self.config.auto_rollout and published.created:
-            rollout = await self.rollouts.start(alias, name)
-            report["rollout"] = {"id": rollout.id, "steps": rollout.steps}
+            try:
+                rollout = await self.rollouts.start(alias, name)
+                report["rollout"] = {"id": rollout.id, "steps": rollout.steps}
+            except RolloutError as exc:
+                # Decided under the alias lock: an operator's rollout or experiment started
+                # meanwhile owns the alias. The version stays a candidate, and the run stands.
+                log.warning("automatic rollout refused", extra={"version": name, "error": str(exc)})
+                report["rollout"] = {"refused": str(exc)}
             await self.registry.set_eval_report(name, report)
         log.info(
             "training run decided",

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from core.store.db import Database
+from core.store.db import Database, retry_conflicts
 from core.store.tables import Conversation, ReviewItem
 from monitor.tables import MonitorReport
 from trainer.dataset import Example
@@ -88,23 +88,28 @@ class TrainerStore:
         """Record new members of each side; existing rows are never touched."""
         rows = [("holdout", example) for example in new_holdout]
         rows += [("train", example) for example in new_trained]
-        async with self.db.transaction() as session:
-            existing = set(
-                await session.scalars(
-                    select(SplitItem.completion_id).where(SplitItem.alias == alias)
-                )
-            )
-            session.add_all(
-                SplitItem(
-                    alias=alias,
-                    completion_id=example.id,
-                    split=split,
-                    stratum=example.stratum,
-                    example=example.to_json() if split == "holdout" else None,
-                )
-                for split, example in rows
-                if example.id not in existing
-            )
+        if not rows:
+            return
+        # In key order, so two writers wait on each other's rows in one order, never in a
+        # cycle (PostgreSQL's deadlock); stable, so an id on both sides stays a holdout.
+        rows.sort(key=lambda row: row[1].id)
+        values = [
+            {"alias": alias, "completion_id": example.id, "split": split,
+             "stratum": example.stratum,
+             "example": example.to_json() if split == "holdout" else None}
+            for split, example in rows
+        ]  # fmt: skip
+        insert = self.db.insert(SplitItem).on_conflict_do_nothing(
+            index_elements=["alias", "completion_id"]
+        )
+
+        async def transaction() -> None:
+            # Insert-or-nothing, not read-then-insert: a row another writer added meanwhile
+            # stays as it is (a side once taken is for good) instead of failing the write.
+            async with self.db.transaction() as session:
+                await session.execute(insert, values)
+
+        await retry_conflicts(transaction, "dataset split")
 
     # -- runs --------------------------------------------------------------------------
     async def start_run(self, alias: str, trigger: str, approved: int) -> int:
