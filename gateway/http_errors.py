@@ -29,8 +29,8 @@ from adapters.registry import UnknownAdapter
 from adapters.rollout import RolloutError
 from adapters.validation import InvalidAdapter
 from core.errors import ConfigError, StoreBusy
-from gateway.errors import GatewayError
 from core.store.db import UNAVAILABLE, is_conflict
+from gateway.errors import GatewayError
 from monitor.errors import MonitorError, UnknownAlias
 from retrieval.errors import (
     CollectionNotFound,

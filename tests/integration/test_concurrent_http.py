@@ -39,12 +39,12 @@ from safetensors.numpy import save_file
 from sqlalchemy import select
 
 from adapters.tables import AdapterVersion, Alias, Rollout
-from gateway.flagging import Flagger
 from core.settings import FlagRules, load_settings
 from core.store import Database
 from core.store.conversations import ConversationRecord
 from core.store.keys import KeyStore
 from core.store.tables import Feedback, ReviewItem
+from gateway.flagging import Flagger
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from tests.standin_engine import StandInEngine
 from tests.support import ThreadedGateway, create_keys

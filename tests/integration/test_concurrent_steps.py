@@ -47,8 +47,8 @@ from adapters.experiments import ArmCount, ExperimentController, ExperimentPolic
 from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutPolicy, VersionStats
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent
-from gateway.http_errors import describe
 from core.store import Database
+from gateway.http_errors import describe
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))

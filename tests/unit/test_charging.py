@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -330,8 +330,15 @@ async def test_the_hold_is_max_tokens_times_n_or_the_rest_of_the_context(harness
     request = _request(max_tokens=16, n=3)
     await h.service.complete(request, _key(), time.perf_counter())
     await h.service.complete(_request(), _key(), time.perf_counter())
+    h.service.limits = replace(h.service.limits, default_max_tokens=None)
+    await h.service.complete(_request(), _key(), time.perf_counter())
     estimate = estimate_tokens(request.messages)
-    assert held == [estimate + 48, 2048]  # no max_tokens: all the context window
+    overhead = h.service.prompt_overhead(MODEL)  # learnt from vLLM's count of the first
+    assert held == [
+        estimate + 48,
+        estimate + overhead + 512,  # no max_tokens: the default output limit
+        2048,  # and without a default: all the context window
+    ]
 
 
 async def test_a_tokens_per_minute_hold_is_settled_to_its_real_size(harness) -> None:
