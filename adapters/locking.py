@@ -18,11 +18,12 @@ The loser then finds the state changed and raises its package's conflict error (
 
 from __future__ import annotations
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.tables import Alias
+from core.store.db import begin_writing
 
 
 async def lock_alias(session: AsyncSession, alias: str, *, create: bool = False) -> Alias | None:
@@ -30,9 +31,8 @@ async def lock_alias(session: AsyncSession, alias: str, *, create: bool = False)
     alias). ``create`` makes the alias first if it is missing, so there is a row to lock.
 
     Must be the transaction's first statement: SQLite cannot begin it a second time."""
+    await begin_writing(session)
     is_sqlite = session.get_bind().dialect.name == "sqlite"
-    if is_sqlite:
-        await session.execute(text("BEGIN IMMEDIATE"))
     if create:
         insert = sqlite.insert(Alias) if is_sqlite else postgresql.insert(Alias)
         await session.execute(

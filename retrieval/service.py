@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.store.db import begin_writing
 from retrieval.chunking import ChunkingConfig, chunk_document
 from retrieval.documents import Document
 from retrieval.embeddings import Embedder
@@ -187,6 +188,7 @@ class Retriever:
         loaded = await self._loaded(collection)
         async with loaded.lock.writing():
             async with self.sessions() as session, session.begin():
+                stored = await self._lock(session, collection)
                 old_ids = await self._delete_chunks(session, collection, document.id)
                 await session.merge(
                     StoredDocument(
@@ -206,7 +208,8 @@ class Retriever:
                 session.add_all(rows)
                 await session.flush()
                 new_ids = np.array([row.id for row in rows], dtype=np.int64)
-                generation = await self._bump(session, collection)
+                stored.generation += 1
+                generation = stored.generation
             await self._apply(collection, loaded, old_ids, new_ids, vectors, generation)
         status = "replaced" if document.id in existing else "created"
         return UpsertResult(document.id, status, len(chunks))
@@ -215,6 +218,7 @@ class Retriever:
         loaded = await self._loaded(collection)
         async with loaded.lock.writing():
             async with self.sessions() as session, session.begin():
+                stored = await self._lock(session, collection)
                 old_ids = await self._delete_chunks(session, collection, document_id)
                 deleted = await session.execute(
                     delete(StoredDocument).where(
@@ -223,7 +227,8 @@ class Retriever:
                 )
                 if not deleted.rowcount:  # type: ignore[attr-defined]
                     return False
-                generation = await self._bump(session, collection)
+                stored.generation += 1
+                generation = stored.generation
             empty = np.zeros((0, self.embedder.dimension), dtype=np.float32)
             await self._apply(collection, loaded, old_ids, old_ids[:0], empty, generation)
         return True
@@ -313,12 +318,17 @@ class Retriever:
             await session.execute(delete(StoredChunk).where(StoredChunk.id.in_(ids)))
         return np.array(ids, dtype=np.int64)
 
-    async def _bump(self, session: AsyncSession, collection: str) -> int:
-        row = await session.get(Collection, collection, with_for_update=True)
+    async def _lock(self, session: AsyncSession, collection: str) -> Collection:
+        """Lock the collection for the rest of the transaction, before its chunks are read:
+        two replicas replacing one document at once then run one after the other, and the
+        second deletes the first's chunks instead of keeping both sets."""
+        await begin_writing(session)
+        row = await session.get(
+            Collection, collection, with_for_update=True, populate_existing=True
+        )
         if row is None:
             raise CollectionNotFound(f"collection {collection!r} does not exist")
-        row.generation += 1
-        return row.generation
+        return row
 
     async def _apply(
         self,

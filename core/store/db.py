@@ -114,6 +114,18 @@ class Database:
         await self.engine.dispose()
 
 
+async def begin_writing(session: AsyncSession) -> None:
+    """Take the store's write lock now, before the reads a write will be decided on.
+
+    SQLite has no row locks, and Python's driver begins a transaction only at its first
+    write, after those reads: ``BEGIN IMMEDIATE`` takes the database's write lock first, and
+    a second writer waits (``busy_timeout``), then reads fresh. PostgreSQL needs nothing
+    here: the caller locks the rows it reads with ``FOR UPDATE``. Must be the transaction's
+    first statement (SQLite cannot begin it twice)."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+
+
 def is_conflict(error: BaseException) -> bool:
     """Whether ``error`` is a write losing to a concurrent writer (see _CONFLICT_SQLSTATES)."""
     if not isinstance(error, exc.DBAPIError):

@@ -337,13 +337,14 @@ async def test_the_trainers_rollout_meeting_an_operators_leaves_the_run_publishe
     import dataclasses
 
     from core.settings import load_settings
+    from gateway.wiring import job_config
     from trainer.evaluate import Verdict
-    from trainer.job import JobConfig, TrainingJob
+    from trainer.job import TrainingJob
     from trainer.qlora import TrainResult
 
     alias, old, new = await _two_versions(replicas[0], tmp_path, 77)
     a, b = replicas
-    config = JobConfig.from_settings(load_settings(data_dir=tmp_path, log_format="text"))
+    config = job_config(load_settings(data_dir=tmp_path, log_format="text"))
     job = TrainingJob(dataclasses.replace(config, auto_rollout=True), b.db, b.registry,
                       b.rollouts, embedder=None)  # type: ignore[arg-type]  # fmt: skip
     trained = TrainResult(_lora(tmp_path, 79), 1, 1.0, 0.5, None, False, 0, 1.0, 10, 10.0, 0.0,
