@@ -129,11 +129,13 @@ async def search_log(db: Database, where: LogQuery) -> tuple[list[dict[str, Any]
     """The page of log rows that match, newest first, and how many match in all."""
     conditions: list[ColumnElement[bool]] = []
     if where.text:
-        pattern = f"%{where.text}%"
+        # The operator's text is matched as written: % and _ are not wildcards.
+        literal = where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
         conditions.append(or_(
             Conversation.id == where.text, Conversation.conversation_id == where.text,
-            cast(Conversation.request, String).ilike(pattern),
-            cast(Conversation.response, String).ilike(pattern),
+            cast(Conversation.request, String).ilike(pattern, escape="\\"),
+            cast(Conversation.response, String).ilike(pattern, escape="\\"),
         ))  # fmt: skip
     if where.key_id:
         conditions.append(Conversation.api_key_id == where.key_id)

@@ -84,6 +84,8 @@ async def test_list_views_and_the_log_search(
     assert ids(q="widget", key_id=keys["chat_id"]) == ([f"chatcmpl-{tag}-2"], 1)  # any case
     assert ids(q=f"{tag} question 3") == ([f"chatcmpl-{tag}-3"], 1)
     assert ids(q=f"{tag}-c1") == ([f"chatcmpl-{tag}-1"], 1)  # a conversation id
+    assert ids(q=f"{tag}%question") == ([], 0)  # % and _ are text, not wildcards
+    assert ids(q=f"{tag}_question") == ([], 0)
     assert ids(q=f"chatcmpl-{tag}-0") == ([f"chatcmpl-{tag}-0"], 1)
     assert ids(model=f"{tag}-alias-v1", status="error") == ([f"chatcmpl-{tag}-4"], 1)
     assert ids(model=f"{tag}-alias", limit=2, offset=2) == (
