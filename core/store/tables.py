@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Float,
+    Index,
     Integer,
     String,
     Text,
@@ -52,6 +53,10 @@ class Conversation(Base):
     """One served chat completion: a turn of a conversation, written once, whole."""
 
     __tablename__ = "conversations"
+    # A key's own conversations, grouped by conversation (the chat page's history list).
+    __table_args__ = (
+        Index("ix_conversations_key_conversation", "api_key_id", "conversation_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the completion id
     conversation_id: Mapped[str | None] = mapped_column(String(200), index=True, nullable=True)
