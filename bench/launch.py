@@ -74,22 +74,14 @@ def loragate(env: dict[str, str], *args: str) -> str:
 
 
 def make_lora(
-    target: Path,
-    base_model: Path,
+    target: Any,
+    base_model: Any,
     *,
     seed: int = 0,
     rank: int = 4,
     modules: tuple[str, ...] = ("q_proj", "v_proj"),
 ) -> Any:
     """A small real PEFT LoRA on the base model, with random (non-zero) weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from trainer.sample import sample_adapter
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(modules),
-                        init_lora_weights=False)  # fmt: skip
-    get_peft_model(model, config).save_pretrained(target)
-    (target / "README.md").unlink(missing_ok=True)
-    return target
+    return sample_adapter(target, base_model, seed=seed, rank=rank, modules=modules)

@@ -195,17 +195,9 @@ def make_lora(
     modules: tuple[str, ...] = ("q_proj", "v_proj"),
 ) -> Any:
     """A small real PEFT LoRA on the prepared base model, with random (non-zero) weights."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from trainer.sample import sample_adapter
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(modules),
-                        init_lora_weights=False)  # fmt: skip
-    get_peft_model(model, config).save_pretrained(target)
-    (target / "README.md").unlink(missing_ok=True)
-    return target
+    return sample_adapter(target, base_model, seed=seed, rank=rank, modules=modules)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:

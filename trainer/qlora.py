@@ -97,7 +97,7 @@ def _torch() -> Any:
     return torch
 
 
-def _require_training_stack() -> tuple[Any, Any, Any]:
+def require_training_stack() -> tuple[Any, Any, Any]:
     try:
         import peft
         import transformers
@@ -170,7 +170,7 @@ def token_counter(tokenizer: Any) -> Callable[[Example], int]:
 def load_tokenizer(base_dir: Path, chat_template: str = "") -> Any:
     """The base model's tokenizer, rendering chats with ``chat_template`` (a Jinja file) when
     vLLM serves with one, so training prompts match served ones token for token."""
-    _, transformers, _ = _require_training_stack()
+    _, transformers, _ = require_training_stack()
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_dir))
     if chat_template:
         tokenizer.chat_template = Path(chat_template).read_text()
@@ -204,7 +204,7 @@ def compute_dtype(config: TrainConfig, device: str) -> str:
 
 
 def load_model(base_dir: Path, config: TrainConfig, device: str) -> Any:
-    torch, transformers, peft = _require_training_stack()
+    torch, transformers, peft = require_training_stack()
     dtype = getattr(torch, compute_dtype(config, device))
     options: dict[str, Any] = {"dtype": dtype}
     if config.method == "qlora":

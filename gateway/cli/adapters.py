@@ -38,6 +38,23 @@ def adapters_publish(ctx: click.Context, path: Path, alias: str) -> None:
     click.echo(f"{verb} {published.version.name} ({published.version.state})")
 
 
+@adapters.command("sample")
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--rank", default=4, show_default=True, help="LoRA rank.")
+@click.pass_context
+def adapters_sample(ctx: click.Context, target: Path, seed: int, rank: int) -> None:
+    """Write a sample LoRA for the base model (random weights, no training) to TARGET, to
+    try publishing and rollouts before the trainer has made a real adapter."""
+    from trainer.sample import sample_adapter
+
+    if target.exists() and any(target.iterdir()):
+        raise click.ClickException(f"{target} exists and is not empty")
+    base = settings_of(ctx).resolved_base_model_path
+    sample_adapter(target, base, seed=seed, rank=rank)
+    click.echo(f"sample adapter for {base.name} (rank {rank}, seed {seed}) written to {target}")
+
+
 @adapters.command("list")
 @click.option("--alias", default=None)
 @click.pass_context
