@@ -65,11 +65,15 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def configure_logging(level: str = "INFO", fmt: str = "json", *, quiet: bool = False) -> None:
+    """One stderr handler in ``fmt``. ``quiet`` (a one-shot CLI command without
+    ``--verbose``): warnings and errors only, but the progress of long work still shows."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
+    root.setLevel(max(logging.getLevelName(level), logging.WARNING) if quiet else level)
+    logging.getLogger("loragate.progress").setLevel(level)
+    # Libraries' chatter (alembic lists its plugins on every start) is not ours to show.
+    for noisy in ("httpx", "httpcore", "alembic", "faiss", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

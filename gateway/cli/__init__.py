@@ -21,11 +21,23 @@ from gateway.cli.errors import CommandGroup
     envvar="LORAGATE_CONFIG",
     help="TOML settings file (LORAGATE_* env vars override it).",
 )
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show every log line (commands other than the "
+    "services show only progress, warnings and errors).",
+)
 @click.pass_context
-def main(ctx: click.Context, config_file: Path | None) -> None:
+def main(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
     """loragate: an OpenAI-compatible gateway with hot-swappable LoRA adapters."""
     ctx.obj = load_settings(config_file)
-    configure_logging(ctx.obj.log_level, ctx.obj.log_format)
+    quiet = not verbose and ctx.invoked_subcommand not in SERVICES
+    configure_logging(ctx.obj.log_level, ctx.obj.log_format, quiet=quiet)
+
+
+# Long-running commands: they log as the server does, every line an operator may need.
+SERVICES = frozenset({"serve", "trainer"})
 
 
 def _add_commands() -> None:

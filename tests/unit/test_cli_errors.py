@@ -60,7 +60,7 @@ def test_a_bug_keeps_its_traceback() -> None:
 
 
 def test_the_loragate_command_uses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.cli.configure_logging", lambda *_: None)  # the root logger
+    monkeypatch.setattr("gateway.cli.configure_logging", lambda *_, **__: None)  # the root logger
     env = {"LORAGATE_DATA_DIR": str(tmp_path), "LORAGATE_LOG_LEVEL": "WARNING"}
     result = CliRunner().invoke(main, ["adapters", "show", "nobody-v1"], env=env)
     assert result.exit_code == 1, result.output
