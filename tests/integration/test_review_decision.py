@@ -248,7 +248,7 @@ def test_the_cli_approves_what_it_read_and_refuses_a_stale_revision(
 
     stale, fresh = run(prepare())
     # In-process: the CLI's own logging setup would take over this test run's handlers.
-    monkeypatch.setattr("gateway.cli.configure_logging", lambda *_: None)
+    monkeypatch.setattr("gateway.cli.configure_logging", lambda *_, **__: None)
     env = {"LORAGATE_DATA_DIR": str(tmp_path), "LORAGATE_DATABASE_URL": database_url}
     runner = CliRunner()
     refused = runner.invoke(
