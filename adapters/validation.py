@@ -40,9 +40,10 @@ def validate_adapter(
 ) -> AdapterInfo:
     try:
         return _validate(directory, base_model_dir, max_rank, max_bytes)
-    except OSError as exc:  # a path too long, a file unreadable: the caller's input, not ours
-        raise InvalidAdapter(f"cannot read the adapter at {str(directory)[:200]}: "
-                             f"{exc.strerror or exc}") from exc  # fmt: skip
+    except (OSError, ValueError) as exc:  # too long, unreadable, a NUL: the caller's input
+        reason = getattr(exc, "strerror", None) or exc
+        raise InvalidAdapter(f"cannot read the adapter at {str(directory)[:200]!r}: "
+                             f"{reason}") from exc  # fmt: skip
 
 
 def _validate(
@@ -71,7 +72,10 @@ def _validate(
 def check_publish_source(source: Path, roots: Sequence[Path]) -> Path:
     """``source`` resolved, if it lies under one of ``roots``; the admin API publishes from
     nowhere else, so a key cannot make the gateway read (or list) any path on the host."""
-    resolved = source.resolve()
+    try:
+        resolved = source.resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte, a lone surrogate: no such file
+        raise InvalidAdapter(f"{str(source)[:200]!r} is not a usable path ({exc})") from None
     for root in roots:
         if resolved.is_relative_to(root.resolve()):
             return resolved

@@ -197,3 +197,14 @@ def test_publish_is_restricted_to_its_roots(tmp_path: Path) -> None:
     (root / "link").symlink_to(tmp_path)  # a symlink inside that points out
     with pytest.raises(InvalidAdapter, match="adapter_publish_roots"):
         check_publish_source(root / "link", [root])
+
+
+@pytest.mark.parametrize("path", ["/tmp/a\x00b", "/tmp/\udb99\udcf9"], ids=["nul", "surrogate"])
+def test_an_unusable_publish_path_is_refused_not_a_crash(path: str, tmp_path: Path) -> None:
+    """Seen by schemathesis: a path with a NUL byte or a lone surrogate was a 500."""
+    from adapters.validation import check_publish_source
+
+    with pytest.raises(InvalidAdapter, match="not a usable path"):
+        check_publish_source(Path(path), [tmp_path])
+    with pytest.raises(InvalidAdapter, match="is not a directory"):
+        validate_adapter(Path(path), base_model_dir=None, max_rank=64, max_bytes=10**9)
