@@ -209,3 +209,23 @@ def metric_value(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+def tiny_lora(root: Any, seed: int) -> Any:
+    """A small PEFT LoRA directory that validation accepts, without a base model to check it
+    on (made in milliseconds, for tests of the store's bookkeeping; a unique name per call)."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    directory = root / f"lora-{seed}-{uuid.uuid4().hex[:6]}"
+    directory.mkdir(parents=True)
+    weights = np.random.default_rng(seed)
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    save_file({f"{prefix}.lora_A.weight": weights.standard_normal((4, 64), dtype=np.float32),
+               f"{prefix}.lora_B.weight": weights.standard_normal((64, 4), dtype=np.float32)},
+              str(directory / "adapter_model.safetensors"))  # fmt: skip
+    config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    return directory

@@ -23,7 +23,6 @@ answer gets 2 corrections, a flag and an examination at once, ``USERS`` x ``TURN
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import uuid
@@ -33,9 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 from sqlalchemy import select
 
 from adapters.tables import AdapterVersion, Alias, Rollout
@@ -47,7 +44,7 @@ from core.store.tables import Feedback, ReviewItem
 from gateway.flagging import Flagger
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from tests.standin_engine import StandInEngine
-from tests.support import ThreadedGateway, create_keys
+from tests.support import ThreadedGateway, create_keys, tiny_lora
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
 USERS = 6
@@ -101,16 +98,7 @@ async def stack(database_url: str, tmp_path: Path, engine: StandInEngine) -> Asy
 
 
 def _lora(root: Path, seed: int) -> str:
-    directory = root / f"lora-{seed}"
-    directory.mkdir(parents=True)
-    weights = np.random.default_rng(seed)
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{prefix}.lora_A.weight": weights.standard_normal((4, 64), dtype=np.float32),
-               f"{prefix}.lora_B.weight": weights.standard_normal((64, 4), dtype=np.float32)},
-              str(directory / "adapter_model.safetensors"))  # fmt: skip
-    config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    return str(directory)
+    return str(tiny_lora(root, seed))
 
 
 class Clients:

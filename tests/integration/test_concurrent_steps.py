@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import uuid
@@ -38,9 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 from sqlalchemy import select, update
 
 from adapters.experiments import ArmCount, ExperimentController, ExperimentPolicy
@@ -50,6 +47,7 @@ from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutE
 from core.store import Database
 from gateway.http_errors import describe
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
+from tests.support import tiny_lora
 
 SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
 ROUNDS = 6
@@ -109,17 +107,7 @@ def _replica(db: Database, store_dir: Path, stats: Stats) -> Replica:
 
 
 def _lora(root: Path, seed: int) -> Path:
-    """A small PEFT LoRA directory that validation accepts (no base model to check it on)."""
-    directory = root / f"lora-{seed}-{uuid.uuid4().hex[:6]}"
-    directory.mkdir(parents=True)
-    weights = np.random.default_rng(seed)
-    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
-    save_file({f"{prefix}.lora_A.weight": weights.standard_normal((4, 64), dtype=np.float32),
-               f"{prefix}.lora_B.weight": weights.standard_normal((64, 4), dtype=np.float32)},
-              str(directory / "adapter_model.safetensors"))  # fmt: skip
-    config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    return directory
+    return tiny_lora(root, seed)
 
 
 async def _race(rng: random.Random, *writers: Callable[[], Awaitable[Any]]) -> list[Any]:
