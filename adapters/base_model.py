@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.errors import BaseModelError, MissingDependency
+from core.hf_loading import model_load_lock, tie_output_head
 
 MARKER_FILE = "loragate-prepared.json"
 SMOKE_PROMPT = "What is the capital of France? Answer in one word."
+SMOKE_ANSWER = "paris"  # a broken checkpoint babbles fluent-looking tokens, never this
 
 StepCallback = Callable[[str], None]
 PREPARE_STEPS = 6
@@ -117,15 +119,16 @@ def _dequantize(gguf: Path, torch: Any, transformers: Any) -> Any:
     # transformers dequantizes GGUF to float32 on load, but refuses to save_pretrained a model
     # that came from GGUF; rebuilding a plain model from the config and loading the state dict
     # gives an ordinary bf16 checkpoint.
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with model_load_lock:
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A fresh config, without the gguf quantization_config that the loaded model carries:
     # vLLM would otherwise try (and fail) to load the safetensors as GGUF.
     config = transformers.AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config.dtype = torch.bfloat16
     model_class = type(loaded)
     clean = model_class(config).to(torch.bfloat16)
-    # A tied output head may come back as an empty (meta) tensor, depending on what the process
-    # loaded before (seen inside the test session); tie_weights below restores it.
+    # The tied output head may come back empty (meta) if another load broke tying in this
+    # process (see core/hf_loading.py); it is tied afresh below.
     state = {
         name: tensor.to(torch.bfloat16)
         for name, tensor in loaded.state_dict().items()
@@ -138,14 +141,16 @@ def _dequantize(gguf: Path, torch: Any, transformers: Any) -> Any:
             f"dequantized weights do not fit the architecture: missing={missing[:3]}, "
             f"unexpected={list(result.unexpected_keys)[:3]}"
         )
-    clean.tie_weights()
+    tie_output_head(clean)
     return clean
 
 
 def smoke_generate(model_dir: Path, torch: Any, transformers: Any) -> str:
     """One greedy answer from the written directory, so a broken checkpoint fails here."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with model_load_lock:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tie_output_head(model)
     messages = [{"role": "user", "content": SMOKE_PROMPT}]
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
@@ -155,6 +160,9 @@ def smoke_generate(model_dir: Path, torch: Any, transformers: Any) -> str:
     reply: str = tokenizer.decode(
         output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True
     ).strip()
-    if not reply:
-        raise BaseModelError("smoke generation returned no text")
+    if SMOKE_ANSWER not in reply.lower():
+        raise BaseModelError(
+            f"the prepared model fails its smoke test: asked {SMOKE_PROMPT!r}, it answered "
+            f"{reply!r}; the checkpoint is broken"
+        )
     return reply

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from core.hf_loading import model_load_lock
 from retrieval.errors import MissingDependency, RetrievalError
 
 
@@ -59,7 +60,8 @@ class Embedder:
         # Keep the gateway from taking every core from vLLM on a small machine.
         torch.set_num_threads(self.threads)
         directory = self.model_dir or bundled_model_dir()
-        return SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        with model_load_lock:  # see core/hf_loading.py
+            return SentenceTransformer(str(directory), device="cpu", local_files_only=True)
 
     @property
     def dimension(self) -> int:

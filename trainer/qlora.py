@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from core.hf_loading import model_load_lock, tie_output_head
 from trainer.dataset import Example
 from trainer.errors import MissingExtra, TrainerError
 
@@ -220,7 +221,9 @@ def load_model(base_dir: Path, config: TrainConfig, device: str) -> Any:
         )
         if device == "cuda":
             options["device_map"] = {"": 0}
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(base_dir), **options)
+    with model_load_lock:
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(base_dir), **options)
+    tie_output_head(model)
     if device == "cuda" and config.method != "qlora":
         model = model.to("cuda")
     if config.method == "full":

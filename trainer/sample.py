@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.hf_loading import model_load_lock, tie_output_head
 from trainer.qlora import require_training_stack
 
 SAMPLE_MODULES = ("q_proj", "v_proj")
@@ -28,7 +29,9 @@ def sample_adapter(
     ``target``, in the layout ``loragate adapters publish`` takes."""
     torch, transformers, peft = require_training_stack()
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    with model_load_lock:
+        model = transformers.AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    tie_output_head(model)
     config = peft.LoraConfig(
         r=rank, lora_alpha=2 * rank, target_modules=list(modules), init_lora_weights=False
     )
