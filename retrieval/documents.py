@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from retrieval import css
 from retrieval.errors import InvalidDocument
 
 SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".jsonl")
+# Work units (selector comparisons, declarations) one page may spend on its stylesheets.
+HTML_BUDGET = 200_000
+HTML_BUDGET_PER_CHAR = 1
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,36 @@ def decode_text(raw: bytes, where: str) -> str:
 
 
 def html_to_markdown(html: str) -> str:
-    parser = _HtmlText()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
+    """The text of a page that a browser shows, headings as markdown headings. A page
+    whose stylesheets would take too long to evaluate is refused, not ingested unread."""
+    events = _Events()
+    try:
+        events.feed(_without_unfinished_markup(html))
+        events.close()
+    except AssertionError:  # html.parser on a malformed "<![" section
+        raise InvalidDocument("the page is not HTML that can be read") from None
+    budget = css.Budget(HTML_BUDGET + HTML_BUDGET_PER_CHAR * len(html))
+    try:
+        rules = css.parse_stylesheets(events.sheets, budget)
+        return _HtmlText(css.Cascade(rules, budget)).render(events.items)
+    except css.TooComplex as exc:
+        raise InvalidDocument(f"{exc}; simplify its <style> blocks") from None
+
+
+_TAG_OPENING = re.compile(r"<[a-zA-Z/!?]")
+
+
+def _without_unfinished_markup(html: str) -> str:
+    """The page without a comment or tag left open at its end. html.parser (CPython 3.11)
+    rescans such an end once for every character in it (quadratic: 320 KB of ``<!--`` took
+    52 s); a browser reads an unclosed comment as running to the end of the page and drops
+    a tag cut off by it, so neither shows any text."""
+    closed = html.rfind("-->")
+    opened = html.find("<!--", closed + 3 if closed >= 0 else 0)
+    if opened >= 0:
+        html = html[:opened]
+    tail = _TAG_OPENING.search(html, html.rfind(">") + 1)
+    return html[: tail.start()] if tail else html
 
 
 def from_fields(
@@ -128,78 +159,148 @@ def _from_record(record: object, default_id: str, default_source: str) -> Docume
     )
 
 
-class _HtmlText(HTMLParser):
-    """The text a reader sees. Dropped: scripts, styles and templates, and any element a
-    browser does not show (the ``hidden`` attribute, an inline ``display: none`` or
-    ``visibility: hidden``), which would otherwise ground answers on text planted where no
-    reviewer looks. Styles from stylesheets and classes are not evaluated."""
+class _Events(HTMLParser):
+    """A page as a flat list of start tags, end tags and text, and its stylesheets.
 
-    _SKIP = frozenset({"script", "style", "noscript", "template"})
-    _BLOCKS = frozenset({"p", "div", "li", "br", "tr", "section", "article", "pre", "table"})
-    # Elements without an end tag: hiding one hides no text, and waiting for its end tag
-    # would hide the rest of the document.
-    _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
-                       "meta", "source", "track", "wbr"})  # fmt: skip
+    Two passes because a ``<style>`` anywhere in the page (even after the text it hides)
+    applies to all of it."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self._parts: list[str] = []
-        self._skipping = 0
-        self._in_heading = False
-        self._hidden: list[list[Any]] = []  # [tag, depth] of each open hidden element
+        self.items: list[tuple[str, str, list[tuple[str, str | None]]]] = []
+        self.sheets: list[tuple[str, bool]] = []
+        self._inert = 0  # open <template> and <noscript>: their styles never apply
+        self._sheet: list[str] | None = None
+        self._loose = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self._hidden:
-            if tag == self._hidden[-1][0]:
-                self._hidden[-1][1] += 1  # the same tag nested inside: its end is not ours
+        self.items.append(("start", tag, attrs))
+        if tag in ("template", "noscript"):
+            self._inert += 1
+        elif tag == "style" and not self._inert:
+            named = {name: (value or "").strip().lower() for name, value in attrs}
+            media = named.get("media", "")
+            if named.get("type", "text/css") in ("", "text/css") and (
+                not media or css.screen_media(media)
+            ):
+                self._sheet, self._loose = [], media not in ("", "all", "screen")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.items.append(("end", tag, []))
+        if tag in ("template", "noscript") and self._inert:
+            self._inert -= 1
+        elif tag == "style" and self._sheet is not None:
+            self.sheets.append(("".join(self._sheet), self._loose))
+            self._sheet = None
+
+    def handle_data(self, data: str) -> None:
+        if self._sheet is not None:
+            self._sheet.append(data)
+        self.items.append(("data", data, []))
+
+    def close(self) -> None:
+        super().close()
+        if self._sheet is not None:  # a <style> never closed runs to the end of the page
+            self.sheets.append(("".join(self._sheet), self._loose))
+            self._sheet = None
+
+
+class _HtmlText:
+    """The text a reader sees. Dropped, with all they contain: scripts, styles, templates,
+    ``<noscript>`` (a browser with scripts on, as a reviewer's is, does not show it), a
+    ``<dialog>`` that is not open, elements with the ``hidden`` attribute, and whatever
+    the page's stylesheets and inline styles hide (retrieval/css.py); text planted where
+    no reviewer sees it would otherwise ground answers. ``aria-hidden`` text is kept: it
+    is on the screen, only hidden from screen readers."""
+
+    _SKIP = frozenset({"script", "style", "noscript", "template"})
+    # What a browser's own stylesheet hides (or, for an <iframe>, replaces).
+    _NOT_RENDERED = frozenset({"datalist", "iframe", "noembed", "noframes", "rp"})
+    _BLOCKS = frozenset({"p", "div", "li", "br", "tr", "section", "article", "pre", "table"})
+    # Elements without an end tag: they hold no text and are never left open.
+    _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
+                       "meta", "source", "track", "wbr", "param", "keygen"})  # fmt: skip
+    # Start tags that end an open <p> (HTML's implied end tags, where it is the last open).
+    _CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "details", "div",
+                           "dl", "fieldset", "figure", "footer", "form", "h1", "h2", "h3",
+                           "h4", "h5", "h6", "header", "hr", "main", "menu", "nav", "ol",
+                           "p", "pre", "section", "table", "ul"})  # fmt: skip
+    _CLOSES = {"li": ("li",), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "td": ("td", "th"),
+               "th": ("td", "th"), "tr": ("td", "th", "tr"), "option": ("option",)}  # fmt: skip
+
+    def __init__(self, cascade: css.Cascade) -> None:
+        self._cascade = cascade
+        self._parts: list[str] = []
+        self._in_heading = False
+        self._open: list[tuple[str, css.State]] = []
+        self._counts: dict[str, int] = {}
+
+    def render(self, items: list[tuple[str, str, list[tuple[str, str | None]]]]) -> str:
+        for kind, value, attrs in items:
+            if kind == "start":
+                self._start(value, attrs)
+            elif kind == "end":
+                self._end(value)
+            elif self._state.text_shown:
+                # A pretty-printed <h2>\n  Title\n</h2> must stay one heading line.
+                self._parts.append(" ".join(value.split()) if self._in_heading else value)
+        return self._text()
+
+    @property
+    def _state(self) -> css.State:
+        return self._open[-1][1] if self._open else self._cascade.root
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        closes = ("p",) if tag in self._CLOSES_P else self._CLOSES.get(tag, ())
+        while self._open and self._open[-1][0] in closes:
+            self._pop()
+        if tag in self._VOID:
+            if tag == "br" and not self._state.hidden:
+                self._parts.append("\n")
             return
-        if tag not in self._VOID and _hides(attrs):
-            self._hidden.append([tag, 1])
-        elif tag in self._SKIP:
-            self._skipping += 1
-        elif _is_heading(tag):
+        names = {name for name, _ in attrs}
+        forced = (
+            tag in self._SKIP
+            or tag in self._NOT_RENDERED
+            or "hidden" in names
+            or (tag == "dialog" and "open" not in names)
+        )
+        state = self._cascade.open(self._state, tag, attrs, forced)
+        self._open.append((tag, state))
+        self._counts[tag] = self._counts.get(tag, 0) + 1
+        if state.hidden:
+            return
+        if _is_heading(tag):
             self._in_heading = True
             self._parts.append("\n\n" + "#" * int(tag[1]) + " ")
         elif tag in self._BLOCKS:
             self._parts.append("\n")
 
-    def handle_endtag(self, tag: str) -> None:
-        if self._hidden:
-            if tag == self._hidden[-1][0]:
-                self._hidden[-1][1] -= 1
-                if not self._hidden[-1][1]:
-                    self._hidden.pop()
+    def _end(self, tag: str) -> None:
+        if not self._counts.get(tag):
+            # A stray end tag: nothing to close, but </p> and </br> still break the line.
+            if (_is_heading(tag) or tag in self._BLOCKS) and not self._state.hidden:
+                self._parts.append("\n")
             return
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-        elif _is_heading(tag) or tag in self._BLOCKS:
+        while self._open[-1][0] != tag:
+            self._pop()
+        self._pop()
+
+    def _pop(self) -> None:
+        tag, state = self._open.pop()
+        self._counts[tag] -= 1
+        self._cascade.close(state)
+        if not state.hidden and (_is_heading(tag) or tag in self._BLOCKS):
             self._in_heading = False
             self._parts.append("\n")
 
-    def handle_data(self, data: str) -> None:
-        if self._skipping or self._hidden:
-            return
-        # A pretty-printed <h2>\n  Title\n</h2> must stay one heading line.
-        self._parts.append(" ".join(data.split()) if self._in_heading else data)
-
-    def text(self) -> str:
+    def _text(self) -> str:
         lines = [" ".join(line.split()) for line in "".join(self._parts).splitlines()]
         collapsed: list[str] = []
         for line in lines:
             if line or (collapsed and collapsed[-1]):
                 collapsed.append(line)
         return "\n".join(collapsed).strip()
-
-
-def _hides(attrs: list[tuple[str, str | None]]) -> bool:
-    for name, value in attrs:
-        if name == "hidden":
-            return True
-        if name == "style" and value:
-            style = "".join(value.lower().split())
-            if "display:none" in style or "visibility:hidden" in style:
-                return True
-    return False
 
 
 def _is_heading(tag: str) -> bool:
