@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
@@ -49,10 +50,11 @@ class CollectionRoutes(Controller):
         self, name: str, data: DocumentIn, retriever: Retriever
     ) -> dict[str, Any]:
         """Add a document, or replace the one with the same id. Creates the collection."""
-        document = from_fields(
+        # Off the event loop: reading a large page's HTML and stylesheets takes a while.
+        document = await anyio.to_thread.run_sync(lambda: from_fields(
             data.id, text=data.text, markdown=data.markdown, html=data.html,
             source=data.source, metadata=data.metadata,
-        )  # fmt: skip
+        ))  # fmt: skip
         result = await retriever.upsert(name, document)
         return {"id": result.document_id, "collection": name, "status": result.status,
                 "chunks": result.chunks}  # fmt: skip
