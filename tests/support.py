@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from core.settings import Settings
 from core.store import Database
-from core.store.keys import KeyStore
+from core.store.keys import KeyStore, Scope
 from core.store.tables import Conversation, ReviewItem, utcnow
 from gateway.app import create_app
 from gateway.http_protocol import limit_headers
@@ -49,18 +49,17 @@ def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
 
 
-def create_keys(database_url: str) -> dict[str, str]:
-    """An admin and a chat key in the store at ``database_url``."""
+def create_keys(database_url: str, scopes: Mapping[str, Scope] | None = None) -> dict[str, str]:
+    """Keys in the store at ``database_url``, one per name in ``scopes`` (name -> scope, the
+    key stored under that name), as name -> key; by default an admin and a chat key."""
+    wanted = dict(scopes or {"admin": "admin", "chat": "chat"})
 
     async def make() -> dict[str, str]:
         db = Database(database_url)
         try:
             await db.migrate()
             store = KeyStore(db)
-            return {
-                "admin": (await store.create("admin", "tests")).key,
-                "chat": (await store.create("chat", "tests")).key,
-            }
+            return {name: (await store.create(scope, name)).key for name, scope in wanted.items()}
         finally:
             await db.dispose()
 

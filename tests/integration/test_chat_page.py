@@ -27,10 +27,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from core.settings import load_settings
-from core.store import Database
-from core.store.keys import KeyStore
 from tests.standin_vllm import SLOW_WORD, StandInVllm
-from tests.support import ThreadedGateway, run, wait_until
+from tests.support import ThreadedGateway, create_keys, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -54,24 +52,6 @@ UNNAMED_BUTTONS = """() => [...document.querySelectorAll('button')]
 OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
 
-def _keys(database_url: str) -> dict[str, str]:
-    async def make() -> dict[str, str]:
-        db = Database(database_url)
-        try:
-            await db.migrate()
-            store = KeyStore(db)
-            return {
-                "admin": (await store.create("admin", "admin")).key,
-                "alice": (await store.create("chat", "alice")).key,
-                "bob": (await store.create("chat", "bob")).key,
-            }
-        finally:
-            await db.dispose()
-
-    keys: dict[str, str] = run(make())
-    return keys
-
-
 @pytest.fixture(scope="module")
 def site(
     tmp_path_factory: pytest.TempPathFactory,
@@ -82,7 +62,9 @@ def site(
         data_dir=data_dir, engine_mode="external", engine_urls=stand_in.url,
         base_model_name=MODEL, log_format="text", retrieval_min_score=0.0,
     )  # fmt: skip
-    keys = _keys(settings.resolved_database_url)
+    keys = create_keys(
+        settings.resolved_database_url, {"admin": "admin", "alice": "chat", "bob": "chat"}
+    )
     gateway = ThreadedGateway.start(settings)
     admin = {"Authorization": f"Bearer {keys['admin']}"}
     added = gateway.post("/v1/collections/handbook/documents", json=POLICY, headers=admin)
