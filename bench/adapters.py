@@ -40,8 +40,9 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.launch import MODEL, MODEL_DIR, make_lora, start_gateway
+from bench.launch import MODEL, MODEL_DIR, start_gateway
 from bench.report import machine_description, percentile, wait_ready, write_section
+from trainer.sample import sample_adapter
 
 PROMPT = [{"role": "user", "content": "Name three colours of the rainbow."}]
 SECTION = "## Adapters"
@@ -97,7 +98,7 @@ def make_loras(root: Path, count: int, rank: int) -> list[Path]:
     paths = []
     for seed in range(count):
         target = root / f"lora-{seed}"
-        make_lora(target, MODEL_DIR, seed=seed, rank=rank)
+        sample_adapter(target, MODEL_DIR, seed=seed, rank=rank)
         paths.append(target)
     return paths
 

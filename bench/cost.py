@@ -218,9 +218,9 @@ def make_adapters(root: Path, count: int) -> list[Path]:
     version has its own content (and hash) without loading the model ``count`` times."""
     from safetensors.numpy import load_file, save_file
 
-    from bench.launch import make_lora
+    from trainer.sample import sample_adapter
 
-    first = make_lora(root / "lora-0", MODEL_DIR, seed=0, rank=8)
+    first = sample_adapter(root / "lora-0", MODEL_DIR, seed=0, rank=8)
     weights_file = "adapter_model.safetensors"
     weights = load_file(first / weights_file)
     paths = [first]

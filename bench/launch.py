@@ -1,5 +1,6 @@
-"""What the benchmarks start: ``loragate serve`` on a data directory, the ``loragate`` CLI,
-and small random LoRAs. Built on the project's own command line, not on the tests' helpers.
+"""What the benchmarks start: ``loragate serve`` on a data directory and the ``loragate``
+CLI. Built on the project's own command line, not on the tests' helpers; small random LoRAs
+come from ``trainer.sample.sample_adapter``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bench.report import free_port, wait_ready
 
@@ -71,17 +71,3 @@ def loragate(env: dict[str, str], *args: str) -> str:
     if done.returncode != 0:
         raise SystemExit(f"loragate {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return done.stdout
-
-
-def make_lora(
-    target: Any,
-    base_model: Any,
-    *,
-    seed: int = 0,
-    rank: int = 4,
-    modules: tuple[str, ...] = ("q_proj", "v_proj"),
-) -> Any:
-    """A small real PEFT LoRA on the base model, with random (non-zero) weights."""
-    from trainer.sample import sample_adapter
-
-    return sample_adapter(target, base_model, seed=seed, rank=rank, modules=modules)

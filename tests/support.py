@@ -185,20 +185,6 @@ class ThreadedGateway:
         return httpx.post(f"{self.base_url}{path}", timeout=120, **kwargs)
 
 
-def make_lora(
-    target: Any,
-    base_model: Any,
-    *,
-    seed: int = 0,
-    rank: int = 4,
-    modules: tuple[str, ...] = ("q_proj", "v_proj"),
-) -> Any:
-    """A small real PEFT LoRA on the prepared base model, with random (non-zero) weights."""
-    from trainer.sample import sample_adapter
-
-    return sample_adapter(target, base_model, seed=seed, rank=rank, modules=modules)
-
-
 def metric_value(text: str, name: str, **labels: str) -> float | None:
     """The sample ``name{labels}`` in a Prometheus exposition (label order does not matter)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -18,7 +18,8 @@ import openai
 import pytest
 
 from core.settings import load_settings
-from tests.support import ThreadedGateway, create_keys, free_port, make_lora, wait_until
+from tests.support import ThreadedGateway, create_keys, free_port, wait_until
+from trainer.sample import sample_adapter
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
 ENGINE_START_TIMEOUT_S = 900
@@ -193,7 +194,7 @@ def sdk_client(base_url: str, key: str) -> openai.OpenAI:
 def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three small real PEFT LoRAs on the prepared base, with different random weights."""
     root = tmp_path_factory.mktemp("loras")
-    return [make_lora(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
+    return [sample_adapter(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
 
 
 @pytest.hookimpl(hookwrapper=True)

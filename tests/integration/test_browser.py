@@ -19,7 +19,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from core.settings import load_settings
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import ThreadedGateway, create_keys, make_lora, wait_until
+from tests.support import ThreadedGateway, create_keys, wait_until
+from trainer.sample import sample_adapter
 
 pytestmark = pytest.mark.vllm
 
@@ -282,7 +283,7 @@ def _publish_two(
     """Two adapter versions of a new alias (the first goes live); their names."""
     names = []
     for seed in range(2):
-        lora = make_lora(tmp_path / f"lora{seed}", model, seed=seed)
+        lora = sample_adapter(tmp_path / f"lora{seed}", model, seed=seed)
         published = gateway.post(
             "/v1/admin/adapters",
             headers={"Authorization": f"Bearer {keys['admin']}"},

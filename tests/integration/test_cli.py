@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import make_lora
+from trainer.sample import sample_adapter
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def cli(tmp_path: Path, prepared_model: Path):  # type: ignore[no-untyped-def]
 
 
 def test_publish_list_and_roll_out_from_the_cli(cli, tmp_path: Path, prepared_model: Path) -> None:  # type: ignore[no-untyped-def]
-    first = make_lora(tmp_path / "a", prepared_model, seed=1)
-    second = make_lora(tmp_path / "b", prepared_model, seed=2)
+    first = sample_adapter(tmp_path / "a", prepared_model, seed=1)
+    second = sample_adapter(tmp_path / "b", prepared_model, seed=2)
     assert cli("adapters", "publish", str(first), "--alias", "help").stdout.strip() == (
         "published help-v1 (live)"
     )

@@ -40,7 +40,8 @@ from adapters.registry import check_alias
 from core.store import Database
 from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
-from tests.support import create_keys, free_port, make_lora, run, wait_until
+from tests.support import create_keys, free_port, run, wait_until
+from trainer.sample import sample_adapter
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore
 
@@ -232,7 +233,7 @@ def _start_prometheus(
 # -- traffic -------------------------------------------------------------------------------
 def _generate_traffic(stack: Stack, root: Path, model: Path) -> None:
     v1, v2 = (
-        _publish(stack, make_lora(root / f"lora{seed}", model, seed=seed)) for seed in range(2)
+        _publish(stack, sample_adapter(root / f"lora{seed}", model, seed=seed)) for seed in range(2)
     )
     _ingest(stack)
     # Before the canary: all answered by v1, the live version, so the monitor has a
@@ -256,7 +257,7 @@ def _generate_traffic(stack: Stack, root: Path, model: Path) -> None:
     _approve_first_review_item(stack)
     rollback = stack.post(f"/v1/admin/rollouts/{stack.alias}/rollback", {})
     assert rollback.status_code in (200, 201), rollback.text
-    v3 = _publish(stack, make_lora(root / "lora2", model, seed=2))
+    v3 = _publish(stack, sample_adapter(root / "lora2", model, seed=2))
     _trainer_writes(stack, v3)
     started = stack.post("/v1/admin/rollouts", {"alias": stack.alias, "version": v3})
     assert started.status_code == 201, started.text

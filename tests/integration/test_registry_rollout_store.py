@@ -15,7 +15,7 @@ from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutError, RolloutPolicy, VersionStats
 from adapters.validation import InvalidAdapter
 from core.store import Database
-from tests.support import make_lora
+from trainer.sample import sample_adapter
 
 GOOD = VersionStats(requests=40, feedback=20, negative=1, grounded=0)
 BAD = VersionStats(requests=40, feedback=20, negative=15, grounded=0)
@@ -24,7 +24,7 @@ BAD = VersionStats(requests=40, feedback=20, negative=15, grounded=0)
 @pytest.fixture(scope="module")
 def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("loras")
-    return [make_lora(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
+    return [sample_adapter(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
 
 
 @pytest.fixture

@@ -45,10 +45,10 @@ from tests.support import (
     count_conversations,
     create_keys,
     free_port,
-    make_lora,
     run,
     wait_until,
 )
+from trainer.sample import sample_adapter
 
 pytestmark = pytest.mark.vllm
 
@@ -332,7 +332,7 @@ def test_a_full_disk_keeps_the_previous_adapter_and_index_whole(
         admin = {"Authorization": f"Bearer {keys['admin']}"}
 
         def publish(seed: int) -> httpx.Response:
-            lora = make_lora(tmp_path / f"lora{seed}", prepared_model, seed=seed)
+            lora = sample_adapter(tmp_path / f"lora{seed}", prepared_model, seed=seed)
             return gateway.post("/v1/admin/adapters", headers=admin,
                                 json={"path": str(lora), "alias": "full"})  # fmt: skip
 

@@ -19,10 +19,10 @@ from tests.support import (
     ThreadedGateway,
     count_conversations,
     create_keys,
-    make_lora,
     wait_for_conversation,
     wait_until,
 )
+from trainer.sample import sample_adapter
 
 LONG_ANSWER = {
     "model": BASE_MODEL,
@@ -134,7 +134,7 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
     embedded_server: EmbeddedServer, prepared_model: Path, tmp_path: Path
 ) -> None:
     admin = {"Authorization": f"Bearer {embedded_server.keys['admin']}"}
-    lora = make_lora(tmp_path / "lora", prepared_model, seed=11)
+    lora = sample_adapter(tmp_path / "lora", prepared_model, seed=11)
     published = httpx.post(
         f"{embedded_server.base_url}/v1/admin/adapters",
         json={"path": str(lora), "alias": "faults"},
@@ -167,7 +167,10 @@ def test_vllm_dying_mid_stream_gives_an_sse_error_then_recovers(
     # Publishing while vLLM is down is accepted; the version loads when vLLM is back.
     late = httpx.post(
         f"{embedded_server.base_url}/v1/admin/adapters",
-        json={"path": str(make_lora(tmp_path / "late", prepared_model, seed=12)), "alias": "late"},
+        json={
+            "path": str(sample_adapter(tmp_path / "late", prepared_model, seed=12)),
+            "alias": "late",
+        },
         headers=admin,
     )
     assert late.status_code == 201, late.text
