@@ -220,13 +220,29 @@ class _HtmlText:
     # Elements without an end tag: they hold no text and are never left open.
     _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
                        "meta", "source", "track", "wbr", "param", "keygen"})  # fmt: skip
-    # Start tags that end an open <p> (HTML's implied end tags, where it is the last open).
-    _CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "details", "div",
-                           "dl", "fieldset", "figure", "footer", "form", "h1", "h2", "h3",
-                           "h4", "h5", "h6", "header", "hr", "main", "menu", "nav", "ol",
-                           "p", "pre", "section", "table", "ul"})  # fmt: skip
-    _CLOSES = {"li": ("li",), "dt": ("dt", "dd"), "dd": ("dt", "dd"), "td": ("td", "th"),
-               "th": ("td", "th"), "tr": ("td", "th", "tr"), "option": ("option",)}  # fmt: skip
+    # HTML's implied end tags: a start tag that ends an open element (a <p>, an <li>, a
+    # table cell...) even with inline elements still open inside it, unless one of the
+    # "stops" lies between. Only the innermost few open elements are looked at, so a page
+    # cannot make every start tag walk a deep stack.
+    _CLOSES_P = frozenset({"address", "article", "aside", "blockquote", "center", "details",
+                           "dialog", "dir", "div", "dl", "fieldset", "figcaption", "figure",
+                           "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
+                           "hgroup", "hr", "listing", "main", "menu", "nav", "ol", "p",
+                           "pre", "search", "section", "summary", "table", "ul", "xmp",
+                           "li", "dd", "dt"})  # fmt: skip
+    _P_STOPS = frozenset({"applet", "button", "caption", "html", "marquee", "object", "table",
+                          "td", "th", "template"})  # fmt: skip
+    _LIST_STOPS = frozenset({"applet", "blockquote", "body", "button", "caption", "details",
+                             "dl", "fieldset", "figure", "footer", "form", "header", "html",
+                             "main", "marquee", "menu", "nav", "object", "ol", "section",
+                             "table", "td", "template", "th", "ul"})  # fmt: skip
+    _CLOSES = {
+        "li": (("li",), _LIST_STOPS), "dt": (("dt", "dd"), _LIST_STOPS),
+        "dd": (("dt", "dd"), _LIST_STOPS), "td": (("td", "th"), frozenset({"table", "tr"})),
+        "th": (("td", "th"), frozenset({"table", "tr"})), "tr": (("tr",), frozenset({"table"})),
+        "option": (("option",), frozenset({"select", "datalist", "optgroup"})),
+    }  # fmt: skip
+    _IMPLIED_REACH = 64
 
     def __init__(self, cascade: css.Cascade) -> None:
         self._cascade = cascade
@@ -251,9 +267,10 @@ class _HtmlText:
         return self._open[-1][1] if self._open else self._cascade.root
 
     def _start(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        closes = ("p",) if tag in self._CLOSES_P else self._CLOSES.get(tag, ())
-        while self._open and self._open[-1][0] in closes:
-            self._pop()
+        if tag in self._CLOSES_P:
+            self._close_implied(("p",), self._P_STOPS)
+        if tag in self._CLOSES:
+            self._close_implied(*self._CLOSES[tag])
         if tag in self._VOID:
             if tag == "br" and not self._state.hidden:
                 self._parts.append("\n")
@@ -275,6 +292,20 @@ class _HtmlText:
             self._parts.append("\n\n" + "#" * int(tag[1]) + " ")
         elif tag in self._BLOCKS:
             self._parts.append("\n")
+
+    def _close_implied(self, targets: tuple[str, ...], stops: frozenset[str]) -> None:
+        if not any(self._counts.get(target) for target in targets):
+            return
+        for index in range(
+            len(self._open) - 1, max(len(self._open) - self._IMPLIED_REACH, 0) - 1, -1
+        ):
+            tag = self._open[index][0]
+            if tag in targets:
+                while len(self._open) > index:
+                    self._pop()
+                return
+            if tag in stops:
+                return
 
     def _end(self, tag: str) -> None:
         if not self._counts.get(tag):

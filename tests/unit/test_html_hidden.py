@@ -119,6 +119,11 @@ SHOWN = {
     "open-dialog": "<dialog open>SHOWN</dialog>",
     "implied-end-of-a-hidden-p": "<style>.x{display:none}</style><p class=x>gone<p>SHOWN</p>"
     "<ul><li class=x>gone<li>SHOWN</ul>",
+    "implied-end-over-inline-elements": "<style>.x{display:none}</style>"
+    "<p class=x>gone<span><b>gone<div>SHOWN</div>"
+    "<ul><li class=x><a>gone<li>SHOWN</ul><table><tr><td class=x><i>gone<td>SHOWN</table>",
+    "nested-list-is-not-ended": "<style>.x{display:none}</style>"
+    "<ul><li class=x>gone<ul><li>gone</ul></ul><p>SHOWN</p>",
 }
 
 
