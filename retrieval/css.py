@@ -888,7 +888,7 @@ class Cascade:
             return State(True, parent.font_px, parent.colour, parent.backdrop, [])
         element = Element.of(tag, attrs)
         matched, added = self._match(element) if self._rules else ([], [])
-        winners = self._winners(matched, element.attributes.get("style"))
+        winners = self._winners(matched, element.attributes.get("style"), _hints(element))
         if not winners:
             return State(hidden, parent.font_px, parent.colour, parent.backdrop, added)
         hidden = hidden or hidden_box(winners)
@@ -951,8 +951,13 @@ class Cascade:
             else:
                 advanced.append((number, done + 1))
 
-    def _winners(self, matched: list[Rule], style: str | None) -> dict[str, str]:
-        best: dict[str, tuple[tuple[bool, bool, tuple[int, int, int], int], str]] = {}
+    def _winners(
+        self, matched: list[Rule], style: str | None, hints: dict[str, str]
+    ) -> dict[str, str]:
+        # Presentational attributes (<font color>, bgcolor) lose to every style rule.
+        best: dict[str, tuple[tuple[bool, bool, tuple[int, int, int], int], str]] = {
+            name: ((False, False, (0, 0, 0), -1), value) for name, value in hints.items()
+        }
         for rule in matched:
             self._budget.spend(len(rule.declarations))
             for name, (value, important) in rule.declarations.items():
@@ -966,6 +971,28 @@ class Cascade:
                 if name not in best or rank > best[name][0]:
                     best[name] = (rank, value)
         return {name: value for name, (_, value) in best.items()}
+
+
+_COLOUR_ATTRIBUTES = {
+    "font": {"color": "color"},
+    "body": {"text": "color", "bgcolor": "background-color"},
+    "table": {"bgcolor": "background-color"},
+    "tr": {"bgcolor": "background-color"},
+    "td": {"bgcolor": "background-color"},
+    "th": {"bgcolor": "background-color"},
+}
+
+
+def _hints(element: Element) -> dict[str, str]:
+    """The styles old HTML attributes give: ``<font color>``, ``<body text bgcolor>``..."""
+    names = _COLOUR_ATTRIBUTES.get(element.tag)
+    if not names:
+        return {}
+    return {
+        style: " ".join(element.attributes[attribute].lower().split())
+        for attribute, style in names.items()
+        if element.attributes.get(attribute)
+    }
 
 
 def _over(colour: RGBA, backdrop: RGBA | None) -> RGBA | None:

@@ -63,6 +63,8 @@ HIDDEN = {
     "<p class=w>PLANTED</p>",
     "near-background-colour": "<style>body{background-color:#202020}.w{color:#222}</style>"
     "<body><p class=w>PLANTED</p></body>",
+    "font-colour-attribute": "<font color='#FFFFFF'>PLANTED</font>",
+    "bgcolor-attribute": "<table bgcolor=navy><tr><td><font color=navy>PLANTED</font></table>",
     "transparent-text": "<p style='color: transparent'>PLANTED</p>",
     "content-visibility": "<p style='content-visibility:hidden'>PLANTED</p>",
     "dialog-not-open": "<dialog><p>PLANTED</p></dialog>",
@@ -111,6 +113,7 @@ SHOWN = {
     "half-transparent": "<p style='opacity:.5'>SHOWN</p>",
     "small-offset": "<p style='position:relative;left:-20px;text-indent:-1em'>SHOWN</p>",
     "white-on-dark": "<div style='background:#123'><p style='color:#fff'>SHOWN</p></div>",
+    "white-on-a-bgcolor": "<table bgcolor=black><tr><td><font color=white>SHOWN</font></table>",
     "white-on-a-picture": "<div style='background-image:url(hero.jpg)'>"
     "<p style='color:white'>SHOWN</p></div>",
     "unknown-colour": "<p style='color:var(--fg)'>SHOWN</p>",
