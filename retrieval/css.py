@@ -27,6 +27,8 @@ that spends it is refused (:class:`TooComplex`) rather than ingested unevaluated
 
 from __future__ import annotations
 
+import colorsys
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -188,6 +190,9 @@ _NAMED = {
     "floralwhite": "fffaf0", "azure": "f0ffff", "mintcream": "f5fffa",
     "lightgray": "d3d3d3", "lightgrey": "d3d3d3", "gainsboro": "dcdcdc",
     "darkgray": "a9a9a9", "darkgrey": "a9a9a9", "dimgray": "696969", "dimgrey": "696969",
+    "aliceblue": "f0f8ff", "honeydew": "f0fff0", "lavenderblush": "fff0f5",
+    "seashell": "fff5ee", "linen": "faf0e6", "oldlace": "fdf5e6", "beige": "f5f5dc",
+    "canvas": "ffffff", "canvastext": "000000",  # system colours, as on a light page
 }  # fmt: skip
 
 
@@ -209,19 +214,30 @@ def parse_colour(value: str) -> RGBA | None:
         alpha = channels[3] / 255 if len(channels) == 4 else 1.0
         return (float(channels[0]), float(channels[1]), float(channels[2]), alpha)
     match = _FUNCTION.fullmatch(value)
-    if not match or match.group(1) not in ("rgb", "rgba"):
+    if not match or match.group(1) not in ("rgb", "rgba", "hsl", "hsla"):
         return None
     parts = match.group(2).replace("/", " ").replace(",", " ").split()
     if len(parts) not in (3, 4):
         return None
     try:
-        rgb = [float(part[:-1]) * 2.55 if part.endswith("%") else float(part) for part in parts[:3]]
-        alpha = 1.0
-        if len(parts) == 4:
-            alpha = float(parts[3][:-1]) / 100 if parts[3].endswith("%") else float(parts[3])
+        if match.group(1).startswith("hsl"):
+            hue = float(parts[0].removesuffix("deg")) / 360 % 1
+            light, saturation = (_fraction(part, 100) for part in (parts[2], parts[1]))
+            rgb = [channel * 255 for channel in colorsys.hls_to_rgb(hue, light, saturation)]
+        else:
+            rgb = [_fraction(part, 255) * 255 for part in parts[:3]]
+        alpha = _fraction(parts[3], 1) if len(parts) == 4 else 1.0
     except ValueError:
         return None
+    if not all(math.isfinite(number) for number in (*rgb, alpha)):
+        return None
     return (rgb[0], rgb[1], rgb[2], min(max(alpha, 0.0), 1.0))
+
+
+def _fraction(part: str, scale: float) -> float:
+    """``50%`` or a number out of ``scale``, as a fraction in [0, 1]."""
+    number = float(part[:-1]) / 100 if part.endswith("%") else float(part) / scale
+    return min(max(number, 0.0), 1.0)
 
 
 def invisible_on(colour: RGBA, backdrop: RGBA | None) -> bool:
@@ -806,16 +822,22 @@ def _collect(
                     continue
                 kept = declarations
                 if loose or not selector.exact:
-                    kept = {
-                        name: value
-                        for name, value in declarations.items()
-                        if leans_hidden(name, value[0])
-                    }
+                    kept = _loose(declarations)
                 if kept:
                     rules.append(Rule(selector, kept, len(rules)))
         if any(isinstance(part, _Block) for part in item.items):
             # Nested rules: read as loose, so an approximate reading only hides more.
             _collect(item, True, selectors, rules, budget)
+
+
+def _loose(declarations: dict[str, tuple[str, bool]]) -> dict[str, tuple[str, bool]]:
+    """What a rule that may not apply keeps: what hides, and a background that makes the
+    colour behind the text unknown (text is never judged invisible on a guess)."""
+    kept = {name: value for name, value in declarations.items() if leans_hidden(name, value[0])}
+    for name in ("background-color", "background-image"):
+        if name in declarations:
+            kept["background-color"] = ("unknown", declarations[name][1])
+    return kept
 
 
 def _nest(parents: list[str], selectors: list[str], budget: Budget) -> list[str]:

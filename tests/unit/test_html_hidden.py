@@ -65,6 +65,8 @@ HIDDEN = {
     "<body><p class=w>PLANTED</p></body>",
     "font-colour-attribute": "<font color='#FFFFFF'>PLANTED</font>",
     "bgcolor-attribute": "<table bgcolor=navy><tr><td><font color=navy>PLANTED</font></table>",
+    "hsl-white": "<p style='color: hsl(0deg 0% 100%)'>PLANTED</p>",
+    "system-colour-canvas": "<p style='color: Canvas'>PLANTED</p>",
     "transparent-text": "<p style='color: transparent'>PLANTED</p>",
     "content-visibility": "<p style='content-visibility:hidden'>PLANTED</p>",
     "dialog-not-open": "<dialog><p>PLANTED</p></dialog>",
@@ -114,6 +116,10 @@ SHOWN = {
     "small-offset": "<p style='position:relative;left:-20px;text-indent:-1em'>SHOWN</p>",
     "white-on-dark": "<div style='background:#123'><p style='color:#fff'>SHOWN</p></div>",
     "white-on-a-bgcolor": "<table bgcolor=black><tr><td><font color=white>SHOWN</font></table>",
+    "white-on-a-conditional-background": "<style>body{color:#fff}"
+    "@media screen{body{background:#000}}</style><body><p>SHOWN</p></body>",
+    "white-on-hsl-dark": "<div style='background:hsl(220, 40%, 20%)'><p style='color:#fff'>"
+    "SHOWN</p></div>",
     "white-on-a-picture": "<div style='background-image:url(hero.jpg)'>"
     "<p style='color:white'>SHOWN</p></div>",
     "unknown-colour": "<p style='color:var(--fg)'>SHOWN</p>",
