@@ -4,13 +4,15 @@ text in HTML"). Not a CSS engine; no CSS library is installed, so this is a smal
 
 What is evaluated: rules in ``<style>`` blocks and ``style`` attributes, with the cascade
 (``!important``, inline, specificity, order) for the properties below. Selectors: type,
-``*``, class, id, attribute selectors, ``:not()`` of simple selectors, ``:root``, and the
+``*``, class, id, attribute selectors, ``:not()`` of simple selectors, ``:root``,
+``:first-child``, ``:nth-child()``, ``:first-of-type``, ``:nth-of-type()``, and the
 descendant combinator. Everything else is read so that it can only hide more, never less
 ("fail closed"): ``>`` is read as a descendant combinator, the left side of ``+``/``~`` and
 unsupported pseudo-classes are dropped, and rules inside ``@media`` (other than print),
 ``@supports``, ``@layer``, ``@container`` and nested rules count only where they hide. Such
-a loose rule never un-hides, nor does any rule's colour. Rules that match only in a state a
-page does not load in (``:hover``, ``:focus``, ...) and pseudo-elements are ignored.
+a loose rule never un-hides; its text colour is not read, and its background only makes the
+colour behind the text unknown. Rules that match only in a state a page does not load in
+(``:hover``, ``:focus``, ...) and pseudo-elements are ignored.
 
 Hidden: ``display: none``, ``visibility: hidden|collapse``, ``content-visibility: hidden``,
 ``opacity`` at most 0.05, a ``clip`` rect or ``clip-path`` that leaves at most a pixel,
@@ -470,9 +472,12 @@ class Element:
     id: str | None
     classes: frozenset[str]
     attributes: dict[str, str]
+    position: tuple[int, int] = (1, 1)  # among its parent's elements, and those of its tag
 
     @classmethod
-    def of(cls, tag: str, attrs: list[tuple[str, str | None]]) -> Element:
+    def of(
+        cls, tag: str, attrs: list[tuple[str, str | None]], position: tuple[int, int] = (1, 1)
+    ) -> Element:
         attributes: dict[str, str] = {}
         for name, value in attrs:
             attributes.setdefault(name, value or "")
@@ -481,6 +486,7 @@ class Element:
             attributes.get("id"),
             frozenset(attributes.get("class", "").split()),
             attributes,
+            position,
         )
 
     def index_keys(self) -> list[Key]:
@@ -499,6 +505,7 @@ class Compound:
     attributes: tuple[Attribute, ...] = ()
     nots: tuple[tuple[Compound, ...], ...] = ()
     root: bool = False
+    nths: tuple[tuple[int, int, bool], ...] = ()  # an+b, of its tag only
 
     @property
     def key(self) -> Key:
@@ -516,6 +523,9 @@ class Compound:
             return False
         if self.root and element.tag != "html":
             return False
+        for step, offset, of_type in self.nths:
+            if not _nth(element.position[1 if of_type else 0], step, offset):
+                return False
         if any(element.id != name for name in self.ids):
             return False
         if any(name not in element.classes for name in self.classes):
@@ -530,6 +540,37 @@ class Compound:
         return not any(
             compound.matches(element, budget) for group in self.nots for compound in group
         )
+
+
+def _nth(position: int, step: int, offset: int) -> bool:
+    """Whether ``position`` is ``step * n + offset`` for some n >= 0."""
+    if step == 0:
+        return position == offset
+    return (position - offset) % step == 0 and (position - offset) // step >= 0
+
+
+_NTH = re.compile(r"\s*(?:(odd)|(even)|([+-]?\d*)n\s*(?:([+-])\s*(\d+))?|([+-]?\d+))\s*\Z")
+_NTH_NAMES = {"nth-child": False, "nth-of-type": True, "first-child": False,
+              "first-of-type": True}  # fmt: skip
+
+
+def _parse_nth(name: str, arguments: str | None) -> tuple[int, int, bool] | None:
+    if name in ("first-child", "first-of-type"):
+        return None if arguments is not None else (0, 1, _NTH_NAMES[name])
+    match = _NTH.match(arguments or "")
+    if not match or len(arguments or "") > 64:
+        return None
+    odd, even, step, sign, offset, alone = match.groups()
+    if odd:
+        return (2, 1, _NTH_NAMES[name])
+    if even:
+        return (2, 0, _NTH_NAMES[name])
+    if alone is not None:
+        return (0, int(alone), _NTH_NAMES[name])
+    count = {"": 1, "+": 1, "-": -1}.get(step)
+    count = int(step) if count is None else count
+    rest = int(offset or 0) * (-1 if sign == "-" else 1)
+    return (count, rest, _NTH_NAMES[name])
 
 
 def _attribute_matches(actual: str, operator: str, value: str, ignore_case: bool) -> bool:
@@ -566,6 +607,7 @@ def parse_selector(text: str, depth: int = 0) -> Selector | None:
     parts: dict[str, list[object]] = _empty_parts()
     tag: list[str | None] = [None]
     root = [False]
+    nths: list[tuple[int, int, bool]] = []
     started = [False]
     exact = True
     specificity = [0, 0, 0]
@@ -580,9 +622,11 @@ def parse_selector(text: str, depth: int = 0) -> Selector | None:
                     attributes=tuple(parts["attributes"]),  # type: ignore[arg-type]
                     nots=tuple(parts["nots"]),  # type: ignore[arg-type]
                     root=root[0],
+                    nths=tuple(nths),
                 )
             )
         parts.update(_empty_parts())
+        nths.clear()
         tag[0], root[0], started[0] = None, False, False
 
     index, length = 0, len(text)
@@ -628,8 +672,12 @@ def parse_selector(text: str, depth: int = 0) -> Selector | None:
             if name in _PSEUDO_ELEMENTS or name in _DYNAMIC:
                 return None
             started[0] = True
+            nth = _parse_nth(name, arguments) if name in _NTH_NAMES else None
             if name == "root" and arguments is None:
                 root[0] = True
+                specificity[1] += 1
+            elif nth is not None:
+                nths.append(nth)
                 specificity[1] += 1
             elif name == "not" and arguments is not None:
                 group = _simple_list(arguments, depth)
@@ -904,11 +952,16 @@ class Cascade:
         self.root = State(False, DEFAULT_FONT_PX, BLACK, WHITE, [])
 
     def open(
-        self, parent: State, tag: str, attrs: list[tuple[str, str | None]], hidden: bool
+        self,
+        parent: State,
+        tag: str,
+        attrs: list[tuple[str, str | None]],
+        hidden: bool,
+        position: tuple[int, int] = (1, 1),
     ) -> State:
         if parent.hidden:
             return State(True, parent.font_px, parent.colour, parent.backdrop, [])
-        element = Element.of(tag, attrs)
+        element = Element.of(tag, attrs, position)
         matched, added = self._match(element) if self._rules else ([], [])
         winners = self._winners(matched, element.attributes.get("style"), _hints(element))
         if not winners:

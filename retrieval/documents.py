@@ -250,6 +250,9 @@ class _HtmlText:
         self._in_heading = False
         self._open: list[tuple[str, css.State]] = []
         self._counts: dict[str, int] = {}
+        # Per open element (and the page itself, first): how many elements, and of each
+        # tag, it holds so far, for :nth-child() and :nth-of-type().
+        self._children: list[tuple[list[int], dict[str, int]]] = [([0], {})]
 
     def render(self, items: list[tuple[str, str, list[tuple[str, str | None]]]]) -> str:
         for kind, value, attrs in items:
@@ -271,6 +274,10 @@ class _HtmlText:
             self._close_implied(("p",), self._P_STOPS)
         if tag in self._CLOSES:
             self._close_implied(*self._CLOSES[tag])
+        count, of_tag = self._children[-1]
+        count[0] += 1
+        of_tag[tag] = of_tag.get(tag, 0) + 1
+        position = (count[0], of_tag[tag])
         if tag in self._VOID:
             if tag == "br" and not self._state.hidden:
                 self._parts.append("\n")
@@ -282,8 +289,9 @@ class _HtmlText:
             or "hidden" in names
             or (tag == "dialog" and "open" not in names)
         )
-        state = self._cascade.open(self._state, tag, attrs, forced)
+        state = self._cascade.open(self._state, tag, attrs, forced, position)
         self._open.append((tag, state))
+        self._children.append(([0], {}))
         self._counts[tag] = self._counts.get(tag, 0) + 1
         if state.hidden:
             return
@@ -319,6 +327,7 @@ class _HtmlText:
 
     def _pop(self) -> None:
         tag, state = self._open.pop()
+        self._children.pop()
         self._counts[tag] -= 1
         self._cascade.close(state)
         if not state.hidden and (_is_heading(tag) or tag in self._BLOCKS):

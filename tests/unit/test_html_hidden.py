@@ -36,6 +36,10 @@ HIDDEN = {
     "supports": "<style>@supports (display: grid){.x{display:none}}</style><p class=x>PLANTED</p>",
     "nested-rule": "<style>.card { .x { display: none } }</style>"
     "<div class=card><p class=x>PLANTED</p></div>",
+    "nth-child": "<style>li:nth-child(n+3){display:none} dd:first-child{opacity:0}</style>"
+    "<ul><li></li><li><b></b></li><li>PLANTED</li></ul><dl><dd>PLANTED</dd></dl>",
+    "nth-of-type": "<style>.s p:nth-of-type(2n){display:none}</style>"
+    "<section class=s><span></span><p></p><p>PLANTED</p></section>",
     "font-size-zero": "<style>.tiny{font-size:0}</style><p class=tiny>PLANTED</p>",
     "font-size-one-px": "<p style='font-size:1px'>PLANTED</p>",
     "font-shorthand": "<style>.ir{font:0/0 a}</style><p class=ir>PLANTED</p>",
@@ -124,6 +128,9 @@ SHOWN = {
     "<p style='color:white'>SHOWN</p></div>",
     "unknown-colour": "<p style='color:var(--fg)'>SHOWN</p>",
     "overflow-hidden-but-big": "<p style='overflow:hidden;height:20px'>SHOWN</p>",
+    "only-the-nth": "<style>li:nth-child(3){display:none}p:first-of-type{opacity:0}</style>"
+    "<ul><li>SHOWN</li><li><b>x</b>SHOWN</li><li>gone</li><li>SHOWN</li></ul>"
+    "<div><p>gone</p><p>SHOWN</p></div>",
     "closed-details": "<details><summary>SHOWN</summary>SHOWN</details>",
     "open-dialog": "<dialog open>SHOWN</dialog>",
     "implied-end-of-a-hidden-p": "<style>.x{display:none}</style><p class=x>gone<p>SHOWN</p>"
