@@ -557,8 +557,10 @@ _NTH_NAMES = {"nth-child": False, "nth-of-type": True, "first-child": False,
 def _parse_nth(name: str, arguments: str | None) -> tuple[int, int, bool] | None:
     if name in ("first-child", "first-of-type"):
         return None if arguments is not None else (0, 1, _NTH_NAMES[name])
-    match = _NTH.match(arguments or "")
-    if not match or len(arguments or "") > 64:
+    if arguments is None or len(arguments) > 64:
+        return None
+    match = _NTH.match(arguments)
+    if not match:
         return None
     odd, even, step, sign, offset, alone = match.groups()
     if odd:
