@@ -8,11 +8,14 @@ What is evaluated: rules in ``<style>`` blocks and ``style`` attributes, with th
 ``:first-child``, ``:nth-child()``, ``:first-of-type``, ``:nth-of-type()``, and the
 descendant combinator. Everything else is read so that it can only hide more, never less
 ("fail closed"): ``>`` is read as a descendant combinator, the left side of ``+``/``~`` and
-unsupported pseudo-classes are dropped, and rules inside ``@media`` (other than print),
-``@supports``, ``@layer``, ``@container`` and nested rules count only where they hide. Such
-a loose rule never un-hides; its text colour is not read, and its background only makes the
-colour behind the text unknown. Rules that match only in a state a page does not load in
-(``:hover``, ``:focus``, ...) and pseudo-elements are ignored.
+unsupported pseudo-classes are dropped, and rules inside an ``@media`` that holds at only
+some desktop widths (or tests a feature not known here), ``@supports``, ``@layer``,
+``@container`` and nested rules count only where they hide. Such a loose rule never
+un-hides; its text colour is not read, and its background only makes the colour behind the
+text unknown. ``@media`` is judged for a desktop screen 1024 to 1920 px wide: print and
+phone-only rules are skipped, rules for every such screen are read like any other. Rules
+that match only in a state a page does not load in (``:hover``, ``:focus``, ...) and
+pseudo-elements are ignored.
 
 Hidden: ``display: none``, ``visibility: hidden|collapse``, ``content-visibility: hidden``,
 ``opacity`` at most 0.05, a ``clip`` rect or ``clip-path`` that leaves at most a pixel,
@@ -800,10 +803,12 @@ class _Block:
 
 
 _CSS_TOKEN = re.compile(
-    r"""/\*.*?(?:\*/|\Z)|"(?:[^"\\]|\\.)*(?:"|\Z)|'(?:[^'\\]|\\.)*(?:'|\Z)|\\.|[{};]|[^{};"'/\\]+|[/\\]""",
+    r"""/\*.*?(?:\*/|\Z)"""  # a comment, also one left open
+    r"""|"(?:[^"\\]|\\.)*(?:"|\Z)|'(?:[^'\\]|\\.)*(?:'|\Z)"""  # a string
+    r"""|\\.|[{};]|[^{};"'/\\]+|[/\\]""",
     re.S,
 )
-_LOOSE_AT_RULES = frozenset({"media", "supports", "layer", "container", "scope", "document",
+_LOOSE_AT_RULES = frozenset({"supports", "layer", "container", "scope", "document",
                              "-moz-document"})  # fmt: skip
 
 
@@ -855,9 +860,11 @@ def _collect(
         if prelude.startswith("@"):
             name, _, condition = prelude[1:].partition(" ")
             name = _unescape(name).lower()
-            if name == "media" and not screen_media(condition):
-                continue
-            if name in _LOOSE_AT_RULES:
+            if name == "media":
+                state = media_state(condition)
+                if state != NEVER:
+                    _collect(item, loose or state != ALWAYS, parents, rules, budget)
+            elif name in _LOOSE_AT_RULES:
                 _collect(item, True, parents, rules, budget)
             continue
         selectors = [part.strip() for part in _split_top(prelude, ",")]
@@ -902,17 +909,94 @@ def _nest(parents: list[str], selectors: list[str], budget: Budget) -> list[str]
     return nested
 
 
-def screen_media(condition: str) -> bool:
-    """Whether a media query list may apply to a screen (print and speech ones do not)."""
-    for query in _split_top(condition.lower(), ","):
-        words = query.split()
-        if words and words[0] == "only":
-            words = words[1:]
-        if not words or words[0] not in ("print", "speech", "not"):
-            return True
-        if words[0] == "not" and len(words) > 1 and words[1] in ("print", "speech"):
-            return True
-    return False
+# How sure it is that a media query holds where reviewers read pages: a desktop screen
+# 1024 to 1920 px wide and 600 to 1200 px high, with a mouse, in any colour scheme.
+NEVER, SOMETIMES, ALWAYS = 0, 1, 2
+WIDTHS = (1024.0, 1920.0)
+HEIGHTS = (600.0, 1200.0)
+_RANGE = re.compile(
+    r"\s*(?:([^<>=]+?)\s*([<>]=?|=))?\s*(width|height)\s*(?:([<>]=?|=)\s*([^<>=]+?))?\s*\Z"
+)
+_ALWAYS_FEATURES = {"orientation": "landscape", "hover": "hover", "any-hover": "hover",
+                    "pointer": "fine", "any-pointer": "fine", "scan": "progressive",
+                    "update": "fast", "grid": "0"}  # fmt: skip
+
+
+def media_state(condition: str) -> int:
+    """Whether a media query list holds for such a screen: NEVER (print, phones only...),
+    ALWAYS (``screen``, ``(min-width: 768px)``...) or SOMETIMES (at some widths, or a
+    feature not known here)."""
+    if not condition.strip():
+        return ALWAYS
+    states = [_query_state(query.strip()) for query in _split_top(condition.lower(), ",")]
+    if ALWAYS in states:
+        return ALWAYS
+    return NEVER if all(state == NEVER for state in states) else SOMETIMES
+
+
+def _query_state(query: str) -> int:
+    negate = query.startswith("not ")
+    query = query.removeprefix("not ").removeprefix("only ").strip()
+    if not query:
+        return NEVER  # an empty query in a list matches nothing
+    state = ALWAYS
+    if query[0] != "(":
+        kind, _, query = query.partition(" ")
+        state = ALWAYS if kind in ("all", "screen") else NEVER
+        query = query.strip().removeprefix("and").strip()
+    if " or " in query or "(not" in query.replace(" ", "") or query.count("(") > 8:
+        state = min(state, SOMETIMES)
+    else:
+        for condition in _split_top(query, " ") if query else []:
+            if condition in ("", "and"):
+                continue
+            if not (condition.startswith("(") and condition.endswith(")")):
+                state = min(state, SOMETIMES)
+                continue
+            state = min(state, _feature_state(condition[1:-1]))
+    if negate:
+        return {ALWAYS: NEVER, NEVER: ALWAYS}.get(state, SOMETIMES)
+    return state
+
+
+def _feature_state(feature: str) -> int:
+    if len(feature) > 200:
+        return SOMETIMES
+    name, colon, value = (part.strip() for part in feature.partition(":"))
+    if colon:
+        if name in _ALWAYS_FEATURES:
+            return ALWAYS if value == _ALWAYS_FEATURES[name] else NEVER
+        axis = name.removeprefix("min-").removeprefix("max-")
+        if axis in ("width", "height") and name != axis:
+            return _range_state(axis, ">=" if name.startswith("min-") else "<=", value)
+        if name in ("width", "height"):
+            return min(_range_state(name, ">=", value), _range_state(name, "<=", value))
+        return SOMETIMES
+    if name in ("hover", "pointer", "any-hover", "any-pointer", "color", "width", "height"):
+        return ALWAYS
+    match = _RANGE.match(feature)
+    if not match or feature.count("width") + feature.count("height") != 1:
+        return SOMETIMES
+    before, first, axis, second, after = match.groups()
+    state = ALWAYS
+    mirror = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "=": "="}
+    if before is not None:  # 600px <= width: the same as width >= 600px
+        state = min(state, _range_state(axis, mirror[first], before))
+    if after is not None:
+        state = min(state, _range_state(axis, second, after))
+    return state
+
+
+def _range_state(axis: str, operator: str, value: str) -> int:
+    size = length_px(value.strip())
+    if size is None:
+        return SOMETIMES
+    low, high = WIDTHS if axis == "width" else HEIGHTS
+    if operator == "=":
+        return SOMETIMES if low <= size <= high else NEVER
+    if operator.startswith(">"):  # the screen is at least `size`
+        return ALWAYS if size <= low else NEVER if size > high else SOMETIMES
+    return ALWAYS if size >= high else NEVER if size < low else SOMETIMES
 
 
 # -- the cascade over a page -----------------------------------------------------------

@@ -179,11 +179,9 @@ class _Events(HTMLParser):
             self._inert += 1
         elif tag == "style" and not self._inert:
             named = {name: (value or "").strip().lower() for name, value in attrs}
-            media = named.get("media", "")
-            if named.get("type", "text/css") in ("", "text/css") and (
-                not media or css.screen_media(media)
-            ):
-                self._sheet, self._loose = [], media not in ("", "all", "screen")
+            state = css.media_state(named["media"]) if named.get("media") else css.ALWAYS
+            if named.get("type", "text/css") in ("", "text/css") and state != css.NEVER:
+                self._sheet, self._loose = [], state != css.ALWAYS
 
     def handle_endtag(self, tag: str) -> None:
         self.items.append(("end", tag, []))

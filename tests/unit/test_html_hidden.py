@@ -33,6 +33,12 @@ HIDDEN = {
     "<p class=x style='display:block'>PLANTED</p>",
     "media-screen": "<style>@media screen and (min-width: 1px){.x{display:none}}</style>"
     "<p class=x>PLANTED</p>",
+    "phone-only": "<style>.m{display:none}@media (max-width: 600px){.m{display:block}}</style>"
+    "<p class=m>PLANTED</p>",
+    "hidden-on-wide-screens": "<style>@media (min-width: 1400px){.x{display:none}}</style>"
+    "<p class=x>PLANTED</p>",
+    "style-element-media": "<style media='screen and (min-width: 800px)'>.x{opacity:0}</style>"
+    "<p class=x>PLANTED</p>",
     "supports": "<style>@supports (display: grid){.x{display:none}}</style><p class=x>PLANTED</p>",
     "nested-rule": "<style>.card { .x { display: none } }</style>"
     "<div class=card><p class=x>PLANTED</p></div>",
@@ -109,6 +115,12 @@ SHOWN = {
     "<p class=x>SHOWN</p>",
     "print-only": "<style>@media print{.x{display:none}}</style>"
     "<style media=print>.x{opacity:0}</style><p class=x>SHOWN</p>",
+    "responsive-duplicates": "<style>.mobile{display:none} .wide{display:none}"
+    "@media (max-width: 600px){.mobile{display:block}.desktop{display:none}}"
+    "@media screen and (min-width: 768px){.wide{display:block}}</style>"
+    "<p class=desktop>SHOWN</p><p class=mobile>gone</p><p class=wide>SHOWN</p>",
+    "hidden-only-on-phones-and-in-portrait": "<style>@media (orientation: portrait),"
+    "(hover: none), (400px <= width <= 700px){.x{display:none}}</style><p class=x>SHOWN</p>",
     "style-in-template": "<template><style>p{display:none}</style></template><p>SHOWN</p>",
     "style-of-another-type": "<style type=text/plain>p{display:none}</style><p>SHOWN</p>",
     "declaration-in-a-string": "<style>.x{content:'display:none;'}</style><p class=x>SHOWN</p>",
