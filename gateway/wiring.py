@@ -129,6 +129,7 @@ def engine_config(settings: Settings) -> EngineClientConfig:
         request_timeout_s=settings.engine_request_timeout_s,
         health_interval_s=settings.engine_health_interval_s,
         max_connections=settings.engine_max_connections,
+        discovery_interval_s=settings.engine_discovery_interval_s,
     )
 
 
@@ -418,7 +419,7 @@ def job_config(settings: Settings) -> JobConfig:
         data_dir=settings.data_dir.resolve(),
         base_model_dir=settings.resolved_base_model_path.resolve(),
         base_model_name=settings.base_model_name,
-        engine_url=settings.resolved_engine_urls[0],
+        engine_url=trainer_engine_url(settings),
         engine_api_key=settings.engine_api_key,
         train=train_config(settings),
         limits=curation_limits(settings),
@@ -429,6 +430,18 @@ def job_config(settings: Settings) -> JobConfig:
         rehearsal_fraction=settings.train_rehearsal_fraction,
         recipe=recipe_config(settings),
     )
+
+
+def trainer_engine_url(settings: Settings) -> str:
+    """The one vLLM server a training run loads its candidate on and asks: a DNS name that
+    resolves to several pods could send the load to one and the questions to another."""
+    url = settings.resolved_engine_urls[0]
+    if url.startswith("dns+"):
+        raise ConfigError(
+            "engine_urls: the trainer needs one fixed vLLM URL (say http://vllm-0.vllm:8000), "
+            f"not the DNS entry {url}"
+        )
+    return url
 
 
 def regrounder(settings: Settings, retriever: Retriever) -> Regrounder:
