@@ -82,6 +82,15 @@ class Settings(BaseSettings):
         "manager.",
     )
 
+    metrics_key_limit: int = Field(
+        50,
+        ge=0,
+        description="API keys that get their own `key` label in the per-key metrics. Each "
+        "process labels the first keys it counts, the usage gauges the keys that used the most "
+        "tokens this month; the rest are summed under `other`, so the series stay bounded "
+        "however many keys exist. 0 puts every key under `other`.",
+    )
+
     # -- store ------------------------------------------------------------------------
     database_url: str = Field(
         "",

@@ -36,6 +36,7 @@ from gateway.chat import ChatLimits, ChatService
 from gateway.feedback import FeedbackService
 from gateway.flagging import Flagger
 from gateway.grounder import Grounder
+from gateway.key_usage import KeyUsage
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
 from gateway.quota_gate import MonthlyUsage, QuotaGate
@@ -310,7 +311,7 @@ def build_services(
     )
     leader = LeaderLock(db)
     rollouts = rollout_controller(settings, db, adapters, leader)
-    metrics = GatewayMetrics(metrics_registry)
+    metrics = GatewayMetrics(metrics_registry, key_limit=settings.metrics_key_limit)
     reconciler.on_action(metrics.record_reconciler_action)
     reconciler.on_load_failure(rollouts.abort_for)
     retriever = build_retriever(settings, db)
@@ -328,7 +329,8 @@ def build_services(
     flags = flagger(settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc())
     conversations.on_written(flags.examine)
     monitor = quality_monitor(settings, db, retriever.embedder)
-    state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor)
+    key_usage = KeyUsage(db, default_quota(settings), limit=settings.metrics_key_limit)
+    state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor, key_usage=key_usage)
     exposition = Exposition(metrics_registry, settings.metrics_multiproc_dir)
     exposition.add_state(state_metrics)
     return Services(
