@@ -380,8 +380,13 @@ DASHBOARDS = [
     Dashboard("quality", "loragate / Quality & drift", QUALITY, rollout_annotations=True),
     Dashboard("retrieval", "loragate / Retrieval", RETRIEVAL_PANELS),
     Dashboard("training", "loragate / Training", TRAINING),
-    Dashboard("vllm", "loragate / vLLM engine", VLLM, instance_metrics=r"vllm:\w+",
-              instance_source="vllm:num_requests_running"),
+    Dashboard(
+        "vllm",
+        "loragate / vLLM engine",
+        VLLM,
+        instance_metrics=r"vllm:\w+",
+        instance_source="vllm:num_requests_running",
+    ),
     Dashboard("usage", "loragate / Usage & cost per key", USAGE),
 ]
 
