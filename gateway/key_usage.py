@@ -10,7 +10,9 @@ label, the others are summed under ``other``. Keys with no traffic this month ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,25 +28,39 @@ from gateway.key_labels import OTHER
 EXPORTED_LIMITS = ("monthly_tokens", "tokens_per_minute", "requests_per_minute")
 
 
-@dataclass(frozen=True)
+@dataclass
 class KeyUsage:
     db: Database
     defaults: Quota
     limit: int = 50
+    # The month's sum reads every row of the month, so it is re-read at most this often (the
+    # quota gate's quota_usage_refresh_s); the last minute's, a few rows through the
+    # created_at index, on every scrape.
+    month_refresh_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _month: tuple[float, datetime, dict[str, int]] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise ValueError("limit: must be 0 or more")
+        if self.month_refresh_s < 0:
+            raise ValueError("month_refresh_s: must be 0 or more")
 
     async def families(self, now: datetime | None = None) -> list[Metric]:
         now = now or datetime.now(UTC)
-        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         async with self.db.transaction() as session:
-            month = await _tokens_by_key(session, month_start)
+            month = await self._month_tokens(session, now)
             minute = await _tokens_by_key(session, now - timedelta(seconds=60))
             top = sorted(month, key=lambda key: (-month[key], key))[: self.limit]
             keys = await _keys(session, top)
         return self._render(month, minute, keys)
+
+    async def _month_tokens(self, session: Any, now: datetime) -> dict[str, int]:
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        cached = self._month
+        if cached is None or cached[1] != start or self.clock() - cached[0] >= self.month_refresh_s:
+            self._month = cached = (self.clock(), start, await _tokens_by_key(session, start))
+        return cached[2]
 
     def _render(
         self, month: dict[str, int], minute: dict[str, int], keys: dict[str, ApiKey]

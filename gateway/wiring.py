@@ -329,7 +329,12 @@ def build_services(
     flags = flagger(settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc())
     conversations.on_written(flags.examine)
     monitor = quality_monitor(settings, db, retriever.embedder)
-    key_usage = KeyUsage(db, default_quota(settings), limit=settings.metrics_key_limit)
+    key_usage = KeyUsage(
+        db,
+        default_quota(settings),
+        limit=settings.metrics_key_limit,
+        month_refresh_s=settings.quota_usage_refresh_s,
+    )
     state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor, key_usage=key_usage)
     exposition = Exposition(metrics_registry, settings.metrics_multiproc_dir)
     exposition.add_state(state_metrics)

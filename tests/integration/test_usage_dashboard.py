@@ -133,6 +133,7 @@ def _start_gateway(root: Path, port: int, engine_url: str, database_url: str) ->
         "LORAGATE_DATABASE_URL": database_url,
         "LORAGATE_METRICS_KEY_LIMIT": str(KEY_LIMIT),
         "LORAGATE_QUOTA_DEFAULT_TOKENS_PER_MINUTE": "100000",
+        "LORAGATE_QUOTA_USAGE_REFRESH_S": "1",  # the month's usage, re-read every second
         "LORAGATE_MONITOR_INTERVAL_S": "0",
         "LORAGATE_LOG_FORMAT": "json",
     }

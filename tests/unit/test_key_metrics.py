@@ -138,10 +138,20 @@ async def test_usage_gauges_keep_the_top_keys_and_fold_the_rest(tmp_path: Path) 
         async with db.transaction() as session:
             for number, (key, tokens, age) in enumerate(rows):
                 session.add(_conversation(f"c{number}", key, tokens, now - age))
-        usage = KeyUsage(db, defaults=Quota(tokens_per_minute=5_000), limit=2)
+        clock = [0.0]
+        usage = KeyUsage(db, Quota(tokens_per_minute=5_000), limit=2, clock=lambda: clock[0])
         families = {f.name: f for f in await usage.families(now=now)}
+        # A new row: the last minute shows it at once, the month's sum after its refresh.
+        async with db.transaction() as session:
+            session.add(_conversation("late", keys[1].id, 50, now))
+        again = {f.name: f for f in await usage.families(now=now)}
+        clock[0] = 61.0
+        refreshed = {f.name: f for f in await usage.families(now=now)}
     finally:
         await db.dispose()
+    assert _values(again["loragate_key_minute_tokens"])[(keys[1].id, "mid")] == 350
+    assert _values(again["loragate_key_month_tokens"])[(keys[1].id, "mid")] == 300
+    assert _values(refreshed["loragate_key_month_tokens"])[(keys[1].id, "mid")] == 350
     month = _values(families["loragate_key_month_tokens"])
     assert month == {(keys[0].id, "big"): 1000, (keys[1].id, "mid"): 300, ("other", "other"): 100}
     minute = _values(families["loragate_key_minute_tokens"])
