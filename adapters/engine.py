@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from adapters.engine_discovery import EngineDiscovery, Resolver, system_resolver
 from adapters.errors import (
     EngineError,
     EngineRejected,
@@ -53,18 +54,25 @@ class EngineClientConfig:
     request_timeout_s: float = 300.0
     health_interval_s: float = 2.0
     max_connections: int = 512
+    # How often each ``dns+http://NAME:PORT`` entry is looked up again (adapters.engine_discovery).
+    discovery_interval_s: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise ValueError("urls: at least one engine URL is needed")
+        if self.discovery_interval_s <= 0:
+            raise ValueError("discovery_interval_s: must be positive")
+        EngineDiscovery(self.urls)  # a malformed dns+ entry fails here, not at the first lookup
 
 
 class EngineClient:
-    def __init__(self, config: EngineClientConfig) -> None:
+    def __init__(self, config: EngineClientConfig, resolver: Resolver = system_resolver) -> None:
         self.config = config
-        self.replicas = [Replica(url) for url in config.urls]
+        self.discovery = EngineDiscovery(config.urls, resolver)
+        self.replicas = [Replica(url) for url in self.discovery.urls()]
         self._session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._discovery_task: asyncio.Task[None] | None = None
         self._on_up: list[Callable[[Replica], None]] = []
 
     def _http(self) -> aiohttp.ClientSession:
@@ -97,14 +105,20 @@ class EngineClient:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
+        await self.discover()
         await self.check_health()
         self._health_task = asyncio.create_task(self._health_loop(), name="engine-health")
+        if self.discovery.dynamic:
+            self._discovery_task = asyncio.create_task(
+                self._discovery_loop(), name="engine-discovery"
+            )
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        for task in (self._health_task, self._discovery_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._session is not None:
             await self._session.close()
 
@@ -121,6 +135,7 @@ class EngineClient:
             if asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.5)
+            await self.discover()
             await self.check_health()
         return True
 
@@ -128,6 +143,30 @@ class EngineClient:
         while True:
             await asyncio.sleep(self.config.health_interval_s)
             await self.check_health()
+
+    async def discover(self) -> None:
+        """Follow the DNS entries: add the replicas that appeared, drop those that left.
+
+        A replica keeps its object (health, in-flight count, loaded adapters) while its URL
+        stays; a new one starts unhealthy, and its first good probe tells the reconciler to
+        load the live adapters there before it takes traffic for them."""
+        if not self.discovery.dynamic:
+            return
+        urls = await self.discovery.refresh()
+        known = {replica.url: replica for replica in self.replicas}
+        for url in urls:
+            if url not in known:
+                log.info("engine replica found", extra={"url": url})
+        for url in known.keys() - set(urls):
+            log.info("engine replica gone", extra={"url": url})
+        self.replicas = [known.get(url) or Replica(url) for url in urls]
+        new = [replica for replica in self.replicas if replica.url not in known]
+        await asyncio.gather(*(self._probe(replica) for replica in new))
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.discovery_interval_s)
+            await self.discover()
 
     async def _probe(self, replica: Replica) -> None:
         try:

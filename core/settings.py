@@ -13,6 +13,7 @@ import os
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -79,6 +80,15 @@ class Settings(BaseSettings):
         "scrape time. `loragate serve` makes a fresh temporary one when `workers` > 1; set "
         "it (and `PROMETHEUS_MULTIPROC_DIR`, to the same path) only under your own process "
         "manager.",
+    )
+
+    metrics_key_limit: int = Field(
+        50,
+        ge=0,
+        description="API keys that get their own `key` label in the per-key metrics. Each "
+        "process labels the first keys it counts, the usage gauges the keys that used the most "
+        "tokens this month; the rest are summed under `other`, so the series stay bounded "
+        "however many keys exist. 0 puts every key under `other`.",
     )
 
     # -- store ------------------------------------------------------------------------
@@ -173,7 +183,13 @@ class Settings(BaseSettings):
     )
     engine_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="External vLLM base URLs (without /v1), comma separated in the env var.",
+        description="External vLLM base URLs (without /v1), comma separated in the env var. "
+        "An entry `dns+http://NAME:PORT` stands for every address NAME resolves to, looked up "
+        "every `engine_discovery_interval_s`: a Kubernetes headless Service, so the gateway "
+        "follows vLLM replicas as they scale.",
+    )
+    engine_discovery_interval_s: float = Field(
+        10.0, gt=0, description="How often each `dns+` entry of `engine_urls` is resolved again."
     )
     engine_host: str = Field("127.0.0.1", description="Embedded vLLM listen address.")
     engine_port: int = Field(8001, ge=1, le=65535, description="Embedded vLLM port.")
@@ -587,8 +603,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_urls(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) URL")
+            if not url.removeprefix("dns+").startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) or dns+http(s) URL")
+            if url.startswith("dns+") and not urlsplit(url[4:]).hostname:
+                raise ValueError(f"{url!r}: expected dns+http://NAME:PORT")
         return [url.rstrip("/").removesuffix("/v1") for url in urls]
 
     @model_validator(mode="after")

@@ -40,6 +40,7 @@ from core.store.keys import Principal
 from gateway.errors import ContextLengthExceeded, InvalidRequest
 from gateway.grounder import Grounder, Grounding
 from gateway.http_errors import describe
+from gateway.key_labels import NO_KEY
 from gateway.metrics import UNROUTED, GatewayMetrics, status_class
 from gateway.quota_gate import Admission, PromptOverhead, QuotaGate, estimate_tokens
 from gateway.routing import ModelRouter, Route
@@ -249,7 +250,7 @@ class ChatService:
             if request.output_limit is None:
                 self._apply_default_limit(payload, overhead)
         except Exception as exc:  # counted as refused, then handled like any other error
-            self._count_refused(route, exc)
+            self._count_refused(route, exc, principal)
             if self.quotas is not None:
                 await self.quotas.settle(admission, 0)
             raise
@@ -269,6 +270,7 @@ class ChatService:
             arm=route.arm,
         )
         call = _Call(self, route, payload, record, started, grounding, admission)
+        call.key = self.metrics.key_labels.of(principal)
         call.max_output, call.prompt_estimate = max_output, prompt_estimate
         return call
 
@@ -293,10 +295,11 @@ class ChatService:
             )
         return limit * (request.n if isinstance(request.n, int) else 1)
 
-    def _count_refused(self, route: Route | None, exc: Exception) -> None:
-        status = status_class(describe(exc).status_code)
+    def _count_refused(self, route: Route | None, exc: Exception, principal: Principal) -> None:
+        status_code = describe(exc).status_code
         alias, version = route_labels(route) if route else (UNROUTED, UNROUTED)
-        self.metrics.requests.labels(alias, version, status).inc()
+        self.metrics.requests.labels(alias, version, status_class(status_code)).inc()
+        self.metrics.record_key(self.metrics.key_labels.of(principal), status_code)
         if isinstance(exc, EngineError):
             self.metrics.upstream_errors.labels(type(exc).__name__).inc()
 
@@ -360,6 +363,7 @@ class _Call:
         self._generated: dict[int, int] = {}  # ... and each choice's tokens so far
         self.finished = False
         self._usage_known = False
+        self.key = NO_KEY  # the per-key metrics' labels (gateway.key_labels)
         service.metrics.in_flight.labels(self.alias).inc()
 
     @contextlib.contextmanager
@@ -475,6 +479,9 @@ class _Call:
         metrics.overhead.labels(alias, stream).observe(self.overhead_s())
         metrics.tokens.labels(alias, version, "prompt").inc(self.record.prompt_tokens)
         metrics.tokens.labels(alias, version, "completion").inc(self.record.completion_tokens)
+        metrics.record_key(
+            self.key, status_code, self.record.prompt_tokens, self.record.completion_tokens
+        )
         self.service.conversations.record(self.record)
 
     async def settle_quota(self) -> None:

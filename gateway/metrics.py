@@ -8,7 +8,8 @@ Two kinds of metrics leave the gateway:
 
 Labels are bounded: ``alias`` is an alias, the base model name, or ``-`` for a request
 refused before it was routed; ``version`` the version that answered; ``status`` a class
-such as ``2xx``. No paths, users or keys. With several workers the event metrics live in
+such as ``2xx``. No paths or users; API keys only in the ``loragate_key_*`` counters, whose
+``key`` label is capped (``gateway.key_labels``). With several workers the event metrics live in
 prometheus_client's multiprocess files (``metrics_multiproc_dir``) and ``Exposition``
 merges them at scrape time.
 """
@@ -29,6 +30,8 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from core.errors import ConfigError
+from gateway.key_labels import KeyLabels
+from gateway.process_metrics import add_process_metrics
 
 UNROUTED = "-"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -41,8 +44,9 @@ UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 class GatewayMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, key_limit: int = 50) -> None:
         self.registry = registry
+        self.key_labels = KeyLabels(key_limit)
         by_version = ["alias", "version"]
         self.requests = Counter(
             "loragate_requests",
@@ -155,6 +159,21 @@ class GatewayMetrics:
             ["action"],
             registry=registry,
         )
+        by_key = ["key", "name"]
+        self.key_requests = Counter(
+            "loragate_key_requests",
+            "Chat completion requests by API key (id and name; keys beyond "
+            "metrics_key_limit count as other) and HTTP status class.",
+            [*by_key, "status"],
+            registry=registry,
+        )
+        self.key_tokens = Counter(
+            "loragate_key_tokens",
+            "Tokens charged by API key (id and name, capped like loragate_key_requests) "
+            "and kind (prompt or completion).",
+            [*by_key, "kind"],
+            registry=registry,
+        )
         self.adapter_load = Histogram(
             "loragate_adapter_load_seconds",
             "Time vLLM took to load an adapter version.",
@@ -167,13 +186,23 @@ class GatewayMetrics:
         if action == "load" and seconds is not None:
             self.adapter_load.observe(seconds)
 
+    def record_key(
+        self, key: tuple[str, str], status_code: int, prompt: int = 0, completion: int = 0
+    ) -> None:
+        """One request of a key (labels from ``key_labels``): its status and tokens."""
+        self.key_requests.labels(*key, status_class(status_code)).inc()
+        if prompt or completion:
+            self.key_tokens.labels(*key, "prompt").inc(prompt)
+            self.key_tokens.labels(*key, "completion").inc(completion)
+
 
 def status_class(status_code: int) -> str:
     return f"{status_code // 100}xx"
 
 
 class Exposition:
-    """Renders ``/metrics``: this process's registry, or every worker's with multiprocess."""
+    """Renders ``/metrics``: this process's registry, or every worker's with multiprocess,
+    and the ``process_*`` metrics (gateway.process_metrics)."""
 
     def __init__(self, registry: CollectorRegistry, multiproc_dir: Path | None) -> None:
         self.registry = registry
@@ -185,6 +214,7 @@ class Exposition:
 
             self._merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(self._merged, path=str(multiproc_dir))
+        add_process_metrics(self._merged or registry, whole_tree=multiproc_dir is not None)
 
     def add_state(self, collector: Collector) -> None:
         """A collector of shared state: registered once, on the registry actually scraped."""

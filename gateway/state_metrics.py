@@ -1,9 +1,10 @@
 """Metrics of the shared state, read from the store when Prometheus scrapes.
 
-Adapters, rollouts, the review queue, training runs, eval scores, quality KPIs and drift live
-in the store, not in one process, so every worker exports the same values and nothing is
-counted twice. ``refresh`` runs before each scrape (at most every ``min_interval_s``); if the
-store does not answer, the last snapshot is kept and ``loragate_store_up`` says 0.
+Adapters, rollouts, the review queue, training runs, eval scores, quality KPIs, drift and
+each key's quota usage (gateway.key_usage) live in the store, not in one process, so every
+worker exports the same values and nothing is counted twice. ``refresh`` runs before each
+scrape (at most every ``min_interval_s``); if the store does not answer, the last snapshot is
+kept and ``loragate_store_up`` says 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Experiment, Rollout, aware
 from core.store.db import Database
 from core.store.tables import ReviewItem
+from gateway.key_usage import KeyUsage
 from monitor.service import QualityMonitor
 from trainer.tables import EvalScore, TrainingRun
 
@@ -41,10 +43,12 @@ class StateMetrics(Collector):
         adapters: Registry,
         monitor: QualityMonitor | None = None,
         min_interval_s: float = 0.0,
+        key_usage: KeyUsage | None = None,
     ) -> None:
         self.db = db
         self.adapters = adapters
         self.monitor = monitor
+        self.key_usage = key_usage
         self.min_interval_s = min_interval_s
         self._families: list[Metric] = []
         self._store_up = 1.0
@@ -63,6 +67,7 @@ class StateMetrics(Collector):
                 *await self._reevaluation(),
                 *await self._experiments(),
                 *await self._monitor(),
+                *(await self.key_usage.families() if self.key_usage else []),
             ]
         except (SQLAlchemyError, OSError) as exc:
             log.warning("state metrics not refreshed", extra={"error": str(exc)})

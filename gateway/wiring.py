@@ -36,6 +36,7 @@ from gateway.chat import ChatLimits, ChatService
 from gateway.feedback import FeedbackService
 from gateway.flagging import Flagger
 from gateway.grounder import Grounder
+from gateway.key_usage import KeyUsage
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.quota_counters import Counters, MemoryCounters, RedisCounters
 from gateway.quota_gate import MonthlyUsage, QuotaGate
@@ -129,6 +130,7 @@ def engine_config(settings: Settings) -> EngineClientConfig:
         request_timeout_s=settings.engine_request_timeout_s,
         health_interval_s=settings.engine_health_interval_s,
         max_connections=settings.engine_max_connections,
+        discovery_interval_s=settings.engine_discovery_interval_s,
     )
 
 
@@ -309,7 +311,7 @@ def build_services(
     )
     leader = LeaderLock(db)
     rollouts = rollout_controller(settings, db, adapters, leader)
-    metrics = GatewayMetrics(metrics_registry)
+    metrics = GatewayMetrics(metrics_registry, key_limit=settings.metrics_key_limit)
     reconciler.on_action(metrics.record_reconciler_action)
     reconciler.on_load_failure(rollouts.abort_for)
     retriever = build_retriever(settings, db)
@@ -327,7 +329,13 @@ def build_services(
     flags = flagger(settings, db, on_flag=lambda reason: metrics.flags.labels(reason).inc())
     conversations.on_written(flags.examine)
     monitor = quality_monitor(settings, db, retriever.embedder)
-    state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor)
+    key_usage = KeyUsage(
+        db,
+        default_quota(settings),
+        limit=settings.metrics_key_limit,
+        month_refresh_s=settings.quota_usage_refresh_s,
+    )
+    state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor, key_usage=key_usage)
     exposition = Exposition(metrics_registry, settings.metrics_multiproc_dir)
     exposition.add_state(state_metrics)
     return Services(
@@ -418,7 +426,7 @@ def job_config(settings: Settings) -> JobConfig:
         data_dir=settings.data_dir.resolve(),
         base_model_dir=settings.resolved_base_model_path.resolve(),
         base_model_name=settings.base_model_name,
-        engine_url=settings.resolved_engine_urls[0],
+        engine_url=trainer_engine_url(settings),
         engine_api_key=settings.engine_api_key,
         train=train_config(settings),
         limits=curation_limits(settings),
@@ -429,6 +437,18 @@ def job_config(settings: Settings) -> JobConfig:
         rehearsal_fraction=settings.train_rehearsal_fraction,
         recipe=recipe_config(settings),
     )
+
+
+def trainer_engine_url(settings: Settings) -> str:
+    """The one vLLM server a training run loads its candidate on and asks: a DNS name that
+    resolves to several pods could send the load to one and the questions to another."""
+    url = settings.resolved_engine_urls[0]
+    if url.startswith("dns+"):
+        raise ConfigError(
+            "engine_urls: the trainer needs one fixed vLLM URL (say http://vllm-0.vllm:8000), "
+            f"not the DNS entry {url}"
+        )
+    return url
 
 
 def regrounder(settings: Settings, retriever: Retriever) -> Regrounder:

@@ -55,6 +55,7 @@ class Principal:
     key_id: str | None
     scope: Scope
     quota: Quota = field(default_factory=Quota)
+    name: str = ""  # the key's label, for per-key metrics
 
     def allows(self, scope: Scope) -> bool:
         return self.scope == "admin" or self.scope == scope
@@ -90,7 +91,7 @@ class KeyStore:
             )
         if row is None or row.scope not in SCOPES:
             return None
-        return Principal(key_id=row.id, scope=row.scope, quota=quota_of(row))
+        return Principal(key_id=row.id, scope=row.scope, quota=quota_of(row), name=row.name)
 
     async def get(self, key_id: str) -> ApiKey | None:
         async with self.db.sessions() as session:

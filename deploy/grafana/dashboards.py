@@ -7,7 +7,10 @@
 Each dashboard below is a list of panels; a panel is a tuple (title, exprs, unit, type), where
 exprs is a list of (PromQL, legend) and type a Grafana panel type (timeseries, stat, table,
 heatmap). The queries use the Grafana variables $alias and $version (always with =~, so
-".*" means all) and $__rate_interval; every panel reads the data source ${datasource}.
+".*" means all) and $__rate_interval; every panel reads the data source ${datasource}. Every
+dashboard has an $instance variable: each selector of the dashboard's own metrics
+(loragate_* or, on the vLLM dashboard, vllm:*) gets instance=~"$instance" when rendered
+(`with_instance`), so one replica can be looked at alone.
 
 For tests and tools (load this file by path, e.g. with importlib.util.spec_from_file_location;
 it needs only the standard library, plus pyyaml for the rules):
@@ -16,7 +19,7 @@ it needs only the standard library, plus pyyaml for the rules):
         (source, expr) for every panel target and annotation of every dashboard and every
         expr of deploy/prometheus/rules.yml, e.g. ("dashboard gateway / panel 'Requests/s'",
         "sum by (alias, status) (...)").
-    substitute(expr, alias=".*", version=".*") -> str
+    substitute(expr, alias=".*", version=".*", instance=".*") -> str
         the expr with the Grafana variables replaced, ready for plain Prometheus
         ($__rate_interval and $__interval become 1m, $__range 1h).
 
@@ -95,6 +98,15 @@ def recent_outcomes(outcome: str) -> str:
     return f"{seconds_since(LAST_OUTCOME, matchers, 'alias, reason')} < 120"
 
 
+INSTANCE = 'instance=~"$instance"'
+
+
+def gateway_process(expr: str) -> str:
+    """A process_* series of the gateways only: vLLM exports the same names."""
+    gateways = gauge("loragate_store_up", "", "instance")
+    return f"{agg('sum', 'instance', expr)} and on (instance) {gateways}"
+
+
 # -- dashboards -------------------------------------------------------------------------------
 # One panel per entry: (title, [(expr, legend), ...], unit, type). Hand-aligned, so unformatted.
 # fmt: off
@@ -143,6 +155,54 @@ GATEWAY: list[Panel] = [
      [(rate("loragate_upstream_errors_total", "", "type"), "{{type}}")], "ops", "timeseries"),
     ("Rate-limited requests/s by limit",
      [(rate("loragate_rate_limited_total", "", "limit"), "{{limit}}")], "ops", "timeseries"),
+    ("Gateway CPU by instance",
+     [(gateway_process(f"rate(process_cpu_seconds_total{{{INSTANCE}}}{RI})"), "{{instance}}")],
+     "short", "timeseries"),
+    ("Gateway memory by instance",
+     [(gateway_process(f"process_resident_memory_bytes{{{INSTANCE}}}"), "{{instance}}")],
+     "bytes", "timeseries"),
+    ("Gateway open files by instance",
+     [(gateway_process(f"process_open_fds{{{INSTANCE}}}"), "open {{instance}}"),
+      (gateway_process(f"process_max_fds{{{INSTANCE}}}"), "limit {{instance}}")],
+     "short", "timeseries"),
+]
+
+# Per API key: `key` is the key's id and `name` its name; keys beyond metrics_key_limit are
+# summed under key="other" (docs/operations.md, "Per-key usage").
+KEY_REQUESTS, KEY_TOKENS = "loragate_key_requests_total", "loragate_key_tokens_total"
+KEY_LEGEND = "{{name}} ({{key}})"
+
+
+def usage_of(limit: str, usage: str) -> str:
+    """A key's usage as a share of one of its limits (only keys that have that limit)."""
+    limits = gauge("loragate_key_quota_limit", f'limit="{limit}"', "key, name")
+    return f"{gauge(usage, '', 'key, name')} / on (key, name) {limits}"
+
+
+def top_keys(metric: str) -> str:
+    return f"topk(10, {agg('sum', 'key, name', f'increase({metric}[$__range])')})"
+
+
+USAGE: list[Panel] = [
+    ("Requests/s by key", [(rate(KEY_REQUESTS, "", "key, name"), KEY_LEGEND)],
+     "reqps", "timeseries"),
+    ("Tokens/s by key and kind",
+     [(rate(KEY_TOKENS, "", "key, name, kind"), KEY_LEGEND + " {{kind}}")], "short", "timeseries"),
+    ("Top keys by tokens (time range)", [(top_keys(KEY_TOKENS), "")], "short", "table"),
+    ("Top keys by requests (time range)", [(top_keys(KEY_REQUESTS), "")], "short", "table"),
+    ("Refused or failed share by key",
+     [(share(KEY_REQUESTS, "", 'status=~"4xx|5xx"', "key, name"), KEY_LEGEND)],
+     "percentunit", "timeseries"),
+    ("Tokens this month by key",
+     [(gauge("loragate_key_month_tokens", "", "key, name"), KEY_LEGEND)], "short", "timeseries"),
+    ("Monthly budget used",
+     [(usage_of("monthly_tokens", "loragate_key_month_tokens"), KEY_LEGEND),
+      ("vector(1)", "budget")], "percentunit", "timeseries"),
+    ("Tokens per minute vs limit",
+     [(usage_of("tokens_per_minute", "loragate_key_minute_tokens"), KEY_LEGEND),
+      ("vector(1)", "limit")], "percentunit", "timeseries"),
+    ("Quota limits", [(gauge("loragate_key_quota_limit", "", "key, name, limit"), "")],
+     "short", "table"),
 ]
 
 STREAMING: list[Panel] = [
@@ -308,6 +368,9 @@ class Dashboard(NamedTuple):
     title: str
     panels: list[Panel]
     rollout_annotations: bool = False
+    # The metrics $instance filters, and the one its values are read from.
+    instance_metrics: str = r"loragate_\w+"
+    instance_source: str = "loragate_store_up"
 
 
 DASHBOARDS = [
@@ -317,7 +380,14 @@ DASHBOARDS = [
     Dashboard("quality", "loragate / Quality & drift", QUALITY, rollout_annotations=True),
     Dashboard("retrieval", "loragate / Retrieval", RETRIEVAL_PANELS),
     Dashboard("training", "loragate / Training", TRAINING),
-    Dashboard("vllm", "loragate / vLLM engine", VLLM),
+    Dashboard(
+        "vllm",
+        "loragate / vLLM engine",
+        VLLM,
+        instance_metrics=r"vllm:\w+",
+        instance_source="vllm:num_requests_running",
+    ),
+    Dashboard("usage", "loragate / Usage & cost per key", USAGE),
 ]
 
 # (name, outcome, colour) of the annotation queries on rollout outcomes.
@@ -367,6 +437,25 @@ def panel_options(kind: str) -> dict[str, object]:
     return {"legend": legend, "tooltip": {"mode": "multi", "sort": "desc"}}
 
 
+def with_instance(expr: str, metrics: str) -> str:
+    """Every selector of a metric matching `metrics` also filtered by instance=~"$instance"."""
+
+    def add(match: re.Match[str]) -> str:
+        inner = (match.group(2) or "{}")[1:-1].strip()
+        return f"{match.group(1)}{{{', '.join(x for x in (inner, INSTANCE) if x)}}}"
+
+    return re.sub(rf"(?<![\w:])({metrics})(\{{[^}}]*\}})?", add, expr)
+
+
+def instance_panels(dashboard: Dashboard) -> list[Panel]:
+    """The dashboard's panels as rendered: their queries filtered by $instance."""
+    return [
+        (title, [(with_instance(e, dashboard.instance_metrics), legend) for e, legend in exprs],
+         unit, kind)
+        for title, exprs, unit, kind in dashboard.panels
+    ]  # fmt: skip
+
+
 def render_panel(number: int, panel: Panel, position: dict[str, int]) -> dict[str, object]:
     title, exprs, unit, kind = panel
     data: dict[str, object] = {
@@ -403,8 +492,8 @@ def variable(name: str, label: str, query: str) -> dict[str, object]:
     }
 
 
-def templating(exprs: list[str]) -> list[dict[str, object]]:
-    """The data source, plus $alias and $version where the dashboard's queries use them."""
+def templating(exprs: list[str], instance_source: str) -> list[dict[str, object]]:
+    """The data source and $instance, plus $alias and $version where the queries use them."""
     variables: list[dict[str, object]] = [
         {
             "name": "datasource",
@@ -414,6 +503,8 @@ def templating(exprs: list[str]) -> list[dict[str, object]]:
             "current": {"text": "Prometheus", "value": "prometheus"},
         }
     ]
+    instances = f"label_values({instance_source}, instance)"
+    variables.append(variable("instance", "Instance", instances))
     text = "\n".join(exprs)
     if "$alias" in text or "$version" in text:
         variables.append(variable("alias", "Alias", "label_values(loragate_requests_total, alias)"))
@@ -441,7 +532,7 @@ def annotations(dashboard: Dashboard) -> list[dict[str, object]]:
             "enable": True,
             "iconColor": colour,
             "name": name,
-            "expr": recent_outcomes(outcome),
+            "expr": with_instance(recent_outcomes(outcome), dashboard.instance_metrics),
             "step": "1m",
             "titleFormat": f"{{{{alias}}}} {outcome}",
             "textFormat": "reason: {{reason}}",
@@ -452,7 +543,7 @@ def annotations(dashboard: Dashboard) -> list[dict[str, object]]:
 
 
 def render(dashboard: Dashboard) -> dict[str, object]:
-    panels = dashboard.panels
+    panels = instance_panels(dashboard)
     notes = annotations(dashboard)
     exprs = [expr for _, targets, _, _ in panels for expr, _ in targets]
     exprs += [str(note["expr"]) for note in notes if "expr" in note]
@@ -478,7 +569,7 @@ def render(dashboard: Dashboard) -> dict[str, object]:
             }
         ],
         "annotations": {"list": notes},
-        "templating": {"list": templating(exprs)},
+        "templating": {"list": templating(exprs, dashboard.instance_source)},
         "panels": [
             render_panel(i + 1, p, pos)
             for i, (p, pos) in enumerate(zip(panels, layout(panels), strict=True))
@@ -495,9 +586,9 @@ def generated() -> dict[Path, str]:
 GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "1m", "__range": "1h"}
 
 
-def substitute(expr: str, alias: str = ".*", version: str = ".*") -> str:
-    """The expr with $alias, $version and Grafana's interval variables replaced."""
-    values = {**GRAFANA_VARIABLES, "alias": alias, "version": version}
+def substitute(expr: str, alias: str = ".*", version: str = ".*", instance: str = ".*") -> str:
+    """The expr with $alias, $version, $instance and Grafana's interval variables replaced."""
+    values = {**GRAFANA_VARIABLES, "alias": alias, "version": version, "instance": instance}
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
@@ -512,7 +603,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
     queries = []
     for dashboard in DASHBOARDS:
         where = f"dashboard {dashboard.slug}"
-        for title, targets, _, _ in dashboard.panels:
+        for title, targets, _, _ in instance_panels(dashboard):
             queries += [(f"{where} / panel {title!r}", expr) for expr, _ in targets]
         for note in annotations(dashboard):
             if "expr" in note:

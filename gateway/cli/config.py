@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from gateway.cli.common import settings_of
+from gateway.cli.output import as_json_text, emit, json_output
 
 
 @click.group()
@@ -17,10 +17,12 @@ def config() -> None:
 
 
 @config.command("show")
+@json_output
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective settings as JSON."""
-    click.echo(json.dumps(settings_of(ctx).model_dump(mode="json"), indent=2))
+    data = settings_of(ctx).model_dump(mode="json")
+    emit(data, as_json_text(data))
 
 
 @config.command("docs")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 
 from core.settings import Settings
 from gateway.cli.common import settings_of, with_store
+from gateway.cli.output import as_json_text, emit, json_output
 
 
 @click.group()
@@ -24,8 +24,8 @@ def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> Non
     def build(settings: Settings, db: Any) -> Any:
         return experiment_controller(settings, db, adapter_registry(settings, db))
 
-    result = with_store(settings_of(ctx), build, action)
-    click.echo(json.dumps(experiment_card(result), indent=2, default=str))
+    card = experiment_card(with_store(settings_of(ctx), build, action))
+    emit(card, as_json_text(card))
 
 
 @experiment.command("start")
@@ -38,6 +38,7 @@ def _experiment_command(ctx: click.Context, action: Callable[[Any], Any]) -> Non
 @click.option("--max-days", type=click.FloatRange(0, min_open=True), default=None,
               help="How long an undecided experiment runs at most.")  # fmt: skip
 @click.option("--auto-promote", is_flag=True, help="Promote a winning version at once.")
+@json_output
 @click.pass_context
 def experiment_start(
     ctx: click.Context, alias: str, arms: str, max_samples: int | None,
@@ -54,6 +55,7 @@ def experiment_start(
 
 @experiment.command("status")
 @click.argument("alias")
+@json_output
 @click.pass_context
 def experiment_status(ctx: click.Context, alias: str) -> None:
     """The alias's latest experiment: each arm's rate and interval, and the decision."""
@@ -71,6 +73,7 @@ def experiment_status(ctx: click.Context, alias: str) -> None:
 
 @experiment.command("stop")
 @click.argument("alias")
+@json_output
 @click.pass_context
 def experiment_stop(ctx: click.Context, alias: str) -> None:
     """Stop ALIAS's running experiment without a winner."""
@@ -79,6 +82,7 @@ def experiment_stop(ctx: click.Context, alias: str) -> None:
 
 @experiment.command("promote")
 @click.argument("alias")
+@json_output
 @click.pass_context
 def experiment_promote(ctx: click.Context, alias: str) -> None:
     """Make the decided experiment's winning version ALIAS's live version."""

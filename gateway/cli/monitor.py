@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from core.settings import Settings
+from gateway.cli.output import emit, json_output
 from monitor.service import QualityMonitor, report_dict
 
 
@@ -35,6 +36,7 @@ def monitor() -> None:
 
 @monitor.command("run")
 @click.option("--alias", help="Only this alias (default: every alias).")
+@json_output
 @click.pass_obj
 def monitor_run(settings: Settings, alias: str | None) -> None:
     """Write a monitor report now (the gateway also does it every monitor_interval_s)."""
@@ -42,13 +44,19 @@ def monitor_run(settings: Settings, alias: str | None) -> None:
     async def action(service: QualityMonitor) -> list[Any]:
         return [await service.check(alias)] if alias else await service.run_once()
 
-    for report in _with_monitor(settings, action):
-        click.echo(json.dumps(report_dict(report)))
+    reports = [report_dict(report) for report in _with_monitor(settings, action)]
+
+    def text() -> None:  # one JSON line per report, as before --json existed
+        for report in reports:
+            click.echo(json.dumps(report, default=str))
+
+    emit(reports, text)
 
 
 @monitor.command("history")
 @click.argument("alias")
 @click.option("--limit", default=20, show_default=True, help="Newest reports to show.")
+@json_output
 @click.pass_obj
 def monitor_history(settings: Settings, alias: str, limit: int) -> None:
     """An alias's reports, newest first: KPIs of the live version, drift and triggers."""
@@ -56,10 +64,15 @@ def monitor_history(settings: Settings, alias: str, limit: int) -> None:
     async def action(service: QualityMonitor) -> list[Any]:
         return await service.history(alias, limit)
 
-    click.echo(f"{'computed at':<20} {'live':<24} {'pos':>5} {'grnd':>5} {'idk':>5} "
-               f"{'mmd':>7} {'p':>6} {'centroid':>8}  triggers")  # fmt: skip
-    for report in _with_monitor(settings, action):
-        click.echo(_history_line(report_dict(report)))
+    reports = [report_dict(report) for report in _with_monitor(settings, action)]
+
+    def text() -> None:
+        click.echo(f"{'computed at':<20} {'live':<24} {'pos':>5} {'grnd':>5} {'idk':>5} "
+                   f"{'mmd':>7} {'p':>6} {'centroid':>8}  triggers")  # fmt: skip
+        for report in reports:
+            click.echo(_history_line(report))
+
+    emit(reports, text)
 
 
 def _history_line(report: dict[str, Any]) -> str:

@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import settings_of
+from gateway.cli.output import emit, json_output
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--collection", required=True, help="Collection to add the documents to.")
+@json_output
 @click.pass_context
 def ingest(ctx: click.Context, path: Path, collection: str) -> None:
     """Ingest .txt, .md, .html and .jsonl files (a file or a folder) into a collection.
@@ -21,10 +23,11 @@ def ingest(ctx: click.Context, path: Path, collection: str) -> None:
     from gateway.ingest import ingest_path
 
     summary = ingest_path(settings_of(ctx), path, collection)
-    click.echo(
+    emit(
+        {"collection": collection, **summary},
         f"{collection}: {summary['created']} created, {summary['replaced']} replaced, "
         f"{summary['unchanged']} unchanged, {summary['failed']} failed, "
-        f"{summary['chunks']} chunks written"
+        f"{summary['chunks']} chunks written",
     )
     if summary["failed"]:
         raise SystemExit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.cli.common import run_coroutine, settings_of
+from gateway.cli.output import emit, json_output
 
 
 @click.command()
@@ -22,6 +23,7 @@ def model() -> None:
 
 
 @model.command("prepare")
+@json_output
 @click.pass_context
 def model_prepare(ctx: click.Context) -> None:
     """Write the bundled SmolLM2-135M-Instruct as a bf16 safetensors directory (idempotent)."""
@@ -32,11 +34,13 @@ def model_prepare(ctx: click.Context) -> None:
     target = settings.resolved_base_model_path
     if settings.base_model_path is not None:
         check_model_dir(target)  # an operator's own model: nothing to convert
-        click.echo(f"using the configured model directory {target}")
+        emit({"path": str(target), "prepared": False},
+             f"using the configured model directory {target}")  # fmt: skip
         return
     with Progress("model prepare", PREPARE_STEPS) as progress:
         info = prepare_base_model(target, progress)
-    click.echo(f"base model ready at {target} (smoke reply: {info.get('smoke_reply')!r})")
+    emit({"path": str(target), "prepared": True, **info},
+         f"base model ready at {target} (smoke reply: {info.get('smoke_reply')!r})")  # fmt: skip
 
 
 @click.group()
@@ -54,12 +58,17 @@ def engine_run(ctx: click.Context) -> None:
 
 
 @click.command()
+@json_output
 def doctor() -> None:
     """Check that the install can run the embedded default."""
     from gateway.doctor import run_checks
 
     checks = run_checks()
-    for check in checks:
-        click.echo(f"{'ok ' if check.ok else 'BAD'}  {check.name}: {check.detail}")
+
+    def text() -> None:
+        for check in checks:
+            click.echo(f"{'ok ' if check.ok else 'BAD'}  {check.name}: {check.detail}")
+
+    emit([{"name": c.name, "ok": c.ok, "detail": c.detail} for c in checks], text)
     if not all(check.ok for check in checks):
         raise click.ClickException("the install is broken; see the lines marked BAD")

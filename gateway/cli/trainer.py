@@ -15,6 +15,7 @@ import click
 
 from adapters.registry import Registry
 from core.settings import Settings
+from gateway.cli.output import emit, json_output
 from gateway.wiring import TrainerParts, trainer_parts
 from trainer.errors import TrainerError
 
@@ -51,22 +52,29 @@ def _print_outcome(report: dict[str, Any], state: str, candidate: str | None) ->
     click.echo(f"{state}: {candidate}")
 
 
+def _emit_outcome(report: dict[str, Any], state: str, candidate: str | None) -> None:
+    emit({"state": state, "candidate": candidate, "report": report},
+         lambda: _print_outcome(report, state, candidate))  # fmt: skip
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 @click.command("train")
 @click.option("--alias", required=True, help="The alias to train a new version of.")
+@json_output
 @click.pass_context
 def train_command(ctx: click.Context, alias: str) -> None:
     """Train, evaluate and (if it beats the live version) publish one candidate for ALIAS."""
     settings: Settings = ctx.obj
     outcome = _run(settings, lambda parts: parts.job.run(alias, "manual"))
-    _print_outcome(outcome.report, outcome.state, outcome.candidate)
+    _emit_outcome(outcome.report, outcome.state, outcome.candidate)
 
 
 @click.command("trainer")
 @click.option("--once", is_flag=True, help="Poll once, train what is due, and exit.")
+@json_output
 @click.pass_context
 def trainer_command(ctx: click.Context, once: bool) -> None:
     """Run the training worker: poll the store, train aliases with enough new examples."""
@@ -94,7 +102,7 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
         return 0
 
     finished = _run(settings, work)
-    click.echo(f"{finished} training run(s) finished")
+    emit({"finished": finished}, f"{finished} training run(s) finished")
 
 
 @click.group("eval")
@@ -109,6 +117,7 @@ def eval_group() -> None:
     default=None,
     help="Version name or adapter directory; default: the alias's newest version.",
 )
+@json_output
 @click.pass_context
 def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
     """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
@@ -144,7 +153,7 @@ def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
         }
 
     report = _run(settings, evaluate)
-    _print_outcome(report, "evaluated", report["candidate"]["name"])
+    _emit_outcome(report, "evaluated", report["candidate"]["name"])
 
 
 async def _resolve_candidate(
@@ -169,17 +178,19 @@ def _demo() -> click.Command:
 
 @eval_group.command("run")
 @click.option("--alias", "aliases", multiple=True, help="Only these aliases (default: all).")
+@json_output
 @click.pass_context
 def eval_run(ctx: click.Context, aliases: tuple[str, ...]) -> None:
     """Re-score every serving version now, as the trainer worker does on its schedule."""
     settings: Settings = ctx.obj
     rows = _run(settings, lambda parts: parts.reevaluator.run_once(list(aliases) or None))
-    _print_scores(rows)
+    emit([_score_card(row) for row in rows], lambda: _print_scores(rows))
 
 
 @eval_group.command("history")
 @click.argument("alias")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@json_output
 @click.pass_context
 def eval_history(ctx: click.Context, alias: str, limit: int) -> None:
     """ALIAS's scheduled re-evaluation scores, newest first."""
@@ -187,9 +198,19 @@ def eval_history(ctx: click.Context, alias: str, limit: int) -> None:
 
     settings: Settings = ctx.obj
     rows = _run(settings, lambda parts: TrainerStore(parts.db).eval_history(alias, limit))
-    if not rows:
-        click.echo(f"no re-evaluation of {alias} yet (loragate eval run --alias {alias})")
-    _print_scores(rows)
+
+    def text() -> None:
+        if not rows:
+            click.echo(f"no re-evaluation of {alias} yet (loragate eval run --alias {alias})")
+        _print_scores(rows)
+
+    emit([_score_card(row) for row in rows], text)
+
+
+def _score_card(row: Any) -> dict[str, Any]:
+    names = ("computed_at", "alias", "version", "holdout_count", "holdout_accuracy",
+             "reference_accuracy", "probe_accuracy", "groundedness", "degraded")  # fmt: skip
+    return {name: getattr(row, name) for name in names}
 
 
 def _print_scores(rows: list[Any]) -> None:
@@ -219,6 +240,7 @@ def _print_scores(rows: list[Any]) -> None:
               help="Holdout accuracy to reach.")  # fmt: skip
 @click.option("--fractions", default="0.25,0.5,1", show_default=True,
               help="Shares of the training examples to train on.")  # fmt: skip
+@json_output
 @click.pass_context
 def eval_bases(
     ctx: click.Context, alias: str, candidates: tuple[str, ...], target: float, fractions: str
@@ -242,8 +264,12 @@ def eval_bases(
         return report
 
     report = _run(settings, compare)
-    click.echo(format_table(report))
-    click.echo(f"report: {report['path']}")
+
+    def text() -> None:
+        click.echo(format_table(report))
+        click.echo(f"report: {report['path']}")
+
+    emit(report, text)
 
 
 COMMANDS = (train_command, trainer_command, eval_group, _demo())

@@ -60,6 +60,26 @@ def test_publish_list_and_roll_out_from_the_cli(cli, tmp_path: Path, prepared_mo
     assert [line.split("\t")[1] for line in listing] == ["retired", "live"]
 
 
+def test_a_rolled_back_version_rolls_out_again_with_again(
+    cli, tmp_path: Path, prepared_model: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Issue 22: an operator who fixed what failed retries the canary from the CLI."""
+    for seed, name in ((1, "a"), (2, "b")):
+        cli("adapters", "publish", str(make_lora(tmp_path / name, prepared_model, seed=seed)),
+            "--alias", "retry")  # fmt: skip
+    cli("rollout", "start", "retry", "retry-v2")
+    assert json.loads(cli("rollout", "rollback", "retry", "--json").stdout)["state"] == (
+        "rolled_back"
+    )
+    refused = cli("rollout", "start", "retry", "retry-v2", ok=False).stderr
+    assert "rolled back" in refused and "again" in refused
+    started = json.loads(cli("rollout", "start", "retry", "retry-v2", "--again", "--json").stdout)
+    assert (started["candidate"], started["state"]) == ("retry-v2", "running")
+    status = json.loads(cli("rollout", "status", "retry", "--json").stdout)
+    assert status["history"][-1]["kind"] == "started"
+    assert status["history"][-1]["detail"].get("again") is True
+
+
 def test_refusals_are_clear_errors(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pickle_dir = tmp_path / "pickled"
     pickle_dir.mkdir()

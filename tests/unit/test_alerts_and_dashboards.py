@@ -48,6 +48,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loragate_flags_total": ("counter", ("reason",)),
     "loragate_reconciler_actions_total": ("counter", ("action",)),
     "loragate_adapter_load_seconds": ("histogram", ()),
+    # per API key; `key` capped at metrics_key_limit, the rest under "other"
+    "loragate_key_requests_total": ("counter", ("key", "name", "status")),
+    "loragate_key_tokens_total": ("counter", ("key", "name", "kind")),
     # state, read from the store at scrape time
     "loragate_store_up": ("gauge", ()),
     "loragate_adapter_info": ("gauge", ("alias", "version", "state")),
@@ -72,6 +75,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "loragate_drift_score": ("gauge", ("alias", "method")),
     "loragate_drift_p_value": ("gauge", ("alias",)),
     "loragate_drift_detected": ("gauge", ("alias",)),
+    "loragate_key_month_tokens": ("gauge", ("key", "name")),
+    "loragate_key_minute_tokens": ("gauge", ("key", "name")),
+    "loragate_key_quota_limit": ("gauge", ("key", "name", "limit")),
 }
 
 # vLLM's own metrics (each with a model_name label); older names where vLLM renamed them.
@@ -220,6 +226,37 @@ def test_dashboards_use_the_templated_datasource_and_regex_filters() -> None:
                 assert not re.search(r'\w+="\$(alias|version)"', expr), (panel["title"], expr)
                 for name in ("alias", "version"):
                     assert f"${name}" not in expr or name in variables, (path.name, name)
+
+
+def test_every_dashboard_filters_its_own_metrics_by_instance(generator: ModuleType) -> None:
+    for dashboard in generator.DASHBOARDS:
+        path = DASHBOARDS / f"{dashboard.slug}.json"
+        data = json.loads(path.read_text())
+        variables = {v["name"]: v for v in data["templating"]["list"]}
+        assert variables["instance"]["allValue"] == ".*", path.name
+        assert dashboard.instance_source in variables["instance"]["query"], path.name
+        exprs = [t["expr"] for panel in data["panels"] for t in panel["targets"]]
+        exprs += [n["expr"] for n in data["annotations"]["list"] if "expr" in n]
+        selectors = 0
+        for expr in exprs:
+            own = rf"(?<![\w:])(?:{dashboard.instance_metrics}|process_\w+)(\{{[^}}]*\}})?"
+            for match in re.finditer(own, expr):
+                selectors += 1
+                assert 'instance=~"$instance"' in (match.group(1) or ""), (path.name, expr)
+        assert selectors, path.name
+
+
+def test_the_usage_dashboard_shows_keys_quotas_and_top_keys(generator: ModuleType) -> None:
+    usage = json.loads((DASHBOARDS / "usage.json").read_text())
+    exprs = " ".join(t["expr"] for panel in usage["panels"] for t in panel["targets"])
+    for name in ("loragate_key_requests_total", "loragate_key_tokens_total",
+                 "loragate_key_month_tokens", "loragate_key_minute_tokens",
+                 "loragate_key_quota_limit", "topk("):  # fmt: skip
+        assert name in exprs, name
+    gateway = json.loads((DASHBOARDS / "gateway.json").read_text())
+    exprs = " ".join(t["expr"] for panel in gateway["panels"] for t in panel["targets"])
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
+        assert name in exprs, name
 
 
 # -- alerts and the runbook ----------------------------------------------------------------

