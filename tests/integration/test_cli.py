@@ -65,7 +65,7 @@ def test_a_rolled_back_version_rolls_out_again_with_again(
 ) -> None:  # type: ignore[no-untyped-def]
     """Issue 22: an operator who fixed what failed retries the canary from the CLI."""
     for seed, name in ((1, "a"), (2, "b")):
-        cli("adapters", "publish", str(make_lora(tmp_path / name, prepared_model, seed=seed)),
+        cli("adapters", "publish", str(sample_adapter(tmp_path / name, prepared_model, seed=seed)),
             "--alias", "retry")  # fmt: skip
     cli("rollout", "start", "retry", "retry-v2")
     assert json.loads(cli("rollout", "rollback", "retry", "--json").stdout)["state"] == (
