@@ -46,6 +46,7 @@ from gateway.quota_gate import Admission, estimate_tokens
 from gateway.responses_record import (
     chat_usage,
     log_status,
+    partial_record,
     request_record,
     response_record,
 )
@@ -119,13 +120,14 @@ class ResponsesService:
         outcome: tuple[Any, int, str | None] = ("cancelled", 499, "client went away")
         served = call.route.served_name
         sequence = 0
+        texts: list[str] = []  # the text so far, for a stream cut short
         try:
             async for line in _timed(call, upstream.lines()):
                 event = _event(line)
                 if event is not None:
                     sequence = int(event.get("sequence_number") or sequence)
                     line = _renamed(line, event, served)
-                    await self._follow(call, event)
+                    await self._follow(call, event, texts)
                 yield line
             if not call.finished:
                 raise EngineStreamBroken("engine stream ended before response.completed")
@@ -138,22 +140,26 @@ class ResponsesService:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()  # closing mid-body aborts the request in vLLM
             if not call.finished:
+                call.record.response = partial_record(texts)
                 call.charge_counted()
                 call.finish(*outcome)
             with anyio.CancelScope(shield=True):
                 await call.settle_quota()
 
-    async def _follow(self, call: Call, event: dict[str, Any]) -> None:
+    async def _follow(self, call: Call, event: dict[str, Any], texts: list[str]) -> None:
         """Count what an event produced; on the final one, record and journal the answer."""
         kind = event.get("type")
         if kind in ("response.output_text.delta", "response.function_call_arguments.delta"):
             call.mark_token()
             call.count(0, None, True)
+            if kind == "response.output_text.delta":
+                texts.append(str(event.get("delta") or ""))
         elif kind in _FINAL_EVENTS and isinstance(event.get("response"), dict):
             _settle(call, event["response"])
             await self.chat.conversations.durable()
         elif kind == "error":
             message = str(event.get("message") or "the engine reported an error")
+            call.record.response = partial_record(texts)
             call.charge_counted()
             call.finish("error", 500, message)
 

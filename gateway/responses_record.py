@@ -94,6 +94,11 @@ def response_record(response: dict[str, Any]) -> list[dict[str, Any]]:
     return [choice]
 
 
+def partial_record(texts: list[str]) -> list[dict[str, Any]]:
+    """The row's ``response`` for a stream cut short: the text relayed so far."""
+    return [{"index": 0, "content": "".join(texts), "finish_reason": None}]
+
+
 def finish_reason(response: dict[str, Any]) -> str | None:
     """Chat's word for how it ended; a response not yet done keeps its own (``queued``)."""
     status = response.get("status")

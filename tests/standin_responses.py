@@ -6,7 +6,8 @@
   streamed as ``event: <type>`` / ``data: {...}`` pairs, ``response.created`` first and
   ``response.completed`` last, no ``[DONE]``; ``store`` is silently off unless the store is
   enabled, and ``background`` then is a 400; a background response is queued and completes
-  in a thread unless cancelled;
+  in a thread unless cancelled; a stream asked with ``BREAK_WORD`` ends after three deltas,
+  without ``response.completed`` (an upstream broken off);
 * ``GET /v1/responses/{id}``: the stored response, else vLLM's 404;
 * ``POST /v1/responses/{id}/cancel``: a queued or running background response becomes
   ``cancelled``; a finished one is a 400 (``Cannot cancel a synchronous response.``).
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROMPT_TOKENS = 10
+BREAK_WORD = "breaking"  # a streamed answer to a question with it stops after three deltas
 
 
 @dataclass
@@ -100,7 +102,8 @@ def _create(handler: Any, owner: Any, body: dict[str, Any]) -> None:
         with owner.responses.lock:
             owner.responses.stored[response["id"]] = response
     if body.get("stream"):
-        _stream(handler, owner, response, words, delay_s)
+        broken = BREAK_WORD in _question(body.get("input"))
+        _stream(handler, owner, response, words, delay_s, broken)
     else:
         handler._json(response)
 
@@ -173,7 +176,12 @@ def _response(body: dict[str, Any], words: list[str], status: str) -> dict[str, 
 
 
 def _stream(
-    handler: Any, owner: Any, response: dict[str, Any], words: list[str], delay_s: float
+    handler: Any,
+    owner: Any,
+    response: dict[str, Any],
+    words: list[str],
+    delay_s: float,
+    broken: bool = False,
 ) -> None:
     handler.send_response(200)
     handler.send_header("content-type", "text/event-stream")
@@ -200,6 +208,8 @@ def _stream(
         {"type": "response.output_item.done", "output_index": 0, "item": item},
         {"type": "response.completed", "response": response},
     ]  # fmt: skip
+    if broken:
+        deltas, done = deltas[:3], []
     try:
         for number, event in enumerate([*events, *deltas, *done]):
             if event["type"] == "response.output_text.delta":

@@ -10,6 +10,7 @@ wrong form, a ``previous_response_id`` of another key, a body the gateway refuse
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 
 from core.settings import load_settings
 from tests.integration.conftest import sdk_client
-from tests.standin_responses import PROMPT_TOKENS
+from tests.standin_responses import BREAK_WORD, PROMPT_TOKENS
 from tests.standin_vllm import ANSWER, SLOW_WORD, StandInVllm
 from tests.support import ThreadedGateway, create_keys, wait_for_conversation, wait_until
 
@@ -124,6 +125,7 @@ def test_a_stream_the_client_leaves_is_logged_cancelled(site: Site) -> None:
     assert response_id is not None
     row = wait_for_conversation(site.database_url, response_id)
     assert row.status == "cancelled"
+    assert row.response[0]["content"].startswith("word0 word1 word2 word3 word4 ")
     assert 5 <= row.completion_tokens < 600  # a token per delta relayed
     assert row.prompt_tokens > 0  # estimated: vLLM said nothing
     wait_until(lambda: site.stand_in.abandoned == 1, 10, "vLLM to see the client gone")
@@ -231,3 +233,18 @@ def test_responses_count_against_the_monthly_budget(site: Site) -> None:
     with pytest.raises(openai.RateLimitError):
         client.responses.create(model=MODEL, input="Hello", max_output_tokens=590)
     client.responses.create(model=MODEL, input="Hello", max_output_tokens=100)
+
+
+def test_a_stream_vllm_breaks_off_ends_with_an_error_event(site: Site) -> None:
+    body = {"model": MODEL, "input": f"Answer {BREAK_WORD}", "stream": True}
+    with httpx.stream("POST", f"{site.gateway.base_url}/v1/responses", json=body,
+                      headers=site.headers(), timeout=60) as answer:  # fmt: skip
+        lines = [line for line in answer.iter_lines() if line]
+    assert answer.status_code == 200  # the stream had begun
+    assert lines[-2] == "event: error"
+    error = json.loads(lines[-1][5:])
+    assert error["type"] == "error" and error["code"] == "engine_stream_broken"
+    response_id = json.loads(lines[1][5:])["response"]["id"]
+    row = wait_for_conversation(site.database_url, response_id)
+    assert row.status == "error" and row.completion_tokens == 3
+    assert row.response[0]["content"] == "Purple teapots can "  # the text relayed
