@@ -72,9 +72,7 @@ class ResponsesService:
     async def create(
         self, body: dict[str, Any], principal: Principal, started: float
     ) -> Served[dict[str, Any]] | Served[AsyncIterator[bytes]]:
-        _check(body)
-        previous = await self._previous(body, principal)
-        call, replica = await self._begin(body, principal, started, previous)
+        call, replica = await self._begin(body, principal, started)
         if body.get("stream"):
             return await self._open_stream(call, replica, started)
         return await self._complete(call, replica)
@@ -125,7 +123,8 @@ class ResponsesService:
             async for line in _timed(call, upstream.lines()):
                 event = _event(line)
                 if event is not None:
-                    sequence = int(event.get("sequence_number") or sequence)
+                    number = event.get("sequence_number")
+                    sequence = number if isinstance(number, int) else sequence
                     line = _renamed(line, event, served)
                     await self._follow(call, event, texts)
                 yield line
@@ -164,14 +163,17 @@ class ResponsesService:
             call.finish("error", 500, message)
 
     async def _begin(
-        self, body: dict[str, Any], principal: Principal, started: float, previous: Owner | None
+        self, body: dict[str, Any], principal: Principal, started: float
     ) -> tuple[Call, Replica]:
-        """Admit, route and claim the id, as chat's ``_begin`` does for a completion."""
+        """Check, admit, route and claim the id, as chat's ``_begin`` does for a completion
+        (a refusal on the way is counted in the request metrics, as chat's)."""
         chat = self.chat
         route: Route | None = None
         admission: Admission | None = None
         response_id = f"resp_{uuid.uuid4().hex}"
         try:
+            _check(body)
+            previous = await self._previous(body, principal)
             prompt = estimate_tokens(body.get("input"), body.get("instructions"), body.get("tools"))
             overhead = chat.prompt_overhead(body["model"])
             max_output = self._max_output(body, prompt + overhead)
