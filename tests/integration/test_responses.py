@@ -24,7 +24,13 @@ from core.settings import load_settings
 from tests.integration.conftest import sdk_client
 from tests.standin_responses import BREAK_WORD, PROMPT_TOKENS
 from tests.standin_vllm import ANSWER, SLOW_WORD, StandInVllm
-from tests.support import ThreadedGateway, create_keys, wait_for_conversation, wait_until
+from tests.support import (
+    ThreadedGateway,
+    create_keys,
+    metric_value,
+    wait_for_conversation,
+    wait_until,
+)
 
 MODEL = "stand-in-model"
 
@@ -82,6 +88,11 @@ def test_create_and_retrieve_are_logged_like_chat(site: Site) -> None:
     assert row.prompt_tokens == PROMPT_TOKENS
     assert row.completion_tokens == len(ANSWER.split(" "))
     assert row.api_key_id is not None and row.latency_ms > 0
+    metrics = site.gateway.get("/metrics").text
+    ok = {"alias": MODEL, "version": MODEL, "status": "2xx"}
+    assert metric_value(metrics, "loragate_requests_total", **ok) == 1.0
+    tokens = {"alias": MODEL, "version": MODEL, "kind": "completion"}
+    assert metric_value(metrics, "loragate_tokens_total", **tokens) == row.completion_tokens
 
 
 def test_item_input_and_cut_short_answer(site: Site) -> None:
