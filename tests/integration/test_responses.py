@@ -259,3 +259,34 @@ def test_a_stream_vllm_breaks_off_ends_with_an_error_event(site: Site) -> None:
     row = wait_for_conversation(site.database_url, response_id)
     assert row.status == "error" and row.completion_tokens == 3
     assert row.response[0]["content"] == "Purple teapots can "  # the text relayed
+
+
+def test_a_response_is_read_on_the_replica_that_keeps_it(database_url: str, tmp_path: Path) -> None:
+    # Two gateways on one store, each listing the two replicas the other way round: the
+    # second one's own pick would be the replica that does not have the response.
+    replicas = [StandInVllm(MODEL, store_responses=True).start() for _ in range(2)]
+    keys = create_keys(database_url)
+    orders = {"one": replicas, "two": replicas[::-1]}
+    gateways = [_gateway(database_url, tmp_path / name, order) for name, order in orders.items()]
+    try:
+        first, second = (sdk_client(gateway.base_url, keys["chat"]) for gateway in gateways)
+        created = first.responses.create(model=MODEL, input="Hello")
+        assert created.id in replicas[0].responses.stored
+        assert created.id not in replicas[1].responses.stored
+        assert second.responses.retrieve(created.id).id == created.id
+        second.responses.create(model=MODEL, input="And?", previous_response_id=created.id)
+        assert replicas[0].bodies[-1]["previous_response_id"] == created.id
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        for replica in replicas:
+            replica.stop()
+
+
+def _gateway(database_url: str, data_dir: Path, replicas: list[StandInVllm]) -> ThreadedGateway:
+    urls = ",".join(replica.url for replica in replicas)
+    settings = load_settings(
+        data_dir=data_dir, engine_mode="external", database_url=database_url,
+        engine_urls=urls, base_model_name=MODEL, log_format="text",
+    )  # fmt: skip
+    return ThreadedGateway.start(settings)
