@@ -4,7 +4,8 @@ its output as one choice, its usage as prompt and completion tokens, its status 
 The log's readers (a key's history, the log search, the flagging rules, review and the
 trainer) read chat messages; a Responses row in that shape is read like any chat row. Input
 items with no chat counterpart (reasoning, images in a list of their own, built-in tool
-calls) are kept: the row then also has the ``input`` as sent.
+calls) are kept: the row then also has the ``input`` as sent. Function tools are in chat's
+shape too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from core.store.conversations import Status
 _TEXT_PARTS = ("input_text", "output_text", "text")
 # Fields of the body the row has in another form (messages), or that are the gateway's.
 _NOT_RECORDED = ("model", "request_id", "input", "instructions")
+# A Responses function tool is flat (``{"type": "function", "name": ...}``); chat nests these.
+_FUNCTION_KEYS = ("name", "description", "parameters", "strict")
 
 
 def request_record(payload: dict[str, Any]) -> dict[str, Any]:
@@ -25,7 +28,19 @@ def request_record(payload: dict[str, Any]) -> dict[str, Any]:
     record["messages"] = messages
     if not complete:
         record["input"] = payload.get("input")
+    if isinstance(payload.get("tools"), list):
+        record["tools"] = chat_tools(payload["tools"])
     return record
+
+
+def chat_tools(tools: list[Any]) -> list[dict[str, Any]]:
+    """Function tools in chat's shape (the trainer renders them with the chat template);
+    vLLM's built-in tools (web search, code interpreter, MCP) have none and are left out."""
+    return [
+        {"type": "function", "function": {key: tool[key] for key in _FUNCTION_KEYS if key in tool}}
+        for tool in tools
+        if isinstance(tool, dict) and tool.get("type") == "function"
+    ]
 
 
 def as_messages(instructions: Any, items: Any) -> tuple[list[dict[str, Any]], bool]:

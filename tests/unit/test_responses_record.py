@@ -78,3 +78,11 @@ def test_usage_in_chat_terms() -> None:
     usage = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
     assert chat_usage({"usage": usage}) == {"prompt_tokens": 7, "completion_tokens": 3}
     assert chat_usage({"usage": None}) is None  # a queued background response
+
+
+def test_function_tools_in_chat_shape() -> None:
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object"},
+               "strict": None}  # fmt: skip
+    record = request_record({"input": "Hi", "tools": [weather, {"type": "web_search_preview"}]})
+    assert record["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object"}, "strict": None}}]  # fmt: skip
