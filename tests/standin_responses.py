@@ -8,7 +8,8 @@
   enabled, and ``background`` then is a 400; a background response is queued and completes
   in a thread unless cancelled; a stream asked with ``BREAK_WORD`` ends after three deltas,
   without ``response.completed`` (an upstream broken off);
-* ``GET /v1/responses/{id}``: the stored response, else vLLM's 404;
+* ``GET /v1/responses/{id}``: the stored response, else vLLM's 404; ``?stream=true``
+  replays a background stream's events after ``starting_after`` (any other id: 400);
 * ``POST /v1/responses/{id}/cancel``: a queued or running background response becomes
   ``cancelled``; a finished one is a 400 (``Cannot cancel a synchronous response.``).
 """
@@ -21,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 PROMPT_TOKENS = 10
 BREAK_WORD = "breaking"  # a streamed answer to a question with it stops after three deltas
@@ -31,6 +33,7 @@ class ResponseStore:
     """vLLM's in-memory ``response_store``."""
 
     stored: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # background streams
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -50,13 +53,20 @@ def responses_post(handler: Any, owner: Any, body: dict[str, Any]) -> None:
 
 
 def responses_get(handler: Any, owner: Any) -> None:
-    response_id = handler.path.split("?", 1)[0].split("/")[-1]
+    path, _, query = handler.path.partition("?")
+    response_id, params = path.split("/")[-1], parse_qs(query)
     with owner.responses.lock:
         response = owner.responses.stored.get(response_id)
+        events = owner.responses.events.get(response_id)
     if response is None:
         handler._json(not_found(response_id), status=404)
-    else:
+    elif params.get("stream") != ["true"]:
         handler._json(response)
+    elif events is None:  # vLLM streams only what it ran in the background
+        handler._json(_error(f"Unknown response_id: {response_id}", "response_id"), 400)
+    else:
+        after = int(params.get("starting_after", ["-1"])[0])
+        send_events(handler, owner, events[after + 1 :], 0)
 
 
 def not_found(response_id: str) -> dict[str, Any]:
@@ -88,6 +98,16 @@ def _create(handler: Any, owner: Any, body: dict[str, Any]) -> None:
         words, status = words[:limit], "incomplete"
     stored = bool(body.get("store", True)) and owner.store_responses
     response = _response(body, words, status)
+    broken = BREAK_WORD in _question(body.get("input"))
+    if body.get("background") and body.get("stream"):
+        # vLLM serves a background stream from its event store, which GET ?stream=true
+        # replays: kept here whole, the response completed at once.
+        events = _events(response, words, broken)
+        with owner.responses.lock:
+            owner.responses.stored[response["id"]] = response
+            owner.responses.events[response["id"]] = events
+        send_events(handler, owner, events, delay_s)
+        return
     if body.get("background"):
         queued = {**response, "status": "queued", "output": [], "usage": None}
         with owner.responses.lock:
@@ -102,8 +122,7 @@ def _create(handler: Any, owner: Any, body: dict[str, Any]) -> None:
         with owner.responses.lock:
             owner.responses.stored[response["id"]] = response
     if body.get("stream"):
-        broken = BREAK_WORD in _question(body.get("input"))
-        _stream(handler, owner, response, words, delay_s, broken)
+        send_events(handler, owner, _events(response, words, broken), delay_s)
     else:
         handler._json(response)
 
@@ -175,18 +194,8 @@ def _response(body: dict[str, Any], words: list[str], status: str) -> dict[str, 
     }
 
 
-def _stream(
-    handler: Any,
-    owner: Any,
-    response: dict[str, Any],
-    words: list[str],
-    delay_s: float,
-    broken: bool = False,
-) -> None:
-    handler.send_response(200)
-    handler.send_header("content-type", "text/event-stream")
-    handler.send_header("transfer-encoding", "chunked")
-    handler.end_headers()
+def _events(response: dict[str, Any], words: list[str], broken: bool) -> list[dict[str, Any]]:
+    """vLLM's event sequence for a one-message answer, numbered."""
     item, part = response["output"][0], response["output"][0]["content"][0]
     started = {**response, "status": "in_progress", "output": [], "usage": None,
                "incomplete_details": None}  # fmt: skip
@@ -210,11 +219,20 @@ def _stream(
     ]  # fmt: skip
     if broken:
         deltas, done = deltas[:3], []
+    return [{**event, "sequence_number": number}
+            for number, event in enumerate([*events, *deltas, *done])]  # fmt: skip
+
+
+def send_events(handler: Any, owner: Any, events: list[dict[str, Any]], delay_s: float) -> None:
+    """The events as vLLM's SSE: ``event:`` and ``data:`` lines, no ``[DONE]``."""
+    handler.send_response(200)
+    handler.send_header("content-type", "text/event-stream")
+    handler.send_header("transfer-encoding", "chunked")
+    handler.end_headers()
     try:
-        for number, event in enumerate([*events, *deltas, *done]):
+        for event in events:
             if event["type"] == "response.output_text.delta":
                 time.sleep(delay_s)
-            event["sequence_number"] = number
             data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             handler._write(data)
         handler.wfile.write(b"0\r\n\r\n")

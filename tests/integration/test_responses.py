@@ -290,3 +290,21 @@ def _gateway(database_url: str, data_dir: Path, replicas: list[StandInVllm]) -> 
         engine_urls=urls, base_model_name=MODEL, log_format="text",
     )  # fmt: skip
     return ThreadedGateway.start(settings)
+
+
+def test_a_background_stream_is_replayed_to_its_key_only(site: Site) -> None:
+    client = site.client()
+    with client.responses.create(model=MODEL, input="Hello", background=True,
+                                 stream=True) as stream:  # fmt: skip
+        events = list(stream)
+    response_id = events[0].response.id  # type: ignore[union-attr]
+    replayed = list(client.responses.retrieve(response_id, stream=True, starting_after=3))
+    assert [event.sequence_number for event in replayed] == [
+        event.sequence_number for event in events[4:]]  # fmt: skip
+    assert replayed[-1].type == "response.completed"
+    with pytest.raises(openai.NotFoundError):
+        site.client("admin").responses.retrieve(response_id, stream=True)
+    # One vLLM did not run in the background has no events to replay: its 400, relayed.
+    plain = client.responses.create(model=MODEL, input="Hello").id
+    with pytest.raises(openai.BadRequestError, match="Unknown response_id"):
+        client.responses.retrieve(plain, stream=True)
