@@ -166,6 +166,10 @@ def test_another_keys_id_is_the_same_404_as_an_unknown_one(site: Site) -> None:
     for odd in ("nope", "resp_" + "x" * 300, "resp_%00"):
         response = site.gateway.get(f"/v1/responses/{odd}", headers=site.headers())
         assert response.status_code == 404 and response.json()["error"]["code"] is None
+    # A query Litestar cannot read is a 400 before ownership is looked at.
+    bad_query = site.gateway.get(f"/v1/responses/{mine}?stream=true&starting_after=x",
+                                 headers=site.headers())  # fmt: skip
+    assert bad_query.status_code == 400 and bad_query.json()["error"]["param"] is not None
     # Its owner still has it, and may follow up on it.
     assert site.client().responses.retrieve(mine).id == mine
     follow = site.client().responses.create(model=MODEL, input="And?", previous_response_id=mine)
