@@ -208,10 +208,7 @@ class ResponsesService:
     def _replica(self, route: Route, previous: Owner | None) -> Replica:
         """A follow-up goes where its previous response is kept; others where chat would."""
         if previous is not None:
-            replica = self.chat.engine.replica_at(previous.engine_url)
-            if replica is None:
-                raise ResponseNotFound(previous.response_id)
-            return replica
+            return self._kept_at(previous)
         return self.chat.engine.pick(route.upstream_model)
 
     def _max_output(self, body: dict[str, Any], prompt: int) -> int:
@@ -288,7 +285,7 @@ def _check(body: dict[str, Any]) -> None:
     """Only what the gateway needs itself; vLLM checks the rest and its 400s are relayed."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("model: a model name is required.", param="model")
-    if body.get("stream") not in (None, True, False):
+    if not isinstance(body.get("stream"), bool | None):  # 1 == True: a tuple test passes it
         raise InvalidRequest("stream must be a boolean.", param="stream")
     if "request_id" in body:
         raise InvalidRequest(

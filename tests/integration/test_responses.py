@@ -214,6 +214,7 @@ def test_background_response_can_be_cancelled_by_its_key(site: Site) -> None:
         ({"model": MODEL, "input": "Hi", "request_id": "resp_mine"}, 400, "request_id"),
         ({"input": "Hi"}, 400, "model"),
         ({"model": MODEL, "input": "Hi", "stream": "yes"}, 400, "stream"),
+        ({"model": MODEL, "input": "Hi", "stream": 1}, 400, "stream"),
         ({"model": MODEL, "input": "Hi", "previous_response_id": 7}, 400,
          "previous_response_id"),
         ({"model": "no-such-model", "input": "Hi"}, 404, "model"),
