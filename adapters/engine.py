@@ -196,6 +196,10 @@ class EngineClient:
         having = [replica for replica in healthy if model in replica.adapters]
         return min(having or healthy, key=lambda replica: replica.in_flight)
 
+    def replica_at(self, url: str) -> Replica | None:
+        """The configured replica at ``url`` (where a stored response was made), if any."""
+        return next((replica for replica in self.replicas if replica.url == url), None)
+
     def serving(self, model: str) -> bool:
         return any(replica.healthy and model in replica.adapters for replica in self.replicas)
 
@@ -215,17 +219,28 @@ class EngineClient:
             raw = await response.read()
             return _json_decode(raw) if raw.strip().startswith((b"{", b"[")) else raw.decode()
 
-    async def chat(self, payload: dict[str, Any], path: str = CHAT_PATH) -> dict[str, Any]:
-        """A chat (or, at ``path``, a text) completion, on a replica that has its model."""
-        replica = self.pick(payload.get("model"))
+    async def chat(
+        self, payload: dict[str, Any], path: str = CHAT_PATH, replica: Replica | None = None
+    ) -> dict[str, Any]:
+        """A chat (or, at ``path``, a text) completion, on a replica that has its model
+        (or on ``replica``: the one that keeps a stored response)."""
+        replica = replica or self.pick(payload.get("model"))
         async with self._request(replica, "POST", path, payload) as response:
             body: dict[str, Any] = _json_decode(await response.read())
             return body
 
-    async def stream_chat(self, payload: dict[str, Any], path: str = CHAT_PATH) -> EngineStream:
+    async def stream_chat(
+        self, payload: dict[str, Any], path: str = CHAT_PATH, replica: Replica | None = None
+    ) -> EngineStream:
         """Open a streaming chat; raises before returning if the engine refuses it."""
-        replica = self.pick(payload.get("model"))
-        context = self._request(replica, "POST", path, payload)
+        replica = replica or self.pick(payload.get("model"))
+        return await self.open_stream(replica, "POST", path, payload)
+
+    async def open_stream(
+        self, replica: Replica, method: str, path: str, payload: Any = None
+    ) -> EngineStream:
+        """Any streamed answer (a stored response's events too); raises if it is refused."""
+        context = self._request(replica, method, path, payload)
         response = await context.__aenter__()
         return EngineStream(context, response)
 

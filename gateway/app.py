@@ -20,12 +20,14 @@ from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient
 from core.settings import Settings
+from core.store.response_owners import ResponseOwners
 from gateway.auth import scope_guard
 from gateway.embeddings import EmbeddingService, embedding_model_name
 from gateway.history import ConversationHistory
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.openapi import document_errors
 from gateway.relay import EngineRelay
+from gateway.responses import ResponsesService
 from gateway.routes.adapters import AdapterRoutes, AliasRoutes
 from gateway.routes.admin import KeyRoutes
 from gateway.routes.collections import CollectionRoutes
@@ -93,6 +95,7 @@ def create_app(
             "chat": provide(services.chat),
             "embeddings": provide(_embedding_service(services)),
             "relay": provide(_engine_relay(services)),
+            "responses": provide(_responses_service(services)),
             "router": provide(services.router),
             "engine": provide(services.engine),
             "exposition": provide(services.exposition),
@@ -138,7 +141,11 @@ def _embedding_service(services: Services) -> EmbeddingService:
 
 
 def _engine_relay(services: Services) -> EngineRelay:
-    return EngineRelay(services.engine, services.router, services.metrics, services.chat.quotas)
+    return EngineRelay(services.engine, services.router)
+
+
+def _responses_service(services: Services) -> ResponsesService:
+    return ResponsesService(services.chat, ResponseOwners(services.db))
 
 
 def _state(services: Services) -> State:

@@ -1,7 +1,8 @@
 """Serving one chat completion: validate, route, call the engine, relay, record, measure.
 
-Each request becomes a ``_Call`` that owns its timing, metrics and conversation record and
-finishes exactly once, whatever happens (success, engine failure, client gone).
+Each request becomes a ``Call`` (the Responses API's too, ``gateway.responses``) that owns
+its timing, metrics and conversation record and finishes exactly once, whatever happens
+(success, engine failure, client gone).
 
 **What a request is charged** (its conversation row, its metrics and its key's quotas), by
 how it ended:
@@ -157,7 +158,7 @@ class ChatService:
         return Served(call.route, relay, overhead_ms)
 
     async def _relay(
-        self, call: _Call, upstream: EngineStream, include_usage: bool, continuous_usage: bool
+        self, call: Call, upstream: EngineStream, include_usage: bool, continuous_usage: bool
     ) -> AsyncIterator[bytes]:
         texts: dict[int, list[str]] = {}
         finish_reasons: dict[int, str | None] = {}
@@ -224,7 +225,7 @@ class ChatService:
 
     async def _begin(
         self, request: GenerationRequest, principal: Principal, started: float
-    ) -> _Call:
+    ) -> Call:
         route: Route | None = None
         admission: Admission | None = None
         try:
@@ -250,7 +251,7 @@ class ChatService:
             if request.output_limit is None:
                 self._apply_default_limit(payload, overhead)
         except Exception as exc:  # counted as refused, then handled like any other error
-            self._count_refused(route, exc, principal)
+            self.count_refused(route, exc, principal)
             if self.quotas is not None:
                 await self.quotas.settle(admission, 0)
             raise
@@ -269,9 +270,23 @@ class ChatService:
             experiment_id=route.experiment_id,
             arm=route.arm,
         )
-        call = _Call(self, route, payload, record, started, grounding, admission)
-        call.key = self.metrics.key_labels.of(principal)
+        call = self.open_call(route, payload, record, started, grounding, admission, principal)
         call.max_output, call.prompt_estimate = max_output, prompt_estimate
+        return call
+
+    def open_call(
+        self,
+        route: Route,
+        payload: dict[str, Any],
+        record: ConversationRecord,
+        started: float,
+        grounding: Grounding | None,
+        admission: Admission | None,
+        principal: Principal,
+    ) -> Call:
+        """A served request's bookkeeping, labelled for the per-key metrics."""
+        call = Call(self, route, payload, record, started, grounding, admission)
+        call.key = self.metrics.key_labels.of(principal)
         return call
 
     def _apply_default_limit(self, payload: dict[str, Any], overhead: int) -> None:
@@ -295,7 +310,7 @@ class ChatService:
             )
         return limit * (request.n if isinstance(request.n, int) else 1)
 
-    def _count_refused(self, route: Route | None, exc: Exception, principal: Principal) -> None:
+    def count_refused(self, route: Route | None, exc: Exception, principal: Principal) -> None:
         status_code = describe(exc).status_code
         alias, version = route_labels(route) if route else (UNROUTED, UNROUTED)
         self.metrics.requests.labels(alias, version, status_class(status_code)).inc()
@@ -334,7 +349,7 @@ class ChatService:
             )
 
 
-class _Call:
+class Call:
     """The bookkeeping of one request: metrics, timings and the record, finished once."""
 
     def __init__(
@@ -431,8 +446,9 @@ class _Call:
     def _prompt_estimate(self) -> int:
         payload = self.payload
         counted = estimate_tokens(
-            payload.get("messages"), payload.get("tools"), payload.get("prompt")
-        )
+            payload.get("messages"), payload.get("tools"), payload.get("prompt"),
+            payload.get("instructions"), payload.get("input"),  # a Responses API request
+        )  # fmt: skip
         return counted + self.service.prompt_overhead(self.record.requested_model)
 
     def cite(self, answer: str) -> list[dict[str, Any]]:

@@ -10,7 +10,8 @@ OpenAI-shaped body::
     ├── AuthenticationFailed    401  invalid_api_key
     ├── PermissionDenied        403  permission_denied
     ├── NotFound                404  not_found
-    │   └── ModelNotFound           404  model_not_found
+    │   ├── ModelNotFound           404  model_not_found
+    │   └── ResponseNotFound        404  (code null, as vLLM's: an unknown or another key's id)
     ├── Conflict                409  conflict: the resource changed since the client read it
     ├── PayloadTooLarge         413  request_too_large
     ├── RateLimited             429  rate_limit_exceeded (with Retry-After)
@@ -61,11 +62,21 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status_code = 404
     error_type = "invalid_request_error"
-    code = "not_found"
+    code: str | None = "not_found"
 
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class ResponseNotFound(NotFound):
+    """A Responses API id this key did not create: worded, typed and coded exactly as vLLM's
+    own 404 for an unknown id, so a key cannot tell another key's ids from unknown ones."""
+
+    code = None
+
+    def __init__(self, response_id: str) -> None:
+        super().__init__(f"Response with id '{response_id}' not found.", param="response_id")
 
 
 class Conflict(GatewayError):

@@ -24,7 +24,8 @@ ERROR_STATUSES = {
     400: "Bad request: malformed JSON, a field out of range, a context too long.",
     401: "Missing or wrong API key.",
     403: "The key lacks the route's scope.",
-    404: "No such model, version, completion, collection or document.",
+    404: "No such model, version, completion, response (or not this key's), collection or "
+    "document.",
     409: "Conflicts with the current state (a rollout already running, a review item "
     "changed since the revision named).",
     413: "Body over `max_body_bytes`.",
@@ -63,9 +64,25 @@ _SSE = OpenAPIMediaType(
     )
 )
 
+_RESPONSE_EVENTS = OpenAPIMediaType(
+    schema=Schema(
+        type=OpenAPIType.STRING,
+        description="vLLM's Responses API events as it sends them (`event: <type>` and "
+        "`data: {...}` lines), `response.created` first, `response.completed` last; a "
+        "failure mid-stream is an `event: error`.",
+    )
+)
+_STREAMED = {
+    "/v1/chat/completions": _SSE,
+    "/v1/completions": _SSE,
+    "/v1/responses": _RESPONSE_EVENTS,
+    "/v1/responses/{response_id}": _RESPONSE_EVENTS,
+}
+
 
 def document_errors(app: Litestar) -> None:
-    """Add the error responses, the SSE body of chat and the bearer key to every route."""
+    """Add the error responses, the SSE bodies of the streamed routes and the bearer key to
+    every route."""
     openapi = app.openapi_schema  # built once and cached: what /schema serves
     openapi.components = openapi.components or Components()
     schemas = openapi.components.schemas = dict(openapi.components.schemas or {})
@@ -87,10 +104,10 @@ def document_errors(app: Litestar) -> None:
                     content={"application/json": error},
                     headers=_retry_after() if status in (429, 503) else None,
                 )
-            if path in ("/v1/chat/completions", "/v1/completions"):
+            if path in _STREAMED:
                 ok = responses["200"]
                 assert isinstance(ok, OpenAPIResponse)
-                ok.content = {**(ok.content or {}), "text/event-stream": _SSE}
+                ok.content = {**(ok.content or {}), "text/event-stream": _STREAMED[path]}
 
 
 def _retry_after() -> dict[str, OpenAPIHeader | Reference]:

@@ -5,6 +5,10 @@ It serves ``/health``, ``/v1/models`` and ``/v1/chat/completions`` (streamed as 
 with usage), answers every question with ``ANSWER`` word by word, and answers a question with
 ``SLOW_WORD`` in it slowly and at length, so a test can stop it mid-stream. It keeps every body
 it was sent and counts the streams its client went away from.
+
+It also serves vLLM's Responses API (``tests/standin_responses.py``): ``POST /v1/responses``
+(streamed with vLLM's named events), ``GET /v1/responses/{id}`` and ``.../cancel``, with
+vLLM's store off unless ``store_responses`` (``VLLM_ENABLE_RESPONSES_API_STORE=1``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.standin_responses import ResponseStore, responses_get, responses_post
 from tests.support import free_port
 
 ANSWER = "Purple teapots can be returned within 47 days of purchase [1]."
@@ -32,6 +37,8 @@ class StandInVllm:
     bodies: list[dict[str, Any]] = field(default_factory=list)
     abandoned: int = 0  # streams the client closed before the end
     server: ThreadingHTTPServer | None = None
+    store_responses: bool = False  # vLLM's VLLM_ENABLE_RESPONSES_API_STORE
+    responses: ResponseStore = field(default_factory=ResponseStore)
 
     @property
     def url(self) -> str:
@@ -48,6 +55,9 @@ class StandInVllm:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
+
+    def answer(self, question: str) -> tuple[list[str], float]:
+        return answer_words(question)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -69,20 +79,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"object": "list", "data": [card]})
         elif self.path in ("/health", "/metrics"):
             self._json({})
+        elif self.path.startswith("/v1/responses/"):
+            responses_get(self, self.owner)
         else:
             self._json({"error": {"message": "not found"}}, status=404)
 
+    def do_DELETE(self) -> None:
+        # vLLM (FastAPI) has no DELETE on /v1/responses/{id}: the path exists, the method not.
+        self._json({"detail": "Method Not Allowed"}, status=405)
+
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = json.loads(raw) if raw else {}
         self.owner.bodies.append(body)
+        if self.path.startswith("/v1/responses"):
+            responses_post(self, self.owner, body)
+            return
         if self.path != "/v1/chat/completions":
             self._json({"error": {"message": "not found"}}, status=404)
             return
         last = next((m for m in reversed(body["messages"]) if m["role"] == "user"), {})
-        slow = SLOW_WORD in str(last.get("content", ""))
-        words = [f"word{n} " for n in range(SLOW_CHUNKS)] if slow else _words(ANSWER)
+        words, delay_s = answer_words(str(last.get("content", "")))
         if body.get("stream"):
-            self._stream(words, SLOW_DELAY_S if slow else FAST_DELAY_S)
+            self._stream(words, delay_s)
         else:
             self._json({
                 "object": "chat.completion", "model": body["model"],
@@ -123,6 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def answer_words(question: str) -> tuple[list[str], float]:
+    """The answer's words and the delay between them: ``ANSWER``, or slowly at length."""
+    if SLOW_WORD in question:
+        return [f"word{n} " for n in range(SLOW_CHUNKS)], SLOW_DELAY_S
+    return _words(ANSWER), FAST_DELAY_S
 
 
 def _words(text: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The conversation log: one row per served chat completion.
+"""The conversation log: one row per served chat completion (text completions and Responses
+API responses too, in the same shape).
 
 Rows are written whole, once the request has ended (ok, error or cancelled), by a background
 writer, so the database is off the request's hot path and a client that goes away cannot

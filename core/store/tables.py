@@ -84,6 +84,19 @@ class Conversation(Base):
     )
 
 
+class ResponseOwner(Base):
+    """Which key created a Responses API id, and which vLLM replica keeps it (vLLM stores
+    responses in its own memory): reads and cancels go there, for that key only."""
+
+    __tablename__ = "response_owners"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the response id
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: auth off
+    engine_url: Mapped[str] = mapped_column(String(500))
+    served_model: Mapped[str] = mapped_column(String(200))  # what the client was told
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Feedback(Base):
     """A user's or rule's verdict on one completion; one row per completion and key."""
 

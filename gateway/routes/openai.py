@@ -18,6 +18,7 @@ from gateway.embeddings import EmbeddingRequest, EmbeddingService
 from gateway.errors import ClientDisconnected
 from gateway.model_cards import model_card, model_cards
 from gateway.relay import EngineRelay
+from gateway.responses import ResponsesService
 from gateway.routing import ModelRouter
 from gateway.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest
 
@@ -118,13 +119,44 @@ class OpenAIRoutes(Controller):
 
     @post("/responses", status_code=200)
     async def create_response(
-        self, request: Request[Any, Any, Any], data: dict[str, Any], relay: EngineRelay
+        self, request: Request[Any, Any, Any], data: dict[str, Any], responses: ResponsesService
     ) -> Response[Any] | Stream:
-        """vLLM's Responses API, relayed (quotas and metrics, no conversation log)."""
-        answer = await relay.responses(data, request.state.principal)
+        """vLLM's Responses API: logged, charged and measured like chat; the id is the
+        gateway's, readable and cancellable by this key only; `stream: true` answers with
+        vLLM's server-sent events."""
+        started = time.perf_counter()
+        principal = request.state.principal
+        if data.get("stream") is True:
+            stream = await responses.create(data, principal, started)
+            headers = {**SSE_HEADERS, **_served_headers(stream)}
+            return Stream(stream.body, media_type="text/event-stream", headers=headers)
+        answer = await _cancel_on_disconnect(request, responses.create(data, principal, started))
+        return Response(answer.body, headers=_served_headers(answer))
+
+    @get("/responses/{response_id:str}")
+    async def retrieve_response(
+        self,
+        request: Request[Any, Any, Any],
+        response_id: str,
+        responses: ResponsesService,
+        stream: bool = False,
+        starting_after: int | None = None,
+    ) -> Response[Any] | Stream:
+        """A response this key created, as vLLM keeps it (vLLM stores responses only when
+        started with `VLLM_ENABLE_RESPONSES_API_STORE=1`); another key's id is 404."""
+        answer = await responses.retrieve(
+            response_id, request.state.principal, stream, starting_after
+        )
         if isinstance(answer, dict):
             return Response(answer)
         return Stream(answer, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    @post("/responses/{response_id:str}/cancel", status_code=200)
+    async def cancel_response(
+        self, request: Request[Any, Any, Any], response_id: str, responses: ResponsesService
+    ) -> dict[str, Any]:
+        """Cancel a background response this key created; another key's id is 404."""
+        return await responses.cancel(response_id, request.state.principal)
 
 
 class VllmRoutes(Controller):

@@ -95,6 +95,9 @@ def embedded_server(
         "LORAGATE_MAX_MODEL_LEN": "2048",
         "LORAGATE_ENGINE_RESTART_BACKOFF_S": "1",
         "LORAGATE_LOG_FORMAT": "json",
+        # vLLM keeps Responses API answers (GET, cancel, previous_response_id, background)
+        # only with its store on; off, the gateway's 404s are tested on the stand-in.
+        "VLLM_ENABLE_RESPONSES_API_STORE": "1",
     }
     database_url = f"sqlite+aiosqlite:///{data_dir / 'loragate.db'}"
     keys = create_keys(database_url)
