@@ -1,13 +1,35 @@
 """The one typed settings object.
 
 Values come, highest priority first, from keyword overrides, ``LORAGATE_*`` environment
-variables, an optional TOML file (``--config`` or ``LORAGATE_CONFIG``), then the defaults
-below. Every field is documented in docs/configuration.md, generated from this class by
-``loragate config docs``; a test keeps the two in sync.
+variables, an optional TOML file (``--config`` or ``LORAGATE_CONFIG``), then the defaults.
+Every setting is documented in docs/configuration.md, generated from this module and
+core/sections.py by ``loragate config docs``; a test keeps the two in sync.
+
+**Sections.** ``Settings`` is made of sections per topic, ``settings.train``,
+``settings.rollout``, ``settings.monitor``..., plus the top-level settings not yet grouped.
+A section is the component's own config object (a frozen pydantic dataclass in
+core/sections.py): ``RolloutController(policy=settings.rollout)``. So each default, bound and
+description is written once, in the section, and the wiring passes sections on instead of
+copying fields one by one. The sections live in ``core`` because ``core`` may not import
+the packages above it; the components import them from there.
+
+**Flat names, the one compatibility layer.** Operators, deploy/ manifests, docs and tests
+name settings flat: ``LORAGATE_TRAIN_LEARNING_RATE``, ``train_rank = 8`` in the TOML file,
+``load_settings(train_max_steps=8)``. Those names stay the public ones: each section field has
+one flat name, ``ENV_PREFIX`` + field name (or its ``ENV_NAMES`` entry), and
+``nest_flat_names`` turns ``{"train_rank": 8}`` into ``{"train": {"rank": 8}}`` in every source
+before the sources are merged (and in ``model_validate``), so priorities hold per setting.
+Nested input works too (``train={"rank": 8}``, a ``[train]`` TOML table). Reading is nested
+only: code says ``settings.train.rank``; to change a copy, replace the section,
+``settings.model_copy(update={"train": replace(settings.train, max_steps=8)})``.
+
+A bad value raises ConfigError naming the setting both ways, e.g. ``train_rank (train.rank,
+env LORAGATE_TRAIN_RANK): Input should be greater than or equal to 1``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -16,6 +38,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,7 +49,17 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
-from core.rollout_steps import check_rollout_steps
+from core.sections import (
+    CurationLimits,
+    ExperimentPolicy,
+    GatePolicy,
+    MonitorConfig,
+    RecipeConfig,
+    ReevalPolicy,
+    RolloutPolicy,
+    TrainConfig,
+    TrainerSchedule,
+)
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 
@@ -271,59 +304,13 @@ class Settings(BaseSettings):
         60.0, ge=0, description="How long a retired version stays loaded for in-flight requests."
     )
 
-    # -- rollouts ---------------------------------------------------------------------
-    rollout_steps: Annotated[list[int], NoDecode] = Field(
-        default_factory=lambda: [10, 25, 50, 100],
-        description="Canary traffic steps in percent, rising to 100 (comma list in the env).",
-    )
-    rollout_interval_s: float = Field(
-        300.0, gt=0, description="Analysis interval: how long each step collects traffic."
-    )
-    rollout_min_samples: int = Field(
-        20, ge=1, description="Requests (or feedback, or grounded answers) a gate needs per side."
-    )
-    rollout_failure_threshold: int = Field(
-        2, ge=1, description="Failed analyses that roll a canary back."
-    )
-    rollout_max_negative_rate_increase: float = Field(
-        0.10, ge=0, le=1, description="Gate: canary negative-feedback rate minus live's."
-    )
-    rollout_max_groundedness_drop: float = Field(
-        0.10, ge=0, le=1, description="Gate: live mean groundedness minus canary's."
-    )
-    rollout_max_error_rate_increase: float = Field(
-        0.05, ge=0, le=1, description="Gate: canary error rate minus live's."
-    )
-    rollout_max_p95_latency_ratio: float = Field(
-        1.5, gt=0, description="Gate: canary p95 latency over live's."
-    )
+    # -- rollouts and experiments ------------------------------------------------------
     max_ratings_per_key: int | None = Field(
         50,
         ge=1,
         description="Ratings one API key adds to a version's rollout statistics per analysis "
         "window, and to an experiment arm's; its later ones are not counted, so one key "
         "cannot steer a rollout or an experiment. Unset: no cap.",
-    )
-
-    # -- A/B experiments ----------------------------------------------------------------
-    experiment_alpha: float = Field(
-        0.05, gt=0, lt=1,
-        description="Largest chance an experiment declares a difference that is not there, "
-        "however often it is looked at (mixture SPRT; split across the arms compared).",
-    )  # fmt: skip
-    experiment_tau: float = Field(
-        0.1, gt=0, le=1,
-        description="The size of difference in positive-feedback rate the test is tuned to "
-        "find fastest (the mixture's spread).",
-    )  # fmt: skip
-    experiment_min_samples: int = Field(
-        20, ge=5, description="Rated answers each arm needs before a decision."
-    )
-    experiment_max_samples: int = Field(
-        1000, ge=1, description="Rated answers per arm after which an undecided experiment stops."
-    )
-    experiment_max_duration_s: float = Field(
-        14 * 86_400.0, gt=0, description="How long an undecided experiment runs at most."
     )
 
     # -- requests ---------------------------------------------------------------------
@@ -398,166 +385,32 @@ class Settings(BaseSettings):
         description="Approve user corrections without review. Off: an operator approves each.",
     )
 
-    # -- training (the `loragate trainer` worker and `loragate train`) --------------------
-    train_method: Literal["qlora", "lora"] = Field(
-        "qlora", description="`qlora`: 4-bit NF4 base, double quant; `lora`: bf16 base."
+    # -- the sections (core/sections.py) ------------------------------------------------
+    train: TrainConfig = Field(default_factory=TrainConfig, description="A LoRA training run.")
+    curation: CurationLimits = Field(
+        default_factory=CurationLimits, description="Training examples and their split."
     )
-    train_rank: int = Field(16, ge=1, le=512, description="LoRA rank r.")
-    train_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
-    train_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    train_target_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                 "up_proj", "down_proj"],
-        description="Modules that get LoRA weights (comma list in the env).",
-    )  # fmt: skip
-    train_epochs: float = Field(
-        2.0, ge=0,
-        description="Passes over the training set; 0: sized to the data (about 400 examples "
-        "seen, 1 to 4 passes).",
-    )  # fmt: skip
-    train_max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: epochs.")
-    train_learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
-    train_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
-    train_eval_every: int = Field(
-        10, ge=0, description="Steps between validation losses (0: only at the end)."
+    recipe: RecipeConfig = Field(
+        default_factory=RecipeConfig, description="Expanding corrections before training."
     )
-    train_patience: int = Field(
-        3, ge=1, description="Validations without improvement before stopping early."
+    trainer: TrainerSchedule = Field(
+        default_factory=TrainerSchedule, description="The trainer worker's schedule."
     )
-    train_checkpoint_every: int = Field(
-        10, ge=1, description="Steps between resumable checkpoints."
+    evaluation: GatePolicy = Field(
+        default_factory=GatePolicy, description="Scoring a candidate and its publishing gate."
     )
-    train_compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto",
-        description="Compute dtype of the 4-bit layers and the LoRA weights; auto: bfloat16 "
-        "on a GPU or a CPU with native bfloat16 (AVX512-BF16, AMX), else float32.",
-    )  # fmt: skip
-    train_optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
-        "adamw", description="Optimizer; the 8-bit ones (bitsandbytes) need CUDA."
+    reeval: ReevalPolicy = Field(
+        default_factory=ReevalPolicy, description="Re-scoring what serves, on a schedule."
     )
-    train_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="`auto` trains on CUDA when present, else on the CPU."
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="Canary rollouts and their gates."
     )
-    train_threads: int = Field(0, ge=0, description="CPU threads for training; 0: every core.")
-    train_max_example_tokens: int = Field(
-        1024, ge=32, description="Examples longer than this (prompt + reply) are dropped."
+    experiments: ExperimentPolicy = Field(
+        default_factory=ExperimentPolicy, description="A/B experiments between versions."
     )
-    train_max_reply_chars: int = Field(
-        8192, ge=1, description="Corrections longer than this are dropped."
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig, description="Drift and quality monitoring."
     )
-    train_holdout_fraction: float = Field(
-        0.25, gt=0, lt=1, description="Share of each flag reason frozen into the holdout."
-    )
-    train_validation_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
-    )
-    train_rehearsal_fraction: float = Field(
-        0.2, ge=0, lt=1,
-        description="Share of the training set that replays the base model's own answers to "
-        "general prompts, against forgetting; 0: none.",
-    )  # fmt: skip
-    train_recipe: bool = Field(
-        False,
-        description="Expand each correction before training (rewordings, closed-book and "
-        "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
-    )
-    train_rewrites: int = Field(
-        2, ge=0, le=12,
-        description="Templated rewordings of each corrected question in the training set.",
-    )  # fmt: skip
-    train_paraphrases: int = Field(
-        1, ge=0, le=8,
-        description="Rewordings asked of the live model per corrected question; each is kept "
-        "only if it keeps every name and number.",
-    )  # fmt: skip
-    train_min_examples: int = Field(
-        8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
-    )
-    train_near_duplicate_similarity: float = Field(
-        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
-    )
-    eval_margin: float = Field(
-        0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
-    )
-    eval_probe_tolerance: float = Field(
-        0.15, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
-    )
-    eval_max_tokens: int = Field(96, ge=1, description="Reply length when scoring.")
-    eval_concurrency: int = Field(
-        16, ge=1, le=256, description="Scoring requests in flight at once (vLLM batches them)."
-    )
-    trainer_min_new_examples: int = Field(
-        20, ge=1, description="New approved examples of an alias that trigger a training run."
-    )
-    trainer_schedule_s: float = Field(
-        0.0, ge=0, description="Also train every this many seconds when anything is new; 0: off."
-    )
-    trainer_poll_s: float = Field(30.0, gt=0, description="How often the worker polls the store.")
-    trainer_auto_rollout: bool = Field(
-        True, description="Start a canary rollout when a candidate passes the gate."
-    )
-    trainer_on_monitor: bool = Field(
-        True,
-        description="Also train an alias whose latest monitor report asks for it (drift, low "
-        "positive ratio, high I-don't-know rate) or whose latest re-evaluation found it "
-        "degraded, once it has `trainer_monitor_min_new_examples`.",
-    )
-    trainer_monitor_min_new_examples: int = Field(
-        5, ge=1, description="New approved examples a monitor-triggered run needs."
-    )
-
-    reeval_interval_s: float = Field(
-        86_400.0,
-        ge=0,
-        description="How often the trainer worker re-scores every serving version of every "
-        "alias on its (grown) holdout and the probes; 0: off.",
-    )
-    reeval_tolerance: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="Holdout accuracy a version may lose against its publish-time score (the "
-        "base model: its first scheduled score) before its alias is marked degraded.",
-    )
-    reeval_min_holdout: int = Field(
-        5, ge=1, description="Holdout items needed before a drop can mark an alias degraded."
-    )
-
-    # -- quality and drift monitoring ----------------------------------------------------
-    monitor_interval_s: float = Field(
-        300.0, ge=0, description="How often the leader gateway writes monitor reports; 0: off."
-    )
-    monitor_window: int = Field(
-        200, ge=2, description="Queries in each drift window (reference and current)."
-    )
-    monitor_min_queries: int = Field(
-        30, ge=2, description="Fewest queries per window for a drift verdict."
-    )
-    monitor_permutations: int = Field(
-        200, ge=10, description="Shuffles in the MMD permutation test (p-value resolution)."
-    )
-    monitor_drift_p_value: float = Field(
-        0.01, gt=0, lt=1, description="Drift needs a permutation-test p-value below this ..."
-    )
-    monitor_drift_min_distance: float = Field(
-        0.05, ge=0, le=2, description="... and a centroid cosine distance at least this."
-    )
-    monitor_kpi_window_s: float = Field(
-        86_400.0, gt=0, description="Quality KPIs cover this much recent traffic."
-    )
-    monitor_kpi_sample: int = Field(
-        2000, ge=1, description="At most this many recent completions per alias for the KPIs."
-    )
-    monitor_min_feedback: int = Field(
-        20, ge=1, description="Feedback the live version needs before its ratio can trigger."
-    )
-    monitor_min_positive_ratio: float = Field(
-        0.5, ge=0, le=1, description="A live positive-feedback ratio below this asks to train."
-    )
-    monitor_max_idk_rate: float = Field(
-        0.5, ge=0, le=1, description="A live I-don't-know rate above this asks to train."
-    )
-    monitor_retention_days: int = Field(90, ge=1, description="Monitor reports kept this long.")
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -568,24 +421,10 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("rollout_steps", mode="before")
-    @classmethod
-    def _split_steps(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [int(part) for part in value.replace("[", "").replace("]", "").split(",")]
-        return value
-
     @field_validator("retrieval_models", "flag_rules", "flag_rules_by_alias", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
-
-    @field_validator("train_target_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("adapter_publish_roots", mode="before")
     @classmethod
@@ -617,15 +456,20 @@ class Settings(BaseSettings):
             raise ValueError("workers: embedded engine mode runs one gateway worker")
         if self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras: must be at least max_loras")
-        try:
-            check_rollout_steps(self.rollout_steps)
-        except ValueError as exc:
-            raise ValueError(f"rollout_{exc}") from None
-        if self.train_rank > self.max_lora_rank:
+        if self.train.rank > self.max_lora_rank:
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
+        if self.train.method == "full":
+            raise ValueError(
+                "train_method: `full` is for the benchmark; the gateway serves adapters"
+            )
         if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        return nest_flat_names(data)
 
     @classmethod
     def settings_customise_sources(
@@ -636,9 +480,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # Each source's flat names are nested before the sources are merged, so a keyword
+        # ``train_rank`` still wins over ``LORAGATE_TRAIN_RANK``, and that over the file.
+        sources: list[PydanticBaseSettingsSource] = [
+            _Nested(settings_cls, init_settings),
+            FlatEnvSource(settings_cls),
+        ]
         if settings_cls.model_config.get("toml_file"):
-            sources.append(TomlConfigSettingsSource(settings_cls))
+            sources.append(_FlatToml(settings_cls))
         return tuple(sources)
 
     # -- derived values ---------------------------------------------------------------
@@ -691,9 +540,140 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid settings: {exc}") from None
 
 
+# -- the flat names ----------------------------------------------------------------------
+def _sections() -> dict[str, type]:
+    """Settings field name -> section class, for the fields that hold a section."""
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and hasattr(field.annotation, "ENV_PREFIX")
+    }
+
+
+def section_fields(section: type) -> dict[str, FieldInfo]:
+    """A section's settings, by field name: every field but the ``INTERNAL`` ones."""
+    fields: dict[str, FieldInfo] = section.__pydantic_fields__  # type: ignore[attr-defined]
+    return {name: info for name, info in fields.items() if name not in section.INTERNAL}  # type: ignore[attr-defined]
+
+
+def flat_name(section: type, field: str) -> str:
+    """The flat name of a section's field: ``LORAGATE_`` + it is its environment variable."""
+    names: dict[str, str] = section.ENV_NAMES  # type: ignore[attr-defined]
+    return names.get(field) or section.ENV_PREFIX + field  # type: ignore[attr-defined]
+
+
+SECTIONS = _sections()
+# Flat name -> (section field, field in the section), and back.
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    flat_name(section, field): (name, field)
+    for name, section in SECTIONS.items()
+    for field in section_fields(section)
+}
+NESTED_NAMES = {place: flat for flat, place in FLAT_NAMES.items()}
+assert not set(FLAT_NAMES) & set(Settings.model_fields), "a flat name is also a field"
+assert len(FLAT_NAMES) == sum(len(section_fields(s)) for s in SECTIONS.values()), "a name twice"
+
+
+def env_names() -> list[str]:
+    """Every setting's flat name, in the order of the docs: top-level fields, then the
+    sections' fields."""
+    top = [name for name in Settings.model_fields if name not in SECTIONS]
+    return top + list(FLAT_NAMES)
+
+
+def nest_flat_names(data: Any) -> Any:
+    """``{"train_rank": 8}`` -> ``{"train": {"rank": 8}}``: the compatibility layer that keeps
+    the flat names (environment, TOML, keywords) working on the nested settings. Nested input
+    (``train={"rank": 8}`` or a ``[train]`` TOML table) passes through; a flat name wins over
+    the same setting given nested in the same source."""
+    if not isinstance(data, dict) or not any(key in FLAT_NAMES for key in data):
+        return data
+    nested: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in FLAT_NAMES:
+            continue
+        if key in SECTIONS and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        nested[key] = dict(value) if key in SECTIONS and isinstance(value, dict) else value
+    for key, value in data.items():
+        if key in FLAT_NAMES:
+            section, field = FLAT_NAMES[key]
+            part = nested.setdefault(section, {})
+            if not isinstance(part, dict):
+                raise ValueError(f"{key}: given beside a whole {section!r} section")
+            part[field] = value
+    return nested
+
+
+class _Nested(PydanticBaseSettingsSource):
+    """Another source's values, with the flat names nested (see ``nest_flat_names``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(nest_flat_names(self.inner()))
+
+
+class _FlatToml(TomlConfigSettingsSource):
+    """The TOML file, flat names nested (a ``[train]`` table works too)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(nest_flat_names(super().__call__()))
+
+
+class FlatEnvSource(PydanticBaseSettingsSource):
+    """``LORAGATE_<FLAT NAME>`` (any case) for every setting, nested; nothing else is read.
+    Values stay strings: the fields' validators split lists and parse JSON."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        found = {
+            name: environ[f"LORAGATE_{name.upper()}"]
+            for name in env_names()
+            if f"LORAGATE_{name.upper()}" in environ
+        }
+        return dict(nest_flat_names(found))
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        problems.append(f"{field}: {error['msg']}")
+        problems.append(
+            _describe_error(tuple(error["loc"]), error["msg"].removeprefix("Value error, "))
+        )
     return "invalid settings: " + "; ".join(problems)
+
+
+def _describe_error(loc: tuple[Any, ...], message: str) -> str:
+    """``train_rank (train.rank, env LORAGATE_TRAIN_RANK): ...``: the setting as the operator
+    and as the code name it."""
+    if not loc:
+        field, _, rest = message.partition(": ")
+        if field in FLAT_NAMES or field in Settings.model_fields:
+            loc, message = (field,), rest
+        else:
+            return message
+    head = str(loc[0])
+    if head in SECTIONS and len(loc) == 1:
+        field, _, rest = message.partition(": ")
+        if field in section_fields(SECTIONS[head]):
+            loc, message = (head, field), rest
+    if head in SECTIONS and len(loc) >= 2 and (head, str(loc[1])) in NESTED_NAMES:
+        flat = NESTED_NAMES[head, str(loc[1])]
+        where = ".".join(str(part) for part in loc)
+        return f"{flat} ({where}, env LORAGATE_{flat.upper()}): {message}"
+    if head in FLAT_NAMES:
+        section, field = FLAT_NAMES[head]
+        return f"{head} ({section}.{field}, env LORAGATE_{head.upper()}): {message}"
+    where = ".".join(str(part) for part in loc)
+    if head in Settings.model_fields:
+        return f"{where} (env LORAGATE_{head.upper()}): {message}"
+    return f"{where}: {message}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -19,12 +19,13 @@ from prometheus_client import CollectorRegistry
 from adapters.base_model import check_model_dir
 from adapters.engine import EngineClient, EngineClientConfig
 from adapters.errors import BaseModelError
-from adapters.experiments import ExperimentController, ExperimentPolicy
+from adapters.experiments import ExperimentController
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry, ValidationLimits
-from adapters.rollout import RolloutController, RolloutPolicy
+from adapters.rollout import RolloutController
 from adapters.supervisor import EngineLaunch, served_chat_template
 from core.errors import ConfigError
+from core.sections import CurationLimits, RecipeConfig, TrainConfig
 from core.settings import Settings
 from core.store import Database
 from core.store.conversations import ConversationLog
@@ -45,32 +46,15 @@ from gateway.rollout_stats import experiment_outcomes, version_stats
 from gateway.routing import ModelRouter
 from gateway.services import Services
 from gateway.state_metrics import StateMetrics
-from monitor.service import MonitorConfig, QualityMonitor
+from monitor.service import QualityMonitor
 from retrieval.chunking import ChunkingConfig
 from retrieval.embeddings import Embedder
 from retrieval.index import IndexConfig
 from retrieval.service import RetrievalConfig, Retriever
-from trainer.dataset import CurationLimits
-from trainer.evaluate import GatePolicy
 from trainer.job import JobConfig, TrainingJob
-from trainer.qlora import TrainConfig
-from trainer.recipe import RecipeConfig
-from trainer.reeval import ReevalPolicy, Reevaluator
+from trainer.reeval import Reevaluator
 from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
-
-
-def rollout_policy(settings: Settings) -> RolloutPolicy:
-    return RolloutPolicy(
-        steps=tuple(settings.rollout_steps),
-        interval_s=settings.rollout_interval_s,
-        min_samples=settings.rollout_min_samples,
-        failure_threshold=settings.rollout_failure_threshold,
-        max_negative_rate_increase=settings.rollout_max_negative_rate_increase,
-        max_groundedness_drop=settings.rollout_max_groundedness_drop,
-        max_error_rate_increase=settings.rollout_max_error_rate_increase,
-        max_p95_latency_ratio=settings.rollout_max_p95_latency_ratio,
-    )
 
 
 def adapter_registry(settings: Settings, db: Database) -> Registry:
@@ -148,18 +132,8 @@ def rollout_controller(
         stats=lambda version, since, until: version_stats(
             db, version or settings.base_model_name, since, until, settings.max_ratings_per_key
         ),
-        policy=rollout_policy(settings),
+        policy=settings.rollout,
         is_leader=leader.is_leader,
-    )
-
-
-def experiment_policy(settings: Settings) -> ExperimentPolicy:
-    return ExperimentPolicy(
-        alpha=settings.experiment_alpha,
-        tau=settings.experiment_tau,
-        min_samples=settings.experiment_min_samples,
-        max_samples=settings.experiment_max_samples,
-        max_duration_s=settings.experiment_max_duration_s,
     )
 
 
@@ -173,7 +147,7 @@ def experiment_controller(
         outcomes=lambda experiment_id: experiment_outcomes(
             db, experiment_id, settings.max_ratings_per_key
         ),
-        policy=experiment_policy(settings),
+        policy=settings.experiments,
         is_leader=leader.is_leader,
     )
 
@@ -244,27 +218,11 @@ def default_quota(settings: Settings) -> Quota:
     )
 
 
-def monitor_config(settings: Settings) -> MonitorConfig:
-    return MonitorConfig(
-        window=settings.monitor_window,
-        min_queries=settings.monitor_min_queries,
-        permutations=settings.monitor_permutations,
-        drift_p_value=settings.monitor_drift_p_value,
-        drift_min_distance=settings.monitor_drift_min_distance,
-        kpi_window_s=settings.monitor_kpi_window_s,
-        kpi_sample=settings.monitor_kpi_sample,
-        min_feedback=settings.monitor_min_feedback,
-        min_positive_ratio=settings.monitor_min_positive_ratio,
-        max_idk_rate=settings.monitor_max_idk_rate,
-        retention_days=settings.monitor_retention_days,
-    )
-
-
 def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> QualityMonitor:
     return QualityMonitor(
         db=db,
         embed=embed_with.embed,
-        config=monitor_config(settings),
+        config=settings.monitor,
         base_model_name=settings.base_model_name,
     )
 
@@ -370,55 +328,20 @@ def build_services(
 
 
 def train_config(settings: Settings) -> TrainConfig:
+    """The training section, with the chat template vLLM serves the base model with."""
     model_dir = settings.resolved_base_model_path.resolve()
-    return TrainConfig(
-        method=settings.train_method,
-        rank=settings.train_rank,
-        alpha=settings.train_alpha,
-        dropout=settings.train_dropout,
-        target_modules=tuple(settings.train_target_modules),
-        epochs=settings.train_epochs,
-        max_steps=settings.train_max_steps,
-        learning_rate=settings.train_learning_rate,
-        batch_size=settings.train_batch_size,
-        max_tokens=settings.train_max_example_tokens,
-        eval_every=settings.train_eval_every,
-        patience=settings.train_patience,
-        checkpoint_every=settings.train_checkpoint_every,
-        compute_dtype=settings.train_compute_dtype,
-        optimizer=settings.train_optimizer,
-        device=settings.train_device,
-        threads=settings.train_threads,
-        chat_template=str(served_chat_template(model_dir, settings.engine_chat_template) or ""),
-    )
+    template = served_chat_template(model_dir, settings.engine_chat_template)
+    return replace(settings.train, chat_template=str(template or ""))
 
 
 def curation_limits(settings: Settings) -> CurationLimits:
-    return CurationLimits(
-        max_example_tokens=settings.train_max_example_tokens,
-        max_reply_chars=settings.train_max_reply_chars,
-        holdout_fraction=settings.train_holdout_fraction,
-        validation_fraction=settings.train_validation_fraction,
-        near_duplicate_similarity=settings.train_near_duplicate_similarity,
-        min_train_examples=settings.train_min_examples,
-    )
-
-
-def gate_policy(settings: Settings) -> GatePolicy:
-    return GatePolicy(margin=settings.eval_margin, probe_tolerance=settings.eval_probe_tolerance)
-
-
-def reeval_policy(settings: Settings) -> ReevalPolicy:
-    return ReevalPolicy(
-        tolerance=settings.reeval_tolerance, min_holdout=settings.reeval_min_holdout
-    )
+    """The curation section; its example length is the training run's."""
+    return replace(settings.curation, max_example_tokens=settings.train.max_tokens)
 
 
 def recipe_config(settings: Settings) -> RecipeConfig | None:
     """None: train on the conversations as served."""
-    if not settings.train_recipe:
-        return None
-    return RecipeConfig(rewrites=settings.train_rewrites, paraphrases=settings.train_paraphrases)
+    return settings.recipe if settings.recipe.enabled else None
 
 
 def job_config(settings: Settings) -> JobConfig:
@@ -430,11 +353,11 @@ def job_config(settings: Settings) -> JobConfig:
         engine_api_key=settings.engine_api_key,
         train=train_config(settings),
         limits=curation_limits(settings),
-        gate=gate_policy(settings),
-        eval_max_tokens=settings.eval_max_tokens,
-        eval_concurrency=settings.eval_concurrency,
-        auto_rollout=settings.trainer_auto_rollout,
-        rehearsal_fraction=settings.train_rehearsal_fraction,
+        gate=settings.evaluation,
+        eval_max_tokens=settings.evaluation.max_tokens,
+        eval_concurrency=settings.evaluation.concurrency,
+        auto_rollout=settings.trainer.auto_rollout,
+        rehearsal_fraction=settings.trainer.rehearsal_fraction,
         recipe=recipe_config(settings),
     )
 
@@ -487,7 +410,7 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
             regrounder=grounding,
         )
         reevaluator = Reevaluator(
-            job=job, store=TrainerStore(db), regrounder=grounding, policy=reeval_policy(settings)
+            job=job, store=TrainerStore(db), regrounder=grounding, policy=settings.reeval
         )
         yield TrainerParts(db=db, registry=registry, job=job, reevaluator=reevaluator)
     finally:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ def test_the_candidate_beats_the_base_and_rolls_out(loop: Loop, trained: RunOutc
     candidate = report["candidate"]["holdout"]["accuracy"]
     base = report["baseline"]["holdout"]["accuracy"]
     assert report["baseline"]["model"] == BASE_MODEL
-    assert candidate >= base + loop.settings.eval_margin
+    assert candidate >= base + loop.settings.evaluation.margin
     assert report["training"]["steps"] == TRAIN_STEPS
     assert report["training"]["rehearsal_examples"] > 0  # the base's answers, against forgetting
     runs = _rows(loop.settings, select(TrainingRun).where(TrainingRun.alias == ALIAS))
@@ -298,7 +298,10 @@ async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) ->
 
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
     _copy_alias(loop.settings, "cycles-wrong", wrong=True)
-    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 8}), "cycles-wrong")
+    outcome = _train(
+        loop.settings.model_copy(update={"train": replace(loop.settings.train, max_steps=8)}),
+        "cycles-wrong",
+    )
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
@@ -318,7 +321,7 @@ def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunO
     with pytest.raises(DatasetError, match="no approved examples"):
         _train(loop.settings, "cycles-empty")
     _copy_alias(loop.settings, "cycles-long", wrong=False, limit=10)
-    tiny = loop.settings.model_copy(update={"train_max_example_tokens": 40})
+    tiny = loop.settings.model_copy(update={"train": replace(loop.settings.train, max_tokens=40)})
     with pytest.raises(DatasetError, match="over_context"):
         _train(tiny, "cycles-long")
     runs = _rows(

@@ -46,7 +46,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from core.settings import Settings
+from core.settings import Settings, env_names
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -59,7 +59,7 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # vLLM refuses any other --max-lora-rank (its argument parser lists these choices).
 VLLM_LORA_RANKS = {1, 8, 16, 32, 64, 128, 256, 320, 512}
 PLACEHOLDER = "CHANGE_ME"
-SETTINGS_ENV = {f"LORAGATE_{name.upper()}" for name in Settings.model_fields}
+SETTINGS_ENV = {f"LORAGATE_{name.upper()}" for name in env_names()}
 # Read by the CLI (`--config`), not a field.
 NON_FIELD_ENV = {"LORAGATE_CONFIG"}
 
@@ -559,7 +559,7 @@ def test_gateway_and_trainer_settings_validate(
                 assert not multiproc.is_relative_to(settings.data_dir), where
                 assert env.get("PROMETHEUS_MULTIPROC_DIR") == str(multiproc), where
         else:
-            assert settings.train_device == "cuda", where
+            assert settings.train.device == "cuda", where
 
 
 # -- vLLM ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.settings import load_settings
+from core.settings import FLAT_NAMES, SECTIONS, Settings, env_names, load_settings, section_fields
 from core.settings_docs import END_MARKER, START_MARKER, replace_table, settings_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +49,15 @@ def test_engine_urls_accept_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"workers": 4}, "workers"),
         ({"not_a_setting": 1}, "not_a_setting"),
         ({"max_body_bytes": "lots"}, "max_body_bytes"),
+        # Settings of a section: named flat and by their environment variable.
+        ({"train_learning_rate": 2}, "LORAGATE_TRAIN_LEARNING_RATE"),
+        ({"train_max_example_tokens": 1}, "LORAGATE_TRAIN_MAX_EXAMPLE_TOKENS"),
+        ({"train_rank": 64}, "LORAGATE_TRAIN_RANK"),  # over max_lora_rank
+        ({"train": {"dropout": 1.5}}, "LORAGATE_TRAIN_DROPOUT"),  # given nested
+        ({"monitor_window": "wide"}, "LORAGATE_MONITOR_WINDOW"),
+        ({"rollout_steps": [10, 5, 100]}, "LORAGATE_ROLLOUT_STEPS"),
+        ({"train_method": "full"}, "LORAGATE_TRAIN_METHOD"),
+        ({"train_no_such_thing": 1}, "train_no_such_thing"),
     ],
 )
 def test_bad_values_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -72,3 +81,34 @@ def test_replace_table_needs_markers() -> None:
     with pytest.raises(ValueError, match="markers"):
         replace_table("no markers here")
     assert settings_table() in replace_table(f"# t\n{START_MARKER}\nold\n{END_MARKER}\n")
+
+
+def test_flat_names_fill_the_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment, TOML and keywords keep the flat names; each lands in its section, and the
+    usual priority (keyword, environment, file) holds setting by setting."""
+    config = tmp_path / "loragate.toml"
+    config.write_text("train_rank = 4\ntrain_alpha = 8\n[monitor]\nwindow = 60\n")
+    monkeypatch.setenv("LORAGATE_TRAIN_ALPHA", "12")
+    monkeypatch.setenv("LORAGATE_TRAIN_TARGET_MODULES", "q_proj, v_proj")
+    monkeypatch.setenv("LORAGATE_ROLLOUT_STEPS", "20,100")
+    monkeypatch.setenv("LORAGATE_EVAL_MARGIN", "0.2")
+    settings = load_settings(config, train_learning_rate=1e-3, trainer_auto_rollout=False)
+    assert settings.train.rank == 4  # file
+    assert settings.train.alpha == 12  # environment over file
+    assert settings.train.learning_rate == 1e-3  # keyword
+    assert settings.train.target_modules == ("q_proj", "v_proj")
+    assert settings.rollout.steps == (20, 100)
+    assert settings.evaluation.margin == 0.2
+    assert settings.monitor.window == 60  # a nested TOML table
+    assert settings.trainer.auto_rollout is False
+    assert settings.curation == type(settings.curation)()  # untouched sections: defaults
+
+
+def test_every_setting_has_one_env_name_and_a_description() -> None:
+    names = env_names()
+    assert len(names) == len(set(names))
+    for flat, (section, field) in FLAT_NAMES.items():
+        assert flat not in Settings.model_fields, flat
+        info = section_fields(SECTIONS[section])[field]
+        assert info.description, f"{section}.{field} ({flat}) has no description"
+        assert f"`LORAGATE_{flat.upper()}`" in settings_table()

@@ -1,0 +1,399 @@
+"""The settings sections: each one is a component's config object, defined once, here.
+
+A section is a frozen pydantic dataclass. Its field defaults, bounds and descriptions are
+the setting's, so a default is written in one place: ``Settings`` (core/settings.py) holds
+one instance per section (``settings.train``, ``settings.rollout``...), and the component
+takes that instance as its config (``RolloutController(policy=settings.rollout)``). Tests and
+benchmarks build a section directly, ``RolloutPolicy(min_samples=10)``, with the same
+defaults and the same validation.
+
+They live in ``core`` and not beside their component because ``core.settings`` may not import
+the packages above it (tests/unit/test_layers.py); each component imports its section from
+here (and its module re-exports it, so ``from adapters.rollout import RolloutPolicy`` works).
+
+Every field is a setting with one flat environment variable, ``LORAGATE_`` + ``ENV_PREFIX`` +
+the field name, unless ``ENV_NAMES`` gives it another name (kept from before the sections,
+so deployments keep working). ``INTERNAL`` fields are filled in by the wiring, not by the
+operator: they have no environment variable and no row in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
+
+from core.rollout_steps import check_rollout_steps
+
+SECTION_CONFIG = ConfigDict(extra="forbid")
+LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+Method = Literal["qlora", "lora", "full"]
+
+
+class Scored(Protocol):
+    """A score on a set of items (trainer.evaluate.SetScore)."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def accuracy(self) -> float: ...
+
+
+def _split(value: Any) -> Any:
+    """A comma list from an environment variable, as a list; anything else unchanged."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# -- training --------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class TrainConfig:
+    """One LoRA training run (trainer/qlora.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "train_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"max_tokens": "train_max_example_tokens"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"chat_template", "seed"})
+
+    method: Method = Field(
+        default="qlora",
+        description="`qlora`: 4-bit NF4 base, double quant; `lora`: bf16 base (`full` trains "
+        "the whole model, for the benchmark only: the gateway serves adapters).",
+    )
+    rank: int = Field(default=16, ge=1, le=512, description="LoRA rank r.")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: tuple[str, ...] = Field(
+        default=LLAMA_MODULES, description="Modules that get LoRA weights (comma list in the env)."
+    )
+    epochs: float = Field(
+        default=2.0, ge=0,
+        description="Passes over the training set; 0: sized to the data (about 400 examples "
+        "seen, 1 to 4 passes).",
+    )  # fmt: skip
+    max_steps: int = Field(default=0, ge=0, description="Stop after this many steps; 0: epochs.")
+    learning_rate: float = Field(default=2e-4, gt=0, lt=1, description="Peak learning rate.")
+    batch_size: int = Field(default=4, ge=1, description="Examples per optimizer step.")
+    max_tokens: int = Field(
+        default=1024, ge=32, description="Examples longer than this (prompt + reply) are dropped."
+    )
+    eval_every: int = Field(
+        default=10, ge=0, description="Steps between validation losses (0: only at the end)."
+    )
+    patience: int = Field(
+        default=3, ge=1, description="Validations without improvement before stopping early."
+    )
+    checkpoint_every: int = Field(
+        default=10, ge=1, description="Steps between resumable checkpoints."
+    )
+    compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="Compute dtype of the 4-bit layers and the LoRA weights; auto: bfloat16 "
+        "on a GPU or a CPU with native bfloat16 (AVX512-BF16, AMX), else float32.",
+    )
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        default="adamw", description="Optimizer; the 8-bit ones (bitsandbytes) need CUDA."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="`auto` trains on CUDA when present, else on the CPU."
+    )
+    threads: int = Field(default=0, ge=0, description="CPU threads for training; 0: every core.")
+    # The Jinja file vLLM serves with (empty: the model's own), set by the wiring.
+    chat_template: str = ""
+    seed: int = 0
+
+    _split_modules = field_validator("target_modules", mode="before")(_split)
+
+    def fingerprint(self) -> str:
+        """Names the run's configuration: a checkpoint only resumes its own run."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class CurationLimits:
+    """Which corrections become training examples, and how they are split (trainer/dataset.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "train_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"min_train_examples": "train_min_examples"}
+    # The same limit as the training run's ``max_tokens``, copied there by the wiring.
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"max_example_tokens"})
+
+    max_example_tokens: int = 1024
+    max_reply_chars: int = Field(
+        default=8192, ge=1, description="Corrections longer than this are dropped."
+    )
+    holdout_fraction: float = Field(
+        default=0.25, gt=0, lt=1, description="Share of each flag reason frozen into the holdout."
+    )
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
+    )
+    near_duplicate_similarity: float = Field(
+        default=0.97,
+        gt=0,
+        le=1,
+        description="Embedding cosine at or above which examples are duplicates.",
+    )
+    min_train_examples: int = Field(
+        default=8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
+    )
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class RecipeConfig:
+    """How corrections are expanded before training (trainer/recipe.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "train_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"enabled": "train_recipe"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"closed_book"})
+
+    rewrites: int = Field(
+        default=2, ge=0, le=12,
+        description="Templated rewordings of each corrected question in the training set.",
+    )  # fmt: skip
+    paraphrases: int = Field(
+        default=1, ge=0, le=8,
+        description="Rewordings asked of the live model per corrected question; each is kept "
+        "only if it keeps every name and number.",
+    )  # fmt: skip
+    closed_book: int = 2  # wordings also trained without sources (the first ones)
+    enabled: bool = Field(
+        default=False,
+        description="Expand each correction before training (rewordings, closed-book and "
+        "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
+    )
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class TrainerSchedule:
+    """When the trainer worker trains, and what a finished run does (trainer/worker.py,
+    trainer/job.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "trainer_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"rehearsal_fraction": "train_rehearsal_fraction"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    min_new_examples: int = Field(
+        default=20,
+        ge=1,
+        description="New approved examples of an alias that trigger a training run.",
+    )
+    schedule_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Also train every this many seconds when anything is new; 0: off.",
+    )
+    poll_s: float = Field(default=30.0, gt=0, description="How often the worker polls the store.")
+    auto_rollout: bool = Field(
+        default=True, description="Start a canary rollout when a candidate passes the gate."
+    )
+    on_monitor: bool = Field(
+        default=True,
+        description="Also train an alias whose latest monitor report asks for it (drift, low "
+        "positive ratio, high I-don't-know rate) or whose latest re-evaluation found it "
+        "degraded, once it has `trainer_monitor_min_new_examples`.",
+    )
+    monitor_min_new_examples: int = Field(
+        default=5, ge=1, description="New approved examples a monitor-triggered run needs."
+    )
+    rehearsal_fraction: float = Field(
+        default=0.2, ge=0, lt=1,
+        description="Share of the training set that replays the base model's own answers to "
+        "general prompts, against forgetting; 0: none.",
+    )  # fmt: skip
+
+
+# -- evaluation ------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class GatePolicy:
+    """The gate a candidate passes to be published, and how it is scored (trainer/evaluate.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "eval_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    margin: float = Field(
+        default=0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
+    )
+    probe_tolerance: float = Field(
+        default=0.15, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
+    )
+    max_tokens: int = Field(default=96, ge=1, description="Reply length when scoring.")
+    concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Scoring requests in flight at once (vLLM batches them).",
+    )
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class ReevalPolicy:
+    """Scheduled re-evaluation of what serves (trainer/reeval.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "reeval_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    tolerance: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Holdout accuracy a version may lose against its publish-time score (the "
+        "base model: its first scheduled score) before its alias is marked degraded.",
+    )  # fmt: skip
+    # Fewer items: a drop is noise, not a finding.
+    min_holdout: int = Field(
+        default=5,
+        ge=1,
+        description="Holdout items needed before a drop can mark an alias degraded.",
+    )
+    interval_s: float = Field(
+        default=86_400.0, ge=0,
+        description="How often the trainer worker re-scores every serving version of every "
+        "alias on its (grown) holdout and the probes; 0: off.",
+    )  # fmt: skip
+
+    def degraded(self, score: Scored, reference: float | None) -> bool:
+        if reference is None or score.count < self.min_holdout:
+            return False
+        return reference - score.accuracy > self.tolerance
+
+
+# -- rollouts and experiments ----------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class RolloutPolicy:
+    """Canary rollouts: the steps and the gates of each analysis (adapters/rollout.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "rollout_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    steps: tuple[int, ...] = Field(
+        default=(10, 25, 50, 100),
+        description="Canary traffic steps in percent, rising to 100 (comma list in the env).",
+    )
+    interval_s: float = Field(
+        default=300.0, gt=0, description="Analysis interval: how long each step collects traffic."
+    )
+    min_samples: int = Field(
+        default=20,
+        ge=1,
+        description="Requests (or feedback, or grounded answers) a gate needs per side.",
+    )
+    failure_threshold: int = Field(
+        default=2, ge=1, description="Failed analyses that roll a canary back."
+    )
+    max_negative_rate_increase: float = Field(
+        default=0.10, ge=0, le=1, description="Gate: canary negative-feedback rate minus live's."
+    )
+    max_groundedness_drop: float = Field(
+        default=0.10, ge=0, le=1, description="Gate: live mean groundedness minus canary's."
+    )
+    max_error_rate_increase: float = Field(
+        default=0.05, ge=0, le=1, description="Gate: canary error rate minus live's."
+    )
+    max_p95_latency_ratio: float = Field(
+        default=1.5, gt=0, description="Gate: canary p95 latency over live's."
+    )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace("[", "").replace("]", "").split(",")]
+        return value
+
+    def __post_init__(self) -> None:
+        check_rollout_steps(self.steps)
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class ExperimentPolicy:
+    """A/B experiments between versions of one alias (adapters/experiments.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "experiment_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1,
+        description="Largest chance an experiment declares a difference that is not there, "
+        "however often it is looked at (mixture SPRT; split across the arms compared).",
+    )  # fmt: skip
+    tau: float = Field(
+        default=0.1, gt=0, le=1,
+        description="The size of difference in positive-feedback rate the test is tuned to "
+        "find fastest (the mixture's spread).",
+    )  # fmt: skip
+    min_samples: int = Field(
+        default=20, ge=5, description="Rated answers each arm needs before a decision."
+    )
+    max_samples: int = Field(
+        default=1000,
+        ge=1,
+        description="Rated answers per arm after which an undecided experiment stops.",
+    )
+    max_duration_s: float = Field(
+        default=14 * 86_400.0, gt=0, description="How long an undecided experiment runs at most."
+    )
+
+
+# -- quality and drift monitoring ------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class MonitorConfig:
+    """Drift and quality reports per alias (monitor/service.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "monitor_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often the leader gateway writes monitor reports; 0: off.",
+    )
+    window: int = Field(
+        default=200, ge=2, description="Queries in each drift window (reference and current)."
+    )
+    min_queries: int = Field(
+        default=30, ge=2, description="Fewest queries per window for a drift verdict."
+    )
+    permutations: int = Field(
+        default=200, ge=10, description="Shuffles in the MMD permutation test (p-value resolution)."
+    )
+    drift_p_value: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Drift needs a permutation-test p-value below this ...",
+    )
+    drift_min_distance: float = Field(
+        default=0.05, ge=0, le=2, description="... and a centroid cosine distance at least this."
+    )
+    kpi_window_s: float = Field(
+        default=86_400.0, gt=0, description="Quality KPIs cover this much recent traffic."
+    )
+    kpi_sample: int = Field(
+        default=2000,
+        ge=1,
+        description="At most this many recent completions per alias for the KPIs.",
+    )
+    min_feedback: int = Field(
+        default=20,
+        ge=1,
+        description="Feedback the live version needs before its ratio can trigger.",
+    )
+    min_positive_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A live positive-feedback ratio below this asks to train.",
+    )
+    max_idk_rate: float = Field(
+        default=0.5, ge=0, le=1, description="A live I-don't-know rate above this asks to train."
+    )
+    retention_days: int = Field(default=90, ge=1, description="Monitor reports kept this long.")
