@@ -397,3 +397,57 @@ class MonitorConfig:
         default=0.5, ge=0, le=1, description="A live I-don't-know rate above this asks to train."
     )
     retention_days: int = Field(default=90, ge=1, description="Monitor reports kept this long.")
+
+
+# -- retrieval -------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class ChunkingConfig:
+    """How documents are cut into chunks (retrieval/chunking.py)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_NAMES: ClassVar[dict[str, str]] = {"overlap_tokens": "chunk_overlap_tokens"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    # Checked in __post_init__, not by Field bounds: the tests build it positionally, and a
+    # bound's error would then name the position, not the field.
+    chunk_tokens: int = Field(
+        default=200, description="Chunk length in embedding-model tokens (MiniLM reads 256)."
+    )
+    overlap_tokens: int = Field(default=40, description="Tokens shared by adjacent chunks.")
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16:
+            raise ValueError("chunk_tokens: must be at least 16")
+        if not 0 <= 2 * self.overlap_tokens < self.chunk_tokens:
+            raise ValueError("overlap_tokens: must be >= 0 and under half of chunk_tokens")
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class IndexConfig:
+    """A collection's FAISS index (retrieval/index.py)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "exact_max_vectors": "exact_index_max_vectors",
+        "threads": "faiss_threads",
+    }
+    INTERNAL: ClassVar[frozenset[str]] = frozenset({"ivf_lists_per_sqrt", "ivf_retrain_growth"})
+
+    exact_max_vectors: int = Field(
+        default=50_000,
+        ge=1000,  # IVF needs data to train
+        description="Above this many chunks a collection switches to IVF.",
+    )
+    ivf_nprobe: int = Field(
+        default=16,
+        ge=1,
+        description="IVF lists searched per query (recall vs latency in benchmarks).",
+    )
+    ivf_lists_per_sqrt: float = 4.0
+    # Retrain IVF centroids once the index has grown this many times past its training size.
+    ivf_retrain_growth: float = 4.0
+    # One is fastest for single queries next to a busy vLLM: with two, the threads spin-wait
+    # for a core (bench/retrieval.py: exact 10k p99 52 ms vs 3 ms).
+    threads: int = Field(
+        default=1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
+    )

@@ -50,9 +50,11 @@ from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
 from core.sections import (
+    ChunkingConfig,
     CurationLimits,
     ExperimentPolicy,
     GatePolicy,
+    IndexConfig,
     MonitorConfig,
     RecipeConfig,
     ReevalPolicy,
@@ -343,19 +345,6 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(
         1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
     )
-    chunk_tokens: int = Field(
-        200, ge=16, description="Chunk length in embedding-model tokens (MiniLM reads 256)."
-    )
-    chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by adjacent chunks.")
-    exact_index_max_vectors: int = Field(
-        50_000, ge=1000, description="Above this many chunks a collection switches to IVF."
-    )
-    ivf_nprobe: int = Field(
-        16, ge=1, description="IVF lists searched per query (recall vs latency in benchmarks)."
-    )
-    faiss_threads: int = Field(
-        1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
-    )
     max_document_bytes: int = Field(
         2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
     )
@@ -411,6 +400,12 @@ class Settings(BaseSettings):
     monitor: MonitorConfig = Field(
         default_factory=MonitorConfig, description="Drift and quality monitoring."
     )
+    chunking: ChunkingConfig = Field(
+        default_factory=ChunkingConfig, description="Cutting documents into chunks."
+    )
+    index: IndexConfig = Field(
+        default_factory=IndexConfig, description="Each collection's vector index."
+    )
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -462,8 +457,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "train_method: `full` is for the benchmark; the gateway serves adapters"
             )
-        if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
-            raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
         return self
 
     @model_validator(mode="before")

@@ -47,9 +47,7 @@ from gateway.routing import ModelRouter
 from gateway.services import Services
 from gateway.state_metrics import StateMetrics
 from monitor.service import QualityMonitor
-from retrieval.chunking import ChunkingConfig
 from retrieval.embeddings import Embedder
-from retrieval.index import IndexConfig
 from retrieval.service import RetrievalConfig, Retriever
 from trainer.job import JobConfig, TrainingJob
 from trainer.reeval import Reevaluator
@@ -75,14 +73,8 @@ def _base_model_dir(settings: Settings) -> Path | None:
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
     return RetrievalConfig(
-        chunking=ChunkingConfig(
-            chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens
-        ),
-        index=IndexConfig(
-            exact_max_vectors=settings.exact_index_max_vectors,
-            ivf_nprobe=settings.ivf_nprobe,
-            threads=settings.faiss_threads,
-        ),
+        chunking=settings.chunking,
+        index=settings.index,
         max_document_bytes=settings.max_document_bytes,
     )
 
