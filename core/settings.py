@@ -567,6 +567,13 @@ assert not set(FLAT_NAMES) & set(Settings.model_fields), "a flat name is also a 
 assert len(FLAT_NAMES) == sum(len(section_fields(s)) for s in SECTIONS.values()), "a name twice"
 
 
+def public_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data, without the sections' ``INTERNAL`` fields (what the
+    wiring fills in is not a setting): what ``loragate config show`` prints."""
+    internal = {name: set(section.INTERNAL) for name, section in SECTIONS.items()}  # type: ignore[attr-defined]
+    return settings.model_dump(mode="json", exclude=internal)
+
+
 def env_names() -> list[str]:
     """Every setting's flat name, in the order of the docs: top-level fields, then the
     sections' fields."""
@@ -592,9 +599,10 @@ def nest_flat_names(data: Any) -> Any:
         if key in FLAT_NAMES:
             section, field = FLAT_NAMES[key]
             part = nested.setdefault(section, {})
-            if not isinstance(part, dict):
-                raise ValueError(f"{key}: given beside a whole {section!r} section")
-            part[field] = value
+            if isinstance(part, dict):
+                part[field] = value
+            else:  # the section given as something else: left for validation to refuse
+                nested[key] = value
     return nested
 
 
@@ -667,6 +675,6 @@ def _describe_error(loc: tuple[Any, ...], message: str) -> str:
         section, field = FLAT_NAMES[head]
         return f"{head} ({section}.{field}, env LORAGATE_{head.upper()}): {message}"
     where = ".".join(str(part) for part in loc)
-    if head in Settings.model_fields:
+    if head in Settings.model_fields and head not in SECTIONS:
         return f"{where} (env LORAGATE_{head.upper()}): {message}"
     return f"{where}: {message}"
