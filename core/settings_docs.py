@@ -37,6 +37,7 @@ def _type_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         return " or ".join(f"`{value}`" for value in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
+    text = "list" if text == "tuple" else text  # a section's sequences: a list to the operator
     text = text.replace("typing.", "").replace("pathlib.", "").replace("|", "or")
     return f"`{text}`"
 
