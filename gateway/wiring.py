@@ -1,10 +1,12 @@
-"""Settings in, configured components out: the one place that maps settings fields onto
-each package's own config objects and builds the components, with keyword arguments.
+"""Settings in, configured components out: the one place that hands the settings to each
+package's components and builds them, with keyword arguments.
 
-The server (``build_services``), the CLI, the trainer worker (``trainer_parts``) and the
-benchmarks all build through here, so a setting means the same thing to each of them.
-tests/unit/test_wiring.py checks that the config objects' own defaults equal the settings'
-defaults, so a default cannot drift between the two.
+A settings section is the component's config object (core/sections.py), so it is passed on
+whole (``policy=settings.rollout``); only the top-level settings not yet in a section are
+mapped here field by field onto config objects. The server (``build_services``), the CLI,
+the trainer worker (``trainer_parts``) and the benchmarks all build through here, so a
+setting means the same thing to each of them. tests/unit/test_wiring.py checks that the
+config objects built field by field keep the settings' defaults, so a default cannot drift.
 """
 
 from __future__ import annotations
