@@ -112,3 +112,86 @@ def test_every_setting_has_one_env_name_and_a_description() -> None:
         info = section_fields(SECTIONS[section])[field]
         assert info.description, f"{section}.{field} ({flat}) has no description"
         assert f"`LORAGATE_{flat.upper()}`" in settings_table()
+
+
+# The flat names of the section settings, as operators, deploy/ and the docs know them from
+# before the sections: a section field renamed must keep its name through ``ENV_NAMES``.
+FLAT_NAMES_BEFORE_THE_SECTIONS = [
+    "chunk_overlap_tokens",
+    "chunk_tokens",
+    "eval_concurrency",
+    "eval_margin",
+    "eval_max_tokens",
+    "eval_probe_tolerance",
+    "exact_index_max_vectors",
+    "experiment_alpha",
+    "experiment_max_duration_s",
+    "experiment_max_samples",
+    "experiment_min_samples",
+    "experiment_tau",
+    "faiss_threads",
+    "ivf_nprobe",
+    "monitor_drift_min_distance",
+    "monitor_drift_p_value",
+    "monitor_interval_s",
+    "monitor_kpi_sample",
+    "monitor_kpi_window_s",
+    "monitor_max_idk_rate",
+    "monitor_min_feedback",
+    "monitor_min_positive_ratio",
+    "monitor_min_queries",
+    "monitor_permutations",
+    "monitor_retention_days",
+    "monitor_window",
+    "reeval_interval_s",
+    "reeval_min_holdout",
+    "reeval_tolerance",
+    "rollout_failure_threshold",
+    "rollout_interval_s",
+    "rollout_max_error_rate_increase",
+    "rollout_max_groundedness_drop",
+    "rollout_max_negative_rate_increase",
+    "rollout_max_p95_latency_ratio",
+    "rollout_min_samples",
+    "rollout_steps",
+    "train_alpha",
+    "train_batch_size",
+    "train_checkpoint_every",
+    "train_compute_dtype",
+    "train_device",
+    "train_dropout",
+    "train_epochs",
+    "train_eval_every",
+    "train_holdout_fraction",
+    "train_learning_rate",
+    "train_max_example_tokens",
+    "train_max_reply_chars",
+    "train_max_steps",
+    "train_method",
+    "train_min_examples",
+    "train_near_duplicate_similarity",
+    "train_optimizer",
+    "train_paraphrases",
+    "train_patience",
+    "train_rank",
+    "train_recipe",
+    "train_rehearsal_fraction",
+    "train_rewrites",
+    "train_target_modules",
+    "train_threads",
+    "train_validation_fraction",
+    "trainer_auto_rollout",
+    "trainer_min_new_examples",
+    "trainer_monitor_min_new_examples",
+    "trainer_on_monitor",
+    "trainer_poll_s",
+    "trainer_schedule_s",
+]
+
+
+def test_the_flat_names_from_before_the_sections_still_work() -> None:
+    assert sorted(FLAT_NAMES) == FLAT_NAMES_BEFORE_THE_SECTIONS
+    for name in FLAT_NAMES_BEFORE_THE_SECTIONS:
+        section, field = FLAT_NAMES[name]
+        default = getattr(getattr(Settings(), section), field)
+        assert getattr(getattr(Settings(**{name: default}), section), field) == default
