@@ -24,7 +24,7 @@ import json
 from dataclasses import asdict
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
 from core.rollout_steps import check_rollout_steps
@@ -451,3 +451,128 @@ class IndexConfig:
     threads: int = Field(
         default=1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
     )
+
+
+# -- quotas ----------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class QuotaSettings:
+    """Where quota counters live and the limits of keys without their own (gateway/quota_gate.py);
+    the ``default_*`` fields become the default ``core.store.keys.Quota``."""
+
+    ENV_PREFIX: ClassVar[str] = "quota_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"redis_url": "redis_url"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="Where quota counters live: `memory` for one gateway process, `redis` "
+        "(at `redis_url`) when several workers or replicas must share them.",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description='Redis for `quota_backend = "redis"`.'
+    )
+    default_requests_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests per minute for keys without their own limit; unset: none.",
+    )
+    default_tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens per minute for keys without their own limit; unset: none.",
+    )
+    default_concurrent_streams: int | None = Field(
+        default=None,
+        ge=1,
+        description="Concurrent streams for keys without their own limit; unset: none.",
+    )
+    default_monthly_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Monthly token budget for keys without their own; unset: none.",
+    )
+    default_feedback_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Feedback posts (ratings, corrections, flags) per minute for keys without "
+        "their own limit; unset: the key's requests per minute.",
+    )
+    default_searches_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Collection searches per minute for keys without their own limit; unset: "
+        "the key's requests per minute.",
+    )
+    reserve_max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Output tokens a request that sets no `max_tokens` (with "
+        "`default_max_tokens` unset) holds per choice against its key's token limits while it "
+        "runs; its real count replaces the hold when it ends. Unset: the rest of the context "
+        "window, the most vLLM can generate, so concurrent requests cannot overrun a budget.",
+    )
+    usage_refresh_s: float = Field(
+        default=10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
+    )
+
+
+# -- logging ---------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class LoggingSettings:
+    """The log records of every process (core/logs.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "log_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level."
+    )
+    format: Literal["json", "text"] = Field(
+        default="json",
+        description="`json` gives one structured object per line; `text` is for humans.",
+    )
+
+
+# -- flagging and review ---------------------------------------------------------------------
+class FlagRules(BaseModel):
+    """Which rules send a completion of one alias to the review queue."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    negative_feedback: bool = True
+    correction: bool = True
+    operator_flag: bool = True
+    retry: bool = True
+    groundedness_below: float | None = Field(default=0.35, ge=0, le=1)
+    idk_min_source_score: float | None = Field(default=0.5, ge=-1, le=1)
+
+
+def _parse_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class FlaggingSettings:
+    """What sends a completion to the review queue, and what needs review (gateway/flagging.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "flag_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"trust_corrections": "review_trust_corrections"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    rules: FlagRules = Field(
+        default_factory=FlagRules,
+        description='Flagging rules for every alias, JSON: `{"retry": true, '
+        '"groundedness_below": 0.35, "idk_min_source_score": 0.5, ...}`; null turns a '
+        "threshold rule off.",
+    )
+    rules_by_alias: dict[str, FlagRules] = Field(
+        default_factory=dict,
+        description="Per-alias flagging rules replacing `flag_rules`, JSON by alias.",
+    )
+    trust_corrections: bool = Field(
+        default=False,
+        description="Approve user corrections without review. Off: an operator approves each.",
+    )
+
+    _parse_rules = field_validator("rules", "rules_by_alias", mode="before")(_parse_json)

@@ -53,9 +53,12 @@ from core.sections import (
     ChunkingConfig,
     CurationLimits,
     ExperimentPolicy,
+    FlaggingSettings,
     GatePolicy,
     IndexConfig,
+    LoggingSettings,
     MonitorConfig,
+    QuotaSettings,
     RecipeConfig,
     ReevalPolicy,
     RolloutPolicy,
@@ -76,19 +79,6 @@ class ModelRetrieval(BaseModel):
     min_score: float | None = Field(None, ge=-1, le=1)
 
 
-class FlagRules(BaseModel):
-    """Which rules send a completion of one alias to the review queue."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    negative_feedback: bool = True
-    correction: bool = True
-    operator_flag: bool = True
-    retry: bool = True
-    groundedness_below: float | None = Field(default=0.35, ge=0, le=1)
-    idk_min_source_score: float | None = Field(default=0.5, ge=-1, le=1)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LORAGATE_", extra="forbid", validate_default=True, frozen=True
@@ -102,12 +92,6 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
     workers: int = Field(
         1, ge=1, description="Gateway worker processes (external engine mode only)."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level."
-    )
-    log_format: Literal["json", "text"] = Field(
-        "json", description="`json` gives one structured object per line; `text` is for humans."
     )
     metrics_multiproc_dir: Path | None = Field(
         None,
@@ -163,51 +147,6 @@ class Settings(BaseSettings):
         True,
         description="Serve the chat page at `/` and the operator console at `/console`. They "
         "call the API with the key the user types in, so they add no access of their own.",
-    )
-
-    # -- quotas -----------------------------------------------------------------------
-    quota_backend: Literal["memory", "redis"] = Field(
-        "memory",
-        description="Where quota counters live: `memory` for one gateway process, `redis` "
-        "(at `redis_url`) when several workers or replicas must share them.",
-    )
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description='Redis for `quota_backend = "redis"`.'
-    )
-    quota_default_requests_per_minute: int | None = Field(
-        None, ge=1, description="Requests per minute for keys without their own limit; unset: none."
-    )
-    quota_default_tokens_per_minute: int | None = Field(
-        None, ge=1, description="Tokens per minute for keys without their own limit; unset: none."
-    )
-    quota_default_concurrent_streams: int | None = Field(
-        None, ge=1, description="Concurrent streams for keys without their own limit; unset: none."
-    )
-    quota_default_monthly_tokens: int | None = Field(
-        None, ge=1, description="Monthly token budget for keys without their own; unset: none."
-    )
-    quota_default_feedback_per_minute: int | None = Field(
-        None,
-        ge=1,
-        description="Feedback posts (ratings, corrections, flags) per minute for keys without "
-        "their own limit; unset: the key's requests per minute.",
-    )
-    quota_default_searches_per_minute: int | None = Field(
-        None,
-        ge=1,
-        description="Collection searches per minute for keys without their own limit; unset: "
-        "the key's requests per minute.",
-    )
-    quota_reserve_max_tokens: int | None = Field(
-        None,
-        ge=1,
-        description="Output tokens a request that sets no `max_tokens` (with "
-        "`default_max_tokens` unset) holds per choice against its key's token limits while it "
-        "runs; its real count replaces the hold when it ends. Unset: the rest of the context "
-        "window, the most vLLM can generate, so concurrent requests cannot overrun a budget.",
-    )
-    quota_usage_refresh_s: float = Field(
-        10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
     )
 
     # -- engine -----------------------------------------------------------------------
@@ -358,22 +297,6 @@ class Settings(BaseSettings):
         '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
     )
 
-    # -- flagging and review ----------------------------------------------------------
-    flag_rules: FlagRules = Field(
-        default_factory=lambda: FlagRules(),
-        description='Flagging rules for every alias, JSON: `{"retry": true, '
-        '"groundedness_below": 0.35, "idk_min_source_score": 0.5, ...}`; null turns a '
-        "threshold rule off.",
-    )
-    flag_rules_by_alias: dict[str, FlagRules] = Field(
-        default_factory=dict,
-        description="Per-alias flagging rules replacing `flag_rules`, JSON by alias.",
-    )
-    review_trust_corrections: bool = Field(
-        False,
-        description="Approve user corrections without review. Off: an operator approves each.",
-    )
-
     # -- the sections (core/sections.py) ------------------------------------------------
     train: TrainConfig = Field(default_factory=TrainConfig, description="A LoRA training run.")
     curation: CurationLimits = Field(
@@ -406,6 +329,13 @@ class Settings(BaseSettings):
     index: IndexConfig = Field(
         default_factory=IndexConfig, description="Each collection's vector index."
     )
+    quotas: QuotaSettings = Field(
+        default_factory=QuotaSettings, description="Rate limits and budgets of API keys."
+    )
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Log records.")
+    flagging: FlaggingSettings = Field(
+        default_factory=FlaggingSettings, description="What goes to the review queue."
+    )
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -416,7 +346,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("retrieval_models", "flag_rules", "flag_rules_by_alias", mode="before")
+    @field_validator("retrieval_models", mode="before")
     @classmethod
     def _parse_json(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value

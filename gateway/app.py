@@ -159,6 +159,6 @@ def create_app_from_env() -> Litestar:
     from gateway.http_protocol import limit_headers
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.logging.level, settings.logging.format)
     limit_headers(settings.max_header_bytes)  # this worker's protocol class, as configured
     return create_app(settings)

@@ -78,7 +78,7 @@ class Services:
             self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
         if not self.settings.auth_enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
-        if self.settings.workers > 1 and self.settings.quota_backend == "memory":
+        if self.settings.workers > 1 and self.settings.quotas.backend == "memory":
             log.warning("quotas are counted per worker: set quota_backend=redis to share them")
 
     async def replay_journal(self) -> None:

@@ -181,20 +181,20 @@ def flagger(
     """The flagging rules of every alias, writing to the review queue in ``db``."""
     return Flagger(
         db=db,
-        default_rules=settings.flag_rules,
-        rules_by_alias=settings.flag_rules_by_alias,
-        trust_corrections=settings.review_trust_corrections,
+        default_rules=settings.flagging.rules,
+        rules_by_alias=settings.flagging.rules_by_alias,
+        trust_corrections=settings.flagging.trust_corrections,
         on_flag=on_flag,
     )
 
 
 def quota_gate(settings: Settings, db: Database, metrics: GatewayMetrics) -> QuotaGate:
     counters: Counters
-    if settings.quota_backend == "redis":
-        counters = RedisCounters(settings.redis_url)
+    if settings.quotas.backend == "redis":
+        counters = RedisCounters(settings.quotas.redis_url)
     else:
         counters = MemoryCounters()
-    usage = MonthlyUsage(db=db, refresh_s=settings.quota_usage_refresh_s)
+    usage = MonthlyUsage(db=db, refresh_s=settings.quotas.usage_refresh_s)
     return QuotaGate(
         counters=counters, monthly=usage, defaults=default_quota(settings), metrics=metrics
     )
@@ -203,12 +203,12 @@ def quota_gate(settings: Settings, db: Database, metrics: GatewayMetrics) -> Quo
 def default_quota(settings: Settings) -> Quota:
     """The limits of keys that set none of their own."""
     return Quota(
-        requests_per_minute=settings.quota_default_requests_per_minute,
-        tokens_per_minute=settings.quota_default_tokens_per_minute,
-        concurrent_streams=settings.quota_default_concurrent_streams,
-        monthly_tokens=settings.quota_default_monthly_tokens,
-        feedback_per_minute=settings.quota_default_feedback_per_minute,
-        searches_per_minute=settings.quota_default_searches_per_minute,
+        requests_per_minute=settings.quotas.default_requests_per_minute,
+        tokens_per_minute=settings.quotas.default_tokens_per_minute,
+        concurrent_streams=settings.quotas.default_concurrent_streams,
+        monthly_tokens=settings.quotas.default_monthly_tokens,
+        feedback_per_minute=settings.quotas.default_feedback_per_minute,
+        searches_per_minute=settings.quotas.default_searches_per_minute,
     )
 
 
@@ -238,7 +238,7 @@ def chat_limits(settings: Settings) -> ChatLimits:
         max_n=settings.max_n,
         adapter_wait_s=settings.adapter_wait_s,
         default_max_tokens=settings.default_max_tokens,
-        reserve_max_tokens=settings.quota_reserve_max_tokens,
+        reserve_max_tokens=settings.quotas.reserve_max_tokens,
     )
 
 
@@ -285,7 +285,7 @@ def build_services(
         db,
         default_quota(settings),
         limit=settings.metrics_key_limit,
-        month_refresh_s=settings.quota_usage_refresh_s,
+        month_refresh_s=settings.quotas.usage_refresh_s,
     )
     state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor, key_usage=key_usage)
     exposition = Exposition(metrics_registry, settings.metrics_multiproc_dir)

@@ -29,7 +29,7 @@ def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     settings = load_settings(config)
     assert settings.port == 9100  # env wins
     assert settings.max_loras == 2  # from the file
-    assert settings.log_format == "text"
+    assert settings.logging.format == "text"
 
 
 def test_engine_urls_accept_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,7 +130,11 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "experiment_min_samples",
     "experiment_tau",
     "faiss_threads",
+    "flag_rules",
+    "flag_rules_by_alias",
     "ivf_nprobe",
+    "log_format",
+    "log_level",
     "monitor_drift_min_distance",
     "monitor_drift_p_value",
     "monitor_interval_s",
@@ -143,9 +147,20 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "monitor_permutations",
     "monitor_retention_days",
     "monitor_window",
+    "quota_backend",
+    "quota_default_concurrent_streams",
+    "quota_default_feedback_per_minute",
+    "quota_default_monthly_tokens",
+    "quota_default_requests_per_minute",
+    "quota_default_searches_per_minute",
+    "quota_default_tokens_per_minute",
+    "quota_reserve_max_tokens",
+    "quota_usage_refresh_s",
+    "redis_url",
     "reeval_interval_s",
     "reeval_min_holdout",
     "reeval_tolerance",
+    "review_trust_corrections",
     "rollout_failure_threshold",
     "rollout_interval_s",
     "rollout_max_error_rate_increase",

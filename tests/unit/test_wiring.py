@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 
 from adapters.reconciler import Reconciler
 from core.sections import RecipeConfig
-from core.settings import SECTIONS, Settings
+from core.settings import FLAT_NAMES, SECTIONS, Settings
 from gateway import wiring
 from gateway.quota_gate import MonthlyUsage
 
@@ -91,7 +91,11 @@ def test_constructor_defaults_equal_the_settings_defaults(
     component: type, parameter: str, setting: str
 ) -> None:
     default = inspect.signature(component).parameters[parameter].default
-    assert default == Settings.model_fields[setting].default
+    if setting in FLAT_NAMES:
+        section, field = FLAT_NAMES[setting]
+        assert default == getattr(getattr(Settings(), section), field)
+    else:
+        assert default == Settings.model_fields[setting].default
 
 
 @pytest.mark.parametrize("name", sorted(SECTIONS))
