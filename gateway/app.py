@@ -90,7 +90,7 @@ def create_app(
         guards=[scope_guard],
     )
     app = Litestar(
-        route_handlers=[api, OpsRoutes, *ui_routes(settings.ui_enabled)],
+        route_handlers=[api, OpsRoutes, *ui_routes(settings.ui.enabled)],
         dependencies={
             "chat": provide(services.chat),
             "embeddings": provide(_embedding_service(services)),
@@ -128,13 +128,13 @@ def create_app(
 def _openapi_config(settings: Settings) -> OpenAPIConfig:
     """Without ``openapi_pages`` only the document, ``/schema/openapi.json``, is served: the
     interactive pages load their scripts from public CDNs, with no CSP."""
-    plugins = () if settings.openapi_pages else (JsonRenderPlugin(),)
+    plugins = () if settings.ui.openapi_pages else (JsonRenderPlugin(),)
     return OpenAPIConfig(title="loragate", version="0.1.0", path="/schema", render_plugins=plugins)
 
 
 def _embedding_service(services: Services) -> EmbeddingService:
     """/v1/embeddings on retrieval's embedder: one model in memory, loaded once."""
-    name = embedding_model_name(services.settings.embedding_model_path)
+    name = embedding_model_name(services.settings.retrieval.embedding_model_path)
     return EmbeddingService(
         services.retriever.embedder, name, services.metrics, services.chat.quotas
     )

@@ -76,7 +76,7 @@ class Services:
         ]
         if self.settings.monitor.interval_s > 0:
             self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
-        if not self.settings.auth_enabled:
+        if not self.settings.auth.enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
         if self.settings.workers > 1 and self.settings.quotas.backend == "memory":
             log.warning("quotas are counted per worker: set quota_backend=redis to share them")

@@ -62,7 +62,7 @@ def adapter_registry(settings: Settings, db: Database) -> Registry:
     limits = ValidationLimits(
         base_model_dir=_base_model_dir(settings),
         max_rank=settings.max_lora_rank,
-        max_bytes=settings.max_adapter_bytes,
+        max_bytes=settings.adapters.max_bytes,
     )
     return Registry(sessions=db.sessions, store_dir=settings.data_dir / "adapters", limits=limits)
 
@@ -77,7 +77,7 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
     return RetrievalConfig(
         chunking=settings.chunking,
         index=settings.index,
-        max_document_bytes=settings.max_document_bytes,
+        max_document_bytes=settings.retrieval.max_document_bytes,
     )
 
 
@@ -94,9 +94,9 @@ def build_retriever(settings: Settings, db: Database) -> Retriever:
 def embedder(settings: Settings) -> Embedder:
     """The sentence embedder (loaded on first use) for retrieval, curation and drift."""
     return Embedder(
-        settings.embedding_model_path,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
+        settings.retrieval.embedding_model_path,
+        batch_size=settings.retrieval.embedding_batch_size,
+        threads=settings.retrieval.embedding_threads,
     )
 
 
@@ -224,9 +224,9 @@ def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> Q
 def grounder(settings: Settings, retriever: Retriever, metrics: GatewayMetrics) -> Grounder:
     return Grounder(
         retriever=retriever,
-        defaults=settings.retrieval_models,
-        top_k=settings.retrieval_top_k,
-        min_score=settings.retrieval_min_score,
+        defaults=settings.retrieval.models,
+        top_k=settings.retrieval.top_k,
+        min_score=settings.retrieval.min_score,
         metrics=metrics,
     )
 
@@ -236,7 +236,7 @@ def chat_limits(settings: Settings) -> ChatLimits:
         context_window=settings.max_model_len,
         max_messages=settings.max_messages,
         max_n=settings.max_n,
-        adapter_wait_s=settings.adapter_wait_s,
+        adapter_wait_s=settings.adapters.wait_s,
         default_max_tokens=settings.default_max_tokens,
         reserve_max_tokens=settings.quotas.reserve_max_tokens,
     )
@@ -258,8 +258,8 @@ def build_services(
     reconciler = Reconciler(
         engine=engine,
         registry=adapters,
-        interval_s=settings.reconcile_interval_s,
-        drain_s=settings.adapter_drain_s,
+        interval_s=settings.adapters.reconcile_interval_s,
+        drain_s=settings.adapters.drain_s,
     )
     leader = LeaderLock(db)
     rollouts = rollout_controller(settings, db, adapters, leader)
@@ -300,7 +300,7 @@ def build_services(
         router=router,
         chat=chat,
         authenticator=Authenticator(
-            keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
+            keys, enabled=settings.auth.enabled, cache_seconds=settings.auth.key_cache_seconds
         ),
         retriever=retriever,
         adapters=adapters,
@@ -371,9 +371,9 @@ def trainer_engine_url(settings: Settings) -> str:
 def regrounder(settings: Settings, retriever: Retriever) -> Regrounder:
     return Regrounder(
         retriever=retriever,
-        retrieval_models=settings.retrieval_models,
-        top_k=settings.retrieval_top_k,
-        min_score=settings.retrieval_min_score,
+        retrieval_models=settings.retrieval.models,
+        top_k=settings.retrieval.top_k,
+        min_score=settings.retrieval.min_score,
     )
 
 

@@ -19,7 +19,7 @@ def test_defaults_are_the_embedded_default(tmp_path: Path) -> None:
     assert settings.resolved_engine_urls == [f"http://127.0.0.1:{settings.engine_port}"]
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
     assert settings.resolved_base_model_path == tmp_path / "models" / "SmolLM2-135M-Instruct"
-    assert settings.auth_enabled
+    assert settings.auth.enabled
 
 
 def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,8 +117,15 @@ def test_every_setting_has_one_env_name_and_a_description() -> None:
 # The flat names of the section settings, as operators, deploy/ and the docs know them from
 # before the sections: a section field renamed must keep its name through ``ENV_NAMES``.
 FLAT_NAMES_BEFORE_THE_SECTIONS = [
+    "adapter_drain_s",
+    "adapter_publish_roots",
+    "adapter_wait_s",
+    "auth_enabled",
     "chunk_overlap_tokens",
     "chunk_tokens",
+    "embedding_batch_size",
+    "embedding_model_path",
+    "embedding_threads",
     "eval_concurrency",
     "eval_margin",
     "eval_max_tokens",
@@ -133,8 +140,11 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "flag_rules",
     "flag_rules_by_alias",
     "ivf_nprobe",
+    "key_cache_seconds",
     "log_format",
     "log_level",
+    "max_adapter_bytes",
+    "max_document_bytes",
     "monitor_drift_min_distance",
     "monitor_drift_p_value",
     "monitor_interval_s",
@@ -147,6 +157,7 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "monitor_permutations",
     "monitor_retention_days",
     "monitor_window",
+    "openapi_pages",
     "quota_backend",
     "quota_default_concurrent_streams",
     "quota_default_feedback_per_minute",
@@ -156,10 +167,14 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "quota_default_tokens_per_minute",
     "quota_reserve_max_tokens",
     "quota_usage_refresh_s",
+    "reconcile_interval_s",
     "redis_url",
     "reeval_interval_s",
     "reeval_min_holdout",
     "reeval_tolerance",
+    "retrieval_min_score",
+    "retrieval_models",
+    "retrieval_top_k",
     "review_trust_corrections",
     "rollout_failure_threshold",
     "rollout_interval_s",
@@ -201,6 +216,7 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "trainer_on_monitor",
     "trainer_poll_s",
     "trainer_schedule_s",
+    "ui_enabled",
 ]
 
 
