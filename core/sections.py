@@ -703,3 +703,61 @@ class RetrievalSettings:
     )
 
     _parse_models = field_validator("models", mode="before")(_parse_json)
+
+
+# -- store -----------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class StoreSettings:
+    """The shared store and each process's journal (core/store/)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL. Empty means a SQLite file `loragate.db` in "
+        "`data_dir`. Use `postgresql+asyncpg://...` for several replicas.",
+    )
+    journal_dir: Path | None = Field(
+        default=None,
+        description="Where each gateway process journals what it acknowledged before the "
+        "store has it. Empty means `data_dir/journal`. Give each replica a volume that "
+        "outlives its pod.",
+    )
+    journal_fsync: bool = Field(
+        default=False,
+        description="Wait for the disk (fsync, batched) before acknowledging a completion or "
+        "queued feedback. Off, the local journal survives a killed gateway; on, also a "
+        "crashed host.",
+    )
+
+
+# -- requests --------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class RequestLimits:
+    """Limits of one HTTP request (gateway/app.py, gateway/http_protocol.py) and of one chat
+    request (gateway/chat.py ``ChatLimits``)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
+    )
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        description="Largest request head (request line and headers); bigger ones get 431.",
+    )
+    max_messages: int = Field(default=2048, ge=1, description="Most messages in one chat request.")
+    max_n: int = Field(default=8, ge=1, description="Largest `n` (choices per request).")
+    default_max_tokens: int | None = Field(
+        default=512,
+        ge=1,
+        description="`max_tokens` for chat and completion requests that set neither "
+        "`max_tokens` nor `max_completion_tokens` (most OpenAI-style clients send none), "
+        "capped by the context: a prompt that leaves less room gets the rest of the window. "
+        "Empty: no default, vLLM may generate up to the end of the context window.",
+    )

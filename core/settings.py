@@ -63,8 +63,10 @@ from core.sections import (
     QuotaSettings,
     RecipeConfig,
     ReevalPolicy,
+    RequestLimits,
     RetrievalSettings,
     RolloutPolicy,
+    StoreSettings,
     TrainConfig,
     TrainerSchedule,
     UiSettings,
@@ -102,26 +104,6 @@ class Settings(BaseSettings):
         "process labels the first keys it counts, the usage gauges the keys that used the most "
         "tokens this month; the rest are summed under `other`, so the series stay bounded "
         "however many keys exist. 0 puts every key under `other`.",
-    )
-
-    # -- store ------------------------------------------------------------------------
-    database_url: str = Field(
-        "",
-        description="SQLAlchemy async URL. Empty means a SQLite file `loragate.db` in "
-        "`data_dir`. Use `postgresql+asyncpg://...` for several replicas.",
-    )
-
-    journal_dir: Path | None = Field(
-        None,
-        description="Where each gateway process journals what it acknowledged before the "
-        "store has it. Empty means `data_dir/journal`. Give each replica a volume that "
-        "outlives its pod.",
-    )
-    journal_fsync: bool = Field(
-        False,
-        description="Wait for the disk (fsync, batched) before acknowledging a completion or "
-        "queued feedback. Off, the local journal survives a killed gateway; on, also a "
-        "crashed host.",
     )
 
     # -- engine -----------------------------------------------------------------------
@@ -210,26 +192,6 @@ class Settings(BaseSettings):
         "cannot steer a rollout or an experiment. Unset: no cap.",
     )
 
-    # -- requests ---------------------------------------------------------------------
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
-    )
-    max_header_bytes: int = Field(
-        32_768,
-        ge=1024,
-        description="Largest request head (request line and headers); bigger ones get 431.",
-    )
-    max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
-    max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
-    default_max_tokens: int | None = Field(
-        512,
-        ge=1,
-        description="`max_tokens` for chat and completion requests that set neither "
-        "`max_tokens` nor `max_completion_tokens` (most OpenAI-style clients send none), "
-        "capped by the context: a prompt that leaves less room gets the rest of the window. "
-        "Empty: no default, vLLM may generate up to the end of the context window.",
-    )
-
     # -- the sections (core/sections.py) ------------------------------------------------
     train: TrainConfig = Field(default_factory=TrainConfig, description="A LoRA training run.")
     curation: CurationLimits = Field(
@@ -276,6 +238,12 @@ class Settings(BaseSettings):
     )
     retrieval: RetrievalSettings = Field(
         default_factory=RetrievalSettings, description="Embedding and grounding requests."
+    )
+    store: StoreSettings = Field(
+        default_factory=StoreSettings, description="The shared store and the local journal."
+    )
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits, description="Limits of one request."
     )
 
     @field_validator("engine_urls", mode="before")
@@ -345,13 +313,13 @@ class Settings(BaseSettings):
     # -- derived values ---------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        if self.store.database_url:
+            return self.store.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'loragate.db').resolve()}"
 
     @property
     def resolved_journal_dir(self) -> Path:
-        return self.journal_dir or self.data_dir / "journal"
+        return self.store.journal_dir or self.data_dir / "journal"
 
     @property
     def resolved_adapter_publish_roots(self) -> list[Path]:

@@ -116,7 +116,7 @@ def create_app(
         state=_state(services),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        request_max_body_size=settings.max_body_bytes,
+        request_max_body_size=settings.requests.max_body_bytes,
         openapi_config=_openapi_config(settings),
         logging_config=None,  # core.logs owns the log format
         debug=False,
@@ -160,5 +160,5 @@ def create_app_from_env() -> Litestar:
 
     settings = load_settings()
     configure_logging(settings.logging.level, settings.logging.format)
-    limit_headers(settings.max_header_bytes)  # this worker's protocol class, as configured
+    limit_headers(settings.requests.max_header_bytes)  # this worker's protocol class, as configured
     return create_app(settings)

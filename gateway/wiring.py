@@ -234,10 +234,10 @@ def grounder(settings: Settings, retriever: Retriever, metrics: GatewayMetrics) 
 def chat_limits(settings: Settings) -> ChatLimits:
     return ChatLimits(
         context_window=settings.max_model_len,
-        max_messages=settings.max_messages,
-        max_n=settings.max_n,
+        max_messages=settings.requests.max_messages,
+        max_n=settings.requests.max_n,
         adapter_wait_s=settings.adapters.wait_s,
-        default_max_tokens=settings.default_max_tokens,
+        default_max_tokens=settings.requests.default_max_tokens,
         reserve_max_tokens=settings.quotas.reserve_max_tokens,
     )
 
@@ -251,7 +251,7 @@ def build_services(
     """Every long-lived service of one gateway process, wired together (nothing started)."""
     db = Database(settings.resolved_database_url)
     keys = KeyStore(db)
-    journal = Journal(settings.resolved_journal_dir, fsync=settings.journal_fsync)
+    journal = Journal(settings.resolved_journal_dir, fsync=settings.store.journal_fsync)
     conversations = ConversationLog(db, journal)
     engine = engine or EngineClient(engine_config(settings))
     adapters = adapter_registry(settings, db)
