@@ -1,11 +1,15 @@
-"""The settings sections: each one is a component's config object, defined once, here.
+"""The settings sections, defined once, here: one frozen pydantic dataclass per topic.
 
-A section is a frozen pydantic dataclass. Its field defaults, bounds and descriptions are
-the setting's, so a default is written in one place: ``Settings`` (core/settings.py) holds
-one instance per section (``settings.train``, ``settings.rollout``...), and the component
-takes that instance as its config (``RolloutController(policy=settings.rollout)``). Tests and
-benchmarks build a section directly, ``RolloutPolicy(min_samples=10)``, with the same
-defaults and the same validation.
+A section's field defaults, bounds and descriptions are the settings', so a default is
+written in one place: ``Settings`` (core/settings.py) holds one instance per section
+(``settings.train``, ``settings.rollout``...). Where one component owns a topic, the section
+IS that component's config object and the component takes it whole
+(``RolloutController(policy=settings.rollout)``; ``TrainConfig``, ``CurationLimits``,
+``RecipeConfig``, ``GatePolicy``, ``ReevalPolicy``, ``RolloutPolicy``, ``ExperimentPolicy``,
+``MonitorConfig``, ``ChunkingConfig``, ``IndexConfig``); tests and benchmarks build it
+directly, ``RolloutPolicy(min_samples=10)``, with the same defaults and validation. Where a
+topic feeds several components (``*Settings``: quotas, engine, adapters...), the section is
+the group and gateway/wiring.py hands its values to each component.
 
 They live in ``core`` and not beside their component because ``core.settings`` may not import
 the packages above it (tests/unit/test_layers.py); each component imports its section from
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
@@ -761,3 +767,98 @@ class RequestLimits:
         "capped by the context: a prompt that leaves less room gets the rest of the window. "
         "Empty: no default, vLLM may generate up to the end of the context window.",
     )
+
+
+# -- engine ----------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class EngineSettings:
+    """The vLLM servers: embedded (adapters/supervisor.py ``EngineLaunch``) or external, and
+    how the gateway reaches them (adapters/engine.py ``EngineClientConfig``)."""
+
+    ENV_PREFIX: ClassVar[str] = "engine_"
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    mode: Literal["embedded", "external"] = Field(
+        default="embedded",
+        description="`embedded` starts and supervises a vLLM child process; `external` "
+        "uses the servers in `engine_urls`.",
+    )
+    urls: list[str] = Field(
+        default_factory=list,
+        description="External vLLM base URLs (without /v1), comma separated in the env var. "
+        "An entry `dns+http://NAME:PORT` stands for every address NAME resolves to, looked up "
+        "every `engine_discovery_interval_s`: a Kubernetes headless Service, so the gateway "
+        "follows vLLM replicas as they scale.",
+    )
+    discovery_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each `dns+` entry of `engine_urls` is resolved again.",
+    )
+    host: str = Field(default="127.0.0.1", description="Embedded vLLM listen address.")
+    port: int = Field(default=8001, ge=1, le=65535, description="Embedded vLLM port.")
+    api_key: str = Field(default="", description="API key vLLM expects, if any.")
+    start_timeout_s: float = Field(
+        default=600.0, gt=0, description="How long to wait for the embedded vLLM to answer /health."
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Upstream read timeout for one chat request."
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Upstream connect timeout.")
+    health_interval_s: float = Field(
+        default=2.0, gt=0, description="How often each engine replica's /health is probed."
+    )
+    max_connections: int = Field(
+        default=512, ge=1, description="Pooled HTTP connections to the engines, in all."
+    )
+    restart_backoff_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="First delay before restarting a dead vLLM; doubles per failure.",
+    )
+    restart_backoff_max_s: float = Field(
+        default=60.0, gt=0, description="Longest delay between vLLM restarts."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="Extra command-line arguments for the vLLM server (shell-quoted string in "
+        "the env var).",
+    )
+    tool_call_parser: str = Field(
+        default="hermes",
+        description="The embedded vLLM's `--tool-call-parser` (started with "
+        "`--enable-auto-tool-choice`), for `tool_choice` auto; empty turns tool calling off. "
+        "`hermes` reads the `<tool_call>` JSON the bundled template asks for; another base "
+        "model names its own (`llama3_json`, `mistral`, `qwen3_xml`, ...).",
+    )
+    chat_template: Path | None = Field(
+        default=None,
+        description="Jinja chat template for the embedded vLLM. Empty: for the model "
+        "`loragate model prepare` writes, the bundled SmolLM2 template that also renders "
+        "tools, tool calls and tool results; for any other model, its own.",
+    )
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.removeprefix("dns+").startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) or dns+http(s) URL")
+            if url.startswith("dns+") and not urlsplit(url[4:]).hostname:
+                raise ValueError(f"{url!r}: expected dns+http://NAME:PORT")
+        return [url.rstrip("/").removesuffix("/v1") for url in urls]

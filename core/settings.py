@@ -30,18 +30,14 @@ env LORAGATE_TRAIN_RANK): Input should be greater than or equal to 1``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -54,6 +50,7 @@ from core.sections import (
     AuthSettings,
     ChunkingConfig,
     CurationLimits,
+    EngineSettings,
     ExperimentPolicy,
     FlaggingSettings,
     GatePolicy,
@@ -104,63 +101,6 @@ class Settings(BaseSettings):
         "process labels the first keys it counts, the usage gauges the keys that used the most "
         "tokens this month; the rest are summed under `other`, so the series stay bounded "
         "however many keys exist. 0 puts every key under `other`.",
-    )
-
-    # -- engine -----------------------------------------------------------------------
-    engine_mode: Literal["embedded", "external"] = Field(
-        "embedded",
-        description="`embedded` starts and supervises a vLLM child process; `external` "
-        "uses the servers in `engine_urls`.",
-    )
-    engine_urls: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="External vLLM base URLs (without /v1), comma separated in the env var. "
-        "An entry `dns+http://NAME:PORT` stands for every address NAME resolves to, looked up "
-        "every `engine_discovery_interval_s`: a Kubernetes headless Service, so the gateway "
-        "follows vLLM replicas as they scale.",
-    )
-    engine_discovery_interval_s: float = Field(
-        10.0, gt=0, description="How often each `dns+` entry of `engine_urls` is resolved again."
-    )
-    engine_host: str = Field("127.0.0.1", description="Embedded vLLM listen address.")
-    engine_port: int = Field(8001, ge=1, le=65535, description="Embedded vLLM port.")
-    engine_api_key: str = Field("", description="API key vLLM expects, if any.")
-    engine_start_timeout_s: float = Field(
-        600.0, gt=0, description="How long to wait for the embedded vLLM to answer /health."
-    )
-    engine_request_timeout_s: float = Field(
-        300.0, gt=0, description="Upstream read timeout for one chat request."
-    )
-    engine_connect_timeout_s: float = Field(5.0, gt=0, description="Upstream connect timeout.")
-    engine_health_interval_s: float = Field(
-        2.0, gt=0, description="How often each engine replica's /health is probed."
-    )
-    engine_max_connections: int = Field(
-        512, ge=1, description="Pooled HTTP connections to the engines, in all."
-    )
-    engine_restart_backoff_s: float = Field(
-        2.0, gt=0, description="First delay before restarting a dead vLLM; doubles per failure."
-    )
-    engine_restart_backoff_max_s: float = Field(
-        60.0, gt=0, description="Longest delay between vLLM restarts."
-    )
-    engine_extra_args: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Extra command-line arguments for the vLLM server (shell-quoted string in "
-        "the env var).",
-    )
-    engine_tool_call_parser: str = Field(
-        "hermes",
-        description="The embedded vLLM's `--tool-call-parser` (started with "
-        "`--enable-auto-tool-choice`), for `tool_choice` auto; empty turns tool calling off. "
-        "`hermes` reads the `<tool_call>` JSON the bundled template asks for; another base "
-        "model names its own (`llama3_json`, `mistral`, `qwen3_xml`, ...).",
-    )
-    engine_chat_template: Path | None = Field(
-        None,
-        description="Jinja chat template for the embedded vLLM. Empty: for the model "
-        "`loragate model prepare` writes, the bundled SmolLM2 template that also renders "
-        "tools, tool calls and tool results; for any other model, its own.",
     )
 
     # -- base model and LoRA slots ----------------------------------------------------
@@ -245,36 +185,15 @@ class Settings(BaseSettings):
     requests: RequestLimits = Field(
         default_factory=RequestLimits, description="Limits of one request."
     )
-
-    @field_validator("engine_urls", mode="before")
-    @classmethod
-    def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("engine_extra_args", mode="before")
-    @classmethod
-    def _split_args(cls, value: Any) -> Any:
-        return shlex.split(value) if isinstance(value, str) else value
-
-    @field_validator("engine_urls")
-    @classmethod
-    def _check_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.removeprefix("dns+").startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) or dns+http(s) URL")
-            if url.startswith("dns+") and not urlsplit(url[4:]).hostname:
-                raise ValueError(f"{url!r}: expected dns+http://NAME:PORT")
-        return [url.rstrip("/").removesuffix("/v1") for url in urls]
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="The vLLM servers and how they are reached."
+    )
 
     @model_validator(mode="after")
     def _check_engine_mode(self) -> Settings:
-        if self.engine_mode == "external" and not self.engine_urls:
+        if self.engine.mode == "external" and not self.engine.urls:
             raise ValueError("engine_urls: external engine mode needs at least one URL")
-        if self.engine_mode == "embedded" and self.workers != 1:
+        if self.engine.mode == "embedded" and self.workers != 1:
             raise ValueError("workers: embedded engine mode runs one gateway worker")
         if self.max_cpu_loras < self.max_loras:
             raise ValueError("max_cpu_loras: must be at least max_loras")
@@ -333,9 +252,9 @@ class Settings(BaseSettings):
 
     @property
     def resolved_engine_urls(self) -> list[str]:
-        if self.engine_mode == "embedded":
-            return [f"http://{self.engine_host}:{self.engine_port}"]
-        return list(self.engine_urls)
+        if self.engine.mode == "embedded":
+            return [f"http://{self.engine.host}:{self.engine.port}"]
+        return list(self.engine.urls)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

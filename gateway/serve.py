@@ -68,7 +68,7 @@ def _prepare_multiprocess_metrics(settings: Settings) -> None:
 
 async def _serve_one(settings: Settings) -> None:
     supervisor = None
-    if settings.engine_mode == "embedded":
+    if settings.engine.mode == "embedded":
         supervisor = EngineSupervisor(engine_launch(settings))
         await supervisor.start()
     config = uvicorn.Config(

@@ -103,12 +103,12 @@ def embedder(settings: Settings) -> Embedder:
 def engine_config(settings: Settings) -> EngineClientConfig:
     return EngineClientConfig(
         urls=tuple(settings.resolved_engine_urls),
-        api_key=settings.engine_api_key,
-        connect_timeout_s=settings.engine_connect_timeout_s,
-        request_timeout_s=settings.engine_request_timeout_s,
-        health_interval_s=settings.engine_health_interval_s,
-        max_connections=settings.engine_max_connections,
-        discovery_interval_s=settings.engine_discovery_interval_s,
+        api_key=settings.engine.api_key,
+        connect_timeout_s=settings.engine.connect_timeout_s,
+        request_timeout_s=settings.engine.request_timeout_s,
+        health_interval_s=settings.engine.health_interval_s,
+        max_connections=settings.engine.max_connections,
+        discovery_interval_s=settings.engine.discovery_interval_s,
     )
 
 
@@ -158,20 +158,20 @@ def engine_launch(settings: Settings) -> EngineLaunch:
     return EngineLaunch(
         model_path=model_path,
         served_model_name=settings.base_model_name,
-        host=settings.engine_host,
-        port=settings.engine_port,
+        host=settings.engine.host,
+        port=settings.engine.port,
         max_model_len=settings.max_model_len,
         kv_cache_gib=settings.kv_cache_gib,
         max_loras=settings.max_loras,
         max_cpu_loras=settings.max_cpu_loras,
         max_lora_rank=settings.max_lora_rank,
         log_file=settings.data_dir / "logs" / "vllm.log",
-        start_timeout_s=settings.engine_start_timeout_s,
-        restart_backoff_s=settings.engine_restart_backoff_s,
-        restart_backoff_max_s=settings.engine_restart_backoff_max_s,
-        extra_args=tuple(settings.engine_extra_args),
-        tool_call_parser=settings.engine_tool_call_parser,
-        chat_template=served_chat_template(model_path, settings.engine_chat_template),
+        start_timeout_s=settings.engine.start_timeout_s,
+        restart_backoff_s=settings.engine.restart_backoff_s,
+        restart_backoff_max_s=settings.engine.restart_backoff_max_s,
+        extra_args=tuple(settings.engine.extra_args),
+        tool_call_parser=settings.engine.tool_call_parser,
+        chat_template=served_chat_template(model_path, settings.engine.chat_template),
     )
 
 
@@ -324,7 +324,7 @@ def build_services(
 def train_config(settings: Settings) -> TrainConfig:
     """The training section, with the chat template vLLM serves the base model with."""
     model_dir = settings.resolved_base_model_path.resolve()
-    template = served_chat_template(model_dir, settings.engine_chat_template)
+    template = served_chat_template(model_dir, settings.engine.chat_template)
     return replace(settings.train, chat_template=str(template or ""))
 
 
@@ -344,7 +344,7 @@ def job_config(settings: Settings) -> JobConfig:
         base_model_dir=settings.resolved_base_model_path.resolve(),
         base_model_name=settings.base_model_name,
         engine_url=trainer_engine_url(settings),
-        engine_api_key=settings.engine_api_key,
+        engine_api_key=settings.engine.api_key,
         train=train_config(settings),
         limits=curation_limits(settings),
         gate=settings.evaluation,

@@ -544,8 +544,8 @@ def test_gateway_and_trainer_settings_validate(
     for where, env in gateway_and_trainer_envs(compose_config).items():
         with monkeypatch.context() as patch:
             settings = settings_from(env, patch)
-        assert settings.engine_mode == "external", where
-        assert settings.engine_urls, where
+        assert settings.engine.mode == "external", where
+        assert settings.engine.urls, where
         assert settings.resolved_database_url.startswith("postgresql+asyncpg://"), where
         assert settings.data_dir.is_absolute(), where  # adapter paths handed to vLLM
         assert settings.base_model_path is not None, where

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_defaults_are_the_embedded_default(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
-    assert settings.engine_mode == "embedded"
-    assert settings.resolved_engine_urls == [f"http://127.0.0.1:{settings.engine_port}"]
+    assert settings.engine.mode == "embedded"
+    assert settings.resolved_engine_urls == [f"http://127.0.0.1:{settings.engine.port}"]
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
     assert settings.resolved_base_model_path == tmp_path / "models" / "SmolLM2-135M-Instruct"
     assert settings.auth.enabled
@@ -128,6 +128,22 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "embedding_batch_size",
     "embedding_model_path",
     "embedding_threads",
+    "engine_api_key",
+    "engine_chat_template",
+    "engine_connect_timeout_s",
+    "engine_discovery_interval_s",
+    "engine_extra_args",
+    "engine_health_interval_s",
+    "engine_host",
+    "engine_max_connections",
+    "engine_mode",
+    "engine_port",
+    "engine_request_timeout_s",
+    "engine_restart_backoff_max_s",
+    "engine_restart_backoff_s",
+    "engine_start_timeout_s",
+    "engine_tool_call_parser",
+    "engine_urls",
     "eval_concurrency",
     "eval_margin",
     "eval_max_tokens",
