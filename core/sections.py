@@ -37,6 +37,7 @@ from pydantic.dataclasses import dataclass
 from core.rollout_steps import check_rollout_steps
 
 SECTION_CONFIG = ConfigDict(extra="forbid")
+DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 Method = Literal["qlora", "lora", "full"]
 
@@ -862,3 +863,41 @@ class EngineSettings:
             if url.startswith("dns+") and not urlsplit(url[4:]).hostname:
                 raise ValueError(f"{url!r}: expected dns+http://NAME:PORT")
         return [url.rstrip("/").removesuffix("/v1") for url in urls]
+
+
+# -- base model ------------------------------------------------------------------------------
+@dataclass(frozen=True, config=SECTION_CONFIG)
+class ModelSettings:
+    """The base model vLLM serves and its LoRA slots (adapters/supervisor.py, the registry's
+    validation limits, the chat limits)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+    ENV_NAMES: ClassVar[dict[str, str]] = {}
+    INTERNAL: ClassVar[frozenset[str]] = frozenset()
+
+    base_model_path: Path | None = Field(
+        default=None,
+        description="Hugging Face model directory to serve. Empty means the SmolLM2 model "
+        "that `loragate model prepare` writes under `data_dir/models`.",
+    )
+    base_model_name: str = Field(
+        default=DEFAULT_BASE_MODEL_NAME,
+        min_length=1,
+        description="Model name clients use for the base.",
+    )
+    max_model_len: int = Field(default=2048, ge=64, description="Context window vLLM serves.")
+    kv_cache_gib: float = Field(
+        default=1.0, gt=0, description="KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="vLLM's share of GPU memory (GPU engines only)."
+    )
+    max_loras: int = Field(default=4, ge=1, description="LoRA adapters active in one batch.")
+    max_cpu_loras: int = Field(default=8, ge=1, description="LoRA adapters cached in host memory.")
+    max_lora_rank: int = Field(
+        default=16, ge=1, le=512, description="Largest adapter rank accepted."
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError("max_cpu_loras: must be at least max_loras")

@@ -6,9 +6,11 @@ Every setting is documented in docs/configuration.md, generated from this module
 core/sections.py by ``loragate config docs``; a test keeps the two in sync.
 
 **Sections.** ``Settings`` is made of sections per topic, ``settings.train``,
-``settings.rollout``, ``settings.monitor``..., plus the top-level settings not yet grouped.
-A section is the component's own config object (a frozen pydantic dataclass in
-core/sections.py): ``RolloutController(policy=settings.rollout)``. So each default, bound and
+``settings.rollout``, ``settings.monitor``..., plus a few top-level settings of the process
+(``data_dir``, ``host``, ``port``, ``workers``, the metrics settings, ``max_ratings_per_key``).
+A section is a frozen pydantic dataclass in core/sections.py: the component's own config
+object where one component owns the topic (``RolloutController(policy=settings.rollout)``),
+else the group of values the wiring hands to the components. So each default, bound and
 description is written once, in the section, and the wiring passes sections on instead of
 copying fields one by one. The sections live in ``core`` because ``core`` may not import
 the packages above it; the components import them from there.
@@ -46,6 +48,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
 from core.sections import (
+    DEFAULT_BASE_MODEL_NAME,
     AdapterSettings,
     AuthSettings,
     ChunkingConfig,
@@ -56,6 +59,7 @@ from core.sections import (
     GatePolicy,
     IndexConfig,
     LoggingSettings,
+    ModelSettings,
     MonitorConfig,
     QuotaSettings,
     RecipeConfig,
@@ -68,8 +72,6 @@ from core.sections import (
     TrainerSchedule,
     UiSettings,
 )
-
-DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 class Settings(BaseSettings):
@@ -102,26 +104,6 @@ class Settings(BaseSettings):
         "tokens this month; the rest are summed under `other`, so the series stay bounded "
         "however many keys exist. 0 puts every key under `other`.",
     )
-
-    # -- base model and LoRA slots ----------------------------------------------------
-    base_model_path: Path | None = Field(
-        None,
-        description="Hugging Face model directory to serve. Empty means the SmolLM2 model "
-        "that `loragate model prepare` writes under `data_dir/models`.",
-    )
-    base_model_name: str = Field(
-        DEFAULT_BASE_MODEL_NAME, min_length=1, description="Model name clients use for the base."
-    )
-    max_model_len: int = Field(2048, ge=64, description="Context window vLLM serves.")
-    kv_cache_gib: float = Field(
-        1.0, gt=0, description="KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
-    )
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="vLLM's share of GPU memory (GPU engines only)."
-    )
-    max_loras: int = Field(4, ge=1, description="LoRA adapters active in one batch.")
-    max_cpu_loras: int = Field(8, ge=1, description="LoRA adapters cached in host memory.")
-    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
 
     # -- rollouts and experiments ------------------------------------------------------
     max_ratings_per_key: int | None = Field(
@@ -185,6 +167,9 @@ class Settings(BaseSettings):
     requests: RequestLimits = Field(
         default_factory=RequestLimits, description="Limits of one request."
     )
+    model: ModelSettings = Field(
+        default_factory=ModelSettings, description="The base model vLLM serves, and its LoRA slots."
+    )
     engine: EngineSettings = Field(
         default_factory=EngineSettings, description="The vLLM servers and how they are reached."
     )
@@ -195,9 +180,7 @@ class Settings(BaseSettings):
             raise ValueError("engine_urls: external engine mode needs at least one URL")
         if self.engine.mode == "embedded" and self.workers != 1:
             raise ValueError("workers: embedded engine mode runs one gateway worker")
-        if self.max_cpu_loras < self.max_loras:
-            raise ValueError("max_cpu_loras: must be at least max_loras")
-        if self.train.rank > self.max_lora_rank:
+        if self.train.rank > self.model.max_lora_rank:
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
         if self.train.method == "full":
             raise ValueError(
@@ -246,8 +229,8 @@ class Settings(BaseSettings):
 
     @property
     def resolved_base_model_path(self) -> Path:
-        if self.base_model_path is not None:
-            return self.base_model_path
+        if self.model.base_model_path is not None:
+            return self.model.base_model_path
         return self.data_dir / "models" / DEFAULT_BASE_MODEL_NAME
 
     @property

@@ -61,7 +61,7 @@ def adapter_registry(settings: Settings, db: Database) -> Registry:
     """The adapter registry on the shared store, with version files under the data dir."""
     limits = ValidationLimits(
         base_model_dir=_base_model_dir(settings),
-        max_rank=settings.max_lora_rank,
+        max_rank=settings.model.max_lora_rank,
         max_bytes=settings.adapters.max_bytes,
     )
     return Registry(sessions=db.sessions, store_dir=settings.data_dir / "adapters", limits=limits)
@@ -124,7 +124,11 @@ def rollout_controller(
         registry=registry,
         sessions=db.sessions,
         stats=lambda version, since, until: version_stats(
-            db, version or settings.base_model_name, since, until, settings.max_ratings_per_key
+            db,
+            version or settings.model.base_model_name,
+            since,
+            until,
+            settings.max_ratings_per_key,
         ),
         policy=settings.rollout,
         is_leader=leader.is_leader,
@@ -157,14 +161,14 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         ) from None
     return EngineLaunch(
         model_path=model_path,
-        served_model_name=settings.base_model_name,
+        served_model_name=settings.model.base_model_name,
         host=settings.engine.host,
         port=settings.engine.port,
-        max_model_len=settings.max_model_len,
-        kv_cache_gib=settings.kv_cache_gib,
-        max_loras=settings.max_loras,
-        max_cpu_loras=settings.max_cpu_loras,
-        max_lora_rank=settings.max_lora_rank,
+        max_model_len=settings.model.max_model_len,
+        kv_cache_gib=settings.model.kv_cache_gib,
+        max_loras=settings.model.max_loras,
+        max_cpu_loras=settings.model.max_cpu_loras,
+        max_lora_rank=settings.model.max_lora_rank,
         log_file=settings.data_dir / "logs" / "vllm.log",
         start_timeout_s=settings.engine.start_timeout_s,
         restart_backoff_s=settings.engine.restart_backoff_s,
@@ -217,7 +221,7 @@ def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> Q
         db=db,
         embed=embed_with.embed,
         config=settings.monitor,
-        base_model_name=settings.base_model_name,
+        base_model_name=settings.model.base_model_name,
     )
 
 
@@ -233,7 +237,7 @@ def grounder(settings: Settings, retriever: Retriever, metrics: GatewayMetrics) 
 
 def chat_limits(settings: Settings) -> ChatLimits:
     return ChatLimits(
-        context_window=settings.max_model_len,
+        context_window=settings.model.max_model_len,
         max_messages=settings.requests.max_messages,
         max_n=settings.requests.max_n,
         adapter_wait_s=settings.adapters.wait_s,
@@ -267,7 +271,7 @@ def build_services(
     reconciler.on_action(metrics.record_reconciler_action)
     reconciler.on_load_failure(rollouts.abort_for)
     retriever = build_retriever(settings, db)
-    router = ModelRouter(registry=adapters, base_model_name=settings.base_model_name)
+    router = ModelRouter(registry=adapters, base_model_name=settings.model.base_model_name)
     chat = ChatService(
         engine=engine,
         router=router,
@@ -342,7 +346,7 @@ def job_config(settings: Settings) -> JobConfig:
     return JobConfig(
         data_dir=settings.data_dir.resolve(),
         base_model_dir=settings.resolved_base_model_path.resolve(),
-        base_model_name=settings.base_model_name,
+        base_model_name=settings.model.base_model_name,
         engine_url=trainer_engine_url(settings),
         engine_api_key=settings.engine.api_key,
         train=train_config(settings),

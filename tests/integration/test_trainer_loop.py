@@ -343,7 +343,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         "LORAGATE_DATA_DIR": str(settings.data_dir),
         "LORAGATE_ENGINE_MODE": "external",
         "LORAGATE_ENGINE_URLS": ",".join(settings.engine.urls),
-        "LORAGATE_BASE_MODEL_NAME": settings.base_model_name,
+        "LORAGATE_BASE_MODEL_NAME": settings.model.base_model_name,
         "LORAGATE_BASE_MODEL_PATH": str(settings.resolved_base_model_path),
         "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval_config()),
         "LORAGATE_LOG_FORMAT": "json",

@@ -548,8 +548,8 @@ def test_gateway_and_trainer_settings_validate(
         assert settings.engine.urls, where
         assert settings.resolved_database_url.startswith("postgresql+asyncpg://"), where
         assert settings.data_dir.is_absolute(), where  # adapter paths handed to vLLM
-        assert settings.base_model_path is not None, where
-        assert settings.base_model_path.is_absolute(), where
+        assert settings.model.base_model_path is not None, where
+        assert settings.model.base_model_path.is_absolute(), where
         if where.endswith("gateway"):
             assert settings.host == "0.0.0.0", where
             if settings.workers > 1:
@@ -614,7 +614,7 @@ def test_vllm_mirrors_the_embedded_launch(
 
 
 def test_vllm_agrees_with_the_gateway_and_trainer(compose_config: dict[str, Any]) -> None:
-    default_rank = Settings.model_fields["max_lora_rank"].default
+    default_rank = Settings().model.max_lora_rank
     for where, view in vllm_views(compose_config):
         flags = view["flags"]
         rank = int(flags["--max-lora-rank"])

@@ -28,7 +28,7 @@ def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LORAGATE_PORT", "9100")
     settings = load_settings(config)
     assert settings.port == 9100  # env wins
-    assert settings.max_loras == 2  # from the file
+    assert settings.model.max_loras == 2  # from the file
     assert settings.logging.format == "text"
 
 
@@ -121,6 +121,8 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "adapter_publish_roots",
     "adapter_wait_s",
     "auth_enabled",
+    "base_model_name",
+    "base_model_path",
     "chunk_overlap_tokens",
     "chunk_tokens",
     "database_url",
@@ -157,17 +159,23 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "faiss_threads",
     "flag_rules",
     "flag_rules_by_alias",
+    "gpu_memory_utilization",
     "ivf_nprobe",
     "journal_dir",
     "journal_fsync",
     "key_cache_seconds",
+    "kv_cache_gib",
     "log_format",
     "log_level",
     "max_adapter_bytes",
     "max_body_bytes",
+    "max_cpu_loras",
     "max_document_bytes",
     "max_header_bytes",
+    "max_lora_rank",
+    "max_loras",
     "max_messages",
+    "max_model_len",
     "max_n",
     "monitor_drift_min_distance",
     "monitor_drift_p_value",
