@@ -36,6 +36,7 @@ from adapters.locking import lock_alias
 from adapters.registry import Registry, UnknownAdapter
 from adapters.sequential import SequentialTest, wilson_interval
 from adapters.tables import AdapterVersion, Experiment, Rollout, aware, utcnow
+from core.sections import ExperimentPolicy
 
 log = logging.getLogger("loragate.experiments")
 
@@ -61,15 +62,6 @@ class ArmCount:
 # experiment id -> arm name -> counts, read from the conversation and feedback tables
 OutcomeSource = Callable[[int], Awaitable[dict[str, ArmCount]]]
 LeaderCheck = Callable[[], Awaitable[bool]]
-
-
-@dataclass(frozen=True)
-class ExperimentPolicy:
-    alpha: float = 0.05
-    tau: float = 0.1
-    min_samples: int = 20
-    max_samples: int = 1000
-    max_duration_s: float = 14 * 86_400.0
 
 
 class ExperimentController:

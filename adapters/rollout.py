@@ -32,7 +32,7 @@ from adapters.errors import AdapterError
 from adapters.locking import lock_alias
 from adapters.registry import Registry
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent, aware, utcnow
-from core.rollout_steps import check_rollout_steps
+from core.sections import RolloutPolicy
 
 log = logging.getLogger("loragate.rollout")
 
@@ -41,23 +41,6 @@ ACTIVE = ("running", "paused")
 
 class RolloutError(AdapterError):
     """A rollout command that does not fit the current state."""
-
-
-@dataclass(frozen=True)
-class RolloutPolicy:
-    steps: tuple[int, ...] = (10, 25, 50, 100)
-    interval_s: float = 300.0
-    min_samples: int = 20
-    failure_threshold: int = 2
-    max_negative_rate_increase: float = 0.10
-    max_groundedness_drop: float = 0.10
-    max_error_rate_increase: float = 0.05
-    max_p95_latency_ratio: float = 1.5
-
-    def __post_init__(self) -> None:
-        check_rollout_steps(self.steps)
-        if self.failure_threshold < 1 or self.min_samples < 1:
-            raise ValueError("failure_threshold and min_samples: must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.settings import ModelRetrieval
+from core.sections import ModelRetrieval
 
 
 @dataclass(frozen=True)

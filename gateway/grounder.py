@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.grounding_plan import GroundingPlan, plan_grounding
-from core.settings import ModelRetrieval
+from core.sections import ModelRetrieval
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import RetrievalOptions
 from retrieval.grounding import ground_messages, retrieval_query

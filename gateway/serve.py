@@ -29,7 +29,7 @@ def serve(settings: Settings) -> None:
         uvicorn.run(
             "gateway.app:create_app_from_env",
             factory=True,
-            http=limit_headers(settings.max_header_bytes),
+            http=limit_headers(settings.requests.max_header_bytes),
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
@@ -68,7 +68,7 @@ def _prepare_multiprocess_metrics(settings: Settings) -> None:
 
 async def _serve_one(settings: Settings) -> None:
     supervisor = None
-    if settings.engine_mode == "embedded":
+    if settings.engine.mode == "embedded":
         supervisor = EngineSupervisor(engine_launch(settings))
         await supervisor.start()
     config = uvicorn.Config(
@@ -78,7 +78,7 @@ async def _serve_one(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
-        http=limit_headers(settings.max_header_bytes),
+        http=limit_headers(settings.requests.max_header_bytes),
     )
     server = uvicorn.Server(config)
     _exit_quietly_on_signals(server)

@@ -74,11 +74,11 @@ class Services:
             asyncio.create_task(self._tick_rollouts(), name="rollouts"),
             asyncio.create_task(self._warm_up_retrieval(), name="retrieval-warm-up"),
         ]
-        if self.settings.monitor_interval_s > 0:
+        if self.settings.monitor.interval_s > 0:
             self.tasks.append(asyncio.create_task(self._run_monitor(), name="monitor"))
-        if not self.settings.auth_enabled:
+        if not self.settings.auth.enabled:
             log.warning("auth is OFF: every caller is admin; use only on a trusted machine")
-        if self.settings.workers > 1 and self.settings.quota_backend == "memory":
+        if self.settings.workers > 1 and self.settings.quotas.backend == "memory":
             log.warning("quotas are counted per worker: set quota_backend=redis to share them")
 
     async def replay_journal(self) -> None:
@@ -109,7 +109,7 @@ class Services:
 
     async def _tick_rollouts(self) -> None:
         # Ticks often; the controller acts only when a step's interval has passed.
-        period = min(5.0, self.settings.rollout_interval_s / 4)
+        period = min(5.0, self.settings.rollout.interval_s / 4)
         while True:
             try:
                 await self.rollouts.tick()
@@ -121,7 +121,7 @@ class Services:
     async def _run_monitor(self) -> None:
         # One gateway (the holder of the monitor lock) writes the reports; all export them.
         while True:
-            await asyncio.sleep(self.settings.monitor_interval_s)
+            await asyncio.sleep(self.settings.monitor.interval_s)
             try:
                 if await self.monitor_leader.is_leader():
                     await self.monitor.run_once()

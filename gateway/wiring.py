@@ -1,17 +1,19 @@
-"""Settings in, configured components out: the one place that maps settings fields onto
-each package's own config objects and builds the components, with keyword arguments.
+"""Settings in, configured components out: the one place that hands the settings to each
+package's components and builds them, with keyword arguments.
 
-The server (``build_services``), the CLI, the trainer worker (``trainer_parts``) and the
-benchmarks all build through here, so a setting means the same thing to each of them.
-tests/unit/test_wiring.py checks that the config objects' own defaults equal the settings'
-defaults, so a default cannot drift between the two.
+A settings section is the component's config object (core/sections.py), so it is passed on
+whole (``policy=settings.rollout``); only the top-level settings not yet in a section are
+mapped here field by field onto config objects. The server (``build_services``), the CLI,
+the trainer worker (``trainer_parts``) and the benchmarks all build through here, so a
+setting means the same thing to each of them. tests/unit/test_wiring.py checks that the
+config objects built field by field keep the settings' defaults, so a default cannot drift.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -19,12 +21,13 @@ from prometheus_client import CollectorRegistry
 from adapters.base_model import check_model_dir
 from adapters.engine import EngineClient, EngineClientConfig
 from adapters.errors import BaseModelError
-from adapters.experiments import ExperimentController, ExperimentPolicy
+from adapters.experiments import ExperimentController
 from adapters.reconciler import Reconciler
 from adapters.registry import Registry, ValidationLimits
-from adapters.rollout import RolloutController, RolloutPolicy
+from adapters.rollout import RolloutController
 from adapters.supervisor import EngineLaunch, served_chat_template
 from core.errors import ConfigError
+from core.sections import CurationLimits, RecipeConfig, TrainConfig
 from core.settings import Settings
 from core.store import Database
 from core.store.conversations import ConversationLog
@@ -45,40 +48,21 @@ from gateway.rollout_stats import experiment_outcomes, version_stats
 from gateway.routing import ModelRouter
 from gateway.services import Services
 from gateway.state_metrics import StateMetrics
-from monitor.service import MonitorConfig, QualityMonitor
-from retrieval.chunking import ChunkingConfig
+from monitor.service import QualityMonitor
 from retrieval.embeddings import Embedder
-from retrieval.index import IndexConfig
 from retrieval.service import RetrievalConfig, Retriever
-from trainer.dataset import CurationLimits
-from trainer.evaluate import GatePolicy
 from trainer.job import JobConfig, TrainingJob
-from trainer.qlora import TrainConfig
-from trainer.recipe import RecipeConfig
-from trainer.reeval import ReevalPolicy, Reevaluator
+from trainer.reeval import Reevaluator
 from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
-
-
-def rollout_policy(settings: Settings) -> RolloutPolicy:
-    return RolloutPolicy(
-        steps=tuple(settings.rollout_steps),
-        interval_s=settings.rollout_interval_s,
-        min_samples=settings.rollout_min_samples,
-        failure_threshold=settings.rollout_failure_threshold,
-        max_negative_rate_increase=settings.rollout_max_negative_rate_increase,
-        max_groundedness_drop=settings.rollout_max_groundedness_drop,
-        max_error_rate_increase=settings.rollout_max_error_rate_increase,
-        max_p95_latency_ratio=settings.rollout_max_p95_latency_ratio,
-    )
 
 
 def adapter_registry(settings: Settings, db: Database) -> Registry:
     """The adapter registry on the shared store, with version files under the data dir."""
     limits = ValidationLimits(
         base_model_dir=_base_model_dir(settings),
-        max_rank=settings.max_lora_rank,
-        max_bytes=settings.max_adapter_bytes,
+        max_rank=settings.model.max_lora_rank,
+        max_bytes=settings.adapters.max_bytes,
     )
     return Registry(sessions=db.sessions, store_dir=settings.data_dir / "adapters", limits=limits)
 
@@ -91,15 +75,9 @@ def _base_model_dir(settings: Settings) -> Path | None:
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
     return RetrievalConfig(
-        chunking=ChunkingConfig(
-            chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap_tokens
-        ),
-        index=IndexConfig(
-            exact_max_vectors=settings.exact_index_max_vectors,
-            ivf_nprobe=settings.ivf_nprobe,
-            threads=settings.faiss_threads,
-        ),
-        max_document_bytes=settings.max_document_bytes,
+        chunking=settings.chunking,
+        index=settings.index,
+        max_document_bytes=settings.retrieval.max_document_bytes,
     )
 
 
@@ -116,21 +94,21 @@ def build_retriever(settings: Settings, db: Database) -> Retriever:
 def embedder(settings: Settings) -> Embedder:
     """The sentence embedder (loaded on first use) for retrieval, curation and drift."""
     return Embedder(
-        settings.embedding_model_path,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.embedding_threads,
+        settings.retrieval.embedding_model_path,
+        batch_size=settings.retrieval.embedding_batch_size,
+        threads=settings.retrieval.embedding_threads,
     )
 
 
 def engine_config(settings: Settings) -> EngineClientConfig:
     return EngineClientConfig(
         urls=tuple(settings.resolved_engine_urls),
-        api_key=settings.engine_api_key,
-        connect_timeout_s=settings.engine_connect_timeout_s,
-        request_timeout_s=settings.engine_request_timeout_s,
-        health_interval_s=settings.engine_health_interval_s,
-        max_connections=settings.engine_max_connections,
-        discovery_interval_s=settings.engine_discovery_interval_s,
+        api_key=settings.engine.api_key,
+        connect_timeout_s=settings.engine.connect_timeout_s,
+        request_timeout_s=settings.engine.request_timeout_s,
+        health_interval_s=settings.engine.health_interval_s,
+        max_connections=settings.engine.max_connections,
+        discovery_interval_s=settings.engine.discovery_interval_s,
     )
 
 
@@ -146,20 +124,14 @@ def rollout_controller(
         registry=registry,
         sessions=db.sessions,
         stats=lambda version, since, until: version_stats(
-            db, version or settings.base_model_name, since, until, settings.max_ratings_per_key
+            db,
+            version or settings.model.base_model_name,
+            since,
+            until,
+            settings.max_ratings_per_key,
         ),
-        policy=rollout_policy(settings),
+        policy=settings.rollout,
         is_leader=leader.is_leader,
-    )
-
-
-def experiment_policy(settings: Settings) -> ExperimentPolicy:
-    return ExperimentPolicy(
-        alpha=settings.experiment_alpha,
-        tau=settings.experiment_tau,
-        min_samples=settings.experiment_min_samples,
-        max_samples=settings.experiment_max_samples,
-        max_duration_s=settings.experiment_max_duration_s,
     )
 
 
@@ -173,7 +145,7 @@ def experiment_controller(
         outcomes=lambda experiment_id: experiment_outcomes(
             db, experiment_id, settings.max_ratings_per_key
         ),
-        policy=experiment_policy(settings),
+        policy=settings.experiments,
         is_leader=leader.is_leader,
     )
 
@@ -189,21 +161,21 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         ) from None
     return EngineLaunch(
         model_path=model_path,
-        served_model_name=settings.base_model_name,
-        host=settings.engine_host,
-        port=settings.engine_port,
-        max_model_len=settings.max_model_len,
-        kv_cache_gib=settings.kv_cache_gib,
-        max_loras=settings.max_loras,
-        max_cpu_loras=settings.max_cpu_loras,
-        max_lora_rank=settings.max_lora_rank,
+        served_model_name=settings.model.base_model_name,
+        host=settings.engine.host,
+        port=settings.engine.port,
+        max_model_len=settings.model.max_model_len,
+        kv_cache_gib=settings.model.kv_cache_gib,
+        max_loras=settings.model.max_loras,
+        max_cpu_loras=settings.model.max_cpu_loras,
+        max_lora_rank=settings.model.max_lora_rank,
         log_file=settings.data_dir / "logs" / "vllm.log",
-        start_timeout_s=settings.engine_start_timeout_s,
-        restart_backoff_s=settings.engine_restart_backoff_s,
-        restart_backoff_max_s=settings.engine_restart_backoff_max_s,
-        extra_args=tuple(settings.engine_extra_args),
-        tool_call_parser=settings.engine_tool_call_parser,
-        chat_template=served_chat_template(model_path, settings.engine_chat_template),
+        start_timeout_s=settings.engine.start_timeout_s,
+        restart_backoff_s=settings.engine.restart_backoff_s,
+        restart_backoff_max_s=settings.engine.restart_backoff_max_s,
+        extra_args=tuple(settings.engine.extra_args),
+        tool_call_parser=settings.engine.tool_call_parser,
+        chat_template=served_chat_template(model_path, settings.engine.chat_template),
     )
 
 
@@ -213,20 +185,20 @@ def flagger(
     """The flagging rules of every alias, writing to the review queue in ``db``."""
     return Flagger(
         db=db,
-        default_rules=settings.flag_rules,
-        rules_by_alias=settings.flag_rules_by_alias,
-        trust_corrections=settings.review_trust_corrections,
+        default_rules=settings.flagging.rules,
+        rules_by_alias=settings.flagging.rules_by_alias,
+        trust_corrections=settings.flagging.trust_corrections,
         on_flag=on_flag,
     )
 
 
 def quota_gate(settings: Settings, db: Database, metrics: GatewayMetrics) -> QuotaGate:
     counters: Counters
-    if settings.quota_backend == "redis":
-        counters = RedisCounters(settings.redis_url)
+    if settings.quotas.backend == "redis":
+        counters = RedisCounters(settings.quotas.redis_url)
     else:
         counters = MemoryCounters()
-    usage = MonthlyUsage(db=db, refresh_s=settings.quota_usage_refresh_s)
+    usage = MonthlyUsage(db=db, refresh_s=settings.quotas.usage_refresh_s)
     return QuotaGate(
         counters=counters, monthly=usage, defaults=default_quota(settings), metrics=metrics
     )
@@ -235,28 +207,12 @@ def quota_gate(settings: Settings, db: Database, metrics: GatewayMetrics) -> Quo
 def default_quota(settings: Settings) -> Quota:
     """The limits of keys that set none of their own."""
     return Quota(
-        requests_per_minute=settings.quota_default_requests_per_minute,
-        tokens_per_minute=settings.quota_default_tokens_per_minute,
-        concurrent_streams=settings.quota_default_concurrent_streams,
-        monthly_tokens=settings.quota_default_monthly_tokens,
-        feedback_per_minute=settings.quota_default_feedback_per_minute,
-        searches_per_minute=settings.quota_default_searches_per_minute,
-    )
-
-
-def monitor_config(settings: Settings) -> MonitorConfig:
-    return MonitorConfig(
-        window=settings.monitor_window,
-        min_queries=settings.monitor_min_queries,
-        permutations=settings.monitor_permutations,
-        drift_p_value=settings.monitor_drift_p_value,
-        drift_min_distance=settings.monitor_drift_min_distance,
-        kpi_window_s=settings.monitor_kpi_window_s,
-        kpi_sample=settings.monitor_kpi_sample,
-        min_feedback=settings.monitor_min_feedback,
-        min_positive_ratio=settings.monitor_min_positive_ratio,
-        max_idk_rate=settings.monitor_max_idk_rate,
-        retention_days=settings.monitor_retention_days,
+        requests_per_minute=settings.quotas.default_requests_per_minute,
+        tokens_per_minute=settings.quotas.default_tokens_per_minute,
+        concurrent_streams=settings.quotas.default_concurrent_streams,
+        monthly_tokens=settings.quotas.default_monthly_tokens,
+        feedback_per_minute=settings.quotas.default_feedback_per_minute,
+        searches_per_minute=settings.quotas.default_searches_per_minute,
     )
 
 
@@ -264,29 +220,29 @@ def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> Q
     return QualityMonitor(
         db=db,
         embed=embed_with.embed,
-        config=monitor_config(settings),
-        base_model_name=settings.base_model_name,
+        config=settings.monitor,
+        base_model_name=settings.model.base_model_name,
     )
 
 
 def grounder(settings: Settings, retriever: Retriever, metrics: GatewayMetrics) -> Grounder:
     return Grounder(
         retriever=retriever,
-        defaults=settings.retrieval_models,
-        top_k=settings.retrieval_top_k,
-        min_score=settings.retrieval_min_score,
+        defaults=settings.retrieval.models,
+        top_k=settings.retrieval.top_k,
+        min_score=settings.retrieval.min_score,
         metrics=metrics,
     )
 
 
 def chat_limits(settings: Settings) -> ChatLimits:
     return ChatLimits(
-        context_window=settings.max_model_len,
-        max_messages=settings.max_messages,
-        max_n=settings.max_n,
-        adapter_wait_s=settings.adapter_wait_s,
-        default_max_tokens=settings.default_max_tokens,
-        reserve_max_tokens=settings.quota_reserve_max_tokens,
+        context_window=settings.model.max_model_len,
+        max_messages=settings.requests.max_messages,
+        max_n=settings.requests.max_n,
+        adapter_wait_s=settings.adapters.wait_s,
+        default_max_tokens=settings.requests.default_max_tokens,
+        reserve_max_tokens=settings.quotas.reserve_max_tokens,
     )
 
 
@@ -299,15 +255,15 @@ def build_services(
     """Every long-lived service of one gateway process, wired together (nothing started)."""
     db = Database(settings.resolved_database_url)
     keys = KeyStore(db)
-    journal = Journal(settings.resolved_journal_dir, fsync=settings.journal_fsync)
+    journal = Journal(settings.resolved_journal_dir, fsync=settings.store.journal_fsync)
     conversations = ConversationLog(db, journal)
     engine = engine or EngineClient(engine_config(settings))
     adapters = adapter_registry(settings, db)
     reconciler = Reconciler(
         engine=engine,
         registry=adapters,
-        interval_s=settings.reconcile_interval_s,
-        drain_s=settings.adapter_drain_s,
+        interval_s=settings.adapters.reconcile_interval_s,
+        drain_s=settings.adapters.drain_s,
     )
     leader = LeaderLock(db)
     rollouts = rollout_controller(settings, db, adapters, leader)
@@ -315,7 +271,7 @@ def build_services(
     reconciler.on_action(metrics.record_reconciler_action)
     reconciler.on_load_failure(rollouts.abort_for)
     retriever = build_retriever(settings, db)
-    router = ModelRouter(registry=adapters, base_model_name=settings.base_model_name)
+    router = ModelRouter(registry=adapters, base_model_name=settings.model.base_model_name)
     chat = ChatService(
         engine=engine,
         router=router,
@@ -333,7 +289,7 @@ def build_services(
         db,
         default_quota(settings),
         limit=settings.metrics_key_limit,
-        month_refresh_s=settings.quota_usage_refresh_s,
+        month_refresh_s=settings.quotas.usage_refresh_s,
     )
     state_metrics = StateMetrics(db=db, adapters=adapters, monitor=monitor, key_usage=key_usage)
     exposition = Exposition(metrics_registry, settings.metrics_multiproc_dir)
@@ -348,7 +304,7 @@ def build_services(
         router=router,
         chat=chat,
         authenticator=Authenticator(
-            keys, enabled=settings.auth_enabled, cache_seconds=settings.key_cache_seconds
+            keys, enabled=settings.auth.enabled, cache_seconds=settings.auth.key_cache_seconds
         ),
         retriever=retriever,
         adapters=adapters,
@@ -370,71 +326,36 @@ def build_services(
 
 
 def train_config(settings: Settings) -> TrainConfig:
+    """The training section, with the chat template vLLM serves the base model with."""
     model_dir = settings.resolved_base_model_path.resolve()
-    return TrainConfig(
-        method=settings.train_method,
-        rank=settings.train_rank,
-        alpha=settings.train_alpha,
-        dropout=settings.train_dropout,
-        target_modules=tuple(settings.train_target_modules),
-        epochs=settings.train_epochs,
-        max_steps=settings.train_max_steps,
-        learning_rate=settings.train_learning_rate,
-        batch_size=settings.train_batch_size,
-        max_tokens=settings.train_max_example_tokens,
-        eval_every=settings.train_eval_every,
-        patience=settings.train_patience,
-        checkpoint_every=settings.train_checkpoint_every,
-        compute_dtype=settings.train_compute_dtype,
-        optimizer=settings.train_optimizer,
-        device=settings.train_device,
-        threads=settings.train_threads,
-        chat_template=str(served_chat_template(model_dir, settings.engine_chat_template) or ""),
-    )
+    template = served_chat_template(model_dir, settings.engine.chat_template)
+    return replace(settings.train, chat_template=str(template or ""))
 
 
 def curation_limits(settings: Settings) -> CurationLimits:
-    return CurationLimits(
-        max_example_tokens=settings.train_max_example_tokens,
-        max_reply_chars=settings.train_max_reply_chars,
-        holdout_fraction=settings.train_holdout_fraction,
-        validation_fraction=settings.train_validation_fraction,
-        near_duplicate_similarity=settings.train_near_duplicate_similarity,
-        min_train_examples=settings.train_min_examples,
-    )
-
-
-def gate_policy(settings: Settings) -> GatePolicy:
-    return GatePolicy(margin=settings.eval_margin, probe_tolerance=settings.eval_probe_tolerance)
-
-
-def reeval_policy(settings: Settings) -> ReevalPolicy:
-    return ReevalPolicy(
-        tolerance=settings.reeval_tolerance, min_holdout=settings.reeval_min_holdout
-    )
+    """The curation section; its example length is the training run's."""
+    return replace(settings.curation, max_example_tokens=settings.train.max_tokens)
 
 
 def recipe_config(settings: Settings) -> RecipeConfig | None:
     """None: train on the conversations as served."""
-    if not settings.train_recipe:
-        return None
-    return RecipeConfig(rewrites=settings.train_rewrites, paraphrases=settings.train_paraphrases)
+    return settings.recipe if settings.recipe.enabled else None
 
 
 def job_config(settings: Settings) -> JobConfig:
     return JobConfig(
         data_dir=settings.data_dir.resolve(),
         base_model_dir=settings.resolved_base_model_path.resolve(),
-        base_model_name=settings.base_model_name,
+        base_model_name=settings.model.base_model_name,
         engine_url=trainer_engine_url(settings),
-        engine_api_key=settings.engine_api_key,
+        engine_api_key=settings.engine.api_key,
         train=train_config(settings),
         limits=curation_limits(settings),
-        gate=gate_policy(settings),
-        eval_max_tokens=settings.eval_max_tokens,
-        eval_concurrency=settings.eval_concurrency,
-        auto_rollout=settings.trainer_auto_rollout,
-        rehearsal_fraction=settings.train_rehearsal_fraction,
+        gate=settings.evaluation,
+        eval_max_tokens=settings.evaluation.max_tokens,
+        eval_concurrency=settings.evaluation.concurrency,
+        auto_rollout=settings.trainer.auto_rollout,
+        rehearsal_fraction=settings.trainer.rehearsal_fraction,
         recipe=recipe_config(settings),
     )
 
@@ -454,9 +375,9 @@ def trainer_engine_url(settings: Settings) -> str:
 def regrounder(settings: Settings, retriever: Retriever) -> Regrounder:
     return Regrounder(
         retriever=retriever,
-        retrieval_models=settings.retrieval_models,
-        top_k=settings.retrieval_top_k,
-        min_score=settings.retrieval_min_score,
+        retrieval_models=settings.retrieval.models,
+        top_k=settings.retrieval.top_k,
+        min_score=settings.retrieval.min_score,
     )
 
 
@@ -487,7 +408,7 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
             regrounder=grounding,
         )
         reevaluator = Reevaluator(
-            job=job, store=TrainerStore(db), regrounder=grounding, policy=reeval_policy(settings)
+            job=job, store=TrainerStore(db), regrounder=grounding, policy=settings.reeval
         )
         yield TrainerParts(db=db, registry=registry, job=job, reevaluator=reevaluator)
     finally:

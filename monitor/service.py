@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from adapters.tables import Alias, aware
+from core.sections import MonitorConfig
 from core.store.db import Database
 from core.store.tables import Conversation, Feedback
 from monitor.drift import DriftResult, drift_test
@@ -38,21 +38,6 @@ from retrieval.grounding import retrieval_query
 log = logging.getLogger("loragate.monitor")
 
 Embed = Callable[[Sequence[str]], np.ndarray]
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    window: int = 200
-    min_queries: int = 30
-    permutations: int = 200
-    drift_p_value: float = 0.01
-    drift_min_distance: float = 0.05
-    kpi_window_s: float = 86_400.0
-    kpi_sample: int = 2000
-    min_feedback: int = 20
-    min_positive_ratio: float = 0.5
-    max_idk_rate: float = 0.5
-    retention_days: int = 90
 
 
 class QualityMonitor:

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from core.sections import ChunkingConfig
+
 TokenSpans = Callable[[str], Sequence[tuple[int, int]]]
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -26,18 +28,6 @@ class Chunk:
         # The section title carries meaning the chunk text may lack ("Refunds" above a
         # paragraph that never says the word), so it is embedded with the text.
         return f"{self.section}\n{self.text}" if self.section else self.text
-
-
-@dataclass(frozen=True)
-class ChunkingConfig:
-    chunk_tokens: int = 200
-    overlap_tokens: int = 40
-
-    def __post_init__(self) -> None:
-        if self.chunk_tokens < 16:
-            raise ValueError("chunk_tokens: must be at least 16")
-        if not 0 <= 2 * self.overlap_tokens < self.chunk_tokens:
-            raise ValueError("overlap_tokens: must be >= 0 and under half of chunk_tokens")
 
 
 def split_sections(markdown: str) -> list[tuple[str, str]]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.sections import IndexConfig
 from retrieval.errors import MissingDependency
 
 
@@ -31,24 +31,6 @@ def _faiss() -> Any:
     except ImportError as exc:
         raise MissingDependency("faiss") from exc
     return faiss
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    exact_max_vectors: int = 50_000
-    ivf_nprobe: int = 16
-    ivf_lists_per_sqrt: float = 4.0
-    # Retrain IVF centroids once the index has grown this many times past its training size.
-    ivf_retrain_growth: float = 4.0
-    # FAISS OpenMP threads. One is fastest for single queries next to a busy vLLM: with two,
-    # the threads spin-wait for a core (bench/retrieval.py: exact 10k p99 52 ms vs 3 ms).
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.exact_max_vectors < 1000:
-            raise ValueError("exact_max_vectors: must be at least 1000 (IVF needs data to train)")
-        if self.ivf_nprobe < 1:
-            raise ValueError("ivf_nprobe: must be at least 1")
 
 
 class VectorIndex:

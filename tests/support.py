@@ -166,7 +166,7 @@ class ThreadedGateway:
             log_config=None,
             access_log=False,
             lifespan="on",
-            http=limit_headers(settings.max_header_bytes),
+            http=limit_headers(settings.requests.max_header_bytes),
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from core.sections import CurationLimits
 from retrieval.grounding import asked_question
 from trainer.errors import DatasetError, SnapshotCorrupt
 from trainer.pii import ScrubReport, scrub, scrub_message
@@ -87,16 +88,6 @@ def with_tool_calls(text: str, calls: Sequence[dict[str, Any]] | None) -> str:
             arguments = json.dumps(json.loads(arguments), sort_keys=True)
         lines.append(f"{function.get('name')}({arguments})")
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class CurationLimits:
-    max_example_tokens: int = 1024
-    max_reply_chars: int = 8192
-    holdout_fraction: float = 0.25
-    validation_fraction: float = 0.1
-    near_duplicate_similarity: float = 0.97
-    min_train_examples: int = 8
 
 
 @dataclass

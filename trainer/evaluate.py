@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from core.sections import GatePolicy
 from retrieval.grounding import lexical_support, sources_in
 from trainer.dataset import Example, with_tool_calls
 from trainer.errors import EvaluationError
@@ -57,12 +58,6 @@ class SetScore:
         data = asdict(self)
         data.pop("items")
         return data
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    margin: float = 0.05
-    probe_tolerance: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ present, the CPU otherwise.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -26,44 +25,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from core.hf_loading import model_load_lock, tie_output_head
+from core.sections import TrainConfig
 from trainer.dataset import Example
 from trainer.errors import MissingExtra, TrainerError
 
 log = logging.getLogger("loragate.trainer")
 
-Method = Literal["qlora", "lora", "full"]
-LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE = -100
 LATEST = "latest"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    method: Method = "qlora"
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = LLAMA_MODULES
-    epochs: float = 2.0  # 0: sized to the data (epochs_for)
-    max_steps: int = 0  # 0: the epochs decide
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    max_tokens: int = 1024
-    eval_every: int = 10
-    patience: int = 3  # evaluations without a better validation loss before stopping
-    checkpoint_every: int = 10
-    compute_dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
-    chat_template: str = ""  # the Jinja file vLLM serves with; empty: the model's own
-    seed: int = 0
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -27,6 +27,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
+from core.sections import RecipeConfig
 from retrieval.grounding import lexical_support, sources_in, strip_grounding
 from trainer.dataset import Example
 
@@ -59,13 +60,6 @@ PARAPHRASE_PROMPT = (
     "Rewrite this question with different words. Keep every name and number. Reply with "
     "the new question only.\n\nQuestion: {q}"
 )
-
-
-@dataclass(frozen=True)
-class RecipeConfig:
-    rewrites: int = 2  # templated rewordings per question
-    paraphrases: int = 1  # asked of the live model, kept only when checked
-    closed_book: int = 2  # wordings also trained without sources (the first ones)
 
 
 @dataclass

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from adapters.registry import Registry, UnknownAdapter
+from core.sections import ReevalPolicy
 from trainer.dataset import Example, grow_holdout
 from trainer.errors import TrainerError
 from trainer.evaluate import SetScore, shipped_probes
@@ -36,17 +36,6 @@ from trainer.store import TrainerStore
 from trainer.tables import EvalScore, utcnow
 
 log = logging.getLogger("loragate.reeval")
-
-
-@dataclass(frozen=True)
-class ReevalPolicy:
-    tolerance: float = 0.1
-    min_holdout: int = 5  # fewer items: a drop is noise, not a finding
-
-    def degraded(self, score: SetScore, reference: float | None) -> bool:
-        if reference is None or score.count < self.min_holdout:
-            return False
-        return reference - score.accuracy > self.tolerance
 
 
 class Reevaluator:

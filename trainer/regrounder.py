@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.grounding_plan import plan_grounding
-from core.settings import ModelRetrieval
+from core.sections import ModelRetrieval
 from retrieval.grounding import ground_messages, retrieval_query, strip_grounding
 from retrieval.service import Retriever
 from trainer.dataset import Example

@@ -33,7 +33,7 @@ def main(ctx: click.Context, config_file: Path | None, verbose: bool) -> None:
     """loragate: an OpenAI-compatible gateway with hot-swappable LoRA adapters."""
     ctx.obj = load_settings(config_file)
     quiet = not verbose and ctx.invoked_subcommand not in SERVICES
-    configure_logging(ctx.obj.log_level, ctx.obj.log_format, quiet=quiet)
+    configure_logging(ctx.obj.logging.level, ctx.obj.logging.format, quiet=quiet)
 
 
 # Long-running commands: they log as the server does, every line an operator may need.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from core.settings import public_dump
 from gateway.cli.common import settings_of
 from gateway.cli.output import as_json_text, emit, json_output
 
@@ -21,7 +22,7 @@ def config() -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective settings as JSON."""
-    data = settings_of(ctx).model_dump(mode="json")
+    data = public_dump(settings_of(ctx))
     emit(data, as_json_text(data))
 
 

@@ -32,7 +32,7 @@ def model_prepare(ctx: click.Context) -> None:
 
     settings = settings_of(ctx)
     target = settings.resolved_base_model_path
-    if settings.base_model_path is not None:
+    if settings.model.base_model_path is not None:
         check_model_dir(target)  # an operator's own model: nothing to convert
         emit({"path": str(target), "prepared": False},
              f"using the configured model directory {target}")  # fmt: skip

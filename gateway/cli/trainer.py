@@ -87,14 +87,14 @@ def trainer_command(ctx: click.Context, once: bool) -> None:
         worker = TrainerWorker(
             parts.job,
             TrainerStore(parts.db),
-            min_new_examples=settings.trainer_min_new_examples,
-            schedule_s=settings.trainer_schedule_s,
-            poll_s=settings.trainer_poll_s,
-            monitor_min_new_examples=settings.trainer_monitor_min_new_examples
-            if settings.trainer_on_monitor
+            min_new_examples=settings.trainer.min_new_examples,
+            schedule_s=settings.trainer.schedule_s,
+            poll_s=settings.trainer.poll_s,
+            monitor_min_new_examples=settings.trainer.monitor_min_new_examples
+            if settings.trainer.on_monitor
             else None,
             reevaluator=parts.reevaluator,
-            reeval_interval_s=settings.reeval_interval_s,
+            reeval_interval_s=settings.reeval.interval_s,
         )
         if once:
             return await worker.poll_once()

@@ -36,7 +36,8 @@ import pytest
 from sqlalchemy import select
 
 from adapters.tables import AdapterVersion, Alias, Rollout
-from core.settings import FlagRules, load_settings
+from core.sections import FlagRules
+from core.settings import load_settings
 from core.store import Database
 from core.store.conversations import ConversationRecord
 from core.store.keys import KeyStore

@@ -99,7 +99,8 @@ def _replica(db: Database, store_dir: Path, stats: Stats) -> Replica:
         return {}
 
     registry = Registry(db.sessions, store_dir, ValidationLimits(None, max_rank=16))
-    policy = RolloutPolicy(steps=(25, 50, 100), interval_s=0.0, min_samples=10,
+    # A microsecond, the shortest interval the policy allows: every analysis is due.
+    policy = RolloutPolicy(steps=(25, 50, 100), interval_s=1e-6, min_samples=10,
                            failure_threshold=2)  # fmt: skip
     rollouts = RolloutController(registry, db.sessions, stats, policy, leader)
     experiments = ExperimentController(registry, db.sessions, outcomes, ExperimentPolicy(), leader)

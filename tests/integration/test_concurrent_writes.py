@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import StoreBusy
-from core.settings import FlagRules
+from core.sections import FlagRules
 from core.store import Database
 from core.store.conversations import ConversationLog, ConversationRecord
 from core.store.keys import KeyStore, Principal

@@ -87,7 +87,8 @@ def _controller(registry: Registry, db: Database, stats: dict[str, VersionStats]
     async def leader() -> bool:
         return True
 
-    settings = {"steps": (25, 50, 100), "interval_s": 0.0, "min_samples": 10,
+    # A microsecond, the shortest interval the policy allows: every analysis is due.
+    settings = {"steps": (25, 50, 100), "interval_s": 1e-6, "min_samples": 10,
                 "failure_threshold": 2, **policy}  # fmt: skip
     return RolloutController(registry, db.sessions, source, RolloutPolicy(**settings), leader)  # type: ignore[arg-type]
 

@@ -36,7 +36,8 @@ from playwright.sync_api import Page, Request, expect, sync_playwright
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
-from core.settings import FlagRules, load_settings
+from core.sections import FlagRules
+from core.settings import load_settings
 from core.store import Database
 from core.store.conversations import ConversationLog
 from core.store.keys import KeyStore, Principal

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,8 @@ def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Sett
         retrieval_models=retrieval_config(),
         log_format="text",
         train_max_steps=TRAIN_STEPS,
-        # Above the default 2e-4: 24 steps must learn the facts by a clear margin on any random
-        # split (2e-4 once gained nothing); rehearsal keeps the probes (docs/training.md).
+        # Above the default 2e-4, so that 24 steps move the model enough for both verdicts'
+        # paths to be seen in a few minutes (docs/training.md, "Why these defaults").
         train_learning_rate=5e-4,
         # One scoring request at a time: batched with others, the same base model scored
         # 0.72 and 0.67 on one holdout in two runs (vLLM's CPU kernels round differently by
@@ -202,7 +202,9 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     change = candidate["probes"]["accuracy"] - base["probes"]["accuracy"]
     assert gate["holdout_gain"] == pytest.approx(gain, abs=1e-3)
     assert gate["probe_change"] == pytest.approx(change, abs=1e-3)
-    should_pass = gain >= settings.eval_margin - 1e-9 and change >= -settings.eval_probe_tolerance
+    should_pass = (
+        gain >= settings.evaluation.margin - 1e-9 and change >= -settings.evaluation.probe_tolerance
+    )
     assert gate["passed"] is should_pass and bool(gate["reasons"]) is not should_pass
     assert trained.state == ("published" if should_pass else "rejected")
     runs = _rows(settings, select(TrainingRun).where(TrainingRun.alias == ALIAS))
@@ -334,7 +336,10 @@ async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) ->
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
     _copy_alias(loop.settings, "cycles-wrong", wrong=True)
     # 16 steps: with 8, the wrong facts once moved no holdout answer (gain 0.0).
-    outcome = _train(loop.settings.model_copy(update={"train_max_steps": 16}), "cycles-wrong")
+    outcome = _train(
+        loop.settings.model_copy(update={"train": replace(loop.settings.train, max_steps=16)}),
+        "cycles-wrong",
+    )
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
@@ -354,7 +359,7 @@ def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunO
     with pytest.raises(DatasetError, match="no approved examples"):
         _train(loop.settings, "cycles-empty")
     _copy_alias(loop.settings, "cycles-long", wrong=False, limit=10)
-    tiny = loop.settings.model_copy(update={"train_max_example_tokens": 40})
+    tiny = loop.settings.model_copy(update={"train": replace(loop.settings.train, max_tokens=40)})
     with pytest.raises(DatasetError, match="over_context"):
         _train(tiny, "cycles-long")
     runs = _rows(
@@ -375,8 +380,8 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         **os.environ,
         "LORAGATE_DATA_DIR": str(settings.data_dir),
         "LORAGATE_ENGINE_MODE": "external",
-        "LORAGATE_ENGINE_URLS": ",".join(settings.engine_urls),
-        "LORAGATE_BASE_MODEL_NAME": settings.base_model_name,
+        "LORAGATE_ENGINE_URLS": ",".join(settings.engine.urls),
+        "LORAGATE_BASE_MODEL_NAME": settings.model.base_model_name,
         "LORAGATE_BASE_MODEL_PATH": str(settings.resolved_base_model_path),
         "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval_config()),
         "LORAGATE_LOG_FORMAT": "json",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from core.settings import FlagRules
+from core.sections import FlagRules
 from core.store import Database
 from core.store.conversations import ConversationLog
 from core.store.keys import Principal, Quota

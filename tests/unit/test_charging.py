@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from adapters.engine import EngineClient, EngineClientConfig
-from core.settings import FlagRules
+from core.sections import FlagRules
 from core.store.conversations import ConversationLog, ConversationRecord
 from core.store.db import Database
 from core.store.keys import Principal, Quota

@@ -377,7 +377,8 @@ def test_grow_holdout_scrubs_and_filters_like_curate() -> None:
     leaky = ex(1, reply="write to jane.doe@example.com about value3")
     copies = [ex(n, question="same question", reply="same reply") for n in range(2, 12)]
     grown = grow_holdout(
-        [leaky, *copies], [], CurationLimits(min_train_examples=1, holdout_fraction=1.0),
+        # 0.99, the most the limits allow: every example of strata this small.
+        [leaky, *copies], [], CurationLimits(min_train_examples=1, holdout_fraction=0.99),
         count_tokens, embed,
     )  # fmt: skip
     assert "jane.doe@example.com" not in str([example.reply for example in grown])

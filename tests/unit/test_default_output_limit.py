@@ -73,8 +73,11 @@ async def test_the_default_is_capped_by_the_context(service: Any) -> None:
 
 
 def test_the_setting_defaults_to_a_limit_and_can_be_turned_off(tmp_path: Any) -> None:
-    assert load_settings(data_dir=tmp_path).default_max_tokens == DEFAULT
-    assert load_settings(data_dir=tmp_path, default_max_tokens=None).default_max_tokens is None
+    assert load_settings(data_dir=tmp_path).requests.default_max_tokens == DEFAULT
+    assert (
+        load_settings(data_dir=tmp_path, default_max_tokens=None).requests.default_max_tokens
+        is None
+    )
     # Bigger than a small context is fine: it is capped per request.
     small = load_settings(data_dir=tmp_path, max_model_len=256)
-    assert small.default_max_tokens == DEFAULT
+    assert small.requests.default_max_tokens == DEFAULT

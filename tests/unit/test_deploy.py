@@ -46,7 +46,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from core.settings import Settings
+from core.settings import Settings, env_names
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -59,7 +59,7 @@ K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # vLLM refuses any other --max-lora-rank (its argument parser lists these choices).
 VLLM_LORA_RANKS = {1, 8, 16, 32, 64, 128, 256, 320, 512}
 PLACEHOLDER = "CHANGE_ME"
-SETTINGS_ENV = {f"LORAGATE_{name.upper()}" for name in Settings.model_fields}
+SETTINGS_ENV = {f"LORAGATE_{name.upper()}" for name in env_names()}
 # Read by the CLI (`--config`), not a field.
 NON_FIELD_ENV = {"LORAGATE_CONFIG"}
 
@@ -544,12 +544,12 @@ def test_gateway_and_trainer_settings_validate(
     for where, env in gateway_and_trainer_envs(compose_config).items():
         with monkeypatch.context() as patch:
             settings = settings_from(env, patch)
-        assert settings.engine_mode == "external", where
-        assert settings.engine_urls, where
+        assert settings.engine.mode == "external", where
+        assert settings.engine.urls, where
         assert settings.resolved_database_url.startswith("postgresql+asyncpg://"), where
         assert settings.data_dir.is_absolute(), where  # adapter paths handed to vLLM
-        assert settings.base_model_path is not None, where
-        assert settings.base_model_path.is_absolute(), where
+        assert settings.model.base_model_path is not None, where
+        assert settings.model.base_model_path.is_absolute(), where
         if where.endswith("gateway"):
             assert settings.host == "0.0.0.0", where
             if settings.workers > 1:
@@ -559,7 +559,7 @@ def test_gateway_and_trainer_settings_validate(
                 assert not multiproc.is_relative_to(settings.data_dir), where
                 assert env.get("PROMETHEUS_MULTIPROC_DIR") == str(multiproc), where
         else:
-            assert settings.train_device == "cuda", where
+            assert settings.train.device == "cuda", where
 
 
 # -- vLLM ---------------------------------------------------------------------------------
@@ -614,7 +614,7 @@ def test_vllm_mirrors_the_embedded_launch(
 
 
 def test_vllm_agrees_with_the_gateway_and_trainer(compose_config: dict[str, Any]) -> None:
-    default_rank = Settings.model_fields["max_lora_rank"].default
+    default_rank = Settings().model.max_lora_rank
     for where, view in vllm_views(compose_config):
         flags = view["flags"]
         rank = int(flags["--max-lora-rank"])

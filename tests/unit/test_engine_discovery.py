@@ -152,7 +152,7 @@ def test_parse_defaults_the_port() -> None:
 
 def test_settings_take_a_dns_entry() -> None:
     settings = Settings(engine_mode="external", engine_urls=["dns+http://vllm-headless:8000/v1"])
-    assert settings.engine_urls == ["dns+http://vllm-headless:8000"]
+    assert settings.engine.urls == ["dns+http://vllm-headless:8000"]
     with pytest.raises(ValueError, match=r"(?i)dns"):
         Settings(engine_mode="external", engine_urls=["dns+ftp://vllm:8000"])
 

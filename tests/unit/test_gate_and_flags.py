@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import FlagRules
+from core.sections import FlagRules
 from core.store.conversations import ConversationRecord
 from gateway.flagging import Flag, Flagger, alias_of
 from trainer.evaluate import GatePolicy, SetScore, decide

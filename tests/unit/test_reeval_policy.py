@@ -51,7 +51,7 @@ def _example(*messages: dict[str, str]) -> Example:
 
 
 async def test_old_sources_are_replaced_by_a_search_now() -> None:
-    from core.settings import ModelRetrieval
+    from core.sections import ModelRetrieval
 
     retriever = _Retriever()
     config = {"support": ModelRetrieval(collection="handbook")}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.settings import load_settings
+from core.settings import FLAT_NAMES, SECTIONS, Settings, env_names, load_settings, section_fields
 from core.settings_docs import END_MARKER, START_MARKER, replace_table, settings_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,11 +15,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_defaults_are_the_embedded_default(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
-    assert settings.engine_mode == "embedded"
-    assert settings.resolved_engine_urls == [f"http://127.0.0.1:{settings.engine_port}"]
+    assert settings.engine.mode == "embedded"
+    assert settings.resolved_engine_urls == [f"http://127.0.0.1:{settings.engine.port}"]
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
     assert settings.resolved_base_model_path == tmp_path / "models" / "SmolLM2-135M-Instruct"
-    assert settings.auth_enabled
+    assert settings.auth.enabled
 
 
 def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -28,8 +28,8 @@ def test_env_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LORAGATE_PORT", "9100")
     settings = load_settings(config)
     assert settings.port == 9100  # env wins
-    assert settings.max_loras == 2  # from the file
-    assert settings.log_format == "text"
+    assert settings.model.max_loras == 2  # from the file
+    assert settings.logging.format == "text"
 
 
 def test_engine_urls_accept_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +49,15 @@ def test_engine_urls_accept_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> Non
         ({"workers": 4}, "workers"),
         ({"not_a_setting": 1}, "not_a_setting"),
         ({"max_body_bytes": "lots"}, "max_body_bytes"),
+        # Settings of a section: named flat and by their environment variable.
+        ({"train_learning_rate": 2}, "LORAGATE_TRAIN_LEARNING_RATE"),
+        ({"train_max_example_tokens": 1}, "LORAGATE_TRAIN_MAX_EXAMPLE_TOKENS"),
+        ({"train_rank": 64}, "LORAGATE_TRAIN_RANK"),  # over max_lora_rank
+        ({"train": {"dropout": 1.5}}, "LORAGATE_TRAIN_DROPOUT"),  # given nested
+        ({"monitor_window": "wide"}, "LORAGATE_MONITOR_WINDOW"),
+        ({"rollout_steps": [10, 5, 100]}, "LORAGATE_ROLLOUT_STEPS"),
+        ({"train_method": "full"}, "LORAGATE_TRAIN_METHOD"),
+        ({"train_no_such_thing": 1}, "train_no_such_thing"),
     ],
 )
 def test_bad_values_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -72,3 +81,180 @@ def test_replace_table_needs_markers() -> None:
     with pytest.raises(ValueError, match="markers"):
         replace_table("no markers here")
     assert settings_table() in replace_table(f"# t\n{START_MARKER}\nold\n{END_MARKER}\n")
+
+
+def test_flat_names_fill_the_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment, TOML and keywords keep the flat names; each lands in its section, and the
+    usual priority (keyword, environment, file) holds setting by setting."""
+    config = tmp_path / "loragate.toml"
+    config.write_text("train_rank = 4\ntrain_alpha = 8\n[monitor]\nwindow = 60\n")
+    monkeypatch.setenv("LORAGATE_TRAIN_ALPHA", "12")
+    monkeypatch.setenv("LORAGATE_TRAIN_TARGET_MODULES", "q_proj, v_proj")
+    monkeypatch.setenv("LORAGATE_ROLLOUT_STEPS", "20,100")
+    monkeypatch.setenv("LORAGATE_EVAL_MARGIN", "0.2")
+    settings = load_settings(config, train_learning_rate=1e-3, trainer_auto_rollout=False)
+    assert settings.train.rank == 4  # file
+    assert settings.train.alpha == 12  # environment over file
+    assert settings.train.learning_rate == 1e-3  # keyword
+    assert settings.train.target_modules == ("q_proj", "v_proj")
+    assert settings.rollout.steps == (20, 100)
+    assert settings.evaluation.margin == 0.2
+    assert settings.monitor.window == 60  # a nested TOML table
+    assert settings.trainer.auto_rollout is False
+    assert settings.curation == type(settings.curation)()  # untouched sections: defaults
+
+
+def test_every_setting_has_one_env_name_and_a_description() -> None:
+    names = env_names()
+    assert len(names) == len(set(names))
+    for flat, (section, field) in FLAT_NAMES.items():
+        assert flat not in Settings.model_fields, flat
+        info = section_fields(SECTIONS[section])[field]
+        assert info.description, f"{section}.{field} ({flat}) has no description"
+        assert f"`LORAGATE_{flat.upper()}`" in settings_table()
+
+
+# The flat names of the section settings, as operators, deploy/ and the docs know them from
+# before the sections: a section field renamed must keep its name through ``ENV_NAMES``.
+FLAT_NAMES_BEFORE_THE_SECTIONS = [
+    "adapter_drain_s",
+    "adapter_publish_roots",
+    "adapter_wait_s",
+    "auth_enabled",
+    "base_model_name",
+    "base_model_path",
+    "chunk_overlap_tokens",
+    "chunk_tokens",
+    "database_url",
+    "default_max_tokens",
+    "embedding_batch_size",
+    "embedding_model_path",
+    "embedding_threads",
+    "engine_api_key",
+    "engine_chat_template",
+    "engine_connect_timeout_s",
+    "engine_discovery_interval_s",
+    "engine_extra_args",
+    "engine_health_interval_s",
+    "engine_host",
+    "engine_max_connections",
+    "engine_mode",
+    "engine_port",
+    "engine_request_timeout_s",
+    "engine_restart_backoff_max_s",
+    "engine_restart_backoff_s",
+    "engine_start_timeout_s",
+    "engine_tool_call_parser",
+    "engine_urls",
+    "eval_concurrency",
+    "eval_margin",
+    "eval_max_tokens",
+    "eval_probe_tolerance",
+    "exact_index_max_vectors",
+    "experiment_alpha",
+    "experiment_max_duration_s",
+    "experiment_max_samples",
+    "experiment_min_samples",
+    "experiment_tau",
+    "faiss_threads",
+    "flag_rules",
+    "flag_rules_by_alias",
+    "gpu_memory_utilization",
+    "ivf_nprobe",
+    "journal_dir",
+    "journal_fsync",
+    "key_cache_seconds",
+    "kv_cache_gib",
+    "log_format",
+    "log_level",
+    "max_adapter_bytes",
+    "max_body_bytes",
+    "max_cpu_loras",
+    "max_document_bytes",
+    "max_header_bytes",
+    "max_lora_rank",
+    "max_loras",
+    "max_messages",
+    "max_model_len",
+    "max_n",
+    "monitor_drift_min_distance",
+    "monitor_drift_p_value",
+    "monitor_interval_s",
+    "monitor_kpi_sample",
+    "monitor_kpi_window_s",
+    "monitor_max_idk_rate",
+    "monitor_min_feedback",
+    "monitor_min_positive_ratio",
+    "monitor_min_queries",
+    "monitor_permutations",
+    "monitor_retention_days",
+    "monitor_window",
+    "openapi_pages",
+    "quota_backend",
+    "quota_default_concurrent_streams",
+    "quota_default_feedback_per_minute",
+    "quota_default_monthly_tokens",
+    "quota_default_requests_per_minute",
+    "quota_default_searches_per_minute",
+    "quota_default_tokens_per_minute",
+    "quota_reserve_max_tokens",
+    "quota_usage_refresh_s",
+    "reconcile_interval_s",
+    "redis_url",
+    "reeval_interval_s",
+    "reeval_min_holdout",
+    "reeval_tolerance",
+    "retrieval_min_score",
+    "retrieval_models",
+    "retrieval_top_k",
+    "review_trust_corrections",
+    "rollout_failure_threshold",
+    "rollout_interval_s",
+    "rollout_max_error_rate_increase",
+    "rollout_max_groundedness_drop",
+    "rollout_max_negative_rate_increase",
+    "rollout_max_p95_latency_ratio",
+    "rollout_min_samples",
+    "rollout_steps",
+    "train_alpha",
+    "train_batch_size",
+    "train_checkpoint_every",
+    "train_compute_dtype",
+    "train_device",
+    "train_dropout",
+    "train_epochs",
+    "train_eval_every",
+    "train_holdout_fraction",
+    "train_learning_rate",
+    "train_max_example_tokens",
+    "train_max_reply_chars",
+    "train_max_steps",
+    "train_method",
+    "train_min_examples",
+    "train_near_duplicate_similarity",
+    "train_optimizer",
+    "train_paraphrases",
+    "train_patience",
+    "train_rank",
+    "train_recipe",
+    "train_rehearsal_fraction",
+    "train_rewrites",
+    "train_target_modules",
+    "train_threads",
+    "train_validation_fraction",
+    "trainer_auto_rollout",
+    "trainer_min_new_examples",
+    "trainer_monitor_min_new_examples",
+    "trainer_on_monitor",
+    "trainer_poll_s",
+    "trainer_schedule_s",
+    "ui_enabled",
+]
+
+
+def test_the_flat_names_from_before_the_sections_still_work() -> None:
+    assert sorted(FLAT_NAMES) == FLAT_NAMES_BEFORE_THE_SECTIONS
+    for name in FLAT_NAMES_BEFORE_THE_SECTIONS:
+        section, field = FLAT_NAMES[name]
+        default = getattr(getattr(Settings(), section), field)
+        assert getattr(getattr(Settings(**{name: default}), section), field) == default

@@ -1,7 +1,9 @@
-"""A default is written once: the component configs that ``gateway.wiring`` builds from the
-settings keep defaults of their own (tests and benchmarks build them directly), and each of
-those must equal the setting's default, or the two drift apart (they did: a holdout fraction
-of 0.25 in the settings and 0.2 in the curation limits)."""
+"""A default is written once. The settings sections (core/sections.py) are the component
+configs, so their defaults are the settings' by construction; the component configs that
+``gateway.wiring`` still builds field by field from top-level settings keep defaults of their
+own (tests and benchmarks build them directly), and each of those must equal the setting's
+default, or the two drift apart (they did: a holdout fraction of 0.25 in the settings and 0.2
+in the curation limits)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic.fields import FieldInfo
 
 from adapters.reconciler import Reconciler
-from core.settings import Settings
+from core.sections import RecipeConfig
+from core.settings import FLAT_NAMES, SECTIONS, Settings
 from gateway import wiring
 from gateway.quota_gate import MonthlyUsage
 
@@ -22,11 +26,6 @@ from gateway.quota_gate import MonthlyUsage
 CONFIG_BUILDERS: list[Callable[[Settings], Any]] = [
     wiring.train_config,
     wiring.curation_limits,
-    wiring.gate_policy,
-    wiring.reeval_policy,
-    wiring.rollout_policy,
-    wiring.experiment_policy,
-    wiring.monitor_config,
     wiring.engine_config,
     wiring.chat_limits,
     lambda settings: wiring.retrieval_config(settings).chunking,
@@ -38,7 +37,9 @@ CONFIG_BUILDERS: list[Callable[[Settings], Any]] = [
 def _dataclass_defaults(cls: type) -> dict[str, Any]:
     defaults = {}
     for field in dataclasses.fields(cls):
-        if field.default is not dataclasses.MISSING:
+        if isinstance(field.default, FieldInfo):  # a section: a pydantic dataclass
+            defaults[field.name] = field.default.get_default(call_default_factory=True)
+        elif field.default is not dataclasses.MISSING:
             defaults[field.name] = field.default
         elif field.default_factory is not dataclasses.MISSING:
             defaults[field.name] = field.default_factory()
@@ -64,9 +65,9 @@ def test_config_defaults_equal_the_settings_defaults(build: Callable[[Settings],
 
 
 def test_recipe_defaults_equal_the_settings_defaults() -> None:
+    assert wiring.recipe_config(Settings()) is None
     recipe = wiring.recipe_config(Settings(train_recipe=True))
-    assert recipe is not None
-    assert recipe == type(recipe)(closed_book=recipe.closed_book)
+    assert recipe == RecipeConfig(enabled=True)
 
 
 def test_engine_launch_defaults_equal_the_settings_defaults(
@@ -90,7 +91,30 @@ def test_constructor_defaults_equal_the_settings_defaults(
     component: type, parameter: str, setting: str
 ) -> None:
     default = inspect.signature(component).parameters[parameter].default
-    assert default == Settings.model_fields[setting].default
+    if setting in FLAT_NAMES:
+        section, field = FLAT_NAMES[setting]
+        assert default == getattr(getattr(Settings(), section), field)
+    else:
+        assert default == Settings.model_fields[setting].default
+
+
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_a_section_is_the_component_config(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings hold the section itself, with the section's own defaults (without the
+    environment tests/conftest.py sets for the adapter publish roots)."""
+    monkeypatch.delenv("LORAGATE_ADAPTER_PUBLISH_ROOTS", raising=False)
+    section = getattr(Settings(), name)
+    assert type(section) is SECTIONS[name]
+    assert section == SECTIONS[name]()
+
+
+def test_the_components_get_the_sections() -> None:
+    settings = Settings(rollout_min_samples=7, monitor_window=50, reeval_min_holdout=9)
+    assert settings.rollout.min_samples == 7
+    assert wiring.curation_limits(settings).max_example_tokens == settings.train.max_tokens
+    config = wiring.job_config(settings)
+    assert config.gate is settings.evaluation
+    assert config.eval_max_tokens == settings.evaluation.max_tokens
 
 
 def test_the_trainer_job_is_built_from_the_settings(tmp_path: Path) -> None:

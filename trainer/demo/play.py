@@ -186,7 +186,9 @@ def demo_command(ctx: click.Context, data_dir: Path) -> None:
         )
     try:
         wait_ready(base_url, server)
-        embedder = Embedder(settings.embedding_model_path, threads=settings.embedding_threads)
+        embedder = Embedder(
+            settings.retrieval.embedding_model_path, threads=settings.retrieval.embedding_threads
+        )
         users = DemoUsers(base_url, chat_key, admin_key, embedder.embed)
 
         async def run() -> None:
