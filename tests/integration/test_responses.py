@@ -2,6 +2,10 @@
 (``tests/standin_responses.py``), on SQLite and PostgreSQL: logged and charged like chat,
 ids readable and cancellable by the key that created them only.
 
+Each test has a store of its own (tests/own_store.py): on the session's shared PostgreSQL
+database, versions earlier tests published reached these gateways, whose reconcilers sent
+their loads to the stand-in before the request under test.
+
 Each kind of bad input says what happens: an unknown id, another key's id, an id of the
 wrong form, a ``previous_response_id`` of another key, a body the gateway refuses itself
 (``request_id``, no ``model``, a non-boolean ``stream``, not an object), one vLLM refuses
@@ -22,6 +26,7 @@ import pytest
 
 from core.settings import load_settings
 from tests.integration.conftest import sdk_client
+from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from tests.standin_responses import BREAK_WORD, PROMPT_TOKENS
 from tests.standin_vllm import ANSWER, SLOW_WORD, StandInVllm
 from tests.support import (
