@@ -52,6 +52,7 @@ class EngineLaunch:
     port: int
     max_model_len: int
     kv_cache_gib: float
+    gpu_memory_utilization: float
     max_loras: int
     max_cpu_loras: int
     max_lora_rank: int
@@ -76,6 +77,8 @@ class EngineLaunch:
             "--host", self.host,
             "--port", str(self.port),
             "--max-model-len", str(self.max_model_len),
+            # GPU builds size their memory from it; the CPU build from kv_cache_gib (below).
+            "--gpu-memory-utilization", str(self.gpu_memory_utilization),
             "--enable-lora",
             "--max-loras", str(self.max_loras),
             "--max-cpu-loras", str(self.max_cpu_loras),

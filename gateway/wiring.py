@@ -166,6 +166,7 @@ def engine_launch(settings: Settings) -> EngineLaunch:
         port=settings.engine.port,
         max_model_len=settings.model.max_model_len,
         kv_cache_gib=settings.model.kv_cache_gib,
+        gpu_memory_utilization=settings.model.gpu_memory_utilization,
         max_loras=settings.model.max_loras,
         max_cpu_loras=settings.model.max_cpu_loras,
         max_lora_rank=settings.model.max_lora_rank,

@@ -46,7 +46,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from core.settings import Settings, env_names
+from core.settings import Settings, env_names, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -598,6 +598,16 @@ def vllm_views(config: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             "image": container["image"],
         },
     )
+
+
+def test_the_embedded_launch_passes_its_gpu_memory_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The setting reached no vLLM before: embedded mode on a GPU took vLLM's own 0.9."""
+    import gateway.wiring as wiring
+
+    monkeypatch.setattr(wiring, "check_model_dir", lambda path: None)
+    settings = load_settings(gpu_memory_utilization=0.55)
+    command = wiring.engine_launch(settings).command()
+    assert command[command.index("--gpu-memory-utilization") + 1] == "0.55"
 
 
 def test_vllm_mirrors_the_embedded_launch(
