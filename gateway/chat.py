@@ -111,20 +111,8 @@ class ChatService:
         self, request: GenerationRequest, principal: Principal, started: float
     ) -> Served[dict[str, Any]]:
         call = await self._begin(request, principal, started)
-        try:
-            with call.waiting_upstream():
-                body = await self.engine.chat(call.payload, request.endpoint)
-        except EngineError as exc:
-            if isinstance(exc, EngineTimeout):
-                call.charge_hold()  # it ran until the gateway gave up on it
-            call.finish_error(exc)
-            await call.settle_quota()
-            raise
-        except asyncio.CancelledError:
-            call.charge_hold()  # vLLM aborts it when the connection closes, nobody says when
-            call.finish("cancelled", 499, "client went away")
-            call.settle_quota_soon()  # a cancelled task cannot wait for it
-            raise
+        async with call.awaiting_answer():
+            body = await self.engine.chat(call.payload, request.endpoint)
         body["id"] = call.record.id
         body["model"] = call.route.served_name
         _drop_unasked(body)
@@ -380,6 +368,25 @@ class Call:
         self._usage_known = False
         self.key = NO_KEY  # the per-key metrics' labels (gateway.key_labels)
         service.metrics.in_flight.labels(self.alias).inc()
+
+    @contextlib.asynccontextmanager
+    async def awaiting_answer(self) -> AsyncIterator[None]:
+        """Waiting for a whole (not streamed) answer: how each way it can fail is recorded
+        and charged."""
+        try:
+            with self.waiting_upstream():
+                yield
+        except EngineError as exc:
+            if isinstance(exc, EngineTimeout):
+                self.charge_hold()  # it ran until the gateway gave up on it
+            self.finish_error(exc)
+            await self.settle_quota()
+            raise
+        except asyncio.CancelledError:
+            self.charge_hold()  # vLLM aborts it when the connection closes, nobody says when
+            self.finish("cancelled", 499, "client went away")
+            self.settle_quota_soon()  # a cancelled task cannot wait for it
+            raise
 
     @contextlib.contextmanager
     def waiting_upstream(self) -> Iterator[None]:

@@ -24,7 +24,6 @@ charged its hold: its text is vLLM's to keep (read it with ``GET``).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import uuid
@@ -35,7 +34,7 @@ import anyio
 import msgspec
 
 from adapters.engine import EngineStream, Replica
-from adapters.errors import EngineError, EngineStreamBroken, EngineTimeout
+from adapters.errors import EngineError, EngineStreamBroken
 from core.store.conversations import ConversationRecord
 from core.store.keys import Principal
 from core.store.response_owners import Owner, ResponseOwners
@@ -78,20 +77,8 @@ class ResponsesService:
         return await self._complete(call, replica)
 
     async def _complete(self, call: Call, replica: Replica) -> Served[dict[str, Any]]:
-        try:
-            with call.waiting_upstream():
-                answer = await self.chat.engine.chat(call.payload, RESPONSES_PATH, replica)
-        except EngineError as exc:
-            if isinstance(exc, EngineTimeout):
-                call.charge_hold()  # it ran until the gateway gave up on it
-            call.finish_error(exc)
-            await call.settle_quota()
-            raise
-        except asyncio.CancelledError:
-            call.charge_hold()  # vLLM aborts it when the connection closes, nobody says when
-            call.finish("cancelled", 499, "client went away")
-            call.settle_quota_soon()
-            raise
+        async with call.awaiting_answer():
+            answer = await self.chat.engine.chat(call.payload, RESPONSES_PATH, replica)
         answer["model"] = call.route.served_name
         _settle(call, answer)
         await call.settle_quota()
