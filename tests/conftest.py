@@ -10,12 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run
+from tests.support import run, session_seed
 
 REPO = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "LORAGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def pytest_report_header() -> str:
+    return f"seed {session_seed()} (LORAGATE_TEST_SEED={session_seed()} replays this run)"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import random
 import socket
 import threading
 import time
@@ -23,6 +26,15 @@ from gateway.app import create_app
 from gateway.http_protocol import limit_headers
 
 T = TypeVar("T")
+
+
+@functools.cache
+def session_seed() -> int:
+    """The seed of this test run: drawn anew per run, so that each run meets new generated
+    data and another interleaving of concurrent writers; ``LORAGATE_TEST_SEED=N`` replays a
+    run. Shown in pytest's header and in the assertion messages that depend on it."""
+    fixed = os.environ.get("LORAGATE_TEST_SEED")
+    return int(fixed) if fixed else random.SystemRandom().randrange(1_000_000)
 
 
 def free_port() -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -31,8 +30,9 @@ from retrieval.embeddings import Embedder
 from retrieval.service import RetrievalConfig, Retriever
 from retrieval.tables import StoredChunk, StoredDocument
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
+from tests.support import session_seed
 
-SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
+SEED = session_seed()
 ROUNDS = 4
 
 

@@ -23,7 +23,6 @@ answer gets 2 corrections, a flag and an examination at once, ``USERS`` x ``TURN
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -45,9 +44,9 @@ from core.store.tables import Feedback, ReviewItem
 from gateway.flagging import Flagger
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
 from tests.standin_engine import StandInEngine
-from tests.support import ThreadedGateway, create_keys, tiny_lora
+from tests.support import ThreadedGateway, create_keys, session_seed, tiny_lora
 
-SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
+SEED = session_seed()
 USERS = 6
 TURNS = 4
 BASE = "standin-base"

@@ -14,7 +14,6 @@ give the race several seeded orderings to be met in.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -27,11 +26,12 @@ from core.store import Database
 from retrieval.service import RetrievalConfig, Retriever
 from retrieval.tables import Collection
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
+from tests.support import session_seed
 from trainer.dataset import Example
 from trainer.store import TrainerStore
 from trainer.tables import SplitItem
 
-SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
+SEED = session_seed()
 ROUNDS = 4
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,9 +46,9 @@ from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutE
 from core.store import Database
 from gateway.http_errors import describe
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
-from tests.support import tiny_lora
+from tests.support import session_seed, tiny_lora
 
-SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
+SEED = session_seed()
 ROUNDS = 6
 GOOD = VersionStats(requests=40, feedback=20, negative=1)
 BAD = VersionStats(requests=40, feedback=20, negative=15)

@@ -21,7 +21,6 @@ failed every round of it. ``LORAGATE_TEST_SEED`` replays the order the writers s
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,9 +46,9 @@ from gateway.flagging import Flag, Flagger
 from gateway.http_errors import describe
 from gateway.metrics import GatewayMetrics
 from gateway.review import ReviewQueue, revision
-from tests.support import ThreadedGateway
+from tests.support import ThreadedGateway, session_seed
 
-SEED = int(os.environ.get("LORAGATE_TEST_SEED", "18"))
+SEED = session_seed()
 COMPLETIONS = 24  # per round; every third one is already decided by an operator
 CORRECTIONS = 3  # concurrent corrections per completion from its own key
 ROUNDS = 3

@@ -4,15 +4,14 @@ share little with what users ask."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from retrieval.grounding import content_words
+from tests.support import session_seed
 from trainer.demo.domain import generate_domain
 from trainer.scoring import normalize
 
-SEED = random.randrange(1_000_000)  # a new domain every run; in the assertion messages
+SEED = session_seed()  # a new domain every run; in the assertion messages
 
 
 def test_a_generated_domain_is_new_per_seed_and_the_same_for_one() -> None:

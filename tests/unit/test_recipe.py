@@ -3,20 +3,20 @@ domains it is measured on, and the schedule sized to the data."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
 
 from retrieval.grounding import asked_question, content_words, ground_messages, sources_in
+from tests.support import session_seed
 from trainer.dataset import Example
 from trainer.demo.domain import generate_domain
 from trainer.qlora import MAX_AUTO_EPOCHS, TrainConfig, epochs_for, total_steps
 from trainer.recipe import RecipeConfig, cite, expand, keeps_the_fact, rewrites
 from trainer.scoring import normalize
 
-SEED = random.randrange(1_000_000)  # a new domain every run; printed on failure
+SEED = session_seed()  # a new domain every run; in the assertion messages
 
 
 def _example(number: int, question: str, reply: str) -> Example:
