@@ -117,7 +117,7 @@ def query(prometheus_url: str, expr: str) -> dict[str, Any]:
 def query_range(prometheus_url: str, expr: str, start: float) -> dict[str, Any]:
     """The whole answer of a range query from ``start`` to now, a sample a second, as a
     dashboard panel asks."""
-    params = {"query": expr, "start": start, "end": time.time(), "step": 1}
+    params: dict[str, str | float] = {"query": expr, "start": start, "end": time.time(), "step": 1}
     response = httpx.get(f"{prometheus_url}/api/v1/query_range", params=params, timeout=30)
     body: dict[str, Any] = response.json()
     return body
