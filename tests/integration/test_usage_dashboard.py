@@ -2,9 +2,10 @@
 scraping a real gateway (issue 22).
 
 ``loragate serve`` with two workers on PostgreSQL (so prometheus_client's multiprocess mode and
-the worker-tree process collector are what is scraped), in front of the stand-in engine
-(tests/standin_engine.py: no vLLM needed). Three chat keys send different amounts of traffic,
-one has quotas, and ``metrics_key_limit`` is 1, so both the labelled keys and ``other`` appear.
+the worker-tree process collector are what is scraped), in front of the stand-in vLLM
+(tests/standin_vllm.py, in a child process: no vLLM needed). Three chat keys send different
+amounts of traffic, one has quotas, and ``metrics_key_limit`` is 1, so both the labelled keys
+and ``other`` appear.
 Then every query of the usage dashboard, and the gateway dashboard's process panels, return
 data, also with ``$instance`` set to the gateway's instance; the label sets stay within the cap.
 """
@@ -28,7 +29,7 @@ from core.store import Database
 from core.store.keys import KeyStore, Quota
 from tests import prometheus_stack
 from tests.conftest import fresh_postgres_database
-from tests.standin_engine import StandInEngine
+from tests.standin_vllm import StandInVllmProcess
 from tests.support import free_port, run, wait_until
 
 BASE = "standin-base"
@@ -67,7 +68,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("usage")
-    engine = StandInEngine.start(BASE)
+    engine = StandInVllmProcess.start(BASE)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with fresh_postgres_database() as database_url:
