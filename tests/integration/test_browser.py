@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.settings import load_settings
+from tests.chromium import chromium
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import ThreadedGateway, create_keys, wait_until
 from trainer.sample import sample_adapter
 
 pytestmark = pytest.mark.vllm
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 ALIAS = "support"
 COLLECTION = "handbook"
@@ -48,10 +47,8 @@ EXPECT_TIMEOUT_MS = 120_000  # a CPU vLLM answer, not a speed target
 def browser(live: tuple[ThreadedGateway, dict[str, str]]) -> Iterator[Browser]:
     # After the gateway: Playwright's sync API keeps an event loop running on this thread,
     # and setting up the gateway's store uses asyncio.run.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

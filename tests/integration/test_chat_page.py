@@ -24,14 +24,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from core.settings import load_settings
+from tests.chromium import chromium
 from tests.standin_vllm import SLOW_WORD, StandInVllm
 from tests.support import ThreadedGateway, create_keys, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MODEL = "SmolLM2-135M-Instruct"
 ZONE = "America/New_York"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -77,10 +76,8 @@ def site(
 @pytest.fixture(scope="module")
 def browser(site: Any) -> Iterator[Browser]:
     # After the gateway: Playwright's sync API holds this thread's event loop.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
