@@ -27,7 +27,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from core.settings import load_settings
-from tests.chromium import chromium
+from tests.chromium import ask, chromium
 from tests.standin_vllm import SLOW_WORD, StandInVllm
 from tests.support import ThreadedGateway, create_keys, wait_until
 
@@ -121,16 +121,6 @@ def _sign_in(page: Page, gateway: ThreadedGateway, key: str) -> None:
     expect(page.locator("#prompt")).to_be_focused()
 
 
-def _ask(page: Page, question: str) -> Any:
-    answers = page.locator(".turn.assistant")
-    before = answers.count()
-    page.get_by_label("Message", exact=True).fill(question)
-    page.get_by_label("Message", exact=True).press("Enter")
-    answer = answers.nth(before)
-    expect(answer.locator(".actions")).to_be_visible()
-    return answer
-
-
 def test_a_conversation_with_settings_sources_stop_and_history(
     site: tuple[ThreadedGateway, StandInVllm, dict[str, str]], contexts: Any
 ) -> None:
@@ -144,7 +134,7 @@ def test_a_conversation_with_settings_sources_stop_and_history(
     page.get_by_label("System prompt").fill("Answer in one sentence.")
 
     question = "How long can I return a purple teapot?"
-    answer = _ask(page, question)
+    answer = ask(page, question)
     sent = stand_in.bodies[-1]
     assert sent["messages"][0] == {"role": "system", "content": "Answer in one sentence."}
     assert "47 days of purchase" in sent["messages"][-1]["content"]  # grounded in handbook
@@ -266,7 +256,7 @@ def test_the_page_fits_a_390_px_phone(
     page.locator("#settings summary").click()
 
     for n in range(3):  # enough to scroll: the composer stays on screen
-        _ask(page, f"Question {n}: how long can I return a purple teapot, in days?")
+        ask(page, f"Question {n}: how long can I return a purple teapot, in days?")
     assert page.evaluate(OVERFLOW) <= 0
     composer = page.locator("#composer").bounding_box()
     assert composer is not None and composer["y"] + composer["height"] <= 844
@@ -292,7 +282,7 @@ def test_every_control_has_a_name(
     page.goto(f"{gateway.base_url}/")
     assert page.evaluate(UNLABELLED) == [] and page.evaluate(UNNAMED_BUTTONS) == []
     _sign_in(page, gateway, keys["alice"])
-    _ask(page, "Hello?")
+    ask(page, "Hello?")
     assert page.evaluate("document.documentElement.lang") == "en"
     assert page.evaluate(UNLABELLED) == []
     assert page.evaluate(UNNAMED_BUTTONS) == []
