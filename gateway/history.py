@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, String, cast, func, or_, select
 from core.store.db import Database
 from core.store.tables import Conversation
 from gateway.errors import NotFound
-from retrieval.grounding import asked_question, cited_numbers
+from retrieval.grounding import answer_sources, asked_question
 from retrieval.tables import StoredChunk, StoredDocument
 
 TITLE_CHARS = 80
@@ -233,15 +233,24 @@ def _turn(row: Conversation, sources: dict[int, dict[str, Any]]) -> dict[str, An
 def _citations(
     answer: str, context: list[int], sources: dict[int, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """As the answer's stream gave them (retrieval.grounding.citations): the sources it
-    cites, or all when it cites none, numbered as the model saw them. A chunk deleted since
-    is left out; the others keep their numbers."""
-    numbers = cited_numbers(answer, len(context)) or list(range(1, len(context) + 1))
+    """As the answer's stream gave them (retrieval.grounding.citations), numbered as the
+    model saw them. A chunk deleted since is left out; the others keep their numbers."""
+    texts = [_source_text(sources.get(chunk_id)) for chunk_id in context]
+    numbers, found_by = answer_sources(answer, texts)
     return [
-        {"index": number, "chunk_id": context[number - 1], **sources[context[number - 1]]}
+        {
+            "index": number,
+            "chunk_id": context[number - 1],
+            **sources[context[number - 1]],
+            "attribution": found_by,
+        }
         for number in numbers
         if context[number - 1] in sources
     ]
+
+
+def _source_text(source: dict[str, Any] | None) -> str:
+    return "" if source is None else f"{source.get('text', '')} {source.get('section', '')}"
 
 
 async def _sources(session: Any, contexts: list[list[int]]) -> dict[int, dict[str, Any]]:

@@ -158,9 +158,29 @@ def cited_numbers(answer: str, source_count: int) -> list[int]:
     return seen
 
 
+# Lexical support at which an answer that cites nothing is attributed to a source.
+ATTRIBUTION_SUPPORT = 0.5
+
+
+def answer_sources(answer: str, texts: Sequence[str]) -> tuple[list[int], str]:
+    """The numbers (from 1) of the sources an answer rests on, and how they were found:
+    ``marker``, the answer's own ``[n]``; ``support``, for an answer that cites nothing, the
+    source that supports it best when it supports at least half its content words (a small
+    model often leaves the marker out of a right answer); ``all``, neither, every source."""
+    numbers = cited_numbers(answer, len(texts))
+    if numbers:
+        return numbers, "marker"
+    if texts and answer.strip():
+        support = [lexical_support(answer, [text]) for text in texts]
+        best = max(range(len(texts)), key=lambda index: support[index])
+        if support[best] >= ATTRIBUTION_SUPPORT:
+            return [best + 1], "support"
+    return list(range(1, len(texts) + 1)), "all"
+
+
 def citations(answer: str, hits: Sequence[Hit]) -> list[dict[str, Any]]:
-    """The sources the answer cites, or all sources given when it cites none."""
-    numbers = cited_numbers(answer, len(hits)) or list(range(1, len(hits) + 1))
+    """The sources the answer rests on (``answer_sources``), each with how it was found."""
+    numbers, found_by = answer_sources(answer, [_hit_text(hit) for hit in hits])
     return [
         {
             "index": number,
@@ -170,9 +190,14 @@ def citations(answer: str, hits: Sequence[Hit]) -> list[dict[str, Any]]:
             "chunk_id": hits[number - 1].chunk_id,
             "score": round(hits[number - 1].score, 4),
             "text": hits[number - 1].text,
+            "attribution": found_by,
         }
         for number in numbers
     ]
+
+
+def _hit_text(hit: Hit) -> str:
+    return hit.text + " " + hit.section
 
 
 def groundedness(answer: str, hits: Sequence[Hit]) -> float | None:
@@ -186,7 +211,7 @@ def groundedness(answer: str, hits: Sequence[Hit]) -> float | None:
     """
     if not hits:
         return None
-    return lexical_support(answer, [hit.text + " " + hit.section for hit in hits])
+    return lexical_support(answer, [_hit_text(hit) for hit in hits])
 
 
 def lexical_support(answer: str, source_texts: Sequence[str]) -> float:

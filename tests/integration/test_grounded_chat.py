@@ -4,6 +4,7 @@ citation when grounded and not when retrieval is off; the collections HTTP API."
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -76,6 +77,39 @@ def test_grounded_answer_knows_the_fact_and_cites_it(
     (turn,) = row.request["messages"]  # the sources ride in the user turn, after the question
     assert turn["role"] == "user" and turn["content"].startswith(f"Question: {QUESTION}\n\n")
     assert sources_in(turn["content"]) and asked_question(turn["content"]) == QUESTION
+
+
+def test_an_answer_among_several_sources_cites_the_one_that_states_it(
+    grounded_gateway: tuple[ThreadedGateway, dict[str, str]],
+) -> None:
+    """Three sources, one stating the fact: the answer's citations name that one alone,
+    whether the model wrote the marker or left it out (then it is attributed by support),
+    and the conversation log gives the same citations."""
+    gateway, keys = grounded_gateway
+    conversation = f"cites-{uuid.uuid4().hex[:8]}"
+    completion = sdk_client(gateway.base_url, keys["chat"]).chat.completions.create(
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=48,
+        temperature=0,
+        extra_body={
+            "retrieval": {"collection": COLLECTION, "top_k": 3, "min_score": -1},
+            "conversation_id": conversation,
+        },
+    )
+    assert "47" in (completion.choices[0].message.content or "")
+    citations = completion.model_dump()["citations"]
+    assert [entry["document_id"] for entry in citations] == ["returns-policy"], citations
+    assert "47 days" in citations[0]["text"]
+    assert citations[0]["attribution"] in {"marker", "support"}
+    wait_for_conversation(gateway.settings.resolved_database_url, completion.id)
+    logged = gateway.get(
+        f"/v1/conversations/{conversation}", headers={"Authorization": f"Bearer {keys['chat']}"}
+    ).json()
+    (turn,) = logged["turns"]
+    assert [(entry["document_id"], entry["attribution"]) for entry in turn["citations"]] == [
+        (entry["document_id"], entry["attribution"]) for entry in citations
+    ]
 
 
 def test_without_retrieval_the_model_does_not_know(

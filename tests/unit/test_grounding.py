@@ -198,14 +198,40 @@ def test_citations_are_the_cited_sources() -> None:
         "chunk_id": 102,
         "score": 0.5,
         "text": SHIPPING.text,
+        "attribution": "marker",
     }
 
 
-def test_citations_are_all_sources_when_none_is_cited() -> None:
+def test_citations_are_all_sources_when_none_is_cited_or_supported() -> None:
     hits = [REFUNDS, SHIPPING]
-    assert [entry["index"] for entry in citations("Five days.", hits)] == [1, 2]
+    found = citations("Please ask our team.", hits)
+    assert [entry["index"] for entry in found] == [1, 2]
+    assert {entry["attribution"] for entry in found} == {"all"}
     # Only out-of-range numbers count as no citation.
-    assert [entry["index"] for entry in citations("Five days [7].", hits)] == [1, 2]
+    assert [entry["index"] for entry in citations("Ask us [7].", hits)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        # A right answer without its marker (what the 135M model often writes): the source
+        # that states it.
+        ("Express shipping costs $15 and arrives in 2 business days.", [2]),
+        ("The warranty covers the motor and the base for two years.", [3]),
+        ("You can return unopened items within 30 days.", [1]),
+    ],
+)
+def test_an_answer_that_cites_nothing_is_attributed_to_the_source_stating_it(
+    answer: str, expected: list[int]
+) -> None:
+    found = citations(answer, [REFUNDS, SHIPPING, WARRANTY])
+    assert [entry["index"] for entry in found] == expected
+    assert found[0]["attribution"] == "support"
+
+
+def test_a_marker_wins_over_support() -> None:
+    found = citations("Express shipping costs $15 [1].", [REFUNDS, SHIPPING])
+    assert [(entry["index"], entry["attribution"]) for entry in found] == [(1, "marker")]
 
 
 def test_citation_scores_are_rounded() -> None:
