@@ -267,7 +267,7 @@ class TrainingJob:
         evaluator = self.evaluator()
         regrounder = self.regrounder
         grounded = regrounder is not None and alias in regrounder.retrieval_models
-        ground = regrounder.as_served if regrounder is not None and grounded else None
+        ground = regrounder.as_trained if regrounder is not None and grounded else None
 
         async def ask(prompts: Sequence[str]) -> list[str]:
             chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
