@@ -207,8 +207,8 @@ class _HtmlText:
     """The text a reader sees. Dropped, with all they contain: scripts, styles, templates,
     ``<noscript>`` (a browser with scripts on, as a reviewer's is, does not show it), a
     ``<dialog>`` that is not open, elements with the ``hidden`` attribute, and whatever
-    the page's stylesheets and inline styles hide (retrieval/css.py); text planted where
-    no reviewer sees it would otherwise ground answers. ``aria-hidden`` text is kept: it
+    the page's stylesheets and inline styles hide (package ``retrieval.css``); text planted
+    where no reviewer sees it would otherwise ground answers. ``aria-hidden`` text is kept: it
     is on the screen, only hidden from screen readers."""
 
     _SKIP = frozenset({"script", "style", "noscript", "template"})

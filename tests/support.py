@@ -7,6 +7,7 @@ import functools
 import os
 import random
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -59,6 +60,21 @@ def wait_until(
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
+
+
+def sqlite_error(*statements: str) -> sqlite3.Error:
+    """The error SQLite raises for ``statements`` on a table ``t (a INTEGER UNIQUE NOT
+    NULL)``: a store's conflicts and refusals, real, without a store."""
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE TABLE t (a INTEGER UNIQUE NOT NULL)")
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    except sqlite3.Error as error:
+        return error
+    finally:
+        connection.close()
+    raise AssertionError("no error")
 
 
 def create_keys(database_url: str, scopes: Mapping[str, Scope] | None = None) -> dict[str, str]:

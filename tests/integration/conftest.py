@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from core.settings import load_settings
+from core.store import Database
 from tests.support import ThreadedGateway, create_keys, free_port, wait_until
 from trainer.sample import sample_adapter
 
@@ -187,6 +188,15 @@ async def http_gateway(database_url: str, tmp_path: Path) -> AsyncIterator[Threa
     gateway = await asyncio.to_thread(ThreadedGateway.start, settings)
     yield gateway
     await asyncio.to_thread(gateway.stop)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated store on the parametrized database (SQLite, then PostgreSQL)."""
+    database = Database(database_url)
+    await database.migrate()
+    yield database
+    await database.dispose()
 
 
 def sdk_client(base_url: str, key: str) -> openai.OpenAI:

@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.settings import load_settings
+from tests.chromium import ask, chromium
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import ThreadedGateway, create_keys, wait_until
 from trainer.sample import sample_adapter
 
 pytestmark = pytest.mark.vllm
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 ALIAS = "support"
 COLLECTION = "handbook"
@@ -48,10 +47,8 @@ EXPECT_TIMEOUT_MS = 120_000  # a CPU vLLM answer, not a speed target
 def browser(live: tuple[ThreadedGateway, dict[str, str]]) -> Iterator[Browser]:
     # After the gateway: Playwright's sync API keeps an event loop running on this thread,
     # and setting up the gateway's store uses asyncio.run.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -126,17 +123,6 @@ def _sign_in_to_chat(page: Page, gateway: ThreadedGateway, key: str) -> None:
     page.get_by_label("Max tokens").fill("48")
 
 
-def _ask(page: Page, question: str) -> Any:
-    """Send a question and wait for its answer to finish; the answer's list item."""
-    answers = page.locator(".turn.assistant")
-    before = answers.count()
-    page.get_by_label("Message", exact=True).fill(question)
-    page.get_by_label("Message", exact=True).press("Enter")
-    answer = answers.nth(before)
-    expect(answer.locator(".actions")).to_be_visible()  # drawn once the stream has ended
-    return answer
-
-
 def test_sign_in_then_chat_streams_cites_and_regenerates(
     page: Page, live: tuple[ThreadedGateway, dict[str, str]]
 ) -> None:
@@ -159,9 +145,7 @@ def test_sign_in_then_chat_streams_cites_and_regenerates(
                      {childList: true, subtree: true, characterData: true});
         }"""
     )
-    answer = _ask(
-        page, "How many days do I have to return a purple teapot to the Zorblax Emporium?"
-    )
+    answer = ask(page, "How many days do I have to return a purple teapot to the Zorblax Emporium?")
     lengths = page.evaluate("window.__lengths")
     assert len({length for length in lengths if length > 0}) >= 2, lengths  # streamed, not whole
     assert int(answer.get_attribute("data-chunks") or 0) >= 2
@@ -192,7 +176,7 @@ def test_markup_from_documents_and_answers_is_shown_as_text(
 ) -> None:
     gateway, keys = live
     _sign_in_to_chat(page, gateway, keys["chat"])
-    answer = _ask(page, "How long is the Zorblax teapot warranty?")
+    answer = ask(page, "How long is the Zorblax teapot warranty?")
     source = answer.locator(".sources details").filter(has_text="handbook/warranty.md")
     expect(source).to_have_count(1)
     source.locator("summary").click()
@@ -240,7 +224,7 @@ def test_a_correction_goes_from_the_chat_page_to_the_review_queue_and_is_approve
 ) -> None:
     gateway, keys = live
     _sign_in_to_chat(page, gateway, keys["chat"])
-    answer = _ask(page, "What colour are Zorblax teapots?")
+    answer = ask(page, "What colour are Zorblax teapots?")
     completion_id = answer.get_attribute("data-completion-id")
     answer.get_by_role("button", name="Thumbs down").click()
     expect(answer.get_by_role("status")).to_contain_text("Thanks")

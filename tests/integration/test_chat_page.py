@@ -24,14 +24,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from core.settings import load_settings
+from tests.chromium import ask, chromium
 from tests.standin_vllm import SLOW_WORD, StandInVllm
 from tests.support import ThreadedGateway, create_keys, wait_until
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MODEL = "SmolLM2-135M-Instruct"
 ZONE = "America/New_York"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -77,10 +76,8 @@ def site(
 @pytest.fixture(scope="module")
 def browser(site: Any) -> Iterator[Browser]:
     # After the gateway: Playwright's sync API holds this thread's event loop.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -124,16 +121,6 @@ def _sign_in(page: Page, gateway: ThreadedGateway, key: str) -> None:
     expect(page.locator("#prompt")).to_be_focused()
 
 
-def _ask(page: Page, question: str) -> Any:
-    answers = page.locator(".turn.assistant")
-    before = answers.count()
-    page.get_by_label("Message", exact=True).fill(question)
-    page.get_by_label("Message", exact=True).press("Enter")
-    answer = answers.nth(before)
-    expect(answer.locator(".actions")).to_be_visible()
-    return answer
-
-
 def test_a_conversation_with_settings_sources_stop_and_history(
     site: tuple[ThreadedGateway, StandInVllm, dict[str, str]], contexts: Any
 ) -> None:
@@ -147,7 +134,7 @@ def test_a_conversation_with_settings_sources_stop_and_history(
     page.get_by_label("System prompt").fill("Answer in one sentence.")
 
     question = "How long can I return a purple teapot?"
-    answer = _ask(page, question)
+    answer = ask(page, question)
     sent = stand_in.bodies[-1]
     assert sent["messages"][0] == {"role": "system", "content": "Answer in one sentence."}
     assert "47 days of purchase" in sent["messages"][-1]["content"]  # grounded in handbook
@@ -269,7 +256,7 @@ def test_the_page_fits_a_390_px_phone(
     page.locator("#settings summary").click()
 
     for n in range(3):  # enough to scroll: the composer stays on screen
-        _ask(page, f"Question {n}: how long can I return a purple teapot, in days?")
+        ask(page, f"Question {n}: how long can I return a purple teapot, in days?")
     assert page.evaluate(OVERFLOW) <= 0
     composer = page.locator("#composer").bounding_box()
     assert composer is not None and composer["y"] + composer["height"] <= 844
@@ -295,7 +282,7 @@ def test_every_control_has_a_name(
     page.goto(f"{gateway.base_url}/")
     assert page.evaluate(UNLABELLED) == [] and page.evaluate(UNNAMED_BUTTONS) == []
     _sign_in(page, gateway, keys["alice"])
-    _ask(page, "Hello?")
+    ask(page, "Hello?")
     assert page.evaluate("document.documentElement.lang") == "en"
     assert page.evaluate(UNLABELLED) == []
     assert page.evaluate(UNNAMED_BUTTONS) == []

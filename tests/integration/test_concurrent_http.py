@@ -1,7 +1,8 @@
 """Mixed concurrent traffic against a real gateway, on SQLite and PostgreSQL (issue 18).
 
 A real gateway (uvicorn + Litestar, its store, its background writers and flaggers) in front
-of the stand-in engine of tests/standin_engine.py, so that many clients fit on two CPU cores.
+of the stand-in vLLM of tests/standin_vllm.py, in a child process, so that many clients fit on
+two CPU cores.
 At once: users chat, regenerate answers (the automatic ``retry`` flag of the earlier
 answer), and post corrections twice (a double click) while an operator flags the same
 answer and another replica's automatic flagging examines it (before, during or after the
@@ -43,7 +44,7 @@ from core.store.keys import KeyStore
 from core.store.tables import Feedback, ReviewItem
 from gateway.flagging import Flagger
 from tests.own_store import own_database_url  # noqa: F401 (database_url: a store of its own)
-from tests.standin_engine import StandInEngine
+from tests.standin_vllm import StandInVllmProcess
 from tests.support import ThreadedGateway, create_keys, session_seed, tiny_lora
 
 SEED = session_seed()
@@ -76,14 +77,16 @@ class Ledger:
 
 
 @pytest.fixture
-def engine() -> Iterator[StandInEngine]:
-    engine = StandInEngine.start(BASE)
+def engine() -> Iterator[StandInVllmProcess]:
+    engine = StandInVllmProcess.start(BASE)
     yield engine
     engine.stop()
 
 
 @pytest.fixture
-async def stack(database_url: str, tmp_path: Path, engine: StandInEngine) -> AsyncIterator[Stack]:
+async def stack(
+    database_url: str, tmp_path: Path, engine: StandInVllmProcess
+) -> AsyncIterator[Stack]:
     keys = await asyncio.to_thread(create_keys, database_url)
     settings = load_settings(
         data_dir=tmp_path, engine_mode="external", database_url=database_url,
@@ -235,7 +238,7 @@ async def _after(pause: float, writer: Awaitable[None]) -> None:
 
 
 async def test_mixed_traffic_loses_nothing_and_is_never_a_5xx(
-    stack: Stack, engine: StandInEngine, tmp_path: Path
+    stack: Stack, engine: StandInVllmProcess, tmp_path: Path
 ) -> None:
     rng, ledger = random.Random(SEED), Ledger()
     alias = f"mix-{uuid.uuid4().hex[:8]}"

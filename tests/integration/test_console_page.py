@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Page, Response, expect, sync_playwright
+from playwright.sync_api import Page, Response, expect
 
 from adapters.tables import AdapterVersion, Alias, Experiment, Rollout, RolloutEvent
 from core.settings import load_settings
@@ -32,11 +32,10 @@ from core.store import Database
 from core.store.keys import KeyStore, Quota
 from core.store.tables import Conversation, ReviewItem
 from monitor.tables import MonitorReport
+from tests.chromium import chromium
 from tests.support import ThreadedGateway, free_port, run
 from trainer.tables import TrainingRun
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ZONE = "America/New_York"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 ITEMS = 30
@@ -145,8 +144,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Page, li
             failed.append(f"{response.status} {response.url}")
 
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             context = browser.new_context(
                 timezone_id=ZONE, locale="en-US", viewport={"width": 1280, "height": 900}
             )
@@ -162,7 +160,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Page, li
             expect(page.locator("#console")).to_be_visible()
             yield page, failed
             assert not errors, f"errors in the page: {errors}"
-            browser.close()
     finally:
         gateway.stop()
 

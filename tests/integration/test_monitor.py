@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,14 +37,6 @@ CONFIG = MonitorConfig(window=40, min_queries=30, permutations=200, min_feedback
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
     return Embedder(None)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

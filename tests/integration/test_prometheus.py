@@ -17,20 +17,14 @@ deploy/prometheus/rules.yml. Then:
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -39,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.registry import check_alias
 from core.store import Database
+from tests import prometheus_stack
 from tests.conftest import fresh_postgres_database
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import create_keys, free_port, run, wait_until
@@ -73,17 +68,6 @@ PER_REQUEST = {
 FIRING_HERE = {"LoragateRollbackHappened", "LoragateTrainingRunFailed", "LoragateAliasDegraded"}
 
 
-def _load_dashboards() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "loragate_dashboards", REPO / "deploy/grafana/dashboards.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @dataclass
 class Stack:
     gateway_url: str
@@ -103,19 +87,11 @@ class Stack:
         )
 
     def query(self, expr: str) -> dict[str, Any]:
-        response = httpx.get(
-            f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30
-        )
-        body: dict[str, Any] = response.json()
-        return body
+        return prometheus_stack.query(self.prometheus_url, expr)
 
     def query_range(self, expr: str) -> dict[str, Any]:
         """Over the whole test, as a dashboard panel shows it."""
-        now = time.time()
-        params = {"query": expr, "start": self.started_at, "end": now, "step": 1}
-        response = httpx.get(f"{self.prometheus_url}/api/v1/query_range", params=params, timeout=30)
-        body: dict[str, Any] = response.json()
-        return body
+        return prometheus_stack.query_range(self.prometheus_url, expr, self.started_at)
 
     def metrics_text(self) -> str:
         return httpx.get(f"{self.gateway_url}/metrics", timeout=30).text
@@ -153,11 +129,7 @@ def _stack(
         yield stack
     finally:
         for process in (prometheus[0], gateway):
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            prometheus_stack.stop(process)
         embedded_server.unload_adapters()
 
 
@@ -165,7 +137,6 @@ def _start_gateway(
     root: Path, port: int, engine: EmbeddedServer, database_url: str, model: Path
 ) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "LORAGATE_DATA_DIR": str(root / "data"),
         "LORAGATE_PORT": str(port),
         "LORAGATE_WORKERS": "2",
@@ -181,55 +152,15 @@ def _start_gateway(
         "LORAGATE_MONITOR_MIN_QUERIES": "3",
         "LORAGATE_LOG_FORMAT": "json",
     }
-    log = (root / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
-    )
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            tail = (root / "gateway.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"loragate serve exited with {process.returncode}:\n{tail}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 120, "the two-worker gateway to become ready", step_s=0.5)
-    return process
+    return prometheus_stack.start_gateway(root, port, env, ready_s=120)
 
 
 def _start_prometheus(
     root: Path, gateway: str, engine_url: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus package is missing; .ci/run installs it"
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(REPO / "deploy/prometheus/rules.yml")],
-        "scrape_configs": [
-            {"job_name": "loragate", "static_configs": [{"targets": [gateway]}]},
-            {"job_name": "vllm", "static_configs": [{"targets": [engine_url.split("//")[1]]}]},
-        ],
-    }
-    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={root / 'prometheus.yml'}",
-         f"--storage.tsdb.path={root / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 60, "Prometheus to start", step_s=0.5)
-    return process, url
+    targets = {"loragate": gateway, "vllm": engine_url.split("//")[1]}
+    rules = [str(REPO / "deploy/prometheus/rules.yml")]
+    return prometheus_stack.start_prometheus(root, targets, rules)
 
 
 # -- traffic -------------------------------------------------------------------------------
@@ -425,7 +356,7 @@ def test_label_sets_are_bounded(stack: Stack) -> None:
 
 
 def test_every_dashboard_and_rule_query_returns_data(stack: Stack) -> None:
-    dashboards = _load_dashboards()
+    dashboards = prometheus_stack.load_dashboards()
     empty, failed, reasons_used = [], [], set()
     queries = dashboards.all_queries()
     for source, expr in queries:

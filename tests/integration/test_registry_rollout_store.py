@@ -5,7 +5,6 @@ traffic and feedback through vLLM, is exercised in test_adapters_live.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -15,24 +14,9 @@ from adapters.registry import Registry, ValidationLimits
 from adapters.rollout import RolloutController, RolloutError, RolloutPolicy, VersionStats
 from adapters.validation import InvalidAdapter
 from core.store import Database
-from trainer.sample import sample_adapter
 
 GOOD = VersionStats(requests=40, feedback=20, negative=1, grounded=0)
 BAD = VersionStats(requests=40, feedback=20, negative=15, grounded=0)
-
-
-@pytest.fixture(scope="module")
-def loras(prepared_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("loras")
-    return [sample_adapter(root / f"lora{seed}", prepared_model, seed=seed) for seed in range(3)]
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from playwright.sync_api import Page, Request, expect, sync_playwright
+from playwright.sync_api import Page, Request, expect
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
@@ -48,6 +48,7 @@ from gateway.flagging import Flagger
 from gateway.metrics import GatewayMetrics
 from gateway.presentation import item_card
 from gateway.review import ReviewQueue, revision
+from tests.chromium import chromium
 from tests.support import ThreadedGateway, free_port, run, session_seed
 
 SEED = session_seed()
@@ -263,10 +264,6 @@ def test_the_cli_approves_what_it_read_and_refuses_a_stale_revision(
 
 
 # -- the console ------------------------------------------------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
 def test_the_console_decides_on_the_revision_it_shows(tmp_path: Path) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'loragate.db'}"
 
@@ -281,12 +278,8 @@ def test_the_console_decides_on_the_revision_it_shows(tmp_path: Path) -> None:
     )  # fmt: skip
     gateway = ThreadedGateway.start(settings)
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                _approve_in_the_console(browser.new_page(), gateway, keys, item)
-            finally:
-                browser.close()
+        with chromium() as browser:
+            _approve_in_the_console(browser.new_page(), gateway, keys, item)
     finally:
         gateway.stop()
 

@@ -4,7 +4,6 @@ split, stale runs, and when the worker decides an alias is due."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,6 @@ from trainer.worker import TrainerWorker
 def alias() -> str:
     """Tests share one PostgreSQL database per session: each uses its own alias."""
     return f"support-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 async def _approve(db: Database, alias: str, count: int) -> list[str]:

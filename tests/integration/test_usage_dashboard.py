@@ -2,22 +2,17 @@
 scraping a real gateway (issue 22).
 
 ``loragate serve`` with two workers on PostgreSQL (so prometheus_client's multiprocess mode and
-the worker-tree process collector are what is scraped), in front of the stand-in engine
-(tests/standin_engine.py: no vLLM needed). Three chat keys send different amounts of traffic,
-one has quotas, and ``metrics_key_limit`` is 1, so both the labelled keys and ``other`` appear.
+the worker-tree process collector are what is scraped), in front of the stand-in vLLM
+(tests/standin_vllm.py, in a child process: no vLLM needed). Three chat keys send different
+amounts of traffic, one has quotas, and ``metrics_key_limit`` is 1, so both the labelled keys
+and ``other`` appear.
 Then every query of the usage dashboard, and the gateway dashboard's process panels, return
 data, also with ``$instance`` set to the gateway's instance; the label sets stay within the cap.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,26 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core.store import Database
 from core.store.keys import KeyStore, Quota
+from tests import prometheus_stack
 from tests.conftest import fresh_postgres_database
-from tests.standin_engine import StandInEngine
+from tests.standin_vllm import StandInVllmProcess
 from tests.support import free_port, run, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = "standin-base"
 WORKERS = 2
 KEY_LIMIT = 1
 TRAFFIC = {"heavy": 6, "light": 2, "once": 1}  # chat requests per key name
-
-
-def _dashboards() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "loragate_dashboards_usage", REPO / "deploy/grafana/dashboards.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -73,39 +57,36 @@ class Stack:
         return response.status_code
 
     def query_range(self, expr: str) -> dict[str, Any]:
-        params = {"query": expr, "start": self.started_at, "end": time.time(), "step": 1}
-        response = httpx.get(f"{self.prometheus_url}/api/v1/query_range", params=params, timeout=30)
-        body: dict[str, Any] = response.json()
-        return body
+        return prometheus_stack.query_range(self.prometheus_url, expr, self.started_at)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30
-        )
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        body = prometheus_stack.query(self.prometheus_url, expr)
+        result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("usage")
-    engine = StandInEngine.start(BASE)
+    engine = StandInVllmProcess.start(BASE)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with fresh_postgres_database() as database_url:
             keys = run(_make_keys(database_url))
             port = free_port()
             processes.append(_start_gateway(root, port, engine.url, database_url))
-            prometheus, prometheus_url = _start_prometheus(root, f"127.0.0.1:{port}")
+            prometheus, prometheus_url = prometheus_stack.start_prometheus(
+                root, {"loragate": f"127.0.0.1:{port}"}
+            )
             processes.append(prometheus)
             stack = Stack(f"http://127.0.0.1:{port}", prometheus_url, keys, processes[0].pid)
             _traffic(stack)
             yield stack
             for process in processes:
-                _stop(process)
+                prometheus_stack.stop(process)
     finally:
         for process in processes:
-            _stop(process)
+            prometheus_stack.stop(process)
         engine.stop()
 
 
@@ -121,9 +102,10 @@ async def _make_keys(database_url: str) -> dict[str, tuple[str, str]]:
         await db.dispose()
 
 
-def _start_gateway(root: Path, port: int, engine_url: str, database_url: str) -> Any:
+def _start_gateway(
+    root: Path, port: int, engine_url: str, database_url: str
+) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "LORAGATE_DATA_DIR": str(root / "data"),
         "LORAGATE_PORT": str(port),
         "LORAGATE_WORKERS": str(WORKERS),
@@ -137,58 +119,7 @@ def _start_gateway(root: Path, port: int, engine_url: str, database_url: str) ->
         "LORAGATE_MONITOR_INTERVAL_S": "0",
         "LORAGATE_LOG_FORMAT": "json",
     }
-    log = (root / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=log, stderr=log
-    )
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            tail = (root / "gateway.log").read_text(errors="replace")[-3000:]
-            raise AssertionError(f"loragate serve exited with {process.returncode}:\n{tail}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 180, "the two-worker gateway to become ready", step_s=0.5)
-    return process
-
-
-def _start_prometheus(root: Path, gateway: str) -> tuple[Any, str]:
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus package is missing; .ci/run installs it"
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "loragate", "static_configs": [{"targets": [gateway]}]}],
-    }
-    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    port = free_port()
-    log = (root / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={root / 'prometheus.yml'}",
-         f"--storage.tsdb.path={root / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(ready, 60, "Prometheus to start", step_s=0.5)
-    return process, url
-
-
-def _stop(process: Any) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    return prometheus_stack.start_gateway(root, port, env, ready_s=180)
 
 
 def _traffic(stack: Stack) -> None:
@@ -226,7 +157,7 @@ def _panel_queries(dashboards: ModuleType) -> list[tuple[str, str]]:
 
 
 def test_every_usage_and_process_panel_returns_data(stack: Stack) -> None:
-    dashboards = _dashboards()
+    dashboards = prometheus_stack.load_dashboards()
     instance = stack.gateway_url.split("//")[1]
     failed, empty = [], []
     for source, expr in _panel_queries(dashboards):

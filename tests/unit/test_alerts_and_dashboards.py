@@ -8,7 +8,6 @@ exports: the dashboards and rules may only use those (and vLLM's VLLM_METRICS).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -19,6 +18,8 @@ from types import ModuleType
 
 import pytest
 import yaml
+
+from tests.prometheus_stack import load_dashboards
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy/prometheus"
@@ -124,11 +125,7 @@ def promtool() -> str:
 
 @pytest.fixture(scope="module")
 def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("loragate_dashboards", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_dashboards()
 
 
 @pytest.fixture(scope="module")

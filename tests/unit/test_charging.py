@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,25 @@ def _chunk(delta: dict[str, Any], generated: int, continuous: bool) -> bytes:
     return _event(event)
 
 
+@asynccontextmanager
+async def served(stand_in: StandIn) -> AsyncIterator[EngineClient]:
+    """An engine client of ``stand_in``, served on a free loopback port and marked healthy;
+    both closed on the way out."""
+    app = web.Application()
+    app.router.add_route("POST", "/v1/chat/completions", stand_in.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    engine = EngineClient(EngineClientConfig(urls=(f"http://127.0.0.1:{port}",)))
+    engine.replicas[0].healthy = True
+    try:
+        yield engine
+    finally:
+        await engine.close()
+        await runner.cleanup()
+
+
 def _completion(body: dict[str, Any]) -> dict[str, Any]:
     n = body.get("n") or 1
     return {
@@ -159,23 +179,13 @@ class Harness:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
-    runners: list[web.AppRunner] = []
-    engines: list[EngineClient] = []
+    servers = AsyncExitStack()
     stand_ins: list[StandIn] = []
 
     async def build(stand_in: StandIn | None = None, stored: int = 0) -> Harness:
         stand_in = stand_in or StandIn()
-        app = web.Application()
-        app.router.add_route("POST", "/v1/chat/completions", stand_in.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        runners.append(runner)
         stand_ins.append(stand_in)
-        engine = EngineClient(EngineClientConfig(urls=(f"http://127.0.0.1:{port}",)))
-        engine.replicas[0].healthy = True
-        engines.append(engine)
+        engine = await servers.enter_async_context(served(stand_in))
         usage, records, router = Usage(stored), Records(), Router()
         metrics = GatewayMetrics(CollectorRegistry())
         gate = QuotaGate(MemoryCounters(), usage, Quota(), metrics)  # type: ignore[arg-type]
@@ -187,10 +197,7 @@ async def harness() -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     yield build
     for stand_in in stand_ins:
         stand_in.release.set()
-    for engine in engines:
-        await engine.close()
-    for runner in runners:
-        await runner.cleanup()
+    await servers.aclose()
 
 
 def _request(**fields: Any) -> ChatCompletionRequest:

@@ -5,27 +5,17 @@ reason stays a 500, a bug to report."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from sqlalchemy.exc import IntegrityError
 
 from adapters.experiments import ExperimentConflict
 from adapters.rollout import RolloutError
 from gateway.http_errors import describe
+from tests.support import sqlite_error
 
 
 def _sqlite_integrity_error(*statements: str) -> IntegrityError:
-    connection = sqlite3.connect(":memory:")
-    connection.execute("CREATE TABLE t (a INTEGER UNIQUE NOT NULL)")
-    try:
-        for statement in statements:
-            connection.execute(statement)
-    except sqlite3.Error as error:
-        return IntegrityError("INSERT INTO t ...", None, error)
-    finally:
-        connection.close()
-    raise AssertionError("no error")
+    return IntegrityError("INSERT INTO t ...", None, sqlite_error(*statements))
 
 
 @pytest.mark.parametrize(

@@ -13,17 +13,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from adapters.engine import EngineClient, EngineClientConfig
 from core.settings import load_settings
 from core.store.keys import Principal, Quota
 from gateway.chat import ChatLimits, ChatService
 from gateway.metrics import GatewayMetrics
 from gateway.schemas import ChatCompletionRequest
-from tests.support import free_port
-from tests.unit.test_charging import MODEL, Records, Router, StandIn
+from tests.unit.test_charging import MODEL, Records, Router, StandIn, served
 
 CONTEXT = 2048
 DEFAULT = 512
@@ -32,19 +29,11 @@ DEFAULT = 512
 @pytest.fixture
 async def service() -> AsyncIterator[tuple[ChatService, StandIn]]:
     stand_in = StandIn(ending="done")
-    app = web.Application()
-    app.router.add_route("POST", "/v1/chat/completions", stand_in.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    engine = EngineClient(EngineClientConfig(urls=(f"http://127.0.0.1:{port}",)))
-    engine.replicas[0].healthy = True
-    limits = ChatLimits(CONTEXT, 100, 8, default_max_tokens=DEFAULT)
-    chat = ChatService(engine, Router(), Records(), GatewayMetrics(CollectorRegistry()), limits)  # type: ignore[arg-type]
-    yield chat, stand_in
-    await engine.close()
-    await runner.cleanup()
+    async with served(stand_in) as engine:
+        limits = ChatLimits(CONTEXT, 100, 8, default_max_tokens=DEFAULT)
+        metrics = GatewayMetrics(CollectorRegistry())
+        chat = ChatService(engine, Router(), Records(), metrics, limits)  # type: ignore[arg-type]
+        yield chat, stand_in
 
 
 async def _sent(service: tuple[ChatService, StandIn], content: str, **fields: Any) -> Any:

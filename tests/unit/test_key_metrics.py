@@ -14,11 +14,9 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.engine import EngineClient, EngineClientConfig
 from core.store import Database
 from core.store.keys import KeyStore, Principal, Quota
 from core.store.tables import Conversation
@@ -28,8 +26,7 @@ from gateway.key_usage import KeyUsage
 from gateway.metrics import Exposition, GatewayMetrics
 from gateway.process_metrics import ProcessTreeCollector, tree_of
 from gateway.schemas import ChatCompletionRequest
-from tests.support import free_port
-from tests.unit.test_charging import MODEL, PROMPT_TOKENS, Records, Router, StandIn
+from tests.unit.test_charging import MODEL, PROMPT_TOKENS, Records, Router, StandIn, served
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:
@@ -59,22 +56,12 @@ def test_keys_beyond_the_limit_are_counted_as_other() -> None:
 # -- the counters, through ChatService --------------------------------------------------------
 @pytest.fixture
 async def chat() -> AsyncIterator[tuple[ChatService, CollectorRegistry]]:
-    stand_in = StandIn(ending="done")
-    app = web.Application()
-    app.router.add_route("POST", "/v1/chat/completions", stand_in.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    engine = EngineClient(EngineClientConfig(urls=(f"http://127.0.0.1:{port}",)))
-    engine.replicas[0].healthy = True
-    registry = CollectorRegistry()
-    metrics = GatewayMetrics(registry, key_limit=1)
-    limits = ChatLimits(2048, 100, 8, default_max_tokens=16)
-    service = ChatService(engine, Router(), Records(), metrics, limits)  # type: ignore[arg-type]
-    yield service, registry
-    await engine.close()
-    await runner.cleanup()
+    async with served(StandIn(ending="done")) as engine:
+        registry = CollectorRegistry()
+        metrics = GatewayMetrics(registry, key_limit=1)
+        limits = ChatLimits(2048, 100, 8, default_max_tokens=16)
+        service = ChatService(engine, Router(), Records(), metrics, limits)  # type: ignore[arg-type]
+        yield service, registry
 
 
 async def _ask(service: ChatService, principal: Principal, turns: int = 1) -> None:

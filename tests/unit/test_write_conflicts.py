@@ -10,19 +10,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from core.errors import StoreBusy
 from core.store.db import is_conflict, retry_conflicts
-
-
-def _sqlite_error(*statements: str) -> sqlite3.Error:
-    connection = sqlite3.connect(":memory:")
-    connection.execute("CREATE TABLE t (a INTEGER UNIQUE NOT NULL)")
-    try:
-        for statement in statements:
-            connection.execute(statement)
-    except sqlite3.Error as error:
-        return error
-    finally:
-        connection.close()
-    raise AssertionError("no error")
+from tests.support import sqlite_error
 
 
 class _PgError(Exception):
@@ -34,9 +22,9 @@ class _PgError(Exception):
 @pytest.mark.parametrize(
     ("error", "conflict"),
     [
-        (IntegrityError("INSERT", None, _sqlite_error("INSERT INTO t VALUES (1)",
+        (IntegrityError("INSERT", None, sqlite_error("INSERT INTO t VALUES (1)",
                                                       "INSERT INTO t VALUES (1)")), True),
-        (IntegrityError("INSERT", None, _sqlite_error("INSERT INTO t VALUES (NULL)")), False),
+        (IntegrityError("INSERT", None, sqlite_error("INSERT INTO t VALUES (NULL)")), False),
         (DBAPIError("UPDATE", None, _PgError("40P01")), True),  # deadlock
         (DBAPIError("UPDATE", None, _PgError("40001")), True),  # serialization failure
         (IntegrityError("INSERT", None, _PgError("23505")), True),  # unique violation
