@@ -96,6 +96,12 @@ class TrainConfig:
     patience: int = Field(
         default=3, ge=1, description="Validations without improvement before stopping early."
     )
+    validate_answers: bool = Field(
+        default=True,
+        description="At each validation also generate the adapter's answers to the validation "
+        "prompts (mostly other wordings of facts it trains on) and keep the most accurate "
+        "adapter; false: the validation loss alone.",
+    )
     checkpoint_every: int = Field(
         default=10, ge=1, description="Steps between resumable checkpoints."
     )

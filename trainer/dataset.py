@@ -4,11 +4,12 @@ An example is the conversation exactly as it was served (grounding system messag
 so the model trains as it serves) plus the reply to learn: the correction, or the answer as
 served when an operator approved it as good.
 
-The split is deterministic and stratified by flag reason, and remembered in the store: an
-example that entered an alias's holdout stays there, with the text it had then, and never
-reaches training; an example that was trained on never enters the holdout (the live version
-would be scored on what it learnt). Only examples new to the split top each stratum's holdout
-up to the holdout fraction.
+The split is deterministic, stratified by flag reason, made of whole facts (the examples
+whose replies state one fact, ``trainer/facts.py``: no fact is both trained on and held out),
+and remembered in the store: an example that entered an alias's holdout stays there, with the
+text it had then, and never reaches training; an example that was trained on never enters the
+holdout (the live version would be scored on what it learnt). Only facts new to the split top
+each stratum's holdout up to the holdout fraction.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from core.sections import CurationLimits
 from retrieval.grounding import asked_question
 from trainer.errors import DatasetError, SnapshotCorrupt
+from trainer.facts import fact_groups
 from trainer.pii import ScrubReport, scrub, scrub_message
 
 SPLITS = ("train", "validation", "holdout")
@@ -132,8 +134,9 @@ def curate(
     if not pool and candidates:
         reasons = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         raise DatasetError(f"all {len(candidates)} examples were dropped ({reasons})")
+    facts = _facts([*frozen_holdout, *pool], embed)
     new_holdout, trainable = _split_holdout(
-        pool, frozen_holdout, limits.holdout_fraction, set(trained)
+        pool, frozen_holdout, limits.holdout_fraction, set(trained), facts
     )
     train, validation = _split_validation(trainable, limits.validation_fraction)
     new_trained = [example for example in trainable if example.id not in set(trained)]
@@ -168,7 +171,10 @@ def grow_holdout(
     next training run. Lets the scheduled re-evaluation score on newly reviewed data."""
     report, dropped = ScrubReport(), Counter[str]()
     pool = _clean_pool(candidates, frozen_holdout, limits, count_tokens, embed, report, dropped)
-    new_holdout, _ = _split_holdout(pool, frozen_holdout, limits.holdout_fraction, set(trained))
+    facts = _facts([*frozen_holdout, *pool], embed)
+    new_holdout, _ = _split_holdout(
+        pool, frozen_holdout, limits.holdout_fraction, set(trained), facts
+    )
     return new_holdout
 
 
@@ -257,36 +263,68 @@ def _drop_near_duplicates(
     return kept
 
 
+def _facts(examples: Sequence[Example], embed: EmbedTexts | None) -> dict[str, int]:
+    """Example id to the fact its reply states (trainer/facts.py)."""
+    replies = [example.reply_text for example in examples]
+    vectors = embed(replies) if embed is not None and replies else None
+    groups = fact_groups(replies, vectors)
+    return {example.id: group for example, group in zip(examples, groups, strict=True)}
+
+
 def _rank(example: Example) -> str:
     return hashlib.sha256(example.id.encode()).hexdigest()
 
 
 def _split_holdout(
-    pool: list[Example], frozen_holdout: Sequence[Example], fraction: float, trained: set[str]
+    pool: list[Example],
+    frozen_holdout: Sequence[Example],
+    fraction: float,
+    trained: set[str],
+    facts: dict[str, int],
 ) -> tuple[list[Example], list[Example]]:
-    """Top every stratum's holdout up to ``fraction`` of it from the examples new to the
-    split, in a stable hash order; examples trained on before stay in training."""
-    frozen = Counter(example.stratum for example in frozen_holdout)
-    by_stratum: dict[str, list[Example]] = {}
-    for example in sorted(pool, key=_rank):
-        by_stratum.setdefault(example.stratum, []).append(example)
+    """Top every stratum's holdout up to ``fraction`` of it with whole facts new to the split
+    (``facts``: example id to fact, trainer/facts.py), in a stable hash order. Examples trained
+    on before stay in training; a new example of a fact already held out joins the holdout,
+    one of a fact trained on joins training: no fact is on both sides."""
+    held_facts = {facts[example.id] for example in frozen_holdout}
+    trained_facts = {facts[example.id] for example in pool if example.id in trained}
     holdout: list[Example] = []
     train: list[Example] = []
-    for stratum, examples in sorted(by_stratum.items()):
-        fresh = [example for example in examples if example.id not in trained]
-        train.extend(example for example in examples if example.id in trained)
-        target = math.floor(fraction * (frozen[stratum] + len(examples)) + 0.5)
-        take = max(0, min(len(fresh), target - frozen[stratum]))
-        if take == len(examples):
-            take -= 1  # a stratum keeps at least one example to train on
-        holdout.extend(fresh[:take])
-        train.extend(fresh[take:])
+    free: dict[int, list[Example]] = {}
+    for example in sorted(pool, key=_rank):
+        fact = facts[example.id]
+        if example.id in trained or (fact in trained_facts and fact not in held_facts):
+            train.append(example)
+        elif fact in held_facts:
+            holdout.append(example)
+        else:
+            free.setdefault(fact, []).append(example)
+    by_stratum: dict[str, list[list[Example]]] = {}
+    for fact_examples in free.values():  # in the hash order of each fact's first example
+        by_stratum.setdefault(fact_examples[0].stratum, []).append(fact_examples)
+    held = Counter(example.stratum for example in [*frozen_holdout, *holdout])
+    totals = Counter(example.stratum for example in [*frozen_holdout, *pool])
+    trainable = Counter(example.stratum for example in train)
+    for stratum, stratum_facts in sorted(by_stratum.items()):
+        target = math.floor(fraction * totals[stratum] + 0.5)
+        for index, fact_examples in enumerate(stratum_facts):
+            # A stratum keeps at least one fact to train on.
+            last_to_train = trainable[stratum] == 0 and index == len(stratum_facts) - 1
+            if held[stratum] < target and not last_to_train:
+                holdout.extend(fact_examples)
+                held[stratum] += len(fact_examples)
+            else:
+                train.extend(fact_examples)
+                trainable[stratum] += len(fact_examples)
     return holdout, train
 
 
 def _split_validation(
     examples: list[Example], fraction: float
 ) -> tuple[list[Example], list[Example]]:
+    """Examples, not whole facts: a validation example is most often another wording of a
+    fact trained on, which is what early stopping should watch (the fact learnt, not one
+    wording of it); the holdout, split by fact, judges the rest."""
     ordered = sorted(examples, key=lambda example: _rank(example)[::-1])
     count = math.floor(fraction * len(ordered)) if len(ordered) >= 10 else 0
     return ordered[count:], ordered[:count]

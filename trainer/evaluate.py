@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,11 +27,9 @@ from core.sections import GatePolicy
 from retrieval.grounding import lexical_support, sources_in
 from trainer.dataset import Example, with_tool_calls
 from trainer.errors import EvaluationError
-from trainer.scoring import probe_passed, score_answer
+from trainer.scoring import Embed, probe_passed, score_answers
 
 log = logging.getLogger("loragate.eval")
-
-Embed = Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -200,11 +198,9 @@ class Evaluator:
         answers = await self.answers(
             model, [example.messages for example in examples], [ex.tools for ex in examples]
         )
-        vectors = self.embed([*answers, *(example.reply_text for example in examples)])
-        similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
+        scores = score_answers(answers, [example.reply_text for example in examples], self.embed)
         items, grounded = [], []
-        for example, answer, similarity in zip(examples, answers, similarities, strict=True):
-            score = score_answer(answer, example.reply_text, float(similarity))
+        for example, answer, score in zip(examples, answers, scores, strict=True):
             sources = _sources(example)
             if sources:
                 grounded.append(lexical_support(answer, sources))
@@ -221,7 +217,7 @@ class Evaluator:
             model,
             len(items),
             accuracy=round(sum(item["correct"] for item in items) / len(items), 4),
-            similarity=round(float(np.mean(similarities)), 4),
+            similarity=round(float(np.mean([score.similarity for score in scores])), 4),
             groundedness=round(float(np.mean(grounded)), 4) if grounded else None,
             items=items,
         )

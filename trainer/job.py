@@ -39,6 +39,7 @@ from trainer.dataset import (
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
 from trainer.lock import training_lock
 from trainer.qlora import (
+    ScoreAnswers,
     TrainConfig,
     TrainResult,
     load_tokenizer,
@@ -49,6 +50,7 @@ from trainer.qlora import (
 from trainer.recipe import RECIPE_FILE, RecipeConfig, expand
 from trainer.regrounder import Regrounder
 from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
+from trainer.scoring import accuracy
 from trainer.store import TrainerStore
 
 log = logging.getLogger("loragate.trainer")
@@ -239,9 +241,17 @@ class TrainingJob:
                     self.config.train,
                     steps,
                     snapshot.manifest["sha256"],
+                    self._answer_scorer(validation),
                 )
             )
         return result, len(rehearsal), recipe
+
+    def _answer_scorer(self, validation: list[Example]) -> ScoreAnswers | None:
+        """The accuracy of answers to the validation prompts, for early stopping."""
+        if not (self.config.train.validate_answers and validation):
+            return None
+        references = [example.reply_text for example in validation]
+        return lambda answers: accuracy(answers, references, self.embedder.embed)
 
     async def expand(
         self, alias: str, work_dir: Path, examples: list[Example]
@@ -257,7 +267,7 @@ class TrainingJob:
         evaluator = self.evaluator()
         regrounder = self.regrounder
         grounded = regrounder is not None and alias in regrounder.retrieval_models
-        ground = regrounder.as_served if regrounder is not None and grounded else None
+        ground = regrounder.as_trained if regrounder is not None and grounded else None
 
         async def ask(prompts: Sequence[str]) -> list[str]:
             chats = [[{"role": "user", "content": prompt}] for prompt in prompts]

@@ -45,6 +45,7 @@ class TrainResult:
     epochs_done: float
     train_loss: float
     best_validation_loss: float | None
+    best_validation_accuracy: float | None
     stopped_early: bool
     resumed_from_step: int
     seconds: float
@@ -234,6 +235,7 @@ class RunState:
     run_key: str  # config fingerprint + dataset hash: a checkpoint only resumes its own run
     step: int = 0
     best_validation_loss: float | None = None
+    best_validation_accuracy: float | None = None
     bad_evaluations: int = 0
     tokens: int = 0
     train_loss: float = 0.0
@@ -303,6 +305,10 @@ def _resume(work_dir: Path, run_key: str, model: Any, optimizer: Any) -> RunStat
 
 # -- the loop ---------------------------------------------------------------------------------
 Encoded = tuple[list[int], list[int]]
+# The share of answers that are right, given the answers to the validation prompts in order.
+ScoreAnswers = Callable[[Sequence[str]], float]
+# Long enough for a support answer of a sentence or two; the scorer reads no further.
+VALIDATION_ANSWER_TOKENS = 64
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -358,11 +364,14 @@ class _Loop:
         config: TrainConfig,
         total: int,
         device: str,
-        pad_id: int,
+        tokenizer: Any,
+        score_answers: ScoreAnswers | None = None,
     ) -> None:
         torch = _torch()
         self.model, self.optimizer, self.state, self.config = model, optimizer, state, config
-        self.total, self.device, self.pad_id = total, device, pad_id
+        self.total, self.device, self.tokenizer = total, device, tokenizer
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.score_answers = score_answers
         resumed_step = state.step
         # Linear decay to zero over the whole run, continuing where a resumed run left off.
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -421,7 +430,9 @@ class _Loop:
         return record
 
     def validate(self, validation: _Batches, work_dir: Path, record: dict[str, float]) -> None:
-        """Validation loss when due; keeps the best adapter; stops when patience runs out."""
+        """When due: the validation loss and, with a scorer, the accuracy of the answers the
+        adapter generates to the validation prompts; keeps the best adapter (by accuracy,
+        then loss); stops when patience runs out."""
         every = self.config.eval_every
         due = self.state.step >= self.total or (every and self.state.step % every == 0)
         if not validation.encoded or not due:
@@ -433,11 +444,44 @@ class _Loop:
             for batch in validation.epoch(0):
                 total += float(self.loss(batch)) * len(batch)
                 count += len(batch)
+            accuracy = None
+            if self.score_answers is not None:
+                accuracy = self.score_answers(self.answers(validation.encoded))
+                record["validation_accuracy"] = round(accuracy, 4)
         self.model.train()
         record["validation_loss"] = round(total / count, 4)
         self.stopped_early = _keep_best(
-            self.model, self.state, total / count, self.config, work_dir
+            self.model, self.state, total / count, accuracy, self.config, work_dir
         )
+
+    def answers(self, encoded: Sequence[Encoded], batch: int = 8) -> list[str]:
+        """Greedy answers to the examples' prompts (the reply cut off), as vLLM would give
+        them at temperature 0, a few prompts at a time, left-padded."""
+        torch = _torch()
+        prompts = [_prompt_ids(ids, labels) for ids, labels in encoded]
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch):
+            rows = prompts[start : start + batch]
+            width = max(len(row) for row in rows)
+            ids = [[self.pad_id] * (width - len(row)) + row for row in rows]
+            mask = [[0] * (width - len(row)) + [1] * len(row) for row in rows]
+            output = self.model.generate(
+                input_ids=torch.tensor(ids, device=self.device),
+                attention_mask=torch.tensor(mask, device=self.device),
+                max_new_tokens=VALIDATION_ANSWER_TOKENS,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+            )
+            answers += self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+        return [answer.strip() for answer in answers]
+
+
+def _prompt_ids(ids: list[int], labels: list[int]) -> list[int]:
+    """The prompt of an encoded example: its ids before the first learnt one."""
+    for index, label in enumerate(labels):
+        if label != IGNORE:
+            return ids[:index]
+    return ids
 
 
 def train(
@@ -448,11 +492,14 @@ def train(
     config: TrainConfig,
     on_step: Callable[[str], None] | None = None,
     dataset_id: str = "",
+    score_answers: ScoreAnswers | None = None,
 ) -> TrainResult:
     """Train an adapter; resumes from ``work_dir``'s checkpoint when it is for the same run.
 
-    Every ``eval_every`` steps the validation loss is measured and the best adapter kept;
-    ``patience`` evaluations without improvement stop the run early.
+    Every ``eval_every`` steps the validation loss is measured (and, given
+    ``score_answers``, the accuracy of the adapter's answers to the validation prompts: most
+    are other wordings of facts it trains on) and the best adapter kept; ``patience``
+    evaluations without improvement stop the run early.
     """
     torch = _torch()
     # Always set, never inherit: the thread count is per thread, and a worker thread reused
@@ -475,7 +522,7 @@ def train(
     state = _resume(work_dir, run_key, model, optimizer) or RunState(run_key)
     resumed_from = state.step
     total = total_steps(config, len(train_set))
-    loop = _Loop(model, optimizer, state, config, total, device, int(tokenizer.pad_token_id))
+    loop = _Loop(model, optimizer, state, config, total, device, tokenizer, score_answers)
     clock = time.perf_counter() - state.seconds
     while not loop.done:
         epoch, offset = divmod(state.step, len(batches))
@@ -494,17 +541,32 @@ def train(
 
 
 def _keep_best(
-    model: Any, state: RunState, loss: float, config: TrainConfig, work_dir: Path
+    model: Any,
+    state: RunState,
+    loss: float,
+    accuracy: float | None,
+    config: TrainConfig,
+    work_dir: Path,
 ) -> bool:
-    """Keep the adapter when validation improved; True when patience has run out. A
-    non-finite loss is never an improvement (NaN compares false, and was kept as best)."""
-    improved = state.best_validation_loss is None or loss < state.best_validation_loss
-    if math.isfinite(loss) and improved:
-        state.best_validation_loss, state.bad_evaluations = loss, 0
+    """Keep the adapter when validation improved; True when patience has run out."""
+    if _improved(state, loss, accuracy):
+        state.best_validation_loss, state.best_validation_accuracy = loss, accuracy
+        state.bad_evaluations = 0
         _atomic_save(model, work_dir / "best")
         return False
     state.bad_evaluations += 1
     return state.bad_evaluations >= config.patience
+
+
+def _improved(state: RunState, loss: float, accuracy: float | None) -> bool:
+    """Higher accuracy, or as high with a lower loss. A non-finite loss is never an
+    improvement (NaN compares false, and was once kept as best)."""
+    if not math.isfinite(loss):
+        return False
+    best = state.best_validation_accuracy
+    if accuracy is not None and best is not None and accuracy != best:
+        return accuracy > best
+    return state.best_validation_loss is None or loss < state.best_validation_loss
 
 
 def _result(
@@ -522,6 +584,7 @@ def _result(
         epochs_done=round(state.step / steps_per_epoch, 2),
         train_loss=state.train_loss,
         best_validation_loss=state.best_validation_loss,
+        best_validation_accuracy=state.best_validation_accuracy,
         stopped_early=loop.stopped_early,
         resumed_from_step=resumed_from,
         seconds=round(state.seconds, 2),

@@ -17,9 +17,15 @@ guards against an answer that lists the right words in a wrong statement.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from retrieval.grounding import content_words
+
+# Embeds texts as unit vectors (rows).
+Embed = Callable[[Sequence[str]], np.ndarray]
 
 _CITATION = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -70,6 +76,25 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
     return AnswerScore(
         exact, contains, round(recall, 4), round(similarity, 4), exact or contains or facts
     )
+
+
+def score_answers(
+    answers: Sequence[str], references: Sequence[str], embed: Embed
+) -> list[AnswerScore]:
+    """Each answer against its reference, the similarity embedded in one batch."""
+    if not answers:
+        return []
+    vectors = embed([*answers, *references])
+    similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
+    return [
+        score_answer(answer, reference, float(similarity))
+        for answer, reference, similarity in zip(answers, references, similarities, strict=True)
+    ]
+
+
+def accuracy(answers: Sequence[str], references: Sequence[str], embed: Embed) -> float:
+    scores = score_answers(answers, references, embed)
+    return sum(score.correct for score in scores) / len(scores) if scores else 0.0
 
 
 _SMALL_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",

@@ -3,11 +3,12 @@ conversation is put in the form it is served today (re-grounded)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from retrieval.grounding import NO_SOURCES, grounded_turn
+from retrieval.grounding import NO_SOURCES, grounded_turn, sources_in
 from retrieval.service import Hit
 from trainer.dataset import Example
 from trainer.evaluate import SetScore
@@ -80,3 +81,53 @@ async def test_an_alias_without_retrieval_is_asked_without_sources() -> None:
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
     ]
+
+
+class _Collection:
+    """Answers a search by the words a query shares with each source."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.hits = [Hit(i, 0.0, f"d{i}", f"doc{i}.md", "", text) for i, text in enumerate(texts)]
+
+    async def search(self, collection: str, query: str, k: int, **_: Any) -> list[Hit]:
+        words = set(query.lower().split())
+        ranked = sorted(self.hits, key=lambda hit: -len(words & set(hit.text.lower().split())))
+        return ranked[:k]
+
+
+async def test_a_training_example_carries_the_source_that_states_its_reply() -> None:
+    """RAFT's oracle document: a question whose retrieval missed the source of its answer is
+    trained with that source among the others, never against them; one whose retrieval found
+    it, as served."""
+    from core.sections import ModelRetrieval
+
+    texts = [
+        "Shipping to Quelth takes a while and costs extra.",
+        "Our shipping partners deliver to Quelth.",
+        "The Quelth warehouse opens at 9.",
+        "Parcels reach customers within 38 working days.",
+    ]
+    regrounder = Regrounder(
+        _Collection(texts),  # type: ignore[arg-type]
+        {"support": ModelRetrieval(collection="handbook")},
+        2,
+        0.0,
+    )
+    example = Example(
+        "c9",
+        "support",
+        [{"role": "user", "content": "How long is shipping to Quelth?"}],
+        "Parcels reach customers within 38 working days.",
+        "correction",
+        "correction",
+    )
+    served = await regrounder.as_served("support", example)
+    trained = await regrounder.as_trained("support", example)
+    assert texts[3] not in served.messages[-1]["content"]
+    sources = sources_in(trained.messages[-1]["content"])
+    assert len(sources) == 2 and texts[3] in sources
+    assert texts[0] in sources  # the best question hit stays; the last one made room
+    unrelated = replace(example, reply="You can pay by card.")
+    assert await regrounder.as_trained("support", unrelated) == replace(
+        served, reply=unrelated.reply
+    )
