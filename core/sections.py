@@ -80,8 +80,8 @@ class TrainConfig:
         default=LLAMA_MODULES, description="Modules that get LoRA weights (comma list in the env)."
     )
     epochs: float = Field(
-        default=2.0, ge=0,
-        description="Passes over the training set; 0: sized to the data (about 400 examples "
+        default=0.0, ge=0,
+        description="Passes over the training set; 0: sized to the data (about 160 examples "
         "seen, 1 to 4 passes).",
     )  # fmt: skip
     max_steps: int = Field(default=0, ge=0, description="Stop after this many steps; 0: epochs.")
@@ -177,7 +177,7 @@ class RecipeConfig:
     )  # fmt: skip
     closed_book: int = 2  # wordings also trained without sources (the first ones)
     enabled: bool = Field(
-        default=False,
+        default=True,
         description="Expand each correction before training (rewordings, closed-book and "
         "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
     )
@@ -235,7 +235,9 @@ class GatePolicy:
         default=0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
     )
     probe_tolerance: float = Field(
-        default=0.15, ge=0, le=1, description="Largest drop in general-probe accuracy allowed."
+        default=0.05, ge=0, le=1,
+        description="Largest drop in general-probe accuracy allowed, against the live version "
+        "and against the base model.",
     )
     max_tokens: int = Field(default=96, ge=1, description="Reply length when scoring.")
     concurrency: int = Field(

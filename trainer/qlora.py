@@ -331,7 +331,7 @@ class _Batches:
 
 # A run sized to its data sees about this many examples: a few dozen corrections, expanded by
 # the recipe, get several passes (a fact seen once is not learnt); thousands get one.
-AUTO_EXAMPLES_SEEN = 400
+AUTO_EXAMPLES_SEEN = 160
 MAX_AUTO_EPOCHS = 4.0
 
 

@@ -65,9 +65,8 @@ def test_config_defaults_equal_the_settings_defaults(build: Callable[[Settings],
 
 
 def test_recipe_defaults_equal_the_settings_defaults() -> None:
-    assert wiring.recipe_config(Settings()) is None
-    recipe = wiring.recipe_config(Settings(train_recipe=True))
-    assert recipe == RecipeConfig(enabled=True)
+    assert wiring.recipe_config(Settings(train_recipe=False)) is None
+    assert wiring.recipe_config(Settings()) == RecipeConfig(enabled=True)
 
 
 def test_engine_launch_defaults_equal_the_settings_defaults(
