@@ -683,6 +683,7 @@ class RetrievalSettings:
         "embedding_model_path": "embedding_model_path",
         "embedding_batch_size": "embedding_batch_size",
         "embedding_threads": "embedding_threads",
+        "embedding_backend": "embedding_backend",
         "max_document_bytes": "max_document_bytes",
     }
     INTERNAL: ClassVar[frozenset[str]] = frozenset()
@@ -695,6 +696,26 @@ class RetrievalSettings:
     embedding_batch_size: int = Field(default=32, ge=1, description="Texts embedded per batch.")
     embedding_threads: int = Field(
         default=1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
+    )
+    embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="What embeds queries: `onnx` an int8 ONNX Runtime copy of the model, made "
+        "from it on first start under the data dir (less CPU: docs/benchmarks.md; cosine ≥0.99 to torch); "
+        "`torch` the model itself; `auto` ONNX when onnxruntime is installed and the model is "
+        "mean-pooled, else torch. Documents are always embedded with torch.",
+    )
+    query_batch_size: int = Field(
+        default=16, ge=1, le=256, description="Most queries embedded together in one call."
+    )
+    query_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        description="How long an idle query embedder waits for more queries to join a batch. "
+        "0 sends at once; queries arriving while a batch runs join the next one anyway.",
+    )
+    query_cache_size: int = Field(
+        default=4096, ge=0, description="Recent query vectors kept (LRU, 1.5 KiB each); 0: none."
     )
     max_document_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."

@@ -5,6 +5,8 @@ text and vector), then to the index, then the index file is swapped in atomicall
 per-collection reader/writer lock spans the store read and the index search, so a search
 sees a document either before or after an update, never half of it. Embedding and FAISS
 work run in worker threads, off the event loop, so chat is not blocked by a large ingest.
+Query vectors come from a ``QueryBatcher`` (batched, cached, on its own thread), document
+vectors from the embedder's torch model behind ``_embed_limiter``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from retrieval.errors import (
     RetrievalError,
 )
 from retrieval.index import IndexConfig, VectorIndex
+from retrieval.query_batcher import QueryBatcher
 from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
 
 log = logging.getLogger("loragate.retrieval")
@@ -53,6 +56,9 @@ class RetrievalConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     max_document_bytes: int = 2 * 1024 * 1024
     reload_check_s: float = 2.0
+    query_batch_size: int = 16
+    query_batch_wait_ms: float = 0.0
+    query_cache_size: int = 4096
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,12 @@ class Retriever:
         self._collections: dict[str, _LoadedCollection] = {}
         self._load_lock = asyncio.Lock()
         self._embed_limiter = anyio.CapacityLimiter(1)
+        self.queries = QueryBatcher(
+            lambda texts: self.embedder.embed_queries(texts),
+            max_batch=config.query_batch_size,
+            wait_s=config.query_batch_wait_ms / 1000,
+            cache_size=config.query_cache_size,
+        )
         # "warming" until warm_up() ends; readiness waits for it (see gateway.routes.ops).
         self.warm_up_state: Literal["warming", "ready", "failed"] = "warming"
 
@@ -138,6 +150,8 @@ class Retriever:
         request. A failure is recorded (and surfaces again on first use), never raised."""
         try:
             await anyio.to_thread.run_sync(lambda: self.embedder.dimension)
+            # Makes the int8 ONNX copy on a first start (seconds), not in a first request.
+            await anyio.to_thread.run_sync(lambda: self.embedder.query_backend)
             await self.preload()
         except (RetrievalError, OSError, SQLAlchemyError) as exc:
             self.warm_up_state = "failed"
@@ -250,7 +264,7 @@ class Retriever:
             raise InvalidQuery("the query is empty", param="q")
         loaded = await self._loaded(collection)
         began = time.perf_counter()
-        vector = await self._embed([query])
+        vector = (await self.queries.embed(query))[None, :]
         if on_stage is not None:
             on_stage("embed", time.perf_counter() - began)
             began = time.perf_counter()
