@@ -438,6 +438,9 @@ class IndexConfig:
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "exact_max_vectors": "exact_index_max_vectors",
         "threads": "faiss_threads",
+        "compressed_min_vectors": "compressed_index_min_vectors",
+        "sq_bits": "index_sq_bits",
+        "rerank_factor": "index_rerank_factor",
     }
     INTERNAL: ClassVar[frozenset[str]] = frozenset({"ivf_lists_per_sqrt", "ivf_retrain_growth"})
 
@@ -458,6 +461,25 @@ class IndexConfig:
     # for a core (bench/retrieval.py: exact 10k p99 52 ms vs 3 ms).
     threads: int = Field(
         default=1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
+    )
+    compressed_min_vectors: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Above this many chunks a collection switches to IVF with scalar-quantized "
+        "codes (`sq_bits` per dimension: 192 bytes a vector at 4 bits instead of 1,536), each "
+        "result re-scored on its exact vector from the store.",
+    )
+    sq_bits: Literal[4, 6, 8] = Field(
+        default=4,
+        description="Bits per dimension of a compressed index's codes (4: 10M 384-d vectors in "
+        "about 2 GB).",
+    )
+    rerank_factor: int = Field(
+        default=4,
+        ge=1,
+        le=50,
+        description="A compressed index fetches this many candidates per wanted result and "
+        "re-ranks them on their exact vectors.",
     )
 
 
@@ -700,7 +722,7 @@ class RetrievalSettings:
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
         description="What embeds queries: `onnx` an int8 ONNX Runtime copy of the model, made "
-        "from it on first start under the data dir (less CPU: docs/benchmarks.md; cosine ≥0.99 to torch); "
+        "from it on first start under the data dir (less CPU, cosine ≥0.99 to torch); "
         "`torch` the model itself; `auto` ONNX when onnxruntime is installed and the model is "
         "mean-pooled, else torch. Documents are always embedded with torch.",
     )

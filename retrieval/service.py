@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import numpy as np
@@ -38,7 +38,7 @@ from retrieval.errors import (
     InvalidQuery,
     RetrievalError,
 )
-from retrieval.index import IndexConfig, VectorIndex
+from retrieval.index import IndexConfig, VectorIndex, read_facts, rerank
 from retrieval.query_batcher import QueryBatcher
 from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
 
@@ -136,7 +136,7 @@ class Retriever:
             return [
                 {"name": name, "documents": int(documents), "chunks": int(chunks),
                  "updated_at": updated.isoformat() if updated else None,
-                 "vectors_loaded": self._vectors_loaded(name)}
+                 "vectors_loaded": self._vectors_loaded(name), "index": self._index_facts(name)}
                 for name, documents, chunks, updated in rows
             ]  # fmt: skip
 
@@ -144,6 +144,14 @@ class Retriever:
         """Vectors in this process's index, or None until the collection's first search."""
         loaded = self._collections.get(name)
         return len(loaded.index) if loaded else None
+
+    def _index_facts(self, name: str) -> dict[str, object] | None:
+        """The index's kind and parameters: from this process's index, else as recorded
+        beside its file when it was last saved (None: never built here)."""
+        loaded = self._collections.get(name)
+        if loaded is not None:
+            return loaded.index.describe()
+        return read_facts(self._index_path(name))
 
     async def warm_up(self) -> None:
         """Load the embedding model and every index now rather than in the first grounded
@@ -277,28 +285,45 @@ class Retriever:
     async def _nearest(
         self, loaded: _LoadedCollection, vector: np.ndarray, k: int, min_score: float
     ) -> list[Hit]:
+        index = loaded.index
         async with loaded.lock.reading():
-            scores, ids = await anyio.to_thread.run_sync(loaded.index.search, vector, k)
+            scores, ids = await anyio.to_thread.run_sync(index.search, vector, index.candidates(k))
             found = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
-            found = {i: s for i, s in found.items() if s >= min_score}
+            if not index.compressed:  # a compressed index's scores are rough until re-ranked
+                found = {i: s for i, s in found.items() if s >= min_score}
             if not found:
                 return []
             async with self.sessions() as session:
-                rows = await session.execute(
-                    select(StoredChunk, StoredDocument.source)
-                    .join(
-                        StoredDocument,
-                        (StoredDocument.collection == StoredChunk.collection)
-                        & (StoredDocument.id == StoredChunk.document_id),
+                rows = (
+                    await session.execute(
+                        select(StoredChunk, StoredDocument.source)
+                        .join(
+                            StoredDocument,
+                            (StoredDocument.collection == StoredChunk.collection)
+                            & (StoredDocument.id == StoredChunk.document_id),
+                        )
+                        .where(StoredChunk.id.in_(list(found)))
                     )
-                    .where(StoredChunk.id.in_(list(found)))
-                )
-                hits = [
-                    Hit(chunk.id, found[chunk.id], chunk.document_id, source, chunk.section,
-                        chunk.text)
-                    for chunk, source in rows
-                ]  # fmt: skip
+                ).all()
+        if index.compressed:
+            found = self._reranked(vector, rows, k, min_score)
+        hits = [
+            Hit(chunk.id, found[chunk.id], chunk.document_id, source, chunk.section, chunk.text)
+            for chunk, source in rows
+            if chunk.id in found
+        ]
         return sorted(hits, key=lambda hit: hit.score, reverse=True)
+
+    def _reranked(
+        self, vector: np.ndarray, rows: Sequence[Any], k: int, min_score: float
+    ) -> dict[int, float]:
+        """The best k candidates by their exact vectors, which the store keeps anyway."""
+        if not rows:
+            return {}
+        ids = np.array([chunk.id for chunk, _ in rows], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(chunk.vector for chunk, _ in rows), dtype=np.float32)
+        scores, best = rerank(vector, ids, vectors.reshape(len(rows), -1), k)
+        return {int(i): float(s) for i, s in zip(best, scores, strict=True) if s >= min_score}
 
     # -- internals -------------------------------------------------------------------
     def _check_document(self, document: Document) -> None:
@@ -364,6 +389,9 @@ class Retriever:
             # from the store instead of serving a half-applied update.
             self._collections.pop(collection, None)
             raise
+        if loaded.index.needs_rebuild:  # a compressed index that must change: from the store
+            ids, all_vectors = await self._stored_vectors(collection)
+            loaded.index = await self._built(ids, all_vectors)
         loaded.generation = generation
         await self._save(loaded.index, collection)
 
@@ -427,12 +455,21 @@ class Retriever:
                     "index unreadable; rebuilding",
                     extra={"collection": collection, "error": str(exc)},
                 )
-        index = await anyio.to_thread.run_sync(
-            VectorIndex.build, dimension, self.config.index, ids, vectors
-        )
+        index = await self._built(ids, vectors)
         if len(index):
             await self._save(index, collection)
         return index
+
+    async def _built(self, ids: np.ndarray, vectors: np.ndarray) -> VectorIndex:
+        """A new index of the kind the size calls for, timed for the listing."""
+
+        def build() -> VectorIndex:
+            began = time.perf_counter()
+            index = VectorIndex.build(self.embedder.dimension, self.config.index, ids, vectors)
+            index.build_s = round(time.perf_counter() - began, 3)
+            return index
+
+        return await anyio.to_thread.run_sync(build)
 
     async def _stored_vectors(self, collection: str) -> tuple[np.ndarray, np.ndarray]:
         async with self.sessions() as session:
