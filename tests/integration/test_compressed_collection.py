@@ -60,7 +60,7 @@ async def stored(tmp_path: Path) -> tuple[Database, np.ndarray]:
                     "vector": vectors[n].tobytes(),
                 }
                 for n in range(CHUNKS)
-            ],  # fmt: skip
+            ],
         )
     return db, vectors
 
