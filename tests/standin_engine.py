@@ -111,6 +111,9 @@ def _error(message: str) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle the body waits for the client's
+    # delayed ACK, 40 ms a request on a kept-alive connection (test_grounded_burst saw it).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         engine: _Engine = self.server.engine  # type: ignore[attr-defined]
