@@ -43,7 +43,18 @@ GROUNDED_RPS = 25.0
 # cores with the load's client (this process) and the gateway's grounded work, so some
 # slowdown is the CPU's; embedding on the event loop would add its 3-12 ms to most chats.
 MAX_SLOWDOWN = 2.5
-WORDS = "refund invoice shipping password adapter rollout holiday policy teapot warranty".split()
+WORDS = [
+    "refund",
+    "invoice",
+    "shipping",
+    "password",
+    "adapter",
+    "rollout",
+    "holiday",
+    "policy",
+    "teapot",
+    "warranty",
+]
 
 
 @pytest.fixture
