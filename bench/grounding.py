@@ -262,8 +262,9 @@ def main() -> None:
         "search, chunk rows read, sources in the prompt. Every question is new, so the query "
         "cache never answers. The low-groundedness flag rule is off (the stub's fixed answer "
         "would put every grounded answer in the review queue). Overhead: grounded minus "
-        f"plain on the same gateway, open loop, {args.seconds:g} s per path in {args.rounds} alternating rounds. CPU: the gateway "
-        "process's user+system seconds over a loop and its backlog, per request. Client, "
+        f"plain on the same gateway, open loop, {args.seconds:g} s per path in "
+        f"{args.rounds} alternating rounds. CPU: the gateway process's user+system "
+        "seconds over a loop and its backlog, per request. Client, "
         "gateways and stub share the machine's cores; on a busy machine treat the figures "
         "as upper bounds.",
         "",
