@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import anyio
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -48,6 +48,19 @@ _COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" lets "n
 MAX_K = 100
 # Hears (stage, seconds) for the stages of one search: how metrics see retrieval.
 StageTimer = Callable[[str, float], None]
+
+
+# Built once: constructing the expression cost 0.7 ms of event-loop CPU per grounded request
+# (a profile of loragate serve); its compiled form is cached by SQLAlchemy either way.
+_CHUNKS_BY_ID = (
+    select(StoredChunk, StoredDocument.source)
+    .join(
+        StoredDocument,
+        (StoredDocument.collection == StoredChunk.collection)
+        & (StoredDocument.id == StoredChunk.document_id),
+    )
+    .where(StoredChunk.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
@@ -294,17 +307,7 @@ class Retriever:
             if not found:
                 return []
             async with self.sessions() as session:
-                rows = (
-                    await session.execute(
-                        select(StoredChunk, StoredDocument.source)
-                        .join(
-                            StoredDocument,
-                            (StoredDocument.collection == StoredChunk.collection)
-                            & (StoredDocument.id == StoredChunk.document_id),
-                        )
-                        .where(StoredChunk.id.in_(list(found)))
-                    )
-                ).all()
+                rows = (await session.execute(_CHUNKS_BY_ID, {"ids": list(found)})).all()
         if index.compressed:
             found = self._reranked(vector, rows, k, min_score)
         hits = [
