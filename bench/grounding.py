@@ -153,19 +153,24 @@ async def overhead(
 async def interference(
     pairs: dict[str, tuple[Endpoint, Endpoint]], args: argparse.Namespace
 ) -> dict[str, tuple[Run, Run, Run]]:
-    """Per backend: plain alone, plain beside grounded load, and that grounded load."""
+    """Per backend: plain alone, plain beside grounded load, and that grounded load. Each
+    load has its own client: sharing one connection pool, plain requests would queue in
+    the client behind a grounded backlog and measure the client."""
     runs = {}
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with (
+        httpx.AsyncClient(timeout=120, limits=limits) as plain_client,
+        httpx.AsyncClient(timeout=120, limits=limits) as grounded_client,
+    ):
         for backend, (plain, grounded) in pairs.items():
             alone, beside, load = Run(), Run(), Run()
             assert plain.pid is not None
             wait_idle(plain.pid, timeout_s=120)
-            await open_loop(client, plain, args.rps, args.seconds, alone)
+            await open_loop(plain_client, plain, args.rps, args.seconds, alone)
             wait_idle(plain.pid, timeout_s=120)
             await asyncio.gather(
-                open_loop(client, plain, args.rps, args.seconds, beside),
-                open_loop(client, grounded, args.load_rps, args.seconds, load),
+                open_loop(plain_client, plain, args.rps, args.seconds, beside),
+                open_loop(grounded_client, grounded, args.load_rps, args.seconds, load),
             )
             runs[backend] = (alone, beside, load)
             print(f"  {backend}: interference done", flush=True)
