@@ -15,10 +15,12 @@ file's pages) after the build, less before it; and the index's own estimate.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +150,16 @@ def measure(
 def measure_compressed(
     mixture: Any, sizes: list[int], queries: np.ndarray, config: IndexConfig, workdir: str | None
 ) -> list[CompressedResult]:
+    """Each size in a fresh process: in this one, heap that earlier work freed would take
+    the index's allocations without growing the resident set (1M measured 0.06 GiB of an
+    estimated 0.19 that way)."""
     work = Path(tempfile.mkdtemp(prefix="loragate-bench-compressed-", dir=workdir))
-    return [measure(mixture, size, queries, config, work) for size in sizes]
+    spawn = multiprocessing.get_context("spawn")
+    results = []
+    for size in sizes:
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+            results.append(pool.submit(measure, mixture, size, queries, config, work).result())
+    return results
 
 
 def compressed_lines(results: list[CompressedResult], config: IndexConfig) -> list[str]:
