@@ -139,6 +139,12 @@ class Embedder:
         assert self._query_backend is not None
         return self._query_backend
 
+    @property
+    def query_model_path(self) -> Path | None:
+        """The int8 ONNX file queries run on, or None on torch."""
+        self._load_query_encoder()
+        return getattr(self._query_encoder, "path", None)
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Like ``embed``, on the fast path where there is one. Called from one thread at a
         time (the Retriever's query batcher); an ONNX session may run calls in parallel

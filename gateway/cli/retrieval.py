@@ -86,7 +86,6 @@ def embedder_prepare(ctx: click.Context) -> None:
     from gateway.wiring import embedder as build_embedder
 
     loaded = build_embedder(settings_of(ctx))
-    backend = loaded.query_backend
-    path = getattr(loaded._query_encoder, "path", None)
+    backend, path = loaded.query_backend, loaded.query_model_path
     emit({"backend": backend, "path": str(path) if path else None},
          f"queries embedded with {backend}" + (f" ({path})" if path else ""))  # fmt: skip

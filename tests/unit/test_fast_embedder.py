@@ -37,7 +37,7 @@ def _sentences(count: int, seed: int, longest: int = 300) -> list[str]:
 def embedders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Embedder, Embedder]:
     export_dir = tmp_path_factory.mktemp("embedder")
     fast = Embedder(backend="onnx", export_dir=export_dir)
-    assert fast.query_backend == "onnx-int8"
+    assert fast.query_backend == "onnx-int8" and fast.query_model_path is not None
     return Embedder(backend="torch"), fast
 
 
