@@ -298,8 +298,8 @@ class Retriever:
     async def _nearest(
         self, loaded: _LoadedCollection, vector: np.ndarray, k: int, min_score: float
     ) -> list[Hit]:
-        index = loaded.index
         async with loaded.lock.reading():
+            index = loaded.index  # under the lock: a write may replace it (a rebuild)
             scores, ids = await anyio.to_thread.run_sync(index.search, vector, index.candidates(k))
             found = {int(i): float(s) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0}
             if not index.compressed:  # a compressed index's scores are rough until re-ranked
