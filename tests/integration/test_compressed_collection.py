@@ -111,3 +111,30 @@ async def test_min_score_applies_to_the_exact_scores(
     assert [hit.chunk_id for hit in hits] == [6]  # only itself scores 1
     retriever.queries.close()
     await db.dispose()
+
+
+async def test_a_shrunk_compressed_index_is_rebuilt_from_the_store(
+    stored: tuple[Database, np.ndarray], tmp_path: Path
+) -> None:
+    db, vectors = stored
+    async with db.sessions() as session, session.begin():  # a small second document
+        session.add(StoredDocument(collection="big", id="small", content_hash="y",
+                                   chunk_count=1))  # fmt: skip
+        await session.flush()
+        small = {"id": CHUNKS + 1, "collection": "big", "document_id": "small", "ordinal": 0,
+                 "text": "small", "vector": vectors[0].tobytes()}  # fmt: skip
+        await session.execute(insert(StoredChunk), [small])
+        (await session.get(Collection, "big")).generation += 1  # type: ignore[union-attr]
+    config = RetrievalConfig(
+        index=IndexConfig(exact_max_vectors=1000, compressed_min_vectors=10_000)
+    )
+    retriever = Retriever(db.sessions, _Vectors({"q": vectors[0]}), tmp_path / "i", config)  # type: ignore[arg-type]
+    assert {hit.chunk_id for hit in await retriever.search("big", "q", k=2)} == {1, CHUNKS + 1}
+    # Codes cannot make a smaller index; the store's vectors can.
+    assert await retriever.delete_document("big", "all")
+    facts = (await retriever.list_collections())[0]["index"]
+    assert isinstance(facts, dict) and facts["kind"] == "exact" and facts["vectors"] == 1
+    hits = await retriever.search("big", "q", k=2)
+    assert [hit.chunk_id for hit in hits] == [CHUNKS + 1]
+    retriever.queries.close()
+    await db.dispose()
