@@ -181,7 +181,9 @@ def compressed_lines(results: list[CompressedResult], config: IndexConfig) -> li
         )
     lines += [
         "",
-        f"`compressed_min_vectors={config.compressed_min_vectors:,}`, `sq_bits="
+        f"`compressed_min_vectors={config.compressed_min_vectors:,}` (`--compressed-min`, so "
+        "that 1M is compressed here beside the IVF-flat 1M above; the setting's default is "
+        f"1,000,000), `sq_bits="
         f"{config.sq_bits}`, `rerank_factor={config.rerank_factor}`. Built in batches of "
         f"{BATCH:,} from the generator (training on nlist·64 vectors plus adding all; "
         "generating and writing the exact-vector file not counted). Resident: the process's "
