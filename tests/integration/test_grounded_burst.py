@@ -41,10 +41,11 @@ BASE = "standin-base"
 PLAIN = 200
 GROUNDED_RPS = 25.0
 # Plain chats' median beside grounded load, against their median beside the same rate of
-# plain load: the control does the same HTTP work and shares the same busy cores, so what
-# is left is what grounding adds. Embedding on the event loop would add its 3-12 ms to most
-# chats.
-MAX_SLOWDOWN = 2.5
+# plain load: the control shares the same busy cores, so what is left is what grounding
+# adds. A grounded request's own loop work is larger (a longer prompt relayed and logged),
+# which put the ratio at 1.1-2.3 on a busy two-core machine; a stall (the loop waiting on
+# the embedder, or on a pool the burst fills) shows as tens.
+MAX_SLOWDOWN = 4.0
 WORDS = [
     "refund",
     "invoice",
