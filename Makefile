@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/retrieval.py --grounding-only
+	$(BIN)/python bench/grounding.py
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/bases.py
 	$(BIN)/python bench/prompt_layouts.py

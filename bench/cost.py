@@ -122,7 +122,10 @@ async def stream_once(client: httpx.AsyncClient, url: str, key: str, body: dict[
 
 
 async def closed_loop(
-    endpoint: Endpoint, streams: int, seconds: float, bodies: Callable[[int], dict[str, Any]],
+    endpoint: Endpoint,
+    streams: int,
+    seconds: float,
+    bodies: Callable[[int], dict[str, Any]],
     cell: Cell | None,
 ) -> tuple[int, int]:
     """``streams`` clients streaming back to back; request ``n`` sends ``bodies(n)``."""
@@ -158,8 +161,13 @@ async def send_each(endpoint: Endpoint, bodies: list[dict[str, Any]]) -> None:
 
 
 def measure(
-    cell: Cell, gateway: Endpoint, direct: Endpoint | None, pids: tuple[int, int], streams: int,
-    seconds: float, bodies: Callable[[int], dict[str, Any]],
+    cell: Cell,
+    gateway: Endpoint,
+    direct: Endpoint | None,
+    pids: tuple[int, int],
+    streams: int,
+    seconds: float,
+    bodies: Callable[[int], dict[str, Any]],
 ) -> Cell:
     gateway_pid, stub_pid = pids
     asyncio.run(closed_loop(gateway, streams, 2, bodies, None))  # warm: connections, indexes
@@ -203,8 +211,12 @@ def gateway_on_stub(
                                           data_dir=data_dir)  # fmt: skip
     with running([process, stub]):
         wait_idle(process.pid)
-        yield endpoint, Endpoint("direct", f"{stub_url}/v1", "none"), (process.pid,
-                                                                         stub.pid), data_dir
+        yield (
+            endpoint,
+            Endpoint("direct", f"{stub_url}/v1", "none"),
+            (process.pid, stub.pid),
+            data_dir,
+        )
 
 
 def concurrency_curve(work: Path, seconds: float) -> list[Cell]:

@@ -143,8 +143,12 @@ def start_litellm(upstream_v1: str, work: Path) -> tuple[subprocess.Popen[bytes]
 
 
 def start_loragate(
-    work: Path, engine_url: str | None, *, scope: str = "chat",
-    extra_env: dict[str, str] | None = None, data_dir: Path | None = None,
+    work: Path,
+    engine_url: str | None,
+    *,
+    scope: str = "chat",
+    extra_env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Endpoint, str]:
     """``loragate serve``: external mode on ``engine_url``, or embedded (its own vLLM)."""
     port, engine_port = free_port(), free_port()
@@ -189,8 +193,13 @@ async def one(client: httpx.AsyncClient, endpoint: Endpoint, max_tokens: int) ->
     started = time.perf_counter()
     response = await client.post(
         f"{endpoint.base_url}/chat/completions",
-        json={"model": MODEL, "messages": PROMPT, "max_tokens": max_tokens, "temperature": 0,
-              **endpoint.extra_body},
+        json={
+            "model": MODEL,
+            "messages": PROMPT,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            **endpoint.extra_body,
+        },
         headers={"Authorization": f"Bearer {endpoint.key}"},
     )
     if response.status_code != 200:
@@ -200,7 +209,11 @@ async def one(client: httpx.AsyncClient, endpoint: Endpoint, max_tokens: int) ->
 
 
 async def open_loop(
-    client: httpx.AsyncClient, endpoint: Endpoint, rps: float, seconds: float, max_tokens: int,
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    rps: float,
+    seconds: float,
+    max_tokens: int,
     into: Samples,
 ) -> None:
     """``rps`` requests a second for ``seconds``, each sent on schedule."""

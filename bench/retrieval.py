@@ -6,17 +6,24 @@
    is IVF, recall and latency over a range of ``nprobe`` values, to choose the default.
 2. Real text: synthetic markdown documents through ``chunk_document`` and ``Embedder.embed``
    (the bundled all-MiniLM-L6-v2, batches of 32): chunks/s and documents/s.
+3. The query embedders side by side, torch and the int8 ONNX copy (bench/embedders.py):
+   latency, CPU per query, batched throughput, agreement with torch.
+4. The compressed index at ``--compressed-sizes`` (1M; add 10M where the time and 15 GB of
+   disk allow), built in batches from the generator (bench/compressed_index.py): memory,
+   build time, p99 and recall@10 with and without re-ranking.
 
 The tables are printed and written to docs/benchmarks.md with the machine and the date.
 Nothing here asserts on time.
 
     .venv/bin/python bench/retrieval.py [--sizes 10000,100000,1000000] [--queries 500]
+        [--compressed-sizes 1000000,10000000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import random
@@ -33,6 +40,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.compressed_index import (  # noqa: E402
+    CompressedResult,
+    compressed_lines,
+    measure_compressed,
+)
+from bench.embedders import EmbedderResult, compare_embedders, embedder_lines  # noqa: E402
 from bench.report import machine_description, percentile, write_section  # noqa: E402
 from retrieval.chunking import ChunkingConfig, chunk_document  # noqa: E402
 from retrieval.embeddings import Embedder  # noqa: E402
@@ -372,6 +385,8 @@ def report(
     config: IndexConfig,
     vectors: list[SizeResult] | None,
     text: TextResult | None,
+    embedders: list[EmbedderResult] | None = None,
+    compressed: list[CompressedResult] | None = None,
 ) -> None:
     lines = [
         SECTION,
@@ -385,6 +400,10 @@ def report(
         lines += [*vector_lines(vectors, args, config), ""]
     if text:
         lines += [*text_lines(text), ""]
+    if embedders:
+        lines += [*embedder_lines(embedders, args.embed_threads), ""]
+    if compressed:
+        lines += [*compressed_lines(compressed, compressed_config(args, config)), ""]
     lines += [
         "Timings are wall-clock on a shared machine (a vLLM server may be running alongside), "
         f"so treat them as upper bounds. Target: p99 < {P99_TARGET_MS:.0f} ms at 1M vectors "
@@ -461,6 +480,12 @@ def grounding_report(args: argparse.Namespace, result: dict[str, float]) -> None
         write_section(GROUNDING_SECTION, table)
 
 
+def compressed_config(args: argparse.Namespace, config: IndexConfig) -> IndexConfig:
+    """The index settings with the compressed kind from ``--compressed-min`` up (below the
+    default, so that 1M is compressed here, beside the IVF-flat 1M of the table above)."""
+    return dataclasses.replace(config, compressed_min_vectors=args.compressed_min)
+
+
 def int_list(value: str) -> list[int]:
     return [int(part) for part in value.split(",") if part.strip()]
 
@@ -481,6 +506,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-vectors", action="store_true")
     parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--skip-embedders", action="store_true")
+    parser.add_argument("--embedder-queries", type=int, default=300)
+    parser.add_argument("--embedder-documents", type=int, default=60)
+    parser.add_argument(
+        "--compressed-sizes", type=int_list, default=int_list("1000000"),
+        help="compressed-index sizes; empty to skip (10000000 needs ~15 GB of disk)",
+    )  # fmt: skip
+    parser.add_argument("--compressed-min", type=int, default=500_000)
+    parser.add_argument("--workdir", default=None, help="where the exact-vector files go")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
         "--grounding-only",
@@ -496,7 +530,15 @@ def main() -> None:
     config = IndexConfig(exact_max_vectors=args.exact_max)
     vectors = None if args.skip_vectors else measure_vectors(args, config)
     text = None if args.skip_text else measure_text(args)
-    report(args, config, vectors, text)
+    embedders = None if args.skip_embedders else compare_embedders(synthetic_markdown, WORDS, args)
+    compressed = None
+    if args.compressed_sizes:
+        mixture = Mixture.make(args.clusters, args.noise, seed=args.seed)
+        queries = mixture.sample(args.queries, seed=args.seed + 1)
+        compressed = measure_compressed(
+            mixture, args.compressed_sizes, queries, compressed_config(args, config), args.workdir
+        )
+    report(args, config, vectors, text, embedders, compressed)
 
 
 if __name__ == "__main__":

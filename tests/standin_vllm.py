@@ -147,6 +147,9 @@ class StandInVllmProcess:
 class _Handler(BaseHTTPRequestHandler):
     owner: StandInVllm
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle the body waits for the client's
+    # delayed ACK, 40 ms a request on a kept-alive connection (test_grounded_burst saw it).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the gateway logs what matters; a line per request would drown it

@@ -66,6 +66,8 @@ def _add_commands() -> None:
         experiments.experiment,
         review.review,
         retrieval.ingest,
+        retrieval.collections,
+        retrieval.embedder,
         config.config,
         *TRAINER_COMMANDS,
         *MONITOR_COMMANDS,

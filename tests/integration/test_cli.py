@@ -106,6 +106,12 @@ def test_ingest_is_resumable(cli, tmp_path: Path) -> None:  # type: ignore[no-un
     (docs / "bad.txt").unlink()
     again = cli("ingest", str(docs), "--collection", "animals")
     assert "0 created, 0 replaced, 2 unchanged, 0 failed" in again.stdout
+    # The index this process saved is listed by the next one, with its kind.
+    listed = cli("collections", "list").stdout.split("\t")
+    assert listed[:3] == ["animals", "2 documents", "2 chunks"]
+    assert listed[3].startswith("exact ")
+    (card,) = json.loads(cli("collections", "list", "--json").stdout)
+    assert card["index"]["kind"] == "exact" and card["index"]["vectors"] == 2
 
 
 def test_review_from_the_cli(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

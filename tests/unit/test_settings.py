@@ -115,7 +115,8 @@ def test_every_setting_has_one_env_name_and_a_description() -> None:
 
 
 # The flat names of the section settings, as operators, deploy/ and the docs know them from
-# before the sections: a section field renamed must keep its name through ``ENV_NAMES``.
+# before the sections (and the fields added since): a section field renamed must keep its
+# name through ``ENV_NAMES``.
 FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "adapter_drain_s",
     "adapter_publish_roots",
@@ -125,8 +126,10 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "base_model_path",
     "chunk_overlap_tokens",
     "chunk_tokens",
+    "compressed_index_min_vectors",
     "database_url",
     "default_max_tokens",
+    "embedding_backend",
     "embedding_batch_size",
     "embedding_model_path",
     "embedding_threads",
@@ -160,6 +163,8 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "flag_rules",
     "flag_rules_by_alias",
     "gpu_memory_utilization",
+    "index_rerank_factor",
+    "index_sq_bits",
     "ivf_nprobe",
     "journal_dir",
     "journal_fsync",
@@ -206,6 +211,9 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "reeval_tolerance",
     "retrieval_min_score",
     "retrieval_models",
+    "retrieval_query_batch_size",
+    "retrieval_query_batch_wait_ms",
+    "retrieval_query_cache_size",
     "retrieval_top_k",
     "review_trust_corrections",
     "rollout_failure_threshold",

@@ -455,11 +455,20 @@ async function startExperiment(event) {
 
 // -- collections ------------------------------------------------------------------------------
 
+// "ivfsq · 192 B codes · re-rank ×4": the index kind and what sets its size and recall.
+function indexSummary(index) {
+  if (!index) return "not built here";
+  const parts = [index.kind];
+  if (index.nlist) parts.push(`nlist ${index.nlist}, nprobe ${index.nprobe}`);
+  if (index.code_bytes) parts.push(`${index.code_bytes} B codes, re-rank ×${index.rerank_factor}`);
+  return parts.join(" · ");
+}
+
 async function loadCollections() {
   const collections = await call("/v1/collections");
   byId("collection-rows").replaceChildren(
     ...collections.data.map((c) =>
-      el("tr", { "data-collection": c.name }, el("td", {}, c.name), el("td", {}, c.documents), el("td", {}, c.chunks), el("td", {}, c.vectors_loaded ?? "not loaded"), el("td", {}, formatTime(c.updated_at))),
+      el("tr", { "data-collection": c.name }, el("td", {}, c.name), el("td", {}, c.documents), el("td", {}, c.chunks), el("td", {}, c.vectors_loaded ?? "not loaded"), el("td", {}, indexSummary(c.index)), el("td", {}, formatTime(c.updated_at))),
     ),
   );
   options(byId("search-collection"), collections.data.map((c) => c.name));

@@ -1,0 +1,104 @@
+"""The fast query embedder (int8 ONNX copy of the bundled MiniLM) gives the torch vectors:
+cosine ≥0.99 on generated sentences, and the same top-10 neighbours in a corpus embedded
+with torch (documents are always embedded with torch, so only the query vector moves)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from retrieval.embeddings import Embedder
+from retrieval.errors import RetrievalError
+from retrieval.onnx_export import UnsupportedModel, check_mean_pooled, exported_path
+
+MIN_COSINE = 0.99
+MIN_OVERLAP_AT_10 = 0.9
+_WORD_TEXT = (
+    "refund invoice password reset shipping order account adapter gateway latency rollout "
+    "token document search memory training cluster request policy warranty holiday deadline "
+    "the a of to in for on with is are can must why how when what teapot spoon purple"
+)
+WORDS = _WORD_TEXT.split()
+
+
+def _sentences(count: int, seed: int, longest: int = 300) -> list[str]:
+    rng = random.Random(seed)
+    sizes = [n for n in (2, 5, 9, 20, 40, 60, 300) if n <= longest]  # 300: truncated
+    lengths = [rng.choice(sizes) for _ in range(count)]
+    return [" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "?" for n in lengths]
+
+
+@pytest.fixture(scope="module")
+def embedders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Embedder, Embedder]:
+    export_dir = tmp_path_factory.mktemp("embedder")
+    fast = Embedder(backend="onnx", export_dir=export_dir)
+    assert fast.query_backend == "onnx-int8" and fast.query_model_path is not None
+    return Embedder(backend="torch"), fast
+
+
+def test_vectors_agree_with_torch(embedders: tuple[Embedder, Embedder]) -> None:
+    torch_embedder, fast = embedders
+    texts = _sentences(120, seed=1)
+    reference = torch_embedder.embed(texts)
+    batched = fast.embed_queries(texts)  # padded batches: the mask must hide the padding
+    one_by_one = np.vstack([fast.embed_queries([text]) for text in texts[:30]])
+    assert batched.shape == reference.shape and batched.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert (batched * reference).sum(axis=1).min() >= MIN_COSINE
+    assert (one_by_one * reference[:30]).sum(axis=1).min() >= MIN_COSINE
+    # Not equal: int8 activations take one scale per batch, so batch mates move a vector a
+    # little (the micro-batcher's batches); both stay within the bound of the reference.
+    assert (one_by_one * batched[:30]).sum(axis=1).min() >= MIN_COSINE
+
+
+def test_same_neighbours_as_torch_queries(embedders: tuple[Embedder, Embedder]) -> None:
+    torch_embedder, fast = embedders
+    corpus = torch_embedder.embed(_sentences(600, seed=2, longest=40))
+    queries = _sentences(100, seed=3)
+    exact = np.argsort(-(torch_embedder.embed(queries) @ corpus.T), axis=1)[:, :10]
+    found = np.argsort(-(fast.embed_queries(queries) @ corpus.T), axis=1)[:, :10]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found, strict=True)])
+    assert overlap >= MIN_OVERLAP_AT_10
+
+
+def test_torch_backend_uses_the_torch_model(embedders: tuple[Embedder, Embedder]) -> None:
+    torch_embedder, _ = embedders
+    assert torch_embedder.query_backend == "torch"
+    text = ["purple teapots"]
+    np.testing.assert_array_equal(torch_embedder.embed_queries(text), torch_embedder.embed(text))
+
+
+def test_export_is_reused_and_named_by_the_weights(
+    embedders: tuple[Embedder, Embedder], tmp_path: Path
+) -> None:
+    _, fast = embedders
+    assert fast.export_dir is not None
+    files = list(fast.export_dir.glob("*.onnx"))
+    assert len(files) == 1 and not list(fast.export_dir.glob(".*tmp*"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights").write_text("one")
+    first = exported_path(model, tmp_path)
+    (model / "weights").write_text("other")
+    assert exported_path(model, tmp_path) != first  # changed weights: a new file
+
+
+def test_auto_falls_back_to_torch_for_other_pooling(tmp_path: Path) -> None:
+    model = tmp_path / "cls-model"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "modules.json").write_text(
+        '[{"type": "sentence_transformers.models.Transformer", "path": ""},'
+        ' {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}]'
+    )
+    (model / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    with pytest.raises(UnsupportedModel):
+        check_mean_pooled(model)
+    auto = Embedder(model, backend="auto", export_dir=tmp_path)
+    assert auto._fast_encoder() is None
+    with pytest.raises(RetrievalError):
+        Embedder(model, backend="onnx", export_dir=tmp_path)._fast_encoder()
