@@ -235,7 +235,9 @@ class GatePolicy:
         default=0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
     )
     probe_tolerance: float = Field(
-        default=0.05, ge=0, le=1,
+        default=0.05,
+        ge=0,
+        le=1,
         description="Largest drop in general-probe accuracy allowed, against the live version "
         "and against the base model.",
     )
