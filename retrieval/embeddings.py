@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from core.hf_loading import model_load_lock
+from core.progress import Progress
 from retrieval.errors import MissingDependency, RetrievalError
 
 log = logging.getLogger("loragate.retrieval")
@@ -81,17 +82,23 @@ class Embedder:
         return self._model
 
     def _load(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        try:
-            import torch
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise MissingDependency(exc.name or "sentence_transformers") from exc
-        # Keep the gateway from taking every core from vLLM on a small machine.
-        torch.set_num_threads(self.threads)
-        directory = self.model_dir or bundled_model_dir()
-        with model_load_lock:  # see core/hf_loading.py
-            return SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        # Ten to twenty seconds on a small machine, mostly importing torch: the first ingest
+        # or grounded request says what it is waiting for.
+        with Progress("load embedding model", 2) as progress:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:
+                raise MissingDependency(exc.name or "sentence_transformers") from exc
+            progress("torch imported")
+            # Keep the gateway from taking every core from vLLM on a small machine.
+            torch.set_num_threads(self.threads)
+            directory = self.model_dir or bundled_model_dir()
+            with model_load_lock:  # see core/hf_loading.py
+                model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+            progress("model loaded")
+            return model
 
     @property
     def dimension(self) -> int:

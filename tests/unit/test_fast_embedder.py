@@ -4,6 +4,7 @@ with torch (documents are always embedded with torch, so only the query vector m
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -102,3 +103,16 @@ def test_auto_falls_back_to_torch_for_other_pooling(tmp_path: Path) -> None:
     assert auto._fast_encoder() is None
     with pytest.raises(RetrievalError):
         Embedder(model, backend="onnx", export_dir=tmp_path)._fast_encoder()
+
+
+def test_loading_the_model_shows_progress(caplog: pytest.LogCaptureFixture) -> None:
+    """The first ingest or grounded request waits ten to twenty seconds for torch: it says so
+    (a bar on a terminal, progress lines otherwise)."""
+    with caplog.at_level(logging.INFO, logger="loragate.progress"):
+        assert Embedder(backend="torch").dimension == 384
+    steps = [
+        record.__dict__.get("step")
+        for record in caplog.records
+        if record.__dict__.get("task") == "load embedding model"
+    ]
+    assert steps[:2] == ["torch imported", "model loaded"]
