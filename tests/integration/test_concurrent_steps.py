@@ -335,8 +335,8 @@ async def test_the_trainers_rollout_meeting_an_operators_leaves_the_run_publishe
     config = job_config(load_settings(data_dir=tmp_path, log_format="text"))
     job = TrainingJob(dataclasses.replace(config, auto_rollout=True), b.db, b.registry,
                       b.rollouts, embedder=None)  # type: ignore[arg-type]  # fmt: skip
-    trained = TrainResult(_lora(tmp_path, 79), 1, 1.0, 0.5, None, False, 0, 1.0, 10, 10.0, 0.0,
-                          "cpu", 512)  # fmt: skip
+    trained = TrainResult(_lora(tmp_path, 79), 1, 1.0, 0.5, None, None, False, 0, 1.0, 10, 10.0,
+                          0.0, "cpu", 512)  # fmt: skip
     await a.rollouts.start(alias, new)  # the operator's, just before the trainer's
     outcome = await job._publish(alias, 0, trained, Verdict(True, [], 0.1, 0.0), {})
     assert outcome.state == "published" and "refused" in outcome.report["rollout"]
