@@ -716,6 +716,7 @@ class RetrievalSettings:
         "embedding_batch_size": "embedding_batch_size",
         "embedding_threads": "embedding_threads",
         "embedding_backend": "embedding_backend",
+        "embedding_cache_dir": "embedding_cache_dir",
         "max_document_bytes": "max_document_bytes",
     }
     INTERNAL: ClassVar[frozenset[str]] = frozenset()
@@ -735,6 +736,11 @@ class RetrievalSettings:
         "from it on first start under the data dir (less CPU, cosine ≥0.99 to torch); "
         "`torch` the model itself; `auto` ONNX when onnxruntime is installed and the model is "
         "mean-pooled, else torch. Documents are always embedded with torch.",
+    )
+    embedding_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the int8 ONNX copy is kept (named by the model's files, so "
+        "several servers may share one folder). Empty: `DATA_DIR/embedder`.",
     )
     query_batch_size: int = Field(
         default=16, ge=1, le=256, description="Most queries embedded together in one call."

@@ -101,7 +101,7 @@ def embedder(settings: Settings) -> Embedder:
         batch_size=settings.retrieval.embedding_batch_size,
         threads=settings.retrieval.embedding_threads,
         backend=settings.retrieval.embedding_backend,
-        export_dir=settings.data_dir / "embedder",
+        export_dir=settings.retrieval.embedding_cache_dir or settings.data_dir / "embedder",
     )
 
 
