@@ -100,8 +100,9 @@ def test_constructor_defaults_equal_the_settings_defaults(
 @pytest.mark.parametrize("name", sorted(SECTIONS))
 def test_a_section_is_the_component_config(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The settings hold the section itself, with the section's own defaults (without the
-    environment tests/conftest.py sets for the adapter publish roots)."""
+    environment tests/conftest.py sets for the adapter publish roots and the embedder's copy)."""
     monkeypatch.delenv("LORAGATE_ADAPTER_PUBLISH_ROOTS", raising=False)
+    monkeypatch.delenv("LORAGATE_EMBEDDING_CACHE_DIR", raising=False)
     section = getattr(Settings(), name)
     assert type(section) is SECTIONS[name]
     assert section == SECTIONS[name]()
