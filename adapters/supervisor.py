@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from adapters.base_model import MARKER_FILE
+from adapters.base_model import prepared_model_name
+from adapters.bundled_models import DEFAULT_MODEL, TEMPLATES
 from adapters.errors import EngineUnavailable
 
 log = logging.getLogger("loragate.supervisor")
@@ -30,16 +31,16 @@ _PR_SET_PDEATHSIG = 1
 # SmolLM2's chat template that also renders tools, tool calls (Hermes-style <tool_call>
 # JSON, read by vLLM's `hermes` parser) and tool results; without tools it renders exactly
 # what the model's own template does.
-BUNDLED_CHAT_TEMPLATE = Path(__file__).resolve().parent / "templates" / "smollm2_tools.jinja"
+BUNDLED_CHAT_TEMPLATE = TEMPLATES / "smollm2_tools.jinja"
 
 
 def served_chat_template(model_path: Path, configured: Path | None) -> Path | None:
     """The chat template vLLM renders prompts with, so the trainer renders the same:
-    the configured one; else the bundled one for the model `model prepare` made; else
-    (None) the model's own."""
+    the configured one; else the bundled one for the SmolLM2 `model prepare` made; else
+    (None) the model's own (the other prepared models have theirs written in)."""
     if configured is not None:
         return configured
-    return BUNDLED_CHAT_TEMPLATE if (model_path / MARKER_FILE).is_file() else None
+    return BUNDLED_CHAT_TEMPLATE if prepared_model_name(model_path) == DEFAULT_MODEL else None
 
 
 @dataclass(frozen=True)

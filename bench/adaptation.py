@@ -43,7 +43,10 @@ from bench.launch import loragate, start_gateway
 from bench.report import emit, machine_description
 
 SECTION = "## Adaptation on generated domains"
-MODEL = "SmolLM2-135M-Instruct"
+# Another base (say one `loragate model prepare --model NAME` wrote) through the settings'
+# own variables.
+MODEL = os.environ.get("LORAGATE_BASE_MODEL_NAME", "SmolLM2-135M-Instruct")
+MODEL_DIR = Path(os.environ.get("LORAGATE_BASE_MODEL_PATH", f"data/models/{MODEL}"))
 TOP_K = 3  # the alias's retrieval, as an operator would declare it
 ROWS = (
     ("base, closed book", "base", "closed"),
@@ -63,6 +66,10 @@ class SeedResult:
     verdict: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     steps: int = 0
+    # The scorer's accuracy on the paraphrases of facts trained on, and of facts held out.
+    by_split: dict[tuple[str, str], tuple[float | None, float | None]] = field(default_factory=dict)
+    retrieval_hit: float = 0.0  # paraphrases whose top sources hold the fact
+    gate_forms: dict[str, dict[str, float]] = field(default_factory=dict)  # side → form → acc
 
 
 @dataclass
@@ -132,9 +139,25 @@ async def _measure(
         server.engine_url, server.base_url, server.chat_key, domain, version["path"], MODEL,
         embed, TOP_K,
     )  # fmt: skip
+    held = _held_out_facts(domain, report)
+    split = {
+        trained: [i for i, q in enumerate(domain.paraphrases()) if (q.fact in held) != trained]
+        for trained in (True, False)
+    }
     for key, accuracy in measured.paraphrases.items():
         result.scores[key] = (accuracy.scorer, accuracy.contains)
+        result.by_split[key] = (accuracy.on(split[True]), accuracy.on(split[False]))
     result.probes = measured.probes
+    hits = measured.retrieval_hits
+    result.retrieval_hit = sum(hits) / len(hits) if hits else 0.0
+    result.gate_forms = {side: report[side]["holdout"].get("forms", {})
+                         for side in ("candidate", "baseline")}  # fmt: skip
+
+
+def _held_out_facts(domain: Any, report: dict[str, Any]) -> set[str]:
+    """The facts whose questions the gate held out (never trained on)."""
+    asked = {item["question"] for item in report["holdout_items"]}
+    return {question.fact for question in domain.questions() if question.question in asked}
 
 
 def seed_table(result: SeedResult) -> str:
@@ -142,15 +165,27 @@ def seed_table(result: SeedResult) -> str:
         f"Seed {result.seed} ({result.company}): dataset {result.counts}, {result.steps} steps, "
         f"trained and gated in {result.train_s:.0f} s, gate {result.verdict}.",
         "",
-        "| configuration | held-out paraphrase (scorer) | (contains key) |",
-        "| --- | ---: | ---: |",
+        "| configuration | held-out paraphrase (scorer) | (contains key) "
+        "| facts trained on | facts held out |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, model, mode in ROWS:
         scorer, contains = result.scores[(model, mode)]
-        lines.append(f"| {label} | {scorer:.2f} | {contains:.2f} |")
+        trained, held = (_share(value) for value in result.by_split[(model, mode)])
+        lines.append(f"| {label} | {scorer:.2f} | {contains:.2f} | {trained} | {held} |")
     lines.append(f"| general probes, base → adapted | {result.probes['base']:.2f} → "
-                 f"{result.probes['adapted']:.2f} | |")  # fmt: skip
+                 f"{result.probes['adapted']:.2f} | | | |")  # fmt: skip
+    lines.append(f"| right source in the top {TOP_K} | {result.retrieval_hit:.2f} | | | |")
+    forms = result.gate_forms
+    for form, accuracy in forms.get("candidate", {}).items():
+        base = forms.get("baseline", {}).get(form)
+        lines.append(f"| gate holdout, {form}: base → candidate | {_share(base)} → "
+                     f"{accuracy:.2f} | | | |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def summary_table(results: list[SeedResult]) -> str:
@@ -168,6 +203,13 @@ def summary_table(results: list[SeedResult]) -> str:
         scorer = [result.scores[(model, mode)][0] for result in results]
         contains = [result.scores[(model, mode)][1] for result in results]
         lines.append(f"| {label} | {spread(scorer)} | {spread(contains)} |")
+    for label, model, mode in ROWS[1::2]:  # with retrieval: by split
+        for index, part in ((0, "facts trained on"), (1, "facts held out")):
+            values = [v for r in results if (v := r.by_split[(model, mode)][index]) is not None]
+            if values:
+                lines.append(f"| {label}, {part} | {spread(values)} | |")
+    lines.append(f"| right source in the top {TOP_K} | "
+                 f"{spread([r.retrieval_hit for r in results])} | |")  # fmt: skip
     drop = [result.probes["adapted"] - result.probes["base"] for result in results]
     lines.append(f"| general probes, adapted - base | {spread(drop)} | |")
     lines.append(f"| train + gate, seconds | {spread([r.train_s for r in results])} | |")
@@ -185,19 +227,22 @@ def main() -> None:
     args = parser.parse_args()
     first = args.first_seed if args.first_seed is not None else int(time.time()) % 100_000
     seeds = [first + offset for offset in range(args.seeds)]
-    model_dir = Path("data/models") / MODEL
     server = start_server({f"domain-{seed}": f"domain-{seed}" for seed in seeds},
-                          model_dir.resolve())  # fmt: skip
+                          MODEL_DIR.resolve())  # fmt: skip
     try:
         results = [asyncio.run(play(server, seed, args.facts)) for seed in seeds]
+    except BaseException:
+        print(f"kept for a look: {server.data_dir} (serve.log, logs/vllm.log)", flush=True)
+        raise
     finally:
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(60)
-        shutil.rmtree(server.data_dir, ignore_errors=True)
+    shutil.rmtree(server.data_dir, ignore_errors=True)
     body = "\n\n".join([summary_table(results), *(seed_table(result) for result in results)])
     intro = (
         f"`python bench/adaptation.py --seeds {args.seeds}` ({args.facts} facts a domain, "
-        f"seeds {seeds[0]}-{seeds[-1]}, every setting at its default; {machine_description()}). "
+        f"seeds {seeds[0]}-{seeds[-1]}, base {MODEL}, every other setting at its default; "
+        f"{machine_description()}). "
         "Held-out paraphrases: one per fact, never asked by the users and never trained on. "
         "Scorer: the evaluation gate's; contains key: the answer contains the fact's short "
         "answer."

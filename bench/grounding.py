@@ -50,6 +50,7 @@ from bench.report import (
     emit,
     free_port,
     machine_description,
+    on_schedule,
     percentile,
     wait_idle,
     wait_ready,
@@ -110,14 +111,9 @@ async def open_loop(
     client: httpx.AsyncClient, endpoint: Endpoint, rps: float, seconds: float, into: Run
 ) -> None:
     """``rps`` requests a second for ``seconds``, each sent on schedule."""
-    tasks = []
-    began = time.perf_counter()
-    for index in range(int(rps * seconds)):
-        delay = began + index / rps - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(client, endpoint, into)))
-    await asyncio.gather(*tasks)
+    for failed in await on_schedule(rps, seconds, lambda: one(client, endpoint, into)):
+        if failed is not None:
+            raise failed  # ``one`` counts HTTP errors itself; anything else is a bug
 
 
 async def timed(

@@ -42,6 +42,7 @@ from bench.report import (
     emit,
     free_port,
     machine_description,
+    on_schedule,
     percentile,
     wait_idle,
     wait_ready,
@@ -217,14 +218,8 @@ async def open_loop(
     into: Samples,
 ) -> None:
     """``rps`` requests a second for ``seconds``, each sent on schedule."""
-    tasks = []
     began = time.perf_counter()
-    for index in range(int(rps * seconds)):
-        delay = began + index / rps - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(client, endpoint, max_tokens)))
-    for result in await asyncio.gather(*tasks, return_exceptions=True):
+    for result in await on_schedule(rps, seconds, lambda: one(client, endpoint, max_tokens)):
         if isinstance(result, BaseException):
             into.errors.append(f"{type(result).__name__}: {result}"[:200])
         else:

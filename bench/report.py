@@ -1,14 +1,17 @@
-"""Shared by the bench scripts: ports and readiness of a served gateway, the machine line,
-percentiles, and writing docs/benchmarks.md."""
+"""Shared by the bench scripts: ports and readiness of a served gateway, an open-loop load,
+the machine line, percentiles, and writing docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -33,6 +36,25 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90
             pass
         time.sleep(0.25)
     raise SystemExit(f"{url} did not become ready")
+
+
+T = TypeVar("T")
+
+
+async def on_schedule(
+    rps: float, seconds: float, send: Callable[[], Awaitable[T]]
+) -> list[T | BaseException]:
+    """An open loop: ``rps`` requests a second for ``seconds``, each sent on schedule whether
+    or not the ones before it have answered (a closed loop would slow down with the server
+    and hide its queueing). Returns each result or the exception it raised."""
+    tasks = []
+    began = time.perf_counter()
+    for index in range(int(rps * seconds)):
+        delay = began + index / rps - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send()))
+    return list(await asyncio.gather(*tasks, return_exceptions=True))
 
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")

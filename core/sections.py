@@ -216,13 +216,23 @@ class TrainerSchedule:
         default=5, ge=1, description="New approved examples a monitor-triggered run needs."
     )
     rehearsal_fraction: float = Field(
-        default=0.2, ge=0, lt=1,
+        default=0.3, ge=0, lt=1,
         description="Share of the training set that replays the base model's own answers to "
         "general prompts, against forgetting; 0: none.",
+    )  # fmt: skip
+    generation_concurrency: int = Field(
+        default=16, ge=1, le=256,
+        description="Requests in flight when a run asks the base model for training data "
+        "(rewordings, rehearsal answers). Apart from `eval_concurrency`: scoring may be "
+        "asked one at a time for repeatable scores, while this only sets how fast it goes.",
     )  # fmt: skip
 
 
 # -- evaluation ------------------------------------------------------------------------------
+# How the gate asks a held-out question (trainer/holdout_forms.py).
+HOLDOUT_FORMS = ("served", "reworded", "closed_book")
+
+
 @dataclass(frozen=True, config=SECTION_CONFIG)
 class GatePolicy:
     """The gate a candidate passes to be published, and how it is scored (trainer/evaluate.py)."""
@@ -248,6 +258,30 @@ class GatePolicy:
         le=256,
         description="Scoring requests in flight at once (vLLM batches them).",
     )
+    timeout_s: float = Field(
+        default=1200.0,
+        gt=0,
+        description="Read timeout of one scoring request. Generous: on vLLM's CPU build a "
+        "batch of adapter requests can take minutes (a dead engine fails at once anyway).",
+    )
+    holdout_forms: tuple[str, ...] = Field(
+        default=("served", "reworded", "closed_book"),
+        description="How the gate asks each held-out question, pooled into one accuracy: "
+        "`served` (as it was), `reworded` (another wording, grounded afresh), `closed_book` "
+        "(reworded, without sources; aliases with retrieval). Comma list in the env.",
+    )
+
+    _split_forms = field_validator("holdout_forms", mode="before")(_split)
+
+    @field_validator("holdout_forms")
+    @classmethod
+    def _known_forms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(HOLDOUT_FORMS))
+        if unknown or not value:
+            raise ValueError(
+                f"holdout forms must be some of {', '.join(HOLDOUT_FORMS)}; got {unknown or 'none'}"
+            )
+        return value
 
 
 @dataclass(frozen=True, config=SECTION_CONFIG)
@@ -755,6 +789,11 @@ class RetrievalSettings:
     query_cache_size: int = Field(
         default=4096, ge=0, description="Recent query vectors kept (LRU, 1.5 KiB each); 0: none."
     )
+    query_max_pending: int = Field(
+        default=1024, ge=1,
+        description="Distinct queries that may wait for the query embedder; past it a grounded "
+        "request or search is refused at once with 503 `retrieval_busy` and Retry-After.",
+    )  # fmt: skip
     max_document_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
     )
@@ -894,9 +933,9 @@ class EngineSettings:
     )
     chat_template: Path | None = Field(
         default=None,
-        description="Jinja chat template for the embedded vLLM. Empty: for the model "
-        "`loragate model prepare` writes, the bundled SmolLM2 template that also renders "
-        "tools, tool calls and tool results; for any other model, its own.",
+        description="Jinja chat template for the embedded vLLM. Empty: for the SmolLM2 "
+        "`loragate model prepare` writes, the bundled template that also renders tools, tool "
+        "calls and tool results; for any other model (`--model` ones included), its own.",
     )
 
     @field_validator("urls", mode="before")
@@ -937,12 +976,14 @@ class ModelSettings:
     base_model_path: Path | None = Field(
         default=None,
         description="Hugging Face model directory to serve. Empty means the SmolLM2 model "
-        "that `loragate model prepare` writes under `data_dir/models`.",
+        "that `loragate model prepare` writes under `data_dir/models`; another bundled base "
+        "is `data_dir/models/NAME` after `loragate model prepare --model NAME`.",
     )
     base_model_name: str = Field(
         default=DEFAULT_BASE_MODEL_NAME,
         min_length=1,
-        description="Model name clients use for the base.",
+        description="Model name clients use for the base (with another bundled base, its "
+        "name: `loragate model list`).",
     )
     max_model_len: int = Field(default=2048, ge=64, description="Context window vLLM serves.")
     kv_cache_gib: float = Field(

@@ -37,6 +37,7 @@ from retrieval.errors import (
     InvalidCollectionName,
     InvalidDocument,
     InvalidQuery,
+    RetrievalBusy,
     RetrievalError,
 )
 from retrieval.errors import MissingDependency as RetrievalMissingDependency
@@ -84,6 +85,7 @@ _PACKAGE_ERRORS: tuple[tuple[type[Exception], int, str, str], ...] = (
     (InvalidDocument, 400, "invalid_request_error", "invalid_document"),
     (InvalidQuery, 400, "invalid_request_error", "invalid_query"),
     (RetrievalMissingDependency, 503, "service_unavailable", "retrieval_unavailable"),
+    (RetrievalBusy, 503, "service_unavailable", "retrieval_busy"),
     (RetrievalError, 500, "internal_error", "retrieval_error"),
     (UnknownAlias, 404, "invalid_request_error", "alias_not_found"),
     (MonitorError, 500, "internal_error", "monitor_error"),
@@ -107,7 +109,7 @@ def describe(exc: Exception) -> ErrorInfo:
         return ErrorInfo(exc.status_code, exc.message, kind, None, exc.param)
     for error_class, status, kind, code in _PACKAGE_ERRORS:
         if isinstance(exc, error_class):
-            retry = exc.retry_after_s if isinstance(exc, EngineUnavailable) else None
+            retry = getattr(exc, "retry_after_s", None)
             param = getattr(exc, "param", None)
             return ErrorInfo(status, str(exc), kind, code, param, retry_after_s=retry)
     if isinstance(exc, HTTPException):

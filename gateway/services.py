@@ -141,4 +141,5 @@ class Services:
         await self.conversations.close()
         self.journal.close()
         await self.engine.close()
+        self.retriever.close()
         await self.db.dispose()

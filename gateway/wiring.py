@@ -81,6 +81,7 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
         query_batch_size=settings.retrieval.query_batch_size,
         query_batch_wait_ms=settings.retrieval.query_batch_wait_ms,
         query_cache_size=settings.retrieval.query_cache_size,
+        query_max_pending=settings.retrieval.query_max_pending,
     )
 
 
@@ -358,10 +359,9 @@ def job_config(settings: Settings) -> JobConfig:
         train=train_config(settings),
         limits=curation_limits(settings),
         gate=settings.evaluation,
-        eval_max_tokens=settings.evaluation.max_tokens,
-        eval_concurrency=settings.evaluation.concurrency,
         auto_rollout=settings.trainer.auto_rollout,
         rehearsal_fraction=settings.trainer.rehearsal_fraction,
+        generation_concurrency=settings.trainer.generation_concurrency,
         recipe=recipe_config(settings),
     )
 

@@ -7,7 +7,8 @@
     ├── CollectionNotFound       no collection by that name
     ├── InvalidCollectionName    the name could escape the data directory or is malformed
     ├── InvalidDocument          empty, too large, or not decodable text
-    └── InvalidQuery             k out of range, empty query
+    ├── InvalidQuery             k out of range, empty query
+    └── RetrievalBusy            too many queries wait for the embedder: shed, retry later
 """
 
 from __future__ import annotations
@@ -46,3 +47,10 @@ class InvalidDocument(RetrievalError):
 
 class InvalidQuery(RetrievalError):
     pass
+
+
+class RetrievalBusy(RetrievalError):
+    """Load shed at the door: past ``query_max_pending`` waiting queries, a new one would
+    only wait longer than its client, so it is refused at once and may be sent again."""
+
+    retry_after_s = 1

@@ -5,6 +5,9 @@ makes N embedder calls in a row; batched, the queries that arrive while one call
 together in the next, so throughput grows with load while a lone query waits for nothing
 (unless ``wait_s`` asks an idle batcher to wait a little for company). The same question
 asked again (a retry, a popular question) is answered from an LRU cache of recent vectors.
+Past ``max_pending`` distinct queries waiting, a new one is refused at once
+(``RetrievalBusy``, a 503 with Retry-After): a queue longer than the embedder can clear in a
+client's patience only turns every request into a timeout.
 
 The embedder runs on one dedicated thread, not anyio's shared worker pool, so its budget is
 its own: a burst of grounded requests queues here instead of taking the threads that the
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retrieval.errors import RetrievalBusy
+
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -31,14 +36,22 @@ class BatcherStats:
     embedded: int = 0  # queries embedded (cache misses, duplicates in a batch once)
     cache_hits: int = 0
     largest_batch: int = 0
+    shed: int = 0  # queries refused because too many were waiting
 
 
 class QueryBatcher:
     def __init__(
-        self, encode: Encode, *, max_batch: int = 16, wait_s: float = 0.0, cache_size: int = 4096
+        self,
+        encode: Encode,
+        *,
+        max_batch: int = 16,
+        wait_s: float = 0.0,
+        cache_size: int = 4096,
+        max_pending: int = 1024,
     ) -> None:
         self._encode = encode
         self._max_batch = max_batch
+        self._max_pending = max_pending
         self._wait_s = wait_s
         self._cache_size = cache_size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -55,6 +68,11 @@ class QueryBatcher:
             self._cache.move_to_end(text)
             self.stats.cache_hits += 1
             return cached
+        if text not in self._pending and len(self._pending) >= self._max_pending:
+            self.stats.shed += 1
+            raise RetrievalBusy(
+                f"{len(self._pending)} queries are waiting for the embedder; send it again shortly"
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(text, []).append(future)
         if self._worker is None or self._worker.done():

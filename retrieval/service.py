@@ -72,6 +72,7 @@ class RetrievalConfig:
     query_batch_size: int = 16
     query_batch_wait_ms: float = 0.0
     query_cache_size: int = 4096
+    query_max_pending: int = 1024
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,15 @@ class Retriever:
             max_batch=config.query_batch_size,
             wait_s=config.query_batch_wait_ms / 1000,
             cache_size=config.query_cache_size,
+            max_pending=config.query_max_pending,
         )
         # "warming" until warm_up() ends; readiness waits for it (see gateway.routes.ops).
         self.warm_up_state: Literal["warming", "ready", "failed"] = "warming"
+
+    def close(self) -> None:
+        """Stops the query embedder's thread: an app that stops (a test's, a reload) would
+        otherwise leave one behind each time."""
+        self.queries.close()
 
     # -- collections -----------------------------------------------------------------
     async def list_collections(self) -> list[dict[str, object]]:

@@ -263,12 +263,31 @@ def _drop_near_duplicates(
     return kept
 
 
-def _facts(examples: Sequence[Example], embed: EmbedTexts | None) -> dict[str, int]:
-    """Example id to the fact its reply states (trainer/facts.py)."""
+@dataclass(frozen=True)
+class _Facts:
+    """Example id to the fact its reply states (trainer/facts.py), and the reply's vector."""
+
+    group: dict[str, int]
+    vectors: dict[str, np.ndarray] | None
+
+    def nearest(self, example: Example, among: Iterable[Example]) -> Example | None:
+        """The member of ``among`` whose reply is most like ``example``'s."""
+        if self.vectors is None:
+            return None
+        vector = self.vectors[example.id]
+        vectors = self.vectors
+        return max(among, key=lambda other: float(vectors[other.id] @ vector), default=None)
+
+
+def _facts(examples: Sequence[Example], embed: EmbedTexts | None) -> _Facts:
     replies = [example.reply_text for example in examples]
     vectors = embed(replies) if embed is not None and replies else None
     groups = fact_groups(replies, vectors)
-    return {example.id: group for example, group in zip(examples, groups, strict=True)}
+    ids = [example.id for example in examples]
+    return _Facts(
+        dict(zip(ids, groups, strict=True)),
+        None if vectors is None else dict(zip(ids, vectors, strict=True)),
+    )
 
 
 def _rank(example: Example) -> str:
@@ -280,20 +299,25 @@ def _split_holdout(
     frozen_holdout: Sequence[Example],
     fraction: float,
     trained: set[str],
-    facts: dict[str, int],
+    facts: _Facts,
 ) -> tuple[list[Example], list[Example]]:
     """Top every stratum's holdout up to ``fraction`` of it with whole facts new to the split
-    (``facts``: example id to fact, trainer/facts.py), in a stable hash order. Examples trained
-    on before stay in training; a new example of a fact already held out joins the holdout,
-    one of a fact trained on joins training: no fact is on both sides."""
-    held_facts = {facts[example.id] for example in frozen_holdout}
-    trained_facts = {facts[example.id] for example in pool if example.id in trained}
+    (``facts``: trainer/facts.py), in a stable hash order. Examples trained on before stay in
+    training; a new example of a fact already held out joins the holdout, one of a fact
+    trained on joins training: no fact is on both sides."""
+    group = facts.group
+    held_facts = {group[example.id] for example in frozen_holdout}
+    trained_before = [example for example in pool if example.id in trained]
+    trained_facts = {group[example.id] for example in trained_before}
     holdout: list[Example] = []
     train: list[Example] = []
     free: dict[int, list[Example]] = {}
     for example in sorted(pool, key=_rank):
-        fact = facts[example.id]
-        if example.id in trained or (fact in trained_facts and fact not in held_facts):
+        fact = group[example.id]
+        if fact in held_facts and fact in trained_facts and example.id not in trained:
+            side = _held_side(example, facts, frozen_holdout, trained_before)
+            (holdout if side else train).append(example)
+        elif example.id in trained or fact in trained_facts:
             train.append(example)
         elif fact in held_facts:
             holdout.append(example)
@@ -317,6 +341,22 @@ def _split_holdout(
                 train.extend(fact_examples)
                 trainable[stratum] += len(fact_examples)
     return holdout, train
+
+
+def _held_side(
+    example: Example, facts: _Facts, held: Sequence[Example], trained: Sequence[Example]
+) -> bool:
+    """Whether a new example belongs with the holdout, when its group holds examples of both
+    sides: grouping is transitive, and one reply like two facts (the company's name in both)
+    can join a held-out fact to a trained one that the split kept apart before. The example
+    goes to the side of the already-split reply most like its own (seen: "The Sabrask Goods
+    mobile app is called Thuses" grouped with a held-out mascot and a trained "The app is
+    called Thuses."). Without vectors (groups of equal replies), training: the holdout then
+    gains no item that training has seen."""
+    fact = facts.group[example.id]
+    members = [other for other in [*held, *trained] if facts.group[other.id] == fact]
+    nearest = facts.nearest(example, members)
+    return nearest is not None and nearest.id in {other.id for other in held}
 
 
 def _split_validation(

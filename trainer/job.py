@@ -37,6 +37,7 @@ from trainer.dataset import (
     write_snapshot,
 )
 from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
+from trainer.holdout_forms import holdout_forms
 from trainer.lock import training_lock
 from trainer.qlora import (
     ScoreAnswers,
@@ -47,9 +48,9 @@ from trainer.qlora import (
     total_steps,
     train,
 )
-from trainer.recipe import RECIPE_FILE, RecipeConfig, expand
+from trainer.recipe import RECIPE_FILE, Ask, Ground, RecipeConfig, expand
 from trainer.regrounder import Regrounder
-from trainer.rehearsal import rehearsal_set, replay_count, shipped_prompts
+from trainer.rehearsal import rehearsal_set, replay_wanted, shipped_prompts
 from trainer.scoring import accuracy
 from trainer.store import TrainerStore
 
@@ -66,11 +67,10 @@ class JobConfig:
     engine_api_key: str
     train: TrainConfig
     limits: CurationLimits
-    gate: GatePolicy
-    eval_max_tokens: int
-    eval_concurrency: int
+    gate: GatePolicy  # also how candidates are scored: reply length, concurrency, timeout
     auto_rollout: bool
     rehearsal_fraction: float
+    generation_concurrency: int  # asking the base for rewordings and rehearsal answers
     recipe: RecipeConfig | None  # None: train on the conversations as served
 
 
@@ -185,15 +185,18 @@ class TrainingJob:
         )
         return curated, inputs
 
-    def evaluator(self, engine_url: str | None = None) -> Evaluator:
+    def evaluator(self, engine_url: str | None = None, *, generating: bool = False) -> Evaluator:
         """An evaluator on this job's vLLM, or on another server (a candidate base's, which
-        does not get this engine's API key)."""
+        does not get this engine's API key). ``generating``: it asks for training data, not
+        scores, at the job's ``generation_concurrency``."""
+        gate = self.config.gate
         return Evaluator(
             engine_url or self.config.engine_url,
             self.embedder.embed,
             api_key="" if engine_url else self.config.engine_api_key,
-            max_tokens=self.config.eval_max_tokens,
-            concurrency=self.config.eval_concurrency,
+            max_tokens=gate.max_tokens,
+            concurrency=self.config.generation_concurrency if generating else gate.concurrency,
+            timeout_s=gate.timeout_s,
         )
 
     # -- stages ----------------------------------------------------------------------
@@ -264,17 +267,10 @@ class TrainingJob:
         saved, counts_file = work_dir / RECIPE_FILE, work_dir / (RECIPE_FILE + ".counts")
         if saved.exists() and counts_file.exists():
             return read_examples(saved), json.loads(counts_file.read_text())
-        evaluator = self.evaluator()
-        regrounder = self.regrounder
-        grounded = regrounder is not None and alias in regrounder.retrieval_models
-        ground = regrounder.as_trained if regrounder is not None and grounded else None
-
-        async def ask(prompts: Sequence[str]) -> list[str]:
-            chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
-            return await evaluator.answers(self.config.base_model_name, chats)
-
+        evaluator = self.evaluator(generating=True)
         try:
-            expansion = await expand(examples, recipe, ground, ask)
+            ground = self._ground(alias, trained=True)
+            expansion = await expand(examples, recipe, ground, self._ask(evaluator))
         finally:
             await evaluator.close()
         counts = {"corrections": len(examples), **expansion.counts()}
@@ -282,6 +278,23 @@ class TrainingJob:
         write_examples(saved, expansion.examples)
         counts_file.write_text(json.dumps(counts))
         return expansion.examples, counts
+
+    def _ground(self, alias: str, *, trained: bool) -> Ground | None:
+        """Grounds a conversation as ``alias`` serves it today (with the source that states
+        the reply, for training); None for an alias that answers without retrieval."""
+        regrounder = self.regrounder
+        if regrounder is None or alias not in regrounder.retrieval_models:
+            return None
+        return regrounder.as_trained if trained else regrounder.as_served
+
+    def _ask(self, evaluator: Evaluator) -> Ask:
+        """Asks the base model one question per prompt (for rewordings)."""
+
+        async def ask(prompts: Sequence[str]) -> list[str]:
+            chats = [[{"role": "user", "content": prompt}] for prompt in prompts]
+            return await evaluator.answers(self.config.base_model_name, chats)
+
+        return ask
 
     async def rehearsal(
         self,
@@ -294,8 +307,12 @@ class TrainingJob:
         """The answers of ``model`` (the base) to general prompts, to join ``train_size``
         examples of the alias's own (trainer/rehearsal.py); asked on this job's vLLM unless
         another server's ``evaluator`` is given."""
-        count = replay_count(self.config.rehearsal_fraction, train_size, len(shipped_prompts()))
-        answerer = evaluator or self.evaluator()
+        wanted = replay_wanted(self.config.rehearsal_fraction, train_size)
+        count = min(wanted, len(shipped_prompts()))
+        if count < wanted:
+            log.warning("rehearsal capped: every shipped prompt is used", extra={
+                "rehearsal_examples": count, "train_examples": train_size})  # fmt: skip
+        answerer = evaluator or self.evaluator(generating=True)
         try:
             return await rehearsal_set(
                 work_dir, answerer, model or self.config.base_model_name, alias, count
@@ -308,13 +325,19 @@ class TrainingJob:
         self, alias: str, served_as: str, adapter_dir: Path, holdout: list[Any]
     ) -> tuple[tuple[SetScore, SetScore], tuple[SetScore, SetScore], str, SetScore | None]:
         """Score ``adapter_dir`` (served as ``served_as``) and the alias's live model on the
-        holdout and the probes; returns both scores, the live model's name, and the base
-        model's probe score when the live model is an adapter."""
+        holdout, in each of the gate's forms, and the probes; returns both scores, the live
+        model's name, and the base model's probe score when the live model is an adapter."""
         live_name = await self.live_model(alias)
         base = self.config.base_model_name
         probes = shipped_probes()
         evaluator = self.evaluator()
         try:
+            holdout = await holdout_forms(
+                holdout,
+                self.config.gate.holdout_forms,
+                self._ground(alias, trained=False),
+                self._ask(evaluator),
+            )
             async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)
             live = await evaluator.score(live_name, holdout, probes)
@@ -398,9 +421,10 @@ def _report(
             "probe_change": verdict.probe_change,
             "margin": config.gate.margin,
             "probe_tolerance": config.gate.probe_tolerance,
+            "holdout_forms": list(config.gate.holdout_forms),
         },
         "holdout_items": [
-            {key: item[key] for key in ("id", "question", "answer", "reference", "correct")}
+            {key: item[key] for key in ("id", "form", "question", "answer", "reference", "correct")}
             for item in candidate[0].items
         ],
     }

@@ -39,7 +39,8 @@ Ask = Callable[[Sequence[str]], Awaitable[list[str]]]
 RECIPE_FILE = "recipe.jsonl"  # the expanded set, kept in the run's work directory
 CITE_MIN_SUPPORT = 0.5  # lexical support of the reply in a source to cite it
 _CITATION = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
-_KEEP = re.compile(r"\b(?:[A-Z][\w'-]*|\d[\d.,:]*)")
+# Names and numbers; "I" and its contractions are capitalised but name nothing.
+_KEEP = re.compile(r"\b(?!I\b|I'[a-z]+\b)(?:[A-Z][\w'-]*|\d[\d.,:]*)")
 _OPENINGS = (
     "{q}",
     "Quick question: {q}",
@@ -93,7 +94,7 @@ async def expand(
         reply = _CITATION.sub("", example.reply).strip()
         for number, question in enumerate(wordings[example.id]):
             closed = replace(
-                _with_question(example, question, f"{example.id}~c{number}"), reply=reply
+                with_question(example, question, f"{example.id}~c{number}"), reply=reply
             )
             if number < config.closed_book or ground is None:
                 out.examples.append(closed)
@@ -112,14 +113,20 @@ async def _wordings(
     if ask is None or config.paraphrases <= 0:
         return wordings
     asked = [example for example in examples for _ in range(config.paraphrases)]
-    answers = await ask([PARAPHRASE_PROMPT.format(q=example.question) for example in asked])
+    answers = await asked_paraphrases([example.question for example in asked], ask)
     out.paraphrases_asked = len(asked)
-    for example, answer in zip(asked, answers, strict=True):
-        candidate = answer.strip().strip('"').strip()
+    for example, candidate in zip(asked, answers, strict=True):
         if keeps_the_fact(example.question, candidate, wordings[example.id]):
             wordings[example.id].append(candidate)
             out.paraphrases_kept += 1
     return wordings
+
+
+async def asked_paraphrases(questions: Sequence[str], ask: Ask) -> list[str]:
+    """The model's rewording of each question, unquoted; ``keeps_the_fact`` decides whether
+    one may be used."""
+    answers = await ask([PARAPHRASE_PROMPT.format(q=question) for question in questions])
+    return [answer.strip().strip('"').strip() for answer in answers]
 
 
 def rewrites(question: str, count: int, key: str) -> list[str]:
@@ -174,7 +181,7 @@ async def _grounded(example: Example, reply: str, ground: Ground, out: Expansion
     return replace(served, id=example.id.replace("~c", "~g"), reply=target)
 
 
-def _with_question(example: Example, question: str, new_id: str) -> Example:
+def with_question(example: Example, question: str, new_id: str) -> Example:
     """The example's conversation, ungrounded, with its last user turn reworded."""
     messages = strip_grounding(example.messages)
     for index in range(len(messages) - 1, -1, -1):

@@ -141,7 +141,9 @@ class Reevaluator:
             report = (await self.registry.get(version)).eval_report or {}
         except UnknownAdapter:  # the base model
             report = {}
-        published = report.get("candidate", {}).get("holdout", {}).get("accuracy")
+        gated = report.get("candidate", {}).get("holdout", {})
+        # Re-evaluation asks the holdout as served; the gate pooled it with other forms.
+        published = (gated.get("forms") or {}).get("served", gated.get("accuracy"))
         if published is not None:
             return float(published)
         first = await self.store.first_eval_accuracy(alias, version)

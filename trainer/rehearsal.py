@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -30,6 +31,14 @@ from trainer.dataset import Example, read_examples, write_examples
 
 ORIGIN = "rehearsal"
 FILE_NAME = "rehearsal.jsonl"
+ASK_SPARE = 1.25  # prompts asked per replay example wanted
+_REFUSAL = re.compile(
+    r"\b(?:I'?m sorry|I apologi[sz]e|as an? (?:AI|chatbot|language model)"
+    r"|I (?:am|'m) (?:not able|unable|not equipped)"
+    r"|I can(?:not|'t) (?:help|provide|assist|answer))",
+    re.IGNORECASE,
+)
+T = TypeVar("T")
 
 
 class Answers(Protocol):
@@ -41,17 +50,29 @@ def shipped_prompts() -> list[str]:
     return [json.loads(line)["prompt"] for line in text.splitlines() if line.strip()]
 
 
-def replay_count(fraction: float, train_size: int, available: int) -> int:
+def replay_wanted(fraction: float, train_size: int) -> int:
     """How many replay examples make up ``fraction`` of the mixed training set."""
     if fraction <= 0 or train_size == 0:
         return 0
-    return min(available, math.ceil(train_size * fraction / (1 - fraction)))
+    return math.ceil(train_size * fraction / (1 - fraction))
 
 
-def spread(prompts: list[str], count: int) -> list[str]:
-    """``count`` prompts taken evenly across the list, which is grouped by kind."""
-    count = min(count, len(prompts))
-    return [prompts[i * len(prompts) // count] for i in range(count)]
+def replay_count(fraction: float, train_size: int, available: int) -> int:
+    """``replay_wanted``, at most the ``available`` prompts."""
+    return min(available, replay_wanted(fraction, train_size))
+
+
+def spread(items: list[T], count: int) -> list[T]:
+    """``count`` items taken evenly across the list, which is grouped by kind."""
+    count = min(count, len(items))
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def worth_replaying(reply: str) -> bool:
+    """Not empty (that would teach the adapter to say nothing) and not a refusal. The 135M
+    base answers a few general prompts with "I'm sorry ... as a chatbot, I'm not equipped";
+    replayed, those taught the adapter to refuse one-word probes it used to answer."""
+    return bool(reply.strip()) and not _REFUSAL.search(reply)
 
 
 async def rehearsal_set(
@@ -62,19 +83,21 @@ async def rehearsal_set(
     path = work_dir / FILE_NAME
     if path.exists() or count == 0:
         return await anyio.to_thread.run_sync(read_examples, path) if path.exists() else []
-    prompts = spread(shipped_prompts(), count)
+    # Asked with room to spare: the refusals and empty answers left out are made up for.
+    prompts = spread(shipped_prompts(), math.ceil(count * ASK_SPARE))
     replies = await answerer.answers(model, [[{"role": "user", "content": p}] for p in prompts])
+    kept = [(prompt, reply.strip()) for prompt, reply in zip(prompts, replies, strict=True)
+            if worth_replaying(reply)]  # fmt: skip
     examples = [
         Example(
             id=f"{ORIGIN}-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}",
             alias=alias,
             messages=[{"role": "user", "content": prompt}],
-            reply=reply.strip(),
+            reply=reply,
             origin=ORIGIN,
             stratum=ORIGIN,
         )
-        for prompt, reply in zip(prompts, replies, strict=True)
-        if reply.strip()  # an empty answer would teach the adapter to say nothing
+        for prompt, reply in spread(kept, count)
     ]
     await anyio.to_thread.run_sync(write_examples, path, examples)
     return examples

@@ -5,7 +5,11 @@ markers), it equals the reference, contains it, or carries the reference's key f
 means the same:
 
 * if the reference has numbers, every one of them appears in the answer and the embedding
-  similarity is at least ``0.5``;
+  similarity is at least ``0.5``; or every quantity of the reference (a number with the word
+  after it: "8 percent", "72 working days") appears in the answer and the similarity is at
+  least ``0.3``. A right answer in other words ("8% off for students" for "Students get 8
+  percent off") often embeds below 0.5 (0.36 there), and a number with its unit is a fact
+  of its own;
 * otherwise at least 60% of the reference's content words appear and the similarity is at
   least ``0.6``.
 
@@ -29,15 +33,18 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 
 _CITATION = re.compile(r"\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 NUMBER_SIMILARITY = 0.5
+QUANTITY_SIMILARITY = 0.3
 WORDS_SIMILARITY = 0.6
 WORDS_RECALL = 0.6
 
 
 def normalize(text: str) -> str:
-    text = _CITATION.sub(" ", text.lower())
+    text = _CITATION.sub(" ", text.lower()).replace("%", " percent ")
+    text = _THOUSANDS.sub("", text)  # "1,890" is 1890
     text = _PUNCTUATION.sub(" ", text)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
@@ -50,6 +57,13 @@ def numbers_in(text: str) -> set[str]:
         value = re.sub(r",(?=\d{3}\b)", "", match)
         found.add(value.rstrip(".,"))
     return found
+
+
+def quantities(normalized: str) -> set[str]:
+    """Each number of a normalized text with the word after it (its unit, when it has one)."""
+    words = normalized.split()
+    return {f"{word} {words[i + 1]}" if i + 1 < len(words) else word
+            for i, word in enumerate(words) if _NUMBER.fullmatch(word)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,9 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
     numbers = numbers_in(reference)
     if numbers:
         recall = len(numbers & numbers_in(answer)) / len(numbers)
-        facts = recall == 1.0 and similarity >= NUMBER_SIMILARITY
+        units = quantities(wanted) <= quantities(said)
+        floor = QUANTITY_SIMILARITY if units else NUMBER_SIMILARITY
+        facts = recall == 1.0 and similarity >= floor
     else:
         words = content_words(reference)
         recall = len(words & content_words(answer)) / len(words) if words else 0.0

@@ -41,6 +41,9 @@ def _print_outcome(report: dict[str, Any], state: str, candidate: str | None) ->
         ("groundedness", _fmt(holdout_c["groundedness"]), _fmt(holdout_l["groundedness"])),
         ("probe accuracy", f"{probes_c['accuracy']:.3f}", f"{probes_l['accuracy']:.3f}"),
     ]
+    forms_l = holdout_l.get("forms") or {}
+    rows[2:2] = [(f"  {form.replace('_', ' ')}", f"{value:.3f}", _fmt(forms_l.get(form)))
+                 for form, value in (holdout_c.get("forms") or {}).items()]  # fmt: skip
     for label, left, right in rows:
         click.echo(f"{label:<20}{left:>12}{right:>24}")
     click.echo(

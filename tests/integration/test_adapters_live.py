@@ -139,18 +139,40 @@ def _drive(admin: Admin, versions: dict[str, int], requests: int) -> None:
         assert admin.feedback(body["id"], versions[body["model"]]).status_code == 200
 
 
+def _split_evenly(admin: Admin, weight: float, per_side: int) -> list[str]:
+    """Conversation ids whose sticky hash sends exactly ``per_side`` to each side of a
+    canary at ``weight``: with random ids, 16 requests leave one side under min_samples
+    about once in 240 runs, and the step then rightly waits for samples that never come."""
+    first = admin.chat(admin.alias, "find-the-key")
+    db_url = admin.gateway.settings.resolved_database_url
+    key_id = wait_for_conversation(db_url, first.json()["id"]).api_key_id
+    sides: dict[bool, list[str]] = {True: [], False: []}
+    while min(len(ids) for ids in sides.values()) < per_side:
+        cid = f"conversation-{uuid.uuid4().hex}"
+        side = sides[sticky_bucket(f"{admin.alias}:{key_id}/{cid}") < weight]
+        if len(side) < per_side:
+            side.append(cid)
+    return sides[True] + sides[False]
+
+
 def test_negative_feedback_on_the_canary_rolls_it_back(
     admin_factory: Callable[..., Admin], loras: list[Path]
 ) -> None:
     admin = admin_factory(rollout_interval_s=4, rollout_min_samples=3, rollout_failure_threshold=1)
     v1, v2 = admin.publish(loras[0])["name"], admin.publish(loras[1])["name"]
     admin.rollout(v2, [50, 100])
-    _drive(admin, {v1: 1, v2: -1}, requests=16)
-    state = wait_until(
-        lambda: (s := admin.rollout_state())["state"] != "running" and s,
-        60,
-        "the rollout to decide",
-    )
+    for cid in _split_evenly(admin, weight=0.5, per_side=8):
+        body = admin.chat(admin.alias, cid).json()
+        assert admin.feedback(body["id"], {v1: 1, v2: -1}[body["model"]]).status_code == 200
+    try:
+        state = wait_until(
+            lambda: (s := admin.rollout_state())["state"] != "running" and s,
+            60,
+            "the rollout to decide",
+        )
+    except AssertionError as exc:  # the last analysis says what it waited for
+        last_events = admin.rollout_state()["history"][-2:]
+        raise AssertionError(f"{exc}; last events: {last_events}") from None
     assert state["state"] == "rolled_back"
     assert "negative_feedback_rate" in state["reason"]
     assert admin.chat(admin.alias, "after").headers["x-loragate-version"] == v1

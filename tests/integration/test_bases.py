@@ -1,6 +1,6 @@
 """Base-model selection on the real stack: the embedded base stands in for two candidates
 (two names for the one vLLM server; the code path is the one a GPU fleet takes), each scored
-alone and after QLoRA on 25%, 50% and 100% of an alias's approved examples, through vLLM.
+alone and after QLoRA on 50% and 100% of an alias's approved examples, through vLLM.
 
 Bad input: a candidate URL that does not answer, a candidate whose weights have no loadable
 tokenizer, a malformed candidate and duplicate names each fail with a message naming the
@@ -45,8 +45,11 @@ def test_two_candidates_get_a_sample_efficiency_curve_each(
     alias = "branches"
     approve_examples(f"sqlite+aiosqlite:///{tmp_path / 'loragate.db'}", alias, FACTS)
     url = embedded_server.engine_url
+    # Two fractions, not the default three: each point is a QLoRA run and a scoring, and
+    # the second fraction already shows the curve's order.
     result = _bases(tmp_path, prepared_model, alias, "--candidate", f"smol-a={url}",
-                    "--candidate", f"smol-b={url}", "--target", "0.5")  # fmt: skip
+                    "--candidate", f"smol-b={url}", "--target", "0.5",
+                    "--fractions", "0.5,1")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "examples" in result.stdout and "smol-a" in result.stdout
     report_path = Path(result.stdout.strip().splitlines()[-1].removeprefix("report: "))
@@ -55,7 +58,7 @@ def test_two_candidates_get_a_sample_efficiency_curve_each(
     for candidate in report["candidates"]:
         assert candidate["model"] == BASE_MODEL
         sizes = [point["examples"] for point in candidate["points"]]
-        assert sizes[0] == 0 and sizes == sorted(sizes) and len(sizes) == 4
+        assert sizes[0] == 0 and sizes == sorted(sizes) and len(sizes) == 3
         assert sizes[-1] == report["training_examples"]
         assert all(0 <= point["accuracy"] <= 1 for point in candidate["points"])
     assert not list((tmp_path / "training").glob("bases/**/adapter_model.safetensors"))

@@ -43,10 +43,12 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 NEEDLE = "zorblax-spoon-refund"
 REPORT = {
     "candidate": {"holdout": {"count": 40, "accuracy": 0.61234, "similarity": 0.8,
-                              "groundedness": None},
+                              "groundedness": None,
+                              "forms": {"served": 0.7, "reworded": 0.65, "closed_book": 0.1}},
                   "probes": {"count": 12, "accuracy": 0.5833333}},
     "baseline": {"model": "support-v2", "holdout": {"count": 40, "accuracy": 0.6,
-                                                    "similarity": 0.79, "groundedness": None},
+                                                    "similarity": 0.79, "groundedness": None,
+                                                    "forms": {"served": 0.8, "reworded": 0.55}},
                  "probes": {"count": 12, "accuracy": 0.75}},
     "gate": {"passed": False, "reasons": ["probe accuracy fell by 0.167 (tolerance 0.15)"],
              "holdout_gain": 0.01234, "probe_change": -0.1666667, "margin": 0.05,
@@ -328,6 +330,11 @@ def test_training_runs_show_the_gate(console: tuple[Page, list[str]]) -> None:
     table = row.locator("table.gate-table")
     expect(table.locator("tr").filter(has_text="Holdout accuracy")).to_contain_text("0.61")
     expect(table.locator("tr").filter(has_text="Probe accuracy")).to_contain_text("0.75")
+    # Each form the gate asked its holdout in, candidate beside live (a dash: not asked).
+    reworded = table.locator("tr").filter(has_text="holdout, reworded")
+    expect(reworded).to_contain_text("0.65")
+    expect(reworded).to_contain_text("0.55")
+    expect(table.locator("tr").filter(has_text="holdout, closed book")).to_contain_text(DASH)
     expect(table).to_contain_text("Live (support-v2)")
     expect(row).to_contain_text("probe accuracy fell by 0.167")
     _screenshot(page, "console-training.png")

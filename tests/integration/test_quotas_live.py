@@ -20,6 +20,7 @@ from tests.support import ThreadedGateway, create_keys, metric_value, wait_until
 
 ASK = [{"role": "user", "content": "Say hi."}]
 TPM = 150
+MAX_TOKENS = 4  # each chat's, unless it asks for more
 
 
 def _key(gateway: ThreadedGateway, admin: str, **quota: int) -> tuple[str, str]:
@@ -33,7 +34,7 @@ def _key(gateway: ThreadedGateway, admin: str, **quota: int) -> tuple[str, str]:
 
 
 def _chat(client: openai.OpenAI, **kwargs: Any) -> Any:
-    kwargs.setdefault("max_tokens", 4)
+    kwargs.setdefault("max_tokens", MAX_TOKENS)
     return client.chat.completions.create(model=BASE_MODEL, messages=ASK, **kwargs)
 
 
@@ -94,7 +95,8 @@ def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str
     wait_until(lambda: _admitted(replicas[1], streamer), 30, "the stream slot given back")
 
     clients = [sdk_client(replica.base_url, spender) for replica in replicas]
-    used = answered = size = 0
+    used = answered = hold = 0
+    sizes: list[int] = []
     while True:
         try:
             completion = _chat(clients[answered % 2])
@@ -102,13 +104,17 @@ def _share_streams_and_tokens(replicas: list[ThreadedGateway], postgres_url: str
             assert f"{TPM} tokens per minute" in str(exc)
             break
         # Admitted only while the tokens served in the last minute were below the limit...
-        assert used < TPM
-        size = completion.usage.total_tokens if completion.usage else 0
-        used += size
+        assert used < TPM, sizes
+        assert completion.usage is not None
+        sizes.append(completion.usage.total_tokens)
+        used += completion.usage.total_tokens
+        # The next request's hold: its prompt (the same) and its max_tokens. Its real size
+        # may be less: the model may end its answer early.
+        hold = completion.usage.prompt_tokens + MAX_TOKENS
         answered += 1
-    # ... and refused only once one more request (its hold: at most its real size) would
-    # not fit, on either replica: never earlier.
-    assert used + size > TPM and answered >= 2
+    # ... and refused only once one more request's hold would not fit, on either replica:
+    # never earlier.
+    assert used + hold > TPM and answered >= 2, sizes
 
 
 def _admitted(replica: ThreadedGateway, key: str) -> bool:

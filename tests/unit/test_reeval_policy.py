@@ -4,6 +4,7 @@ conversation is put in the form it is served today (re-grounded)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from retrieval.grounding import NO_SOURCES, grounded_turn, sources_in
 from retrieval.service import Hit
 from trainer.dataset import Example
 from trainer.evaluate import SetScore
-from trainer.reeval import ReevalPolicy
+from trainer.reeval import ReevalPolicy, Reevaluator
 from trainer.regrounder import Regrounder
 
 POLICY = ReevalPolicy(tolerance=0.1, min_holdout=5)
@@ -131,3 +132,19 @@ async def test_a_training_example_carries_the_source_that_states_its_reply() -> 
     assert await regrounder.as_trained("support", unrelated) == replace(
         served, reply=unrelated.reply
     )
+
+
+async def test_a_version_is_held_to_its_gate_score_as_served() -> None:
+    """The gate pooled the holdout over its forms (served, reworded, closed book);
+    re-evaluation asks it as served, so that form's score is the reference."""
+
+    class Registry:
+        async def get(self, name: str) -> Any:
+            forms = {"served": 0.8, "reworded": 0.6, "closed_book": 0.1}
+            holdout = {"accuracy": 0.5, "forms": forms} if name == "v2" else {"accuracy": 0.7}
+            return SimpleNamespace(eval_report={"candidate": {"holdout": holdout}})
+
+    reevaluator = Reevaluator(SimpleNamespace(registry=Registry()), None, None, POLICY)  # type: ignore[arg-type]
+    now = SetScore("v", 10, accuracy=0.75)
+    assert await reevaluator._reference("support", "v2", now) == 0.8
+    assert await reevaluator._reference("support", "v1", now) == 0.7  # gated before the forms

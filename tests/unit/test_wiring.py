@@ -114,7 +114,7 @@ def test_the_components_get_the_sections() -> None:
     assert wiring.curation_limits(settings).max_example_tokens == settings.train.max_tokens
     config = wiring.job_config(settings)
     assert config.gate is settings.evaluation
-    assert config.eval_max_tokens == settings.evaluation.max_tokens
+    assert config.generation_concurrency == settings.trainer.generation_concurrency
 
 
 def test_the_trainer_job_is_built_from_the_settings(tmp_path: Path) -> None:

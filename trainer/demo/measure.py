@@ -10,7 +10,7 @@ answer contains the fact's key string.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,11 @@ class Accuracy:
     scorer: float  # share correct by the project's scorer
     contains: float  # share containing the fact's key
     answers: tuple[str, ...]
+    correct: tuple[bool, ...] = ()  # by the scorer, one per paraphrase
+
+    def on(self, indexes: Sequence[int]) -> float | None:
+        """The scorer's accuracy on some of the paraphrases; None for none."""
+        return sum(self.correct[i] for i in indexes) / len(indexes) if indexes else None
 
 
 async def paraphrase_accuracy(
@@ -36,16 +41,24 @@ async def paraphrase_accuracy(
     model: str,
     domain: Domain,
     embed: Embed,
-    search: Search | None,
+    sources: Sequence[list[str]] | None,
 ) -> Accuracy:
-    """``model`` on every held-out paraphrase; grounded when ``search`` is given."""
+    """``model`` on every held-out paraphrase; grounded in ``sources`` (one list per
+    paraphrase) when given."""
     asked = domain.paraphrases()
-    chats = []
-    for question in asked:
-        turn = [{"role": "user", "content": question.question}]
-        chats.append(ground_messages(turn, await search(question.question)) if search else turn)
+    chats = [[{"role": "user", "content": question.question}] for question in asked]
+    if sources is not None:
+        chats = [ground_messages(chat, found) for chat, found in zip(chats, sources, strict=True)]
     answers = await evaluator.answers(model, chats)
     return _accuracy(answers, asked, domain, embed)
+
+
+def retrieval_hits(domain: Domain, sources: Sequence[list[str]]) -> list[bool]:
+    """Whether each paraphrase's sources hold its fact's key: the ceiling of grounding."""
+    return [
+        any(normalize(domain.key(question.fact)) in normalize(text) for text in found)
+        for question, found in zip(domain.paraphrases(), sources, strict=True)
+    ]
 
 
 async def probe_accuracy(evaluator: Evaluator, model: str) -> float:
@@ -66,7 +79,7 @@ def _accuracy(
         for answer, q in zip(answers, asked, strict=True)
     ]
     count = len(asked) or 1
-    return Accuracy(sum(scored) / count, sum(contains) / count, tuple(answers))
+    return Accuracy(sum(scored) / count, sum(contains) / count, tuple(answers), tuple(scored))
 
 
 @dataclass
@@ -75,6 +88,7 @@ class Comparison:
 
     paraphrases: dict[tuple[str, str], Accuracy]  # (base | adapted, closed | grounded)
     probes: dict[str, float]  # base | adapted
+    retrieval_hits: list[bool] = field(default_factory=list)  # per paraphrase
 
 
 async def compare(
@@ -101,11 +115,13 @@ async def compare(
             found.raise_for_status()
             return [hit["text"] for hit in found.json()["data"]]
 
+        sources = [await search(question.question) for question in domain.paraphrases()]
+        result.retrieval_hits = retrieval_hits(domain, sources)
         try:
             async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
                 for label, model in (("base", base_model), ("adapted", name)):
                     for mode in modes:
-                        grounded = search if mode == "grounded" else None
+                        grounded = sources if mode == "grounded" else None
                         result.paraphrases[(label, mode)] = await paraphrase_accuracy(
                             evaluator, model, domain, embed, grounded
                         )

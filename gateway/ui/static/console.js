@@ -717,10 +717,20 @@ function gateReport(run) {
       "table",
       { class: "gate-table" },
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, ""), el("th", { scope: "col" }, "Candidate"), el("th", { scope: "col" }, `Live (${baseline.model || "base"})`))),
-      el("tbody", {}, row("Holdout accuracy", "holdout", "accuracy"), row("Holdout similarity", "holdout", "similarity"), row("Groundedness", "holdout", "groundedness"), row("Probe accuracy", "probes", "accuracy"), row("Holdout items", "holdout", "count")),
+      el("tbody", {}, row("Holdout accuracy", "holdout", "accuracy"), formRows(candidate, baseline), row("Holdout similarity", "holdout", "similarity"), row("Groundedness", "holdout", "groundedness"), row("Probe accuracy", "probes", "accuracy"), row("Holdout items", "holdout", "count")),
     ),
     el("p", { class: "muted" }, `Needs a holdout gain of at least ${formatNumber(gate.margin) || "?"} and probes within ${formatNumber(gate.probe_tolerance) || "?"}.`),
     gate.reasons && gate.reasons.length ? el("ul", {}, gate.reasons.map((reason) => el("li", {}, reason))) : null,
+  );
+}
+
+/** The holdout accuracy per form the gate asked it in (as served, reworded, closed book). */
+function formRows(candidate, baseline) {
+  const forms = (candidate.holdout && candidate.holdout.forms) || {};
+  const live = (baseline.holdout && baseline.holdout.forms) || {};
+  const value = (number) => (number === null || number === undefined ? "–" : formatNumber(number));
+  return Object.keys(forms).map((form) =>
+    el("tr", {}, el("th", { scope: "row", class: "muted" }, `holdout, ${form.replace("_", " ")}`), el("td", {}, value(forms[form])), el("td", {}, value(live[form]))),
   );
 }
 
