@@ -233,6 +233,27 @@ class TrainerSchedule:
 HOLDOUT_FORMS = ("served", "reworded", "closed_book")
 
 
+def check_probes_file(path: Path) -> None:
+    """Raise ValueError naming the line unless ``path`` holds at least one probe."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not lines:
+        raise ValueError(f"{path} holds no probes")
+    for number, line in enumerate(lines, 1):
+        try:
+            probe = json.loads(line)
+        except json.JSONDecodeError:
+            probe = None
+        if not (isinstance(probe, dict) and isinstance(probe.get("prompt"), str)
+                and isinstance(probe.get("expect"), str) and probe["expect"].strip()):  # fmt: skip
+            raise ValueError(
+                f"{path}, probe {number}: write a JSON object with string fields "
+                "prompt and expect (not empty)"
+            )
+
+
 @dataclass(frozen=True, config=SECTION_CONFIG)
 class GatePolicy:
     """The gate a candidate passes to be published, and how it is scored (trainer/evaluate.py)."""
@@ -271,7 +292,23 @@ class GatePolicy:
         "(reworded, without sources; aliases with retrieval). Comma list in the env.",
     )
 
+    probes_path: Path | None = Field(
+        default=None,
+        description="JSONL file of general-ability probes, one "
+        '`{"prompt": ..., "expect": ...}` per line (a probe passes when its reply '
+        "contains `expect`), used by the gate and "
+        "re-evaluation instead of the shipped ones (trainer/probes.jsonl): an operator's own, "
+        "in their users' language. Checked when the settings load.",
+    )
+
     _split_forms = field_validator("holdout_forms", mode="before")(_split)
+
+    @field_validator("probes_path")
+    @classmethod
+    def _readable_probes(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            check_probes_file(value)
+        return value
 
     @field_validator("holdout_forms")
     @classmethod

@@ -43,8 +43,22 @@ class Probe:
 
 
 def shipped_probes() -> list[Probe]:
-    text = resources.files("trainer").joinpath("probes.jsonl").read_text(encoding="utf-8")
-    return [Probe(**json.loads(line)) for line in text.splitlines() if line.strip()]
+    return _parse_probes(resources.files("trainer").joinpath("probes.jsonl").read_text("utf-8"))
+
+
+def gate_probes(policy: GatePolicy) -> list[Probe]:
+    """The operator's probes (``eval_probes_path``, checked when the settings loaded), else
+    the shipped ones."""
+    if policy.probes_path is None:
+        return shipped_probes()
+    return _parse_probes(policy.probes_path.read_text(encoding="utf-8"))
+
+
+def _parse_probes(text: str) -> list[Probe]:
+    return [
+        Probe(prompt=probe["prompt"], expect=probe["expect"])
+        for probe in map(json.loads, filter(str.strip, text.splitlines()))
+    ]
 
 
 @dataclass

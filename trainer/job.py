@@ -9,6 +9,7 @@ again, resuming training from the last checkpoint when the dataset is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -36,7 +37,7 @@ from trainer.dataset import (
     write_examples,
     write_snapshot,
 )
-from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, shipped_probes
+from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, gate_probes
 from trainer.holdout_forms import holdout_forms
 from trainer.lock import training_lock
 from trainer.qlora import (
@@ -50,7 +51,7 @@ from trainer.qlora import (
 )
 from trainer.recipe import RECIPE_FILE, Ask, Ground, RecipeConfig, expand
 from trainer.regrounder import Regrounder
-from trainer.rehearsal import rehearsal_set, replay_wanted, shipped_prompts
+from trainer.rehearsal import CACHE_DIR, rehearsal_set, replay_wanted, shipped_prompts
 from trainer.scoring import accuracy
 from trainer.store import TrainerStore
 
@@ -313,13 +314,29 @@ class TrainingJob:
             log.warning("rehearsal capped: every shipped prompt is used", extra={
                 "rehearsal_examples": count, "train_examples": train_size})  # fmt: skip
         answerer = evaluator or self.evaluator(generating=True)
+        model = model or self.config.base_model_name
         try:
             return await rehearsal_set(
-                work_dir, answerer, model or self.config.base_model_name, alias, count
+                work_dir, answerer, model, alias, count, self._answer_cache(answerer, model)
             )
         finally:
             if evaluator is None:
                 await answerer.close()
+
+    def _answer_cache(self, answerer: Evaluator, model: str) -> Path:
+        """Where ``model``'s rehearsal replies are kept across runs: keyed by the model's
+        name, its server, the reply length, and for the job's own base, its weights files
+        (re-prepared weights are asked afresh)."""
+        weights = []
+        if model == self.config.base_model_name and self.config.base_model_dir.is_dir():
+            weights = sorted(
+                (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+                for path in self.config.base_model_dir.iterdir()
+                if path.suffix in (".safetensors", ".json")
+            )
+        identity = json.dumps([model, answerer.engine_url, answerer.max_tokens, weights])
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return self.config.data_dir / CACHE_DIR / f"{digest}.jsonl"
 
     async def evaluate(
         self, alias: str, served_as: str, adapter_dir: Path, holdout: list[Any]
@@ -329,14 +346,15 @@ class TrainingJob:
         model's name, and the base model's probe score when the live model is an adapter."""
         live_name = await self.live_model(alias)
         base = self.config.base_model_name
-        probes = shipped_probes()
-        evaluator = self.evaluator()
+        probes = gate_probes(self.config.gate)
+        evaluator, generator = self.evaluator(), self.evaluator(generating=True)
         try:
+            # Rewordings are asked, not scored: at the generation concurrency.
             holdout = await holdout_forms(
                 holdout,
                 self.config.gate.holdout_forms,
                 self._ground(alias, trained=False),
-                self._ask(evaluator),
+                self._ask(generator),
             )
             async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)
@@ -344,6 +362,7 @@ class TrainingJob:
             base_probes = None if live_name == base else await evaluator.score_probes(base, probes)
         finally:
             await evaluator.close()
+            await generator.close()
         return candidate, live, live_name, base_probes
 
     async def live_model(self, alias: str) -> str:
@@ -422,6 +441,7 @@ def _report(
             "margin": config.gate.margin,
             "probe_tolerance": config.gate.probe_tolerance,
             "holdout_forms": list(config.gate.holdout_forms),
+            "probes": str(config.gate.probes_path or "shipped"),
         },
         "holdout_items": [
             {key: item[key] for key in ("id", "form", "question", "answer", "reference", "correct")}

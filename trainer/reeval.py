@@ -29,7 +29,7 @@ from adapters.registry import Registry, UnknownAdapter
 from core.sections import ReevalPolicy
 from trainer.dataset import Example, grow_holdout
 from trainer.errors import TrainerError
-from trainer.evaluate import SetScore, shipped_probes
+from trainer.evaluate import SetScore, gate_probes
 from trainer.job import TrainingJob
 from trainer.regrounder import Regrounder
 from trainer.store import TrainerStore
@@ -70,7 +70,7 @@ class Reevaluator:
         holdout = await self.holdout(alias)
         served = [await self.regrounder.as_served(alias, example) for example in holdout]
         evaluator = self.job.evaluator()
-        probes = shipped_probes()
+        probes = gate_probes(self.job.config.gate)
         now, rows = utcnow(), []
         try:
             for version in await self._serving(alias):

@@ -11,7 +11,9 @@ base's, right or wrong: the aim is to change nothing there, not to teach.
 The prompts (``rehearsal.jsonl``) are of the same kinds as the general probes but none of them
 (tests/unit/test_rehearsal.py), so the probes still measure forgetting, not recall. The replay
 set is made once per run and kept in the run's work directory, so a resumed run trains on the
-same examples.
+same examples. The base's replies are also kept across runs in an answer cache keyed by what
+makes them (the model, its weights, its server, the reply length): the base does not change
+between runs, and on vLLM's CPU build asking a hundred prompts takes minutes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -31,6 +34,7 @@ from trainer.dataset import Example, read_examples, write_examples
 
 ORIGIN = "rehearsal"
 FILE_NAME = "rehearsal.jsonl"
+CACHE_DIR = "rehearsal-answers"  # in the data directory
 ASK_SPARE = 1.25  # prompts asked per replay example wanted
 _REFUSAL = re.compile(
     r"\b(?:I'?m sorry|I apologi[sz]e|as an? (?:AI|chatbot|language model)"
@@ -75,19 +79,55 @@ def worth_replaying(reply: str) -> bool:
     return bool(reply.strip()) and not _REFUSAL.search(reply)
 
 
+def read_answer_cache(path: Path) -> dict[str, str]:
+    """Prompt to reply, as earlier runs asked them; a torn last line is asked again."""
+    if not path.exists():
+        return {}
+    replies = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        replies[row["prompt"]] = row["reply"]
+    return replies
+
+
+def write_answer_cache(path: Path, replies: dict[str, str]) -> None:
+    """Whole and at once (written beside, then renamed): a crash leaves the old cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text("".join(
+        json.dumps({"prompt": prompt, "reply": reply}) + "\n" for prompt, reply in replies.items()
+    ), encoding="utf-8")  # fmt: skip
+    partial.replace(path)
+
+
 async def rehearsal_set(
-    work_dir: Path, answerer: Answers, model: str, alias: str, count: int
+    work_dir: Path,
+    answerer: Answers,
+    model: str,
+    alias: str,
+    count: int,
+    cache: Path | None = None,
 ) -> list[Example]:
     """``count`` replay examples of ``model``'s answers, from ``work_dir`` when a crashed run
-    made them already, else asked now and written there."""
+    made them already, else made now and written there. Replies in ``cache`` (an answer
+    cache for this model as it is served now) are not asked again; new ones join it."""
     path = work_dir / FILE_NAME
     if path.exists() or count == 0:
         return await anyio.to_thread.run_sync(read_examples, path) if path.exists() else []
     # Asked with room to spare: the refusals and empty answers left out are made up for.
     prompts = spread(shipped_prompts(), math.ceil(count * ASK_SPARE))
-    replies = await answerer.answers(model, [[{"role": "user", "content": p}] for p in prompts])
-    kept = [(prompt, reply.strip()) for prompt, reply in zip(prompts, replies, strict=True)
-            if worth_replaying(reply)]  # fmt: skip
+    known = await anyio.to_thread.run_sync(read_answer_cache, cache) if cache else {}
+    missing = [prompt for prompt in prompts if prompt not in known]
+    if missing:
+        chats = [[{"role": "user", "content": prompt}] for prompt in missing]
+        known.update(zip(missing, await answerer.answers(model, chats), strict=True))
+        if cache is not None:
+            await anyio.to_thread.run_sync(write_answer_cache, cache, known)
+    kept = [(prompt, known[prompt].strip()) for prompt in prompts
+            if worth_replaying(known[prompt])]  # fmt: skip
     examples = [
         Example(
             id=f"{ORIGIN}-{hashlib.sha256(prompt.encode()).hexdigest()[:12]}",

@@ -17,6 +17,7 @@ from core.sections import TrainerSchedule
 from trainer.evaluate import shipped_probes
 from trainer.rehearsal import (
     FILE_NAME,
+    read_answer_cache,
     rehearsal_set,
     replay_count,
     replay_wanted,
@@ -121,3 +122,31 @@ async def test_refusals_are_made_up_for_with_spare_prompts(tmp_path: Path) -> No
 )
 def test_only_answers_worth_replaying_are_kept(reply: str, kept: bool) -> None:
     assert worth_replaying(reply) is kept
+
+
+async def test_the_answer_cache_asks_each_prompt_of_one_model_once_across_runs(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache" / "base.jsonl"
+    first = Answerer()
+    made = await rehearsal_set(tmp_path / "run1", first, "base", "support", 20, cache)
+    assert len(first.asked) == 25 and cache.exists()
+
+    again = Answerer()  # a later run, for another alias: nothing asked
+    later = await rehearsal_set(tmp_path / "run2", again, "base", "billing", 20, cache)
+    assert again.asked == [] and [e.reply for e in later] == [e.reply for e in made]
+
+    more = Answerer()  # a larger set asks only the prompts the cache lacks
+    await rehearsal_set(tmp_path / "run3", more, "base", "support", 40, cache)
+    assert 0 < len(more.asked) < 50 and not set(more.asked) & set(first.asked)
+    assert len(read_answer_cache(cache)) == len(set(first.asked) | set(more.asked))
+
+
+async def test_a_torn_answer_cache_line_is_asked_again(tmp_path: Path) -> None:
+    cache = tmp_path / "base.jsonl"
+    await rehearsal_set(tmp_path / "run1", Answerer(), "base", "support", 8, cache)
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])  # damaged outside a write
+    answerer = Answerer()
+    await rehearsal_set(tmp_path / "run2", answerer, "base", "support", 8, cache)
+    assert answerer.asked == [json.loads(lines[-1])["prompt"]]

@@ -267,3 +267,35 @@ def test_the_flat_names_from_before_the_sections_still_work() -> None:
         section, field = FLAT_NAMES[name]
         default = getattr(getattr(Settings(), section), field)
         assert getattr(getattr(Settings(**{name: default}), section), field) == default
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read"),
+        ("", "holds no probes"),
+        ('{"prompt": "Say hi."}\n', "probe 1: write a JSON object"),
+        ('{"prompt": "Say hi.", "expect": "hi"}\nnot json\n', "probe 2: write a JSON object"),
+        ('{"prompt": "Say hi.", "expect": " "}\n', "probe 1"),
+    ],
+)
+def test_an_operators_probes_file_is_checked_when_the_settings_load(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    path = tmp_path / "probes.jsonl"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(eval_probes_path=path)
+    assert "LORAGATE_EVAL_PROBES_PATH" in str(caught.value) and message in str(caught.value)
+
+
+def test_the_gate_asks_an_operators_probes_instead_of_the_shipped_ones(tmp_path: Path) -> None:
+    from trainer.evaluate import Probe, gate_probes, shipped_probes
+
+    assert gate_probes(load_settings().evaluation) == shipped_probes()
+    path = tmp_path / "probes.jsonl"
+    path.write_text('{"prompt": "Wie heisst die Hauptstadt von Frankreich?", "expect": "Paris"}\n')
+    assert gate_probes(load_settings(eval_probes_path=path).evaluation) == [
+        Probe("Wie heisst die Hauptstadt von Frankreich?", "Paris")
+    ]
