@@ -388,7 +388,7 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
-    assert gate["holdout_gain"] < 0  # it learnt the wrong facts, and the holdout saw it
+    assert gate["holdout_gain"] < 0, gate  # it learnt the wrong facts, and the holdout saw it
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
     versions = loop.gateway.get(
         "/v1/admin/adapters", headers=headers, params={"alias": "cycles-wrong"}
