@@ -2,22 +2,21 @@
 
 Simulated users ask the demo questions of a few facts, drawn by the session's seed, through
 the alias ``cycles`` (grounded on the Quillfeather documents) and correct the wrong answers;
-an operator approves. Then the training
-job curates a dataset, trains a QLoRA adapter, scores it against the base on the frozen
-holdout through vLLM, and publishes it as a canary because it is better.
+an operator approves. Then ``loragate train``, in its own process as an operator runs it,
+curates a dataset, trains a QLoRA adapter, scores it against the base on the frozen holdout
+through vLLM, and publishes it as a canary if it is better, or keeps it rejected.
 
 Bad data and crashes, and what each gets:
 * corrections that answer another question: a candidate that does not beat the base on the
   holdout is kept as ``rejected``, with its report, and never rolls out;
-* no approved examples, or nothing fitting the context: DatasetError naming the cause, a
-  ``failed`` run, no version (all duplicates and a corrupt snapshot: tests/unit);
+* no approved examples, or nothing fitting the context: the CLI exits non-zero naming the
+  cause, a ``failed`` run, no version (all duplicates and a corrupt snapshot: tests/unit);
 * the trainer killed mid-run: no version, the run recorded as failed by the next run, which
   resumes from the last checkpoint and finishes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -27,7 +26,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,12 @@ from sqlalchemy import select
 from core.settings import Settings, load_settings
 from core.store import Database
 from core.store.tables import Conversation, ReviewItem, utcnow
-from gateway.wiring import trainer_parts
 from retrieval.embeddings import Embedder
 from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
 from tests.support import ThreadedGateway, create_keys, run, session_seed, wait_until
 from trainer.dataset import read_snapshot
 from trainer.demo import ALIAS, DemoAnswer, DemoUsers, Question, questions, retrieval_config
-from trainer.errors import DatasetError
 from trainer.evaluate import shipped_probes
 from trainer.holdout_forms import FORMS
 from trainer.job import RunOutcome
@@ -75,17 +72,18 @@ def _asked() -> list[Question]:
 class Loop:
     gateway: ThreadedGateway
     settings: Settings
+    overrides: dict[str, Any]  # the settings, by flat name: the CLI gets them as env vars
     keys: dict[str, str]
     served: list[DemoAnswer]
 
 
-def _settings(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> Settings:
+def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> dict[str, Any]:
     probes = data_dir / "probes.jsonl"
     probes.write_text("".join(
         json.dumps({"prompt": probe.prompt, "expect": probe.expect}) + "\n"
         for probe in spread(shipped_probes(), PROBES)
     ))  # fmt: skip
-    return load_settings(
+    return dict(
         data_dir=data_dir,
         engine_mode="external",
         engine_urls=embedded.engine_url,
@@ -115,7 +113,8 @@ def loop(
     embedded_server: EmbeddedServer, prepared_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Loop]:
     data_dir = tmp_path_factory.mktemp("loop")
-    settings = _settings(embedded_server, data_dir, prepared_model)
+    overrides = _overrides(embedded_server, data_dir, prepared_model)
+    settings = load_settings(**overrides)
     gateway = ThreadedGateway.start(settings)
     keys = create_keys(settings.resolved_database_url)
     embedder = Embedder()
@@ -140,7 +139,7 @@ def loop(
         served: list[DemoAnswer] = as_users(ask_and_rate)
         wait_until(lambda: _pending(settings) == len(served), 60, "every answer flagged")
         as_users(lambda users: users.approve_all())
-        yield Loop(gateway, settings, keys, served)
+        yield Loop(gateway, settings, overrides, keys, served)
     finally:
         gateway.stop()
 
@@ -166,19 +165,50 @@ def _rows(settings: Settings, query: Any) -> list[Any]:
     return result
 
 
-def _train(settings: Settings, alias: str) -> RunOutcome:
-    async def go() -> RunOutcome:
-        async with trainer_parts(settings) as parts:
-            outcome: RunOutcome = await parts.job.run(alias)
-            return outcome
+# Training goes through the CLI an operator runs, in its own process: the tests' process
+# neither loads the trainer's torch nor keeps what it leaves behind.
+def _env(loop: Loop, **overrides: Any) -> dict[str, str]:
+    """The loop's settings, and ``overrides`` (flat names), as a CLI reads them."""
+    values = {**loop.overrides, **overrides}
+    return {**os.environ, **{f"LORAGATE_{name.upper()}": _env_value(value)
+                             for name, value in values.items()}}  # fmt: skip
 
-    result: RunOutcome = asyncio.run(go())
-    return result
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _train_command(alias: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", "train", "--alias", alias]
+
+
+def _train(loop: Loop, alias: str, **overrides: Any) -> RunOutcome:
+    """``loragate train --alias ALIAS``, and its run as the store recorded it."""
+    finished = subprocess.run(
+        _train_command(alias), env=_env(loop, **overrides), capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    [last] = _rows(loop.settings, select(TrainingRun).where(TrainingRun.alias == alias)
+                   .order_by(TrainingRun.id.desc()).limit(1))  # fmt: skip
+    return RunOutcome(last.id, alias, last.state, last.candidate, last.report)
+
+
+def _train_fails(loop: Loop, alias: str, **overrides: Any) -> str:
+    """What ``loragate train`` said when it failed, as it must."""
+    finished = subprocess.run(
+        _train_command(alias), env=_env(loop, **overrides), capture_output=True, text=True
+    )
+    assert finished.returncode != 0, finished.stdout[-2000:]
+    return finished.stderr
 
 
 @pytest.fixture(scope="module")
 def trained(loop: Loop) -> RunOutcome:
-    return _train(loop.settings, ALIAS)
+    return _train(loop, ALIAS)
 
 
 # -- the loop, as it should go ------------------------------------------------------------
@@ -293,7 +323,7 @@ def test_the_candidate_answers_in_vllm(loop: Loop, trained: RunOutcome) -> None:
 def test_adapters_show_prints_the_eval_report(loop: Loop, trained: RunOutcome) -> None:
     output = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "adapters", "show", str(trained.candidate)],
-        env=_env(loop.settings),
+        env=_env(loop),
         capture_output=True,
         text=True,
         check=True,
@@ -375,15 +405,9 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     # as served is enough to see them, and a third of the scoring. Trained on the wrong
     # conversations as served, without the recipe's expansion or rehearsal (the trained
     # fixture runs those): each wrong reply is seen more often, and the run costs a third.
-    settings = loop.settings
     outcome = _train(
-        settings.model_copy(update={
-            "train": replace(settings.train, max_steps=16),
-            "evaluation": replace(settings.evaluation, holdout_forms=("served",)),
-            "recipe": replace(settings.recipe, enabled=False),
-            "trainer": replace(settings.trainer, rehearsal_fraction=0.0),
-        }),
-        "cycles-wrong",
+        loop, "cycles-wrong", train_max_steps=16, eval_holdout_forms="served",
+        train_recipe=False, train_rehearsal_fraction=0,
     )  # fmt: skip
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
@@ -401,12 +425,9 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
 
 
 def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunOutcome) -> None:
-    with pytest.raises(DatasetError, match="no approved examples"):
-        _train(loop.settings, "cycles-empty")
+    assert "no approved examples" in _train_fails(loop, "cycles-empty")
     _copy_alias(loop.settings, "cycles-long", wrong=False, limit=10)
-    tiny = loop.settings.model_copy(update={"train": replace(loop.settings.train, max_tokens=40)})
-    with pytest.raises(DatasetError, match="over_context"):
-        _train(tiny, "cycles-long")
+    assert "over_context" in _train_fails(loop, "cycles-long", train_max_example_tokens=40)
     runs = _rows(
         loop.settings,
         select(TrainingRun).where(TrainingRun.alias.in_(["cycles-empty", "cycles-long"])),
@@ -420,38 +441,18 @@ def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunO
 
 
 # -- a crash mid-training -----------------------------------------------------------------
-def _env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LORAGATE_DATA_DIR": str(settings.data_dir),
-        "LORAGATE_ENGINE_MODE": "external",
-        "LORAGATE_ENGINE_URLS": ",".join(settings.engine.urls),
-        "LORAGATE_BASE_MODEL_NAME": settings.model.base_model_name,
-        "LORAGATE_BASE_MODEL_PATH": str(settings.resolved_base_model_path),
-        "LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval_config()),
-        "LORAGATE_LOG_FORMAT": "json",
-        "LORAGATE_EVAL_PROBES_PATH": str(settings.evaluation.probes_path),
-        **extra,
-    }
-
-
 def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     loop: Loop, trained: RunOutcome
 ) -> None:
     alias = "cycles-crash"
     _copy_alias(loop.settings, alias, wrong=False, limit=24)
+    # What is tested is the crash and the resume, not the recipe (the trained fixture's).
     env = _env(
-        loop.settings,
-        LORAGATE_TRAIN_MAX_STEPS="4",
-        LORAGATE_TRAIN_CHECKPOINT_EVERY="1",
-        LORAGATE_TRAIN_EVAL_EVERY="0",
-        LORAGATE_TRAINER_AUTO_ROLLOUT="false",
-        LORAGATE_EVAL_HOLDOUT_FORMS="served",
-        # What is tested is the crash and the resume, not the recipe (the trained fixture's).
-        LORAGATE_TRAIN_RECIPE="false",
-        LORAGATE_TRAIN_REHEARSAL_FRACTION="0",
-    )
-    command = [sys.executable, "-m", "gateway.cli", "train", "--alias", alias]
+        loop, train_max_steps=4, train_checkpoint_every=1, train_eval_every=0,
+        trainer_auto_rollout=False, eval_holdout_forms="served", train_recipe=False,
+        train_rehearsal_fraction=0,
+    )  # fmt: skip
+    command = _train_command(alias)
     work = loop.settings.data_dir / "training" / alias
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
