@@ -43,6 +43,7 @@ from gateway.routes.training import TrainingRoutes
 from gateway.services import Services
 from gateway.ui import ui_routes
 from gateway.wiring import build_services
+from retrieval.embeddings import Embedder
 from trainer.store import TrainerStore
 
 log = logging.getLogger("loragate.app")
@@ -53,9 +54,13 @@ def create_app(
     *,
     metrics_registry: CollectorRegistry | None = None,
     engine: EngineClient | None = None,
+    shared_embedder: Embedder | None = None,
 ) -> Litestar:
     services = build_services(
-        settings, metrics_registry=metrics_registry or CollectorRegistry(), engine=engine
+        settings,
+        metrics_registry=metrics_registry or CollectorRegistry(),
+        engine=engine,
+        shared_embedder=shared_embedder,
     )
 
     @asynccontextmanager

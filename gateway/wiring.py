@@ -85,11 +85,14 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
     )
 
 
-def build_retriever(settings: Settings, db: Database) -> Retriever:
-    """The retrieval service on the shared store, with index files under the data dir."""
+def build_retriever(
+    settings: Settings, db: Database, shared_embedder: Embedder | None = None
+) -> Retriever:
+    """The retrieval service on the shared store, with index files under the data dir;
+    ``shared_embedder``: one already loaded in this process, else one of its own."""
     return Retriever(
         sessions=db.sessions,
-        embedder=embedder(settings),
+        embedder=shared_embedder or embedder(settings),
         index_dir=settings.data_dir / "indexes",
         config=retrieval_config(settings),
     )
@@ -258,8 +261,11 @@ def build_services(
     *,
     metrics_registry: CollectorRegistry,
     engine: EngineClient | None = None,
+    shared_embedder: Embedder | None = None,
 ) -> Services:
-    """Every long-lived service of one gateway process, wired together (nothing started)."""
+    """Every long-lived service of one gateway process, wired together (nothing started).
+    ``shared_embedder``: an embedder loaded once for several apps in one process (a loaded
+    model is not given back whole to the OS when an app stops: about 100 MB each time)."""
     db = Database(settings.resolved_database_url)
     keys = KeyStore(db)
     journal = Journal(settings.resolved_journal_dir, fsync=settings.store.journal_fsync)
@@ -277,7 +283,7 @@ def build_services(
     metrics = GatewayMetrics(metrics_registry, key_limit=settings.metrics_key_limit)
     reconciler.on_action(metrics.record_reconciler_action)
     reconciler.on_load_failure(rollouts.abort_for)
-    retriever = build_retriever(settings, db)
+    retriever = build_retriever(settings, db, shared_embedder)
     router = ModelRouter(registry=adapters, base_model_name=settings.model.base_model_name)
     chat = ChatService(
         engine=engine,

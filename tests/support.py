@@ -25,6 +25,8 @@ from core.store.keys import KeyStore, Scope
 from core.store.tables import Conversation, ReviewItem, utcnow
 from gateway.app import create_app
 from gateway.http_protocol import limit_headers
+from gateway.wiring import embedder
+from retrieval.embeddings import Embedder
 
 T = TypeVar("T")
 
@@ -187,8 +189,9 @@ class ThreadedGateway:
     def start(cls, settings: Settings) -> ThreadedGateway:
         registry = CollectorRegistry()
         port = free_port()
+        app = create_app(settings, metrics_registry=registry, shared_embedder=_embedder(settings))
         config = uvicorn.Config(
-            create_app(settings, metrics_registry=registry),
+            app,
             host="127.0.0.1",
             port=port,
             log_config=None,
@@ -211,6 +214,18 @@ class ThreadedGateway:
 
     def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return httpx.post(f"{self.base_url}{path}", timeout=120, **kwargs)
+
+
+# The test session's embedders, one per embedding configuration: every in-process gateway
+# loading its own kept about 100 MB more of the tests' process each time (13 GB by the end
+# of the suite).
+_EMBEDDERS: dict[str, Embedder] = {}
+
+
+def _embedder(settings: Settings) -> Embedder:
+    made = embedder(settings)
+    key = repr((made.model_dir, made.batch_size, made.threads, made.backend, made.export_dir))
+    return _EMBEDDERS.setdefault(key, made)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
