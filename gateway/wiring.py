@@ -406,10 +406,10 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
     """The store (migrated), the registry, a training job and the re-evaluator: what the
     trainer worker and the training commands run on."""
     db = Database(settings.resolved_database_url)
+    retriever = build_retriever(settings, db)
     try:
         await db.migrate()
         registry = adapter_registry(settings, db)
-        retriever = build_retriever(settings, db)
         grounding = regrounder(settings, retriever)
         job = TrainingJob(
             config=job_config(settings),
@@ -424,4 +424,5 @@ async def trainer_parts(settings: Settings) -> AsyncIterator[TrainerParts]:
         )
         yield TrainerParts(db=db, registry=registry, job=job, reevaluator=reevaluator)
     finally:
+        retriever.close()
         await db.dispose()
