@@ -383,8 +383,15 @@ class Snapshot:
 
 
 def write_snapshot(root: Path, alias: str, curated: Curated, extra: dict[str, Any]) -> Snapshot:
-    """Write the three splits and a manifest (hashes, counts) into a new directory, atomically."""
-    splits = {"train": curated.train, "validation": curated.validation, "holdout": curated.holdout}
+    """Write the three splits and a manifest (hashes, counts) into a new directory, atomically.
+    Each split is written in the order of its ids: the same examples give the same hash, which
+    names the run's work directory, so a crashed run resumes. (The holdout came in another
+    order once its new items had been frozen, and the resumed run started from step 0.)"""
+    splits = {
+        "train": sorted(curated.train, key=_by_id),
+        "validation": sorted(curated.validation, key=_by_id),
+        "holdout": sorted(curated.holdout, key=_by_id),
+    }
     payloads = {
         name: "".join(json.dumps(example.to_json(), sort_keys=True) + "\n" for example in rows)
         for name, rows in splits.items()
@@ -413,11 +420,19 @@ def write_snapshot(root: Path, alias: str, curated: Curated, extra: dict[str, An
         for name, payload in payloads.items():
             _write_synced(staging / f"{name}.jsonl", payload)
         _write_synced(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
+        # The same dataset twice in one second (a run that failed at once, then its retry)
+        # gets a name of its own rather than an error.
+        while target.exists():
+            target = target.with_name(f"{target.name}-{uuid.uuid4().hex[:4]}")
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Snapshot(target, manifest)
+
+
+def _by_id(example: Example) -> str:
+    return example.id
 
 
 def read_snapshot(path: Path) -> Snapshot:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import zlib
 from collections import Counter
@@ -315,15 +316,34 @@ def test_snapshot_round_trips(tmp_path: Path) -> None:
         "validation.jsonl",
     ]
     opened = read_snapshot(snapshot.path)
-    assert opened.examples("train") == curated.train
-    assert opened.examples("validation") == curated.validation
-    assert opened.examples("holdout") == curated.holdout
+    assert opened.examples("train") == sorted(curated.train, key=lambda e: e.id)
+    assert opened.examples("validation") == sorted(curated.validation, key=lambda e: e.id)
+    assert opened.examples("holdout") == sorted(curated.holdout, key=lambda e: e.id)
     assert opened.manifest["counts"] == {"train": 29, "validation": 3, "holdout": 8}
     assert opened.manifest["approved"] == 40
     assert opened.manifest["alias"] == "support"
     assert opened.manifest["new_holdout"] == 8
     assert opened.manifest == snapshot.manifest
     assert not [p for p in (tmp_path / "support").iterdir() if p.name.startswith(".")]
+
+
+def test_the_same_examples_in_another_order_are_the_same_dataset(tmp_path: Path) -> None:
+    """The hash names a run's work directory: a resumed run found the holdout in another
+    order (its new items frozen since) and started again from step 0."""
+    curated = _curated()
+    shuffled = dataclasses.replace(
+        curated,
+        train=curated.train[::-1],
+        holdout=curated.holdout[3:] + curated.holdout[:3],
+    )
+    first = write_snapshot(tmp_path, "support", curated, {})
+    again = write_snapshot(tmp_path, "support", shuffled, {})
+    assert first.manifest["sha256"] == again.manifest["sha256"]
+    changed = dataclasses.replace(curated, holdout=curated.holdout[1:])
+    assert (
+        write_snapshot(tmp_path, "support", changed, {}).manifest["sha256"]
+        != (first.manifest["sha256"])
+    )
 
 
 def test_tampered_split_is_refused(tmp_path: Path) -> None:
