@@ -826,6 +826,12 @@ class RetrievalSettings:
     query_cache_size: int = Field(
         default=4096, ge=0, description="Recent query vectors kept (LRU, 1.5 KiB each); 0: none."
     )
+    chunk_cache_size: int = Field(
+        default=4096, ge=0,
+        description="Chunks found by recent searches kept in memory per collection (LRU, text "
+        "and vector, some 3 KiB each), so a hot chunk is not read from the store again; "
+        "emptied by every write to the collection. 0: none.",
+    )  # fmt: skip
     query_max_pending: int = Field(
         default=1024, ge=1,
         description="Distinct queries that may wait for the query embedder; past it a grounded "

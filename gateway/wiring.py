@@ -82,6 +82,7 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
         query_batch_wait_ms=settings.retrieval.query_batch_wait_ms,
         query_cache_size=settings.retrieval.query_cache_size,
         query_max_pending=settings.retrieval.query_max_pending,
+        chunk_cache_size=settings.retrieval.chunk_cache_size,
     )
 
 

@@ -128,6 +128,45 @@ async def test_a_second_gateway_sees_writes_of_the_first(
     assert len(await other.search(collection, "llamas", k=3)) == 2
 
 
+async def test_found_chunks_are_cached_until_the_collection_changes(
+    retriever: Retriever, embedder: Embedder, tmp_path: Path
+) -> None:
+    """A repeated search reads no chunk from the store; a write here or on another replica
+    empties the cache, so no search returns text the store no longer has."""
+    collection = _unique("chunk-cache", tmp_path)
+    await retriever.upsert(collection, POLICY)
+    first = await retriever.search(collection, "teapot returns", k=2)
+    reads = 0
+    sessions = retriever.sessions
+
+    def counting() -> object:
+        nonlocal reads
+        reads += 1
+        return sessions()
+
+    retriever.sessions = counting  # type: ignore[assignment]
+    retriever._collections[collection].checked_at = float("inf")  # no generation check now
+    assert await retriever.search(collection, "teapot returns", k=2) == first
+    assert await retriever.search(collection, "are spoons refundable", k=1)
+    assert reads == 0
+    retriever.sessions = sessions
+
+    replica = Retriever(sessions, embedder, tmp_path / "indexes", _config())
+    changed = Document(id=POLICY.id, source=POLICY.source, text="# Returns\n\nTeapots: 9 days.")
+    await replica.upsert(collection, changed)
+    retriever._collections[collection].checked_at = float("-inf")  # skip the 2 s recheck
+    assert [hit.text for hit in await retriever.search(collection, "teapot", k=5)] == [
+        "Teapots: 9 days."
+    ]
+    await retriever.upsert(collection, POLICY)  # a write here empties it at once
+    assert "47 days" in (await retriever.search(collection, "teapot returns", k=1))[0].text
+
+    small = RetrievalConfig(chunking=_config().chunking, chunk_cache_size=1)
+    bounded = Retriever(sessions, embedder, tmp_path / "indexes", small)
+    assert len(await bounded.search(collection, "teapot returns", k=2)) == 2
+    assert len(bounded._collections[collection].chunks) == 1
+
+
 async def test_concurrent_ingest_and_search_never_mix_versions(
     retriever: Retriever, tmp_path: Path
 ) -> None:

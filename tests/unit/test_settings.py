@@ -209,6 +209,7 @@ FLAT_NAMES_BEFORE_THE_SECTIONS = [
     "reeval_interval_s",
     "reeval_min_holdout",
     "reeval_tolerance",
+    "retrieval_chunk_cache_size",
     "retrieval_min_score",
     "retrieval_models",
     "retrieval_query_batch_size",
