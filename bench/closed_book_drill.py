@@ -20,11 +20,13 @@ closed-book examples instead, outside the gateway (no vLLM, no recipe, no gate):
 from __future__ import annotations
 
 import argparse
-import math
+import asyncio
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -36,7 +38,7 @@ from trainer.demo.domain import Domain, generate_domain
 from trainer.evaluate import shipped_probes
 from trainer.qlora import load_tokenizer, train
 from trainer.recipe import rewrites
-from trainer.rehearsal import shipped_prompts, spread, worth_replaying
+from trainer.rehearsal import rehearsal_set, replay_wanted
 from trainer.scoring import probe_passed
 
 SECTION = "## Closed-book drill (exploration, not the default recipe)"
@@ -84,16 +86,22 @@ def _example(example_id: str, prompt: str, reply: str, origin: str) -> Example:
                    origin)  # fmt: skip
 
 
+class LocalAnswers:
+    """trainer/rehearsal.py's ``Answers`` over the in-process base, so the rehearsal set is
+    made exactly as the trainer makes it (spread, refusals left out)."""
+
+    def __init__(self, answer: Answerer) -> None:
+        self._answer = answer
+
+    async def answers(self, model: str, prompts: Sequence[list[dict[str, Any]]]) -> list[str]:
+        return self._answer([chat[-1]["content"] for chat in prompts], tokens=96)
+
+
 def rehearsal(answer: Answerer, fraction: float, size: int) -> list[Example]:
     """The base's own answers to the shipped rehearsal prompts, ``fraction`` of the mix."""
-    if fraction <= 0:
-        return []
-    wanted = math.ceil(size * fraction / (1 - fraction))
-    prompts = spread(shipped_prompts(), wanted)
-    replies = answer(prompts, tokens=96)
-    return [_example(f"rehearsal-{n}", prompt, reply.strip(), "rehearsal")
-            for n, (prompt, reply) in enumerate(zip(prompts, replies, strict=True))
-            if worth_replaying(reply)]  # fmt: skip
+    count = replay_wanted(fraction, size)
+    work_dir = Path(tempfile.mkdtemp(prefix="loragate-drill-rehearsal-"))
+    return asyncio.run(rehearsal_set(work_dir, LocalAnswers(answer), "base", "drill", count))
 
 
 def score(answer: Answerer, domain: Domain) -> dict[str, float]:

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from core.probes import parse_probes
 from core.rollout_steps import check_rollout_steps
 
 SECTION_CONFIG = ConfigDict(extra="forbid")
@@ -236,22 +237,10 @@ HOLDOUT_FORMS = ("served", "reworded", "closed_book")
 def check_probes_file(path: Path) -> None:
     """Raise ValueError naming the line unless ``path`` holds at least one probe."""
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not lines:
-        raise ValueError(f"{path} holds no probes")
-    for number, line in enumerate(lines, 1):
-        try:
-            probe = json.loads(line)
-        except json.JSONDecodeError:
-            probe = None
-        if not (isinstance(probe, dict) and isinstance(probe.get("prompt"), str)
-                and isinstance(probe.get("expect"), str) and probe["expect"].strip()):  # fmt: skip
-            raise ValueError(
-                f"{path}, probe {number}: write a JSON object with string fields "
-                "prompt and expect (not empty)"
-            )
+    parse_probes(text, str(path))
 
 
 @dataclass(frozen=True, config=SECTION_CONFIG)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from core.probes import Probe, parse_probes
 from core.progress import Progress
 from core.sections import GatePolicy
 from retrieval.grounding import lexical_support, sources_in
@@ -36,14 +36,9 @@ from trainer.scoring import Embed, probe_passed, score_answers
 log = logging.getLogger("loragate.eval")
 
 
-@dataclass(frozen=True)
-class Probe:
-    prompt: str
-    expect: str
-
-
 def shipped_probes() -> list[Probe]:
-    return _parse_probes(resources.files("trainer").joinpath("probes.jsonl").read_text("utf-8"))
+    text = resources.files("trainer").joinpath("probes.jsonl").read_text("utf-8")
+    return parse_probes(text, "trainer/probes.jsonl")
 
 
 def gate_probes(policy: GatePolicy) -> list[Probe]:
@@ -51,14 +46,8 @@ def gate_probes(policy: GatePolicy) -> list[Probe]:
     the shipped ones."""
     if policy.probes_path is None:
         return shipped_probes()
-    return _parse_probes(policy.probes_path.read_text(encoding="utf-8"))
-
-
-def _parse_probes(text: str) -> list[Probe]:
-    return [
-        Probe(prompt=probe["prompt"], expect=probe["expect"])
-        for probe in map(json.loads, filter(str.strip, text.splitlines()))
-    ]
+    path = policy.probes_path
+    return parse_probes(path.read_text(encoding="utf-8"), str(path))
 
 
 @dataclass

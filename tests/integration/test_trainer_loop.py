@@ -186,11 +186,15 @@ def _train_command(alias: str) -> list[str]:
     return [sys.executable, "-m", "gateway.cli", "train", "--alias", alias]
 
 
+def _run_train(loop: Loop, alias: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
+    """``loragate train --alias ALIAS`` in its own process, as an operator runs it."""
+    env = _env(loop, **overrides)
+    return subprocess.run(_train_command(alias), env=env, capture_output=True, text=True)
+
+
 def _train(loop: Loop, alias: str, **overrides: Any) -> RunOutcome:
-    """``loragate train --alias ALIAS``, and its run as the store recorded it."""
-    finished = subprocess.run(
-        _train_command(alias), env=_env(loop, **overrides), capture_output=True, text=True
-    )
+    """A run that must succeed, and its run as the store recorded it."""
+    finished = _run_train(loop, alias, **overrides)
     assert finished.returncode == 0, finished.stderr[-3000:]
     [last] = _rows(loop.settings, select(TrainingRun).where(TrainingRun.alias == alias)
                    .order_by(TrainingRun.id.desc()).limit(1))  # fmt: skip
@@ -199,9 +203,7 @@ def _train(loop: Loop, alias: str, **overrides: Any) -> RunOutcome:
 
 def _train_fails(loop: Loop, alias: str, **overrides: Any) -> str:
     """What ``loragate train`` said when it failed, as it must."""
-    finished = subprocess.run(
-        _train_command(alias), env=_env(loop, **overrides), capture_output=True, text=True
-    )
+    finished = _run_train(loop, alias, **overrides)
     assert finished.returncode != 0, finished.stdout[-2000:]
     return finished.stderr
 
@@ -477,7 +479,7 @@ def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     assert listed.json()["data"] == []
     assert not list((loop.settings.data_dir / "adapters").glob(".*tmp*"))
 
-    finished = subprocess.run(command, env=env, capture_output=True, text=True)
+    finished = subprocess.run(command, env=env, capture_output=True, text=True)  # the resume
     assert finished.returncode == 0, finished.stderr[-3000:]
     runs = _rows(
         loop.settings,

@@ -1,0 +1,39 @@
+"""General-ability probes: the format the gate reads (trainer/evaluate.py) and the settings
+check (core/sections.py), kept in one place.
+
+One JSON object a line, ``{"prompt": "...", "expect": "..."}``; blank lines are skipped. A
+probe passes when the answer contains ``expect`` (trainer/scoring.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompt: str
+    expect: str
+
+
+def parse_probes(text: str, origin: str) -> list[Probe]:
+    """The probes in ``text``; ValueError naming ``origin`` and the probe's number when one
+    is not an object with string fields prompt and expect (not empty), or there are none."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"{origin} holds no probes")
+    return [_probe(line, f"{origin}, probe {number}") for number, line in enumerate(lines, 1)]
+
+
+def _probe(line: str, where: str) -> Probe:
+    try:
+        probe = json.loads(line)
+    except json.JSONDecodeError:
+        probe = None
+    if not (isinstance(probe, dict) and isinstance(probe.get("prompt"), str)
+            and isinstance(probe.get("expect"), str) and probe["expect"].strip()):  # fmt: skip
+        raise ValueError(
+            f"{where}: write a JSON object with string fields prompt and expect (not empty)"
+        )
+    return Probe(prompt=probe["prompt"], expect=probe["expect"])
