@@ -414,7 +414,12 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
-    assert gate["holdout_gain"] < 0, gate  # it learnt the wrong facts, and the holdout saw it
+    # Never a gain: the holdout's facts are never trained (split by fact), so the wrong
+    # replies reach them only as damage to reading the sources. Whether 16 steps do that
+    # damage to the 2 held-out facts depends on the facts drawn (one seed: 0.444 both sides);
+    # gaining nothing is enough for the margin to refuse it, and is what must always hold.
+    assert gate["holdout_gain"] <= 0, gate
+    assert any(reason.startswith("holdout accuracy") for reason in gate["reasons"]), gate
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
     versions = loop.gateway.get(
         "/v1/admin/adapters", headers=headers, params={"alias": "cycles-wrong"}
