@@ -104,7 +104,7 @@ def rehearsal(answer: Answerer, fraction: float, size: int) -> list[Example]:
     return asyncio.run(rehearsal_set(work_dir, LocalAnswers(answer), "base", "drill", count))
 
 
-def score(answer: Answerer, domain: Domain) -> dict[str, float]:
+def score(answer: Answerer, domain: Domain, show_failures: bool = False) -> dict[str, float]:
     def share(questions: list[str]) -> float:
         replies = answer(questions)
         hits = [f.key.lower() in r.lower() for f, r in zip(domain.facts, replies, strict=True)]
@@ -113,6 +113,10 @@ def score(answer: Answerer, domain: Domain) -> dict[str, float]:
     probes = shipped_probes()
     replies = answer([probe.prompt for probe in probes])
     passed = [probe_passed(r, p.expect) for r, p in zip(replies, probes, strict=True)]
+    if show_failures:  # what a forgotten probe is answered with
+        for probe, reply, ok in zip(probes, replies, passed, strict=True):
+            if not ok:
+                print(f"failed probe: {probe.prompt!r} (expects {probe.expect!r}) -> {reply!r}")
     return {
         "trained question": share([fact.questions[0] for fact in domain.facts]),
         "held-out paraphrase": share([fact.paraphrase for fact in domain.facts]),
@@ -133,7 +137,7 @@ def run(args: argparse.Namespace) -> str:
     result = train(mixed, [], BASE, Path(tempfile.mkdtemp(prefix="loragate-drill-")), config)
     seconds = time.perf_counter() - started
     base = score(base_model, domain)
-    adapted = score(Answerer(template, result.adapter_dir), domain)
+    adapted = score(Answerer(template, result.adapter_dir), domain, args.show_failures)
     rows = "\n".join(f"| {name} | {base[name]:.2f} | {adapted[name]:.2f} |" for name in base)
     return (
         f"Seed {args.seed} ({domain.company}), {args.facts} facts; {len(drill)} drill examples "
@@ -154,6 +158,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--show-failures", action="store_true", help="print failed probes")
     args = parser.parse_args()
     emit(SECTION, f"{SECTION}\n\n{run(args)}\n", not args.no_write)
 
