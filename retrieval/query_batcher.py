@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.errors import RetrievalBusy
+from retrieval.lru import LruCache
 
 Encode = Callable[[Sequence[str]], np.ndarray]
 
@@ -53,8 +53,7 @@ class QueryBatcher:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._wait_s = wait_s
-        self._cache_size = cache_size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: LruCache[str, np.ndarray] = LruCache(cache_size)
         # Texts waiting for the next call, in arrival order, each with its waiters.
         self._pending: dict[str, list[asyncio.Future[np.ndarray]]] = {}
         self._worker: asyncio.Task[None] | None = None
@@ -65,7 +64,6 @@ class QueryBatcher:
         """(dimension,) float32, unit length, read-only (it may be shared with the cache)."""
         cached = self._cache.get(text)
         if cached is not None:
-            self._cache.move_to_end(text)
             self.stats.cache_hits += 1
             return cached
         if text not in self._pending and len(self._pending) >= self._max_pending:
@@ -110,16 +108,8 @@ class QueryBatcher:
         for text, vector in zip(texts, vectors, strict=True):
             row = np.array(vector, dtype=np.float32)
             row.setflags(write=False)
-            self._remember(text, row)
+            self._cache.put(text, row)
             _settle(batch[text], result=row)
-
-    def _remember(self, text: str, vector: np.ndarray) -> None:
-        if self._cache_size <= 0:
-            return
-        self._cache[text] = vector
-        self._cache.move_to_end(text)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
 
 def _settle(

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from retrieval.errors import (
     RetrievalError,
 )
 from retrieval.index import IndexConfig, VectorIndex, read_facts, rerank
+from retrieval.lru import LruCache
 from retrieval.query_batcher import QueryBatcher
 from retrieval.tables import Collection, StoredChunk, StoredDocument, utcnow
 
@@ -114,7 +114,7 @@ class _LoadedCollection:
     lock: _ReadWriteLock
     # Chunks recent searches found (LRU). A write to the collection empties it, under the
     # write lock; another replica's write loads a new _LoadedCollection, with an empty one.
-    chunks: OrderedDict[int, _ChunkRow] = field(default_factory=OrderedDict)
+    chunks: LruCache[int, _ChunkRow]
 
 
 def check_collection_name(name: str) -> str:
@@ -343,8 +343,7 @@ class Retriever:
     async def _chunk_rows(self, loaded: _LoadedCollection, ids: list[int]) -> list[_ChunkRow]:
         """The chunks, from the collection's cache where it has them, else from the store
         (a grounded request's one store read, some 1-2 ms of event-loop CPU)."""
-        cache, size = loaded.chunks, self.config.chunk_cache_size
-        missing = [chunk_id for chunk_id in ids if chunk_id not in cache]
+        missing = [chunk_id for chunk_id in ids if chunk_id not in loaded.chunks]
         fetched: dict[int, _ChunkRow] = {}
         if missing:
             async with self.sessions() as session:
@@ -356,15 +355,11 @@ class Retriever:
                     )  # fmt: skip
         rows = []
         for chunk_id in ids:
-            row = fetched.get(chunk_id) or cache.get(chunk_id)
+            row = fetched.get(chunk_id) or loaded.chunks.get(chunk_id)
             if row is None:
                 continue  # deleted since the index was read: not a hit
             rows.append(row)
-            if size:
-                cache[chunk_id] = row
-                cache.move_to_end(chunk_id)
-        while len(cache) > size:
-            cache.popitem(last=False)
+            loaded.chunks.put(chunk_id, row)
         return rows
 
     def _reranked(
@@ -479,7 +474,8 @@ class Retriever:
             if loaded is None or loaded.generation < generation:
                 index = await self._load_index(collection)
                 lock = loaded.lock if loaded else _ReadWriteLock()
-                loaded = _LoadedCollection(index, generation, now, lock)
+                chunks = LruCache[int, _ChunkRow](self.config.chunk_cache_size)
+                loaded = _LoadedCollection(index, generation, now, lock, chunks)
                 self._collections[collection] = loaded
         return loaded
 
