@@ -176,11 +176,15 @@ class RecipeConfig:
         description="Rewordings asked of the live model per corrected question; each is kept "
         "only if it keeps every name and number.",
     )  # fmt: skip
-    closed_book: int = 2  # wordings also trained without sources (the first ones)
+    # Wordings of an alias with retrieval also trained without sources (the first ones). 0:
+    # closed-book copies taught the adapter to answer a paraphrase with a neighbouring
+    # fact's memorised reply instead of reading its sources (docs/training.md, "The recipe").
+    closed_book: int = 0
     enabled: bool = Field(
         default=True,
-        description="Expand each correction before training (rewordings, closed-book and "
-        "RAFT-style grounded examples; docs/training.md). Off: the conversations as served.",
+        description="Expand each correction before training (rewordings, RAFT-style grounded "
+        "examples for an alias with retrieval, closed-book ones for an alias without; "
+        "docs/training.md). Off: the conversations as served.",
     )
 
 

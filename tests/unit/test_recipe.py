@@ -67,6 +67,22 @@ async def test_without_retrieval_every_wording_is_closed_book() -> None:
     assert {e.reply for e in out.examples} == {"3 years."}  # the old citation is dropped
 
 
+async def test_by_default_an_alias_with_retrieval_trains_grounded_examples_only() -> None:
+    # Closed-book copies beside the grounded ones lowered held-out paraphrases with
+    # retrieval on generated domains (docs/training.md, "The recipe").
+    example = _example(1, "How many days do I have to return a Zorvex lamp?",
+                       "You can return it within 38 days of delivery.")  # fmt: skip
+    grounded = await expand([example], RecipeConfig(), _ground, None)
+    assert grounded.examples and all(
+        sources_in(e.messages[-1]["content"]) for e in grounded.examples
+    )
+    closed = await expand([example], RecipeConfig(), None, None)
+    assert closed.examples and not any(
+        sources_in(e.messages[-1]["content"]) for e in closed.examples
+    )
+    assert len(closed.examples) == len(grounded.examples) == 1 + RecipeConfig().rewrites
+
+
 def test_the_reply_cites_the_source_that_supports_it() -> None:
     sources = list(SOURCES.values())
     assert cite("The lamp has a 3-year warranty.", sources) == (
