@@ -1,9 +1,8 @@
 """The training recipe: each approved correction becomes several examples.
 
 A fact that a small model has seen in one wording is rarely recalled from another, and an
-adapter trained only on conversations as they were served learns either to answer from its
-sources or from memory, not both. So every training example is expanded (docs/training.md,
-"The recipe"):
+adapter trained only on conversations as they were served learns one wording with one set
+of sources. So every training example is expanded (docs/training.md, "The recipe"):
 
 * **Wordings.** The question as asked, ``rewrites`` templated rewordings of it (a different
   opening, a request for brevity, a shared set of everyday synonyms), and up to
