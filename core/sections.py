@@ -288,8 +288,9 @@ class GatePolicy:
     probes_path: Path | None = Field(
         default=None,
         description="JSONL file of general-ability probes, one "
-        '`{"prompt": ..., "expect": ...}` per line (a probe passes when its reply '
-        "contains `expect`), used by the gate and "
+        '`{"prompt": ..., "expect": ...}` per line, with `"also": [...]` for other right '
+        "answers (a probe passes when its reply contains `expect` or one of `also`), used "
+        "by the gate and "
         "re-evaluation instead of the shipped ones (trainer/probes.jsonl): an operator's own, "
         "in their users' language. Checked when the settings load.",
     )

@@ -246,11 +246,11 @@ class Evaluator:
         prompts = [[{"role": "user", "content": probe.prompt}] for probe in probes]
         answers = await self.answers(model, prompts)
         passed = [
-            probe_passed(answer, probe.expect)
+            probe_passed(answer, probe.accepted)
             for probe, answer in zip(probes, answers, strict=True)
         ]
         items: list[dict[str, Any]] = [
-            {"prompt": probe.prompt, "answer": answer, "expect": probe.expect, "correct": ok}
+            {"prompt": probe.prompt, "answer": answer, "expect": probe.accepted, "correct": ok}
             for probe, answer, ok in zip(probes, answers, passed, strict=True)
         ]
         accuracy = sum(passed) / len(passed) if passed else 0.0

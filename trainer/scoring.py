@@ -118,9 +118,10 @@ _SMALL_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven",
 _NUMBER_WORDS = {word: str(value) for value, word in enumerate(_SMALL_NUMBERS)}
 
 
-def probe_passed(answer: str, expect: str) -> bool:
-    """A general-ability probe passes when the expected words appear in the answer, as whole
-    words; small numbers may be spelt out ("eight legs" answers "8")."""
+def probe_passed(answer: str, expect: str | Sequence[str]) -> bool:
+    """A general-ability probe passes when the expected words (or one of the right answers
+    given) appear in the answer, as whole words; small numbers may be spelt out ("eight
+    legs" answers "8")."""
     said = " ".join(_NUMBER_WORDS.get(word, word) for word in normalize(answer).split())
-    wanted = normalize(expect)
-    return bool(wanted) and f" {wanted} " in f" {said} "
+    accepted = [expect] if isinstance(expect, str) else expect
+    return any((wanted := normalize(right)) and f" {wanted} " in f" {said} " for right in accepted)

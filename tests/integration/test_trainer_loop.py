@@ -80,7 +80,8 @@ class Loop:
 def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> dict[str, Any]:
     probes = data_dir / "probes.jsonl"
     probes.write_text("".join(
-        json.dumps({"prompt": probe.prompt, "expect": probe.expect}) + "\n"
+        json.dumps({"prompt": probe.prompt, "expect": probe.expect, "also": list(probe.also)})
+        + "\n"
         for probe in spread(shipped_probes(), PROBES)
     ))  # fmt: skip
     return dict(

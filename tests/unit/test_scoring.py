@@ -104,3 +104,13 @@ def test_probe_numbers_may_be_spelt_out_and_words_must_be_whole() -> None:
     assert probe_passed("A spider has eight legs.", "8")
     assert not probe_passed("There are 18 of them.", "8")
     assert not probe_passed("The first letter is E.", "a")  # an article is not an answer
+
+
+def test_a_probe_passes_with_any_of_its_right_answers() -> None:
+    # "little" is as opposite to "big" as "small" is; a probe that accepted one word only
+    # counted a right answer as forgetting.
+    assert probe_passed("The opposite of big is little.", ("small", "little"))
+    assert probe_passed("Small.", ("small", "little"))
+    assert not probe_passed("The opposite of big is large.", ("small", "little"))
+    assert not probe_passed("It is carbonated.", ("carbon dioxide", "co2"))
+    assert probe_passed("Plants take in carbon dioxide.", ("carbon dioxide", "co2"))

@@ -278,6 +278,8 @@ def test_the_flat_names_from_before_the_sections_still_work() -> None:
         ('{"prompt": "Say hi."}\n', "probe 1: write a JSON object"),
         ('{"prompt": "Say hi.", "expect": "hi"}\nnot json\n', "probe 2: write a JSON object"),
         ('{"prompt": "Say hi.", "expect": " "}\n', "probe 1"),
+        ('{"prompt": "Say hi.", "expect": "hi", "also": "hello"}\n', "probe 1: also must be"),
+        ('{"prompt": "Say hi.", "expect": "hi", "also": ["hello", ""]}\n', "also must be"),
     ],
 )
 def test_an_operators_probes_file_is_checked_when_the_settings_load(
@@ -296,7 +298,11 @@ def test_the_gate_asks_an_operators_probes_instead_of_the_shipped_ones(tmp_path:
 
     assert gate_probes(load_settings().evaluation) == shipped_probes()
     path = tmp_path / "probes.jsonl"
-    path.write_text('{"prompt": "Wie heisst die Hauptstadt von Frankreich?", "expect": "Paris"}\n')
+    path.write_text(
+        '{"prompt": "Wie heisst die Hauptstadt von Frankreich?", "expect": "Paris"}\n'
+        '{"prompt": "Was ist das Gegenteil von gross?", "expect": "klein", "also": ["winzig"]}\n'
+    )
     assert gate_probes(load_settings(eval_probes_path=path).evaluation) == [
-        Probe("Wie heisst die Hauptstadt von Frankreich?", "Paris")
+        Probe("Wie heisst die Hauptstadt von Frankreich?", "Paris"),
+        Probe("Was ist das Gegenteil von gross?", "klein", also=("winzig",)),
     ]
