@@ -112,7 +112,7 @@ def score(answer: Answerer, domain: Domain, show_failures: bool = False) -> dict
 
     probes = shipped_probes()
     replies = answer([probe.prompt for probe in probes])
-    passed = [probe_passed(r, p.expect) for r, p in zip(replies, probes, strict=True)]
+    passed = [probe_passed(r, p.accepted) for r, p in zip(replies, probes, strict=True)]
     if show_failures:  # what a forgotten probe is answered with
         for probe, reply, ok in zip(probes, replies, passed, strict=True):
             if not ok:

@@ -167,7 +167,7 @@ async def _off_topic(
     for name, layout in layouts.items():
         chats = [layout(p.prompt, h) for p, h in zip(probes, hits, strict=True)]
         answers = await evaluator.answers(MODEL, chats)
-        passed = sum(probe_passed(a, p.expect) for a, p in zip(answers, probes, strict=True))
+        passed = sum(probe_passed(a, p.accepted) for a, p in zip(answers, probes, strict=True))
         results.setdefault((name, OFF_TOPIC), []).append(passed / len(probes))
 
 
