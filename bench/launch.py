@@ -6,8 +6,10 @@ come from ``trainer.sample.sample_adapter``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,8 @@ def start_gateway(
         "LORAGATE_BASE_MODEL_PATH": str(model_dir),
         **(env or {}),
     }
+    if new_session:
+        _exit_cleanly_on_sigterm()
     log = data_dir / "serve.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -60,6 +64,15 @@ def start_gateway(
     if wait:
         wait_ready(f"{base_url}/readyz", process)
     return Launched(process, full_env, base_url, f"http://127.0.0.1:{engine_port}", log)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """A server in its own session is stopped by the caller's ``finally``, which Python
+    skips when SIGTERM (``timeout``, ``kill``) ends it: seen, a vLLM server left running
+    for hours beside the next benchmark. SIGTERM now raises SystemExit, so ``finally`` runs."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def loragate(env: dict[str, str], *args: str) -> str:

@@ -183,8 +183,10 @@ def _generate_traffic(stack: Stack, root: Path, model: Path) -> None:
     refused = stack.post("/v1/chat/completions", unknown, "chat")
     assert refused.status_code == 404, refused.text
     stack.sent += 1
-    _feedback(stack, [completion for completion, _ in completions])
+    # Feedback on a completion whose conversation row is not written yet is queued and
+    # applied later; counted only then, it could land in the same scrape as the rest.
     _wait_for_conversations(stack, len(warm_up) + CHATS)
+    _feedback(stack, [completion for completion, _ in completions])
     report = stack.post(f"/v1/admin/monitor/{stack.alias}", {})
     assert report.status_code == 201, report.text
     _approve_first_review_item(stack)
@@ -254,15 +256,19 @@ def _feedback(stack: Stack, completions: list[str]) -> None:
     for number, completion in enumerate(completions):
         if number == half:
             # A counter's first increments come with its first sample, where increase() cannot
-            # see them: let Prometheus scrape the series before the rest of the feedback.
-            wait_until(
-                lambda: stack.query("loragate_feedback_total")["data"]["result"], 30, "a scrape"
-            )
+            # see them: let Prometheus scrape all of them before the rest of the feedback.
+            wait_until(lambda: _feedback_scraped(stack) >= half, 30, "a scrape of the feedback")
         body: dict[str, Any] = {"completion_id": completion, "score": 1 if number % 3 else -1}
         if number == 0:
             body["correction"] = "Unridden bicycles can be returned within 38 days."
         response = stack.post("/v1/feedback", body, "chat")
         assert response.status_code in (200, 201), response.text
+
+
+def _feedback_scraped(stack: Stack) -> float:
+    """How many ratings Prometheus has scraped so far."""
+    result = stack.query("sum(loragate_feedback_total)")["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def _wait_for_conversations(stack: Stack, count: int) -> None:
