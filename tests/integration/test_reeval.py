@@ -9,6 +9,7 @@ of an unknown alias fails with the registry's message and writes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from tests.support import (
     wait_until,
 )
 from trainer.dataset import Example
+from trainer.evaluate import shipped_probes
+from trainer.rehearsal import spread
 from trainer.store import TrainerStore
 from trainer.tables import EvalScore
 
@@ -96,11 +99,20 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def reeval_gateway(
-    gateway_factory: Callable[..., ThreadedGateway], prepared_model: Path
+    gateway_factory: Callable[..., ThreadedGateway], prepared_model: Path, tmp_path: Path
 ) -> tuple[ThreadedGateway, str]:
     """On SQLite: the score table's queries run on PostgreSQL too in test_trainer_store."""
     alias = f"r{uuid.uuid4().hex[:8]}"
+    # 8 of the shipped probes, as in test_trainer_loop: the verdict is the holdout's, and
+    # each re-evaluation asks every probe of every version on a 2-core host.
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text("".join(
+        json.dumps({"prompt": probe.prompt, "expect": probe.expect, "also": list(probe.also)})
+        + "\n"
+        for probe in spread(shipped_probes(), 8)
+    ))  # fmt: skip
     gateway = gateway_factory(
+        eval_probes_path=probes,
         base_model_path=prepared_model,
         retrieval_models={alias: {"collection": COLLECTION, "min_score": 0.0}},
         train_holdout_fraction=0.5,  # half of what is approved is held out: a small test
