@@ -10,6 +10,7 @@ skipped. A probe passes when the answer contains ``expect`` or one of ``also`` a
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -32,6 +33,17 @@ def parse_probes(text: str, origin: str) -> list[Probe]:
     if not lines:
         raise ValueError(f"{origin} holds no probes")
     return [_probe(line, f"{origin}, probe {number}") for number, line in enumerate(lines, 1)]
+
+
+def format_probes(probes: Iterable[Probe]) -> str:
+    """``probes`` as a file ``parse_probes`` reads back (an operator's ``eval_probes_path``)."""
+    lines = []
+    for probe in probes:
+        fields: dict[str, object] = {"prompt": probe.prompt, "expect": probe.expect}
+        if probe.also:
+            fields["also"] = list(probe.also)
+        lines.append(json.dumps(fields) + "\n")
+    return "".join(lines)
 
 
 def _probe(line: str, where: str) -> Probe:

@@ -183,8 +183,8 @@ def _generate_traffic(stack: Stack, root: Path, model: Path) -> None:
     refused = stack.post("/v1/chat/completions", unknown, "chat")
     assert refused.status_code == 404, refused.text
     stack.sent += 1
-    # Feedback on a completion whose conversation row is not written yet is queued and
-    # applied later; counted only then, it could land in the same scrape as the rest.
+    # The rows first: a worker finds a completion it has not written yet by flushing its own
+    # queue, but not one the other worker still holds, and the monitor reads only written rows.
     _wait_for_conversations(stack, len(warm_up) + CHATS)
     _feedback(stack, [completion for completion, _ in completions])
     report = stack.post(f"/v1/admin/monitor/{stack.alias}", {})

@@ -9,7 +9,6 @@ of an unknown alias fails with the registry's message and writes nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from core.probes import format_probes
 from core.settings import Settings
 from core.store import Database
 from gateway.wiring import trainer_parts
@@ -106,11 +106,7 @@ def reeval_gateway(
     # 8 of the shipped probes, as in test_trainer_loop: the verdict is the holdout's, and
     # each re-evaluation asks every probe of every version on a 2-core host.
     probes = tmp_path / "probes.jsonl"
-    probes.write_text("".join(
-        json.dumps({"prompt": probe.prompt, "expect": probe.expect, "also": list(probe.also)})
-        + "\n"
-        for probe in spread(shipped_probes(), 8)
-    ))  # fmt: skip
+    probes.write_text(format_probes(spread(shipped_probes(), 8)))
     gateway = gateway_factory(
         eval_probes_path=probes,
         base_model_path=prepared_model,

@@ -34,6 +34,7 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from core.probes import format_probes
 from core.settings import Settings, load_settings
 from core.store import Database
 from core.store.tables import Conversation, ReviewItem, utcnow
@@ -79,11 +80,7 @@ class Loop:
 
 def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> dict[str, Any]:
     probes = data_dir / "probes.jsonl"
-    probes.write_text("".join(
-        json.dumps({"prompt": probe.prompt, "expect": probe.expect, "also": list(probe.also)})
-        + "\n"
-        for probe in spread(shipped_probes(), PROBES)
-    ))  # fmt: skip
+    probes.write_text(format_probes(spread(shipped_probes(), PROBES)))
     return dict(
         data_dir=data_dir,
         engine_mode="external",

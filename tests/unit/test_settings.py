@@ -306,3 +306,12 @@ def test_the_gate_asks_an_operators_probes_instead_of_the_shipped_ones(tmp_path:
         Probe("Wie heisst die Hauptstadt von Frankreich?", "Paris"),
         Probe("Was ist das Gegenteil von gross?", "klein", also=("winzig",)),
     ]
+
+
+def test_probes_written_for_an_operator_read_back_the_same() -> None:
+    from core.probes import format_probes, parse_probes
+    from trainer.evaluate import shipped_probes
+
+    probes = shipped_probes()
+    assert any(probe.also for probe in probes) and any(not probe.also for probe in probes)
+    assert parse_probes(format_probes(probes), "written") == probes
