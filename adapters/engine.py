@@ -35,6 +35,9 @@ _JSON_CONTENT = {"Content-Type": "application/json"}
 _PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 CHAT_PATH = "/v1/chat/completions"
 _LONGEST_EVENT = 4 * 2**20  # bytes in one SSE line (logprobs of a long answer are large)
+# How long a client of vLLM keeps an idle connection: below uvicorn's (and so vLLM's) 5 s,
+# so that it is dropped here before the server can close it under a request about to be sent.
+ENGINE_KEEPALIVE_S = 4.0
 
 
 @dataclass
@@ -85,10 +88,7 @@ class EngineClient:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {config.api_key}"} if config.api_key else {},
                 connector=aiohttp.TCPConnector(
-                    limit=config.max_connections,
-                    # Below uvicorn's (and so vLLM's) 5 s: an idle connection is dropped here
-                    # before the server can close it under a request about to be sent.
-                    keepalive_timeout=4.0,
+                    limit=config.max_connections, keepalive_timeout=ENGINE_KEEPALIVE_S
                 ),
                 timeout=aiohttp.ClientTimeout(
                     total=None,

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from adapters.engine import ENGINE_KEEPALIVE_S
 from core.probes import Probe, parse_probes
 from core.progress import Progress
 from core.sections import GatePolicy
@@ -34,6 +35,8 @@ from trainer.holdout_forms import form_of
 from trainer.scoring import Embed, probe_passed, score_answers
 
 log = logging.getLogger("loragate.eval")
+# What a pooled connection that the server closed while it sat idle raises when reused.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def shipped_probes() -> list[Probe]:
@@ -134,6 +137,9 @@ class Evaluator:
             base_url=self.engine_url,
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=10.0),
+            # httpx's default (5 s) is vLLM's own: a connection reused as the server dropped
+            # it failed a benchmark's training run at its gate ("ReadError").
+            limits=httpx.Limits(keepalive_expiry=ENGINE_KEEPALIVE_S),
         )
 
     async def close(self) -> None:
@@ -151,13 +157,23 @@ class Evaluator:
             with contextlib.suppress(EvaluationError):
                 await self._post("/v1/unload_lora_adapter", {"lora_name": name})
 
-    async def _post(self, path: str, body: dict[str, Any]) -> None:
+    async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST once more on a fresh connection when a pooled one turns out closed (an
+        event loop busy for a second can still outlive the keep-alive); every request here
+        is safe to repeat: loading an adapter twice is tolerated, answers are greedy."""
         try:
-            response = await self._client.post(path, json=body)
+            try:
+                return await self._client.post(path, json=body)
+            except _STALE_CONNECTION as exc:
+                log.warning("engine connection dropped; retrying", extra={"error": repr(exc)})
+                return await self._client.post(path, json=body)
         except httpx.HTTPError as exc:
             raise EvaluationError(
                 f"vLLM at {self.engine_url} is unreachable: {type(exc).__name__} {exc}"
             ) from None
+
+    async def _post(self, path: str, body: dict[str, Any]) -> None:
+        response = await self._send(path, body)
         if response.status_code >= 400 and "already been loaded" not in response.text:
             raise EvaluationError(
                 f"vLLM refused {path} ({response.status_code}): {response.text[:300]}"
@@ -175,12 +191,7 @@ class Evaluator:
         }
         if tools:
             body["tools"] = tools
-        try:
-            response = await self._client.post("/v1/chat/completions", json=body)
-        except httpx.HTTPError as exc:
-            raise EvaluationError(
-                f"vLLM at {self.engine_url} is unreachable: {type(exc).__name__} {exc}"
-            ) from None
+        response = await self._send("/v1/chat/completions", body)
         if response.status_code != 200:
             raise EvaluationError(
                 f"vLLM answered {response.status_code} for {model}: {response.text[:300]}"
