@@ -17,7 +17,7 @@ Prints one table per seed and the mean with the spread, and writes them to
 docs/benchmarks.md. ``--seeds 3`` (the default) takes three new seeds from the clock unless
 ``--first-seed`` fixes them.
 
-    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--no-write]
+    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--no-write] [--keep]
 """
 
 from __future__ import annotations
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=None)
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the data directory (adapters, store, logs) for a look")
     args = parser.parse_args()
     first = args.first_seed if args.first_seed is not None else int(time.time()) % 100_000
     seeds = [first + offset for offset in range(args.seeds)]
@@ -237,7 +239,10 @@ def main() -> None:
     finally:
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(60)
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    if args.keep:
+        print(f"kept: {server.data_dir}", flush=True)
+    else:
+        shutil.rmtree(server.data_dir, ignore_errors=True)
     body = "\n\n".join([summary_table(results), *(seed_table(result) for result in results)])
     intro = (
         f"`python bench/adaptation.py --seeds {args.seeds}` ({args.facts} facts a domain, "
