@@ -224,8 +224,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=None)
     parser.add_argument("--facts", type=int, default=20)
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the data directory (adapters, store, logs) for a look")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the data directory (adapters, store, logs) for a look",
+    )
     args = parser.parse_args()
     first = args.first_seed if args.first_seed is not None else int(time.time()) % 100_000
     seeds = [first + offset for offset in range(args.seeds)]
