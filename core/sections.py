@@ -798,7 +798,8 @@ class RetrievalSettings:
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
         description="What embeds queries: `onnx` an int8 ONNX Runtime copy of the model, made "
-        "from it on first start under the data dir (less CPU, cosine ≥0.99 to torch); "
+        "from it on first start under the data dir (less CPU, cosine ≥0.99 to torch, ≥0.985 for a "
+        "question of one or two words); "
         "`torch` the model itself; `auto` ONNX when onnxruntime is installed and the model is "
         "mean-pooled, else torch. Documents are always embedded with torch.",
     )

@@ -8,7 +8,8 @@ Encoding runs in a worker thread (see ``Retriever``) and one batch at a time.
 Two paths: ``embed`` (documents, curation, drift: bulk) always runs the torch model, so the
 stored vectors are the reference ones; ``embed_queries`` (one query per grounded request)
 runs the int8 ONNX copy (retrieval/onnx_export.py, retrieval/onnx_encoder.py) when the
-backend allows, some four times cheaper, with cosine ≥0.99 to the torch vector. ``auto``
+backend allows, some four times cheaper, with cosine ≥0.99 to the torch vector (≥0.985 for a
+question of one or two words, whose few tokens' rounding does not average out). ``auto``
 falls back to torch, with a warning, when ONNX Runtime is missing or the model is not
 mean-pooled; ``onnx`` raises instead.
 """
