@@ -158,9 +158,10 @@ class Evaluator:
                 await self._post("/v1/unload_lora_adapter", {"lora_name": name})
 
     async def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        """POST once more on a fresh connection when a pooled one turns out closed (an
-        event loop busy for a second can still outlive the keep-alive); every request here
-        is safe to repeat: loading an adapter twice is tolerated, answers are greedy."""
+        """POST, and once more when the pooled connection it went on turns out closed (an
+        event loop busy for a second can still outlive the keep-alive); the failed
+        connection is discarded. Every request here is safe to repeat: loading an adapter
+        twice is tolerated, answers are greedy."""
         try:
             try:
                 return await self._client.post(path, json=body)
