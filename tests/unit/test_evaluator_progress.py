@@ -1,6 +1,7 @@
-"""The evaluator's answers are progress steps (trainer/evaluate.py): on vLLM's CPU build a
-scoring set with an adapter takes minutes, and `loragate train` or `eval compare` must show
-it moving. The real path (vLLM scoring a candidate) runs in
+"""The evaluator's connection to vLLM (trainer/evaluate.py): its answers are progress steps
+(on vLLM's CPU build a scoring set with an adapter takes minutes, and `loragate train` or
+`eval compare` must show it moving), and a pooled connection vLLM dropped is asked again
+rather than failing the run. The real path (vLLM scoring a candidate) runs in
 tests/integration/test_trainer_loop.py."""
 
 from __future__ import annotations
