@@ -88,6 +88,20 @@ class Settings(BaseSettings):
     workers: int = Field(
         1, ge=1, description="Gateway worker processes (external engine mode only)."
     )
+    keep_alive_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds the gateway keeps an idle client connection open. Behind a load "
+        "balancer or proxy that pools connections, set it above the proxy's idle timeout, so "
+        "that the proxy, not the gateway, closes an idle connection (otherwise a request sent "
+        "as the gateway closes it fails; AWS ALB idles 60 s, nginx `keepalive_timeout` 75 s).",
+    )
+    graceful_shutdown_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, seconds open requests (streams included) get to finish "
+        "before they are cut; new connections are refused at once.",
+    )
     metrics_multiproc_dir: Path | None = Field(
         None,
         description="Directory where several workers keep their Prometheus metrics, merged at "

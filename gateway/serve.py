@@ -10,6 +10,7 @@ import signal
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -29,16 +30,26 @@ def serve(settings: Settings) -> None:
         uvicorn.run(
             "gateway.app:create_app_from_env",
             factory=True,
-            http=limit_headers(settings.requests.max_header_bytes),
-            host=settings.host,
-            port=settings.port,
             workers=settings.workers,
-            log_config=None,
-            access_log=False,
+            **server_options(settings),
         )
         return
     with asyncio.Runner(loop_factory=_fastest_event_loop()) as runner:
         runner.run(_serve_one(settings))
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the gateway, the same for one worker and several (and for the
+    tests' in-process gateways)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "http": limit_headers(settings.requests.max_header_bytes),
+        "timeout_keep_alive": settings.keep_alive_s,
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "log_config": None,  # our structured logging (core/logs.py) stays in charge
+        "access_log": False,  # requests are logged by the app, with their ids
+    }
 
 
 def _fastest_event_loop() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -71,15 +82,7 @@ async def _serve_one(settings: Settings) -> None:
     if settings.engine.mode == "embedded":
         supervisor = EngineSupervisor(engine_launch(settings))
         await supervisor.start()
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        http=limit_headers(settings.requests.max_header_bytes),
-    )
+    config = uvicorn.Config(create_app(settings), **server_options(settings))
     server = uvicorn.Server(config)
     _exit_quietly_on_signals(server)
     log.info("gateway listening", extra={"url": f"http://{settings.host}:{settings.port}"})

@@ -24,7 +24,7 @@ from core.store import Database
 from core.store.keys import KeyStore, Scope
 from core.store.tables import Conversation, ReviewItem, utcnow
 from gateway.app import create_app
-from gateway.http_protocol import limit_headers
+from gateway.serve import server_options
 from gateway.wiring import embedder
 from retrieval.embeddings import Embedder
 
@@ -190,15 +190,8 @@ class ThreadedGateway:
         registry = CollectorRegistry()
         port = free_port()
         app = create_app(settings, metrics_registry=registry, shared_embedder=_embedder(settings))
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            http=limit_headers(settings.requests.max_header_bytes),
-        )
+        options = {**server_options(settings), "host": "127.0.0.1", "port": port}
+        config = uvicorn.Config(app, lifespan="on", **options)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
         thread.start()

@@ -9,7 +9,8 @@ means the same:
   after it: "8 percent", "72 working days") appears in the answer and the similarity is at
   least ``0.3``. A right answer in other words ("8% off for students" for "Students get 8
   percent off") often embeds below 0.5 (0.36 there), and a number with its unit is a fact
-  of its own;
+  of its own. A number that ends the reference ("founded in 1991.") is its own quantity and
+  matches the number anywhere in the answer;
 * otherwise at least 60% of the reference's content words appear and the similarity is at
   least ``0.6``.
 
@@ -66,6 +67,14 @@ def quantities(normalized: str) -> set[str]:
             for i, word in enumerate(words) if _NUMBER.fullmatch(word)}  # fmt: skip
 
 
+def _carries_quantities(said: str, wanted: str) -> bool:
+    """Every quantity of the reference is in the answer. A number that ends the reference
+    has no unit to match ("founded in 1991."), so the bare number anywhere in the answer
+    carries it; the answer need not end there too ("founded in 1991 by engineers")."""
+    numbers = {word for word in said.split() if _NUMBER.fullmatch(word)}
+    return quantities(wanted) <= quantities(said) | numbers
+
+
 @dataclass(frozen=True)
 class AnswerScore:
     exact: bool
@@ -82,7 +91,7 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
     numbers = numbers_in(reference)
     if numbers:
         recall = len(numbers & numbers_in(answer)) / len(numbers)
-        units = quantities(wanted) <= quantities(said)
+        units = _carries_quantities(said, wanted)
         floor = QUANTITY_SIMILARITY if units else NUMBER_SIMILARITY
         facts = recall == 1.0 and similarity >= floor
     else:

@@ -48,6 +48,17 @@ def test_every_quantity_with_its_unit_needs_less_similarity() -> None:
     assert not score_answer("Returns take 72 days.", delivery, 0.39).correct
 
 
+def test_a_number_that_ends_the_reference_matches_anywhere_in_the_answer() -> None:
+    """Seen on a generated domain: the right year, the sentence going on after it, a name the
+    answer left out (similarity 0.46). Marked wrong until the bare number counted as its
+    quantity; a wrong year still fails."""
+    reference = "Groulaex Outfitters was founded in 1991."
+    answer = "The company was founded in 1991 by a group of engineers [1]."
+    assert score_answer(answer, reference, 0.46).correct
+    assert not score_answer(answer.replace("1991", "1992"), reference, 0.46).correct
+    assert not score_answer("It has 1991 fans.", reference, 0.2).correct  # below 0.3
+
+
 def test_wrong_number_is_not_correct_even_when_similar() -> None:
     score = score_answer(
         "Returns are accepted within 14 days.", "Returns are accepted within 30 days.", 0.9

@@ -1,0 +1,103 @@
+"""The gateway's client connections: how long an idle one is kept (``keep_alive_s``) and what
+a request still open at shutdown gets (``graceful_shutdown_s``), on in-process gateways that
+take uvicorn's options from gateway/serve.py as ``loragate serve`` does."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import openai
+
+from tests.integration.conftest import BASE_MODEL, sdk_client
+from tests.support import ThreadedGateway, create_keys
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+
+
+def _ask_health(connection: socket.socket) -> bytes:
+    """One request on an open connection; the response (small: it arrives in one read)."""
+    connection.sendall(HEALTH)
+    response = connection.recv(65536)
+    assert response.startswith(b"HTTP/1.1 200"), response[:200]
+    return response
+
+
+def _connect(gateway: ThreadedGateway) -> socket.socket:
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=20)
+
+
+def test_an_idle_connection_is_closed_after_keep_alive_s(
+    gateway_factory: Callable[..., ThreadedGateway],
+) -> None:
+    gateway = gateway_factory(keep_alive_s=1)
+    with _connect(gateway) as connection:
+        _ask_health(connection)
+        # The gateway hangs up (an empty read) well before the socket's own 20 s timeout.
+        assert connection.recv(1) == b""
+
+
+def test_a_connection_is_reused_within_keep_alive_s(
+    gateway_factory: Callable[..., ThreadedGateway],
+) -> None:
+    """What a proxy that pools connections relies on: at the default (5 s) an idle
+    connection would be gone after 6 s; at 60 s it still serves."""
+    gateway = gateway_factory(keep_alive_s=60)
+    with _connect(gateway) as connection:
+        _ask_health(connection)
+        time.sleep(6)
+        _ask_health(connection)
+
+
+def _stream_across_shutdown(gateway: ThreadedGateway, key: str) -> tuple[str | None, int]:
+    """Streams 48 tokens, asks the gateway to stop after the first chunk; the finish reason
+    the client saw (None when the stream was cut) and the chunks it got."""
+    client = sdk_client(gateway.base_url, key)
+    stopping = threading.Thread(target=gateway.stop)
+    finish, chunks = None, 0
+    try:
+        stream = client.chat.completions.create(
+            model=BASE_MODEL,
+            messages=[{"role": "user", "content": "Tell me about the sea."}],
+            max_tokens=48,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        for chunk in stream:
+            chunks += 1
+            if chunks == 1:
+                stopping.start()
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finish = chunk.choices[0].finish_reason
+    except (openai.APIError, httpx.HTTPError):
+        pass  # cut mid-stream: the client sees a broken connection
+    stopping.join(timeout=60)
+    return finish, chunks
+
+
+def test_a_stream_open_at_shutdown_finishes_within_graceful_shutdown_s(
+    gateway_factory: Callable[..., ThreadedGateway],
+) -> None:
+    gateway = gateway_factory(graceful_shutdown_s=60)
+    key = create_keys(gateway.settings.resolved_database_url)["chat"]
+    finish, chunks = _stream_across_shutdown(gateway, key)
+    assert finish == "length"
+    assert chunks > 2
+    # New connections are refused once shutdown began.
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.socket() as probe:
+        assert probe.connect_ex((host, int(port))) != 0
+
+
+def test_a_stream_open_at_shutdown_is_cut_when_graceful_shutdown_s_is_0(
+    gateway_factory: Callable[..., ThreadedGateway],
+) -> None:
+    gateway = gateway_factory(graceful_shutdown_s=0)
+    key = create_keys(gateway.settings.resolved_database_url)["chat"]
+    finish, _ = _stream_across_shutdown(gateway, key)
+    assert finish is None
