@@ -105,7 +105,12 @@ async def compare(
     """Load ``adapter_dir`` into vLLM under a temporary name and measure both models; the
     sources come from the gateway's own search of the domain's collection."""
     headers = {"Authorization": f"Bearer {chat_key}"}
-    evaluator = Evaluator(engine_url, embed, max_tokens=48)
+    # One paraphrase at a time: vLLM's CPU kernels round differently by batch size, and
+    # batched, the same base and candidate scored 0.60 and 0.50 on a domain's 20
+    # paraphrases that they answered 0.50 and 0.60 one by one. Sequential answers repeat
+    # exactly, so a no-op adapter scores exactly the base. The 99 probes stay batched.
+    evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
+    batched = Evaluator(engine_url, embed, max_tokens=48)
     result = Comparison({}, {})
     async with httpx.AsyncClient(base_url=gateway_url, headers=headers, timeout=60) as http:
 
@@ -125,7 +130,8 @@ async def compare(
                         result.paraphrases[(label, mode)] = await paraphrase_accuracy(
                             evaluator, model, domain, embed, grounded
                         )
-                    result.probes[label] = await probe_accuracy(evaluator, model)
+                    result.probes[label] = await probe_accuracy(batched, model)
         finally:
             await evaluator.close()
+            await batched.close()
     return result
