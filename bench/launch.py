@@ -72,15 +72,32 @@ def _exit_cleanly_on_sigterm() -> None:
     for hours beside the next benchmark. SIGTERM now raises SystemExit, so ``finally`` runs."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGTERM, _stop_commands_and_exit)
+
+
+# The ``loragate`` commands running now (a benchmark runs ``loragate train`` in a thread).
+_COMMANDS: set[subprocess.Popen[str]] = set()
+
+
+def _stop_commands_and_exit(signum: int, _frame: object) -> None:
+    """Stop the commands first: exiting, asyncio.run joins the thread that waits on
+    ``loragate train``, and a stopped benchmark went on waiting for its whole training run."""
+    for command in list(_COMMANDS):
+        command.terminate()
+    sys.exit(128 + signum)
 
 
 def loragate(env: dict[str, str], *args: str) -> str:
     """Run one ``loragate`` command with these settings; its standard output."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True,
-        cwd=REPO,
+    command = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", *args], env=env, cwd=REPO, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"loragate {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
+    _COMMANDS.add(command)
+    try:
+        stdout, stderr = command.communicate()
+    finally:
+        _COMMANDS.discard(command)
+    if command.returncode != 0:
+        raise SystemExit(f"loragate {' '.join(args)} failed:\n{stderr[-3000:]}")
+    return stdout
