@@ -134,7 +134,7 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
                                      for x in (a, q.answer)])  # fmt: skip
                     right = sum(
                         score_answer(
-                            a, q.answer, float(vectors[2 * i] @ vectors[2 * i + 1])
+                            a, q.answer, float(vectors[2 * i] @ vectors[2 * i + 1]), q.question
                         ).correct
                         for i, (a, q) in enumerate(zip(answers, asked, strict=True))
                     )

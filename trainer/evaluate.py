@@ -228,7 +228,12 @@ class Evaluator:
         answers = await self.answers(
             model, [example.messages for example in examples], [ex.tools for ex in examples]
         )
-        scores = score_answers(answers, [example.reply_text for example in examples], self.embed)
+        scores = score_answers(
+            answers,
+            [example.reply_text for example in examples],
+            self.embed,
+            [example.question for example in examples],
+        )
         items, grounded = [], []
         for example, answer, score in zip(examples, answers, scores, strict=True):
             sources = _sources(example)

@@ -255,7 +255,8 @@ class TrainingJob:
         if not (self.config.train.validate_answers and validation):
             return None
         references = [example.reply_text for example in validation]
-        return lambda answers: accuracy(answers, references, self.embedder.embed)
+        questions = [example.question for example in validation]
+        return lambda answers: accuracy(answers, references, self.embedder.embed, questions)
 
     async def expand(
         self, alias: str, work_dir: Path, examples: list[Example]

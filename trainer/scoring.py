@@ -12,7 +12,11 @@ means the same:
   of its own. A number that ends the reference ("founded in 1991.") is its own quantity and
   matches the number anywhere in the answer;
 * otherwise at least 60% of the reference's content words appear and the similarity is at
-  least ``0.6``.
+  least ``0.6``. Given the question, what it did not already say is the fact: the names
+  among those words must all appear (a name has no synonym), else 60% of the words.
+  "The CEO of Bropuresk Works is Anselm Noupegriox." for "Who is the CEO of Bropuresk
+  Works?" wants "Anselm Noupegriox": an answer that restated the question around a wrong
+  name ("The CEO of Bropuresk Works is Elena Brosen") carried 3 of the 5 words and passed.
 
 Numbers carry most facts in support answers (days, prices, years), and a wrong number is the
 typical wrong answer, so they are required exactly. Similarity (all-MiniLM-L6-v2 cosine)
@@ -37,6 +41,8 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+# Capitalised words; not the opening word, and not acronyms ("CEO" has synonyms).
+_NAME = re.compile(r"\b[A-Z][a-z][\w'-]*")
 NUMBER_SIMILARITY = 0.5
 QUANTITY_SIMILARITY = 0.3
 WORDS_SIMILARITY = 0.6
@@ -84,7 +90,7 @@ class AnswerScore:
     correct: bool
 
 
-def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
+def score_answer(answer: str, reference: str, similarity: float, question: str = "") -> AnswerScore:
     said, wanted = normalize(answer), normalize(reference)
     exact = bool(wanted) and said == wanted
     contains = bool(wanted) and wanted in said
@@ -95,30 +101,56 @@ def score_answer(answer: str, reference: str, similarity: float) -> AnswerScore:
         floor = QUANTITY_SIMILARITY if units else NUMBER_SIMILARITY
         facts = recall == 1.0 and similarity >= floor
     else:
-        words = content_words(reference)
-        recall = len(words & content_words(answer)) / len(words) if words else 0.0
-        facts = recall >= WORDS_RECALL and similarity >= WORDS_SIMILARITY
+        recall, enough = _word_recall(answer, reference, question)
+        facts = enough and similarity >= WORDS_SIMILARITY
     return AnswerScore(
         exact, contains, round(recall, 4), round(similarity, 4), exact or contains or facts
     )
 
 
+def _word_recall(answer: str, reference: str, question: str) -> tuple[float, bool]:
+    """The share of the reference's words the answer carries, and whether that is enough:
+    without the question, 60% of them; with it, every name it did not say, or 60% of its
+    other words when it said every name."""
+    said = content_words(answer)
+    words = content_words(reference) - content_words(question) or content_words(reference)
+    recall = len(words & said) / len(words) if words else 0.0
+    if not question:
+        return recall, recall >= WORDS_RECALL
+    names = words & content_words(" ".join(_NAME.findall(reference.split(" ", 1)[-1])))
+    if names:
+        return recall, names <= said
+    return recall, recall >= WORDS_RECALL
+
+
 def score_answers(
-    answers: Sequence[str], references: Sequence[str], embed: Embed
+    answers: Sequence[str],
+    references: Sequence[str],
+    embed: Embed,
+    questions: Sequence[str] | None = None,
 ) -> list[AnswerScore]:
-    """Each answer against its reference, the similarity embedded in one batch."""
+    """Each answer against its reference (and question, when given), the similarity
+    embedded in one batch."""
     if not answers:
         return []
     vectors = embed([*answers, *references])
     similarities = np.sum(vectors[: len(answers)] * vectors[len(answers) :], axis=1)
+    asked = questions if questions is not None else [""] * len(answers)
     return [
-        score_answer(answer, reference, float(similarity))
-        for answer, reference, similarity in zip(answers, references, similarities, strict=True)
+        score_answer(answer, reference, float(similarity), question)
+        for answer, reference, similarity, question in zip(
+            answers, references, similarities, asked, strict=True
+        )
     ]
 
 
-def accuracy(answers: Sequence[str], references: Sequence[str], embed: Embed) -> float:
-    scores = score_answers(answers, references, embed)
+def accuracy(
+    answers: Sequence[str],
+    references: Sequence[str],
+    embed: Embed,
+    questions: Sequence[str] | None = None,
+) -> float:
+    scores = score_answers(answers, references, embed, questions)
     return sum(score.correct for score in scores) / len(scores) if scores else 0.0
 
 

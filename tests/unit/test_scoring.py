@@ -59,6 +59,28 @@ def test_a_number_that_ends_the_reference_matches_anywhere_in_the_answer() -> No
     assert not score_answer("It has 1991 fans.", reference, 0.2).correct  # below 0.3
 
 
+def test_an_answer_must_carry_the_words_its_question_did_not_say() -> None:
+    """Read off a gate's items on a generated domain: closed book, answers that restated the
+    question around a wrong name passed on 3 of the reference's 5 content words."""
+    reference = "The CEO of Bropuresk Works is Anselm Noupegriox."
+    question = "Who is the CEO of Bropuresk Works?"
+    wrong = "The CEO of Bropuresk Works is Elena Brosen, a renowned entrepreneur."
+    assert score_answer(wrong, reference, 0.7).correct  # without the question, as before
+    assert not score_answer(wrong, reference, 0.7, question).correct
+    right = "The chief executive is Anselm Noupegriox [1]."
+    assert score_answer(right, reference, 0.7, question).correct
+    # "CEO" is not a name: an acronym has synonyms, and this answer is right.
+    runs = "Who runs Bropuresk Works?"
+    assert score_answer(right, reference, 0.7, runs).correct
+    assert not score_answer("The chief executive is Elena Brosen.", reference, 0.7, runs).correct
+    town = "Paedomaem Trading is headquartered in Fevex."
+    asked = "In which place is Paedomaem Trading headquartered?"
+    assert not score_answer("It is headquartered in Amsterdam.", town, 0.8, asked).correct
+    assert score_answer("The head office is in Fevex.", town, 0.65, asked).correct
+    # A question that says every word of the reference leaves them all to count.
+    assert score_answer("Trading, at Fevex.", "Fevex Trading", 0.7, "Fevex Trading?").correct
+
+
 def test_wrong_number_is_not_correct_even_when_similar() -> None:
     score = score_answer(
         "Returns are accepted within 14 days.", "Returns are accepted within 30 days.", 0.9

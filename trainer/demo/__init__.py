@@ -132,7 +132,9 @@ class DemoUsers:
         )
         for index, item in enumerate(served):
             similarity = float(vectors[2 * index] @ vectors[2 * index + 1])
-            item.correct = score_answer(item.answer, item.question.answer, similarity).correct
+            item.correct = score_answer(
+                item.answer, item.question.answer, similarity, item.question.question
+            ).correct
         return served
 
     async def give_feedback(self, served: Sequence[DemoAnswer]) -> None:

@@ -19,7 +19,7 @@ from retrieval.grounding import ground_messages
 from trainer.demo import Embed, Question
 from trainer.demo.domain import Domain
 from trainer.evaluate import Evaluator, shipped_probes
-from trainer.scoring import normalize, score_answer
+from trainer.scoring import normalize, score_answers
 
 Search = Callable[[str], Awaitable[list[str]]]  # a question → the texts of its top sources
 
@@ -68,12 +68,8 @@ async def probe_accuracy(evaluator: Evaluator, model: str) -> float:
 def _accuracy(
     answers: Sequence[str], asked: Sequence[Question], domain: Domain, embed: Embed
 ) -> Accuracy:
-    vectors = embed([text for answer, q in zip(answers, asked, strict=True)
-                     for text in (answer, q.answer)])  # fmt: skip
-    scored = [
-        score_answer(answer, q.answer, float(vectors[2 * i] @ vectors[2 * i + 1])).correct
-        for i, (answer, q) in enumerate(zip(answers, asked, strict=True))
-    ]
+    references, questions = [q.answer for q in asked], [q.question for q in asked]
+    scored = [score.correct for score in score_answers(answers, references, embed, questions)]
     contains = [
         normalize(domain.key(q.fact)) in normalize(answer)
         for answer, q in zip(answers, asked, strict=True)
