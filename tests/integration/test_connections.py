@@ -19,11 +19,24 @@ HEALTH = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
 
 def _ask_health(connection: socket.socket) -> bytes:
-    """One request on an open connection; the response (small: it arrives in one read)."""
+    """One request on an open connection; the whole response, read to the end of its body
+    (the head and the body can arrive in separate reads)."""
     connection.sendall(HEALTH)
-    response = connection.recv(65536)
-    assert response.startswith(b"HTTP/1.1 200"), response[:200]
-    return response
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = connection.recv(65536)
+        assert chunk, f"the gateway closed the connection; got {response[:200]!r}"
+        response += chunk
+    head, body = response.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    return head + b"\r\n\r\n" + body
 
 
 def _connect(gateway: ThreadedGateway) -> socket.socket:
