@@ -112,13 +112,11 @@ def _word_recall(answer: str, reference: str, question: str) -> tuple[float, boo
     """The share of the reference's words the answer carries, and whether that is enough:
     without the question, 60% of them; with it, every name it did not say, or 60% of its
     other words when it said every name."""
-    said = content_words(answer)
-    words = content_words(reference) - content_words(question) or content_words(reference)
+    said, stated = content_words(answer), content_words(reference)
+    words = stated - content_words(question) or stated
     recall = len(words & said) / len(words) if words else 0.0
-    if not question:
-        return recall, recall >= WORDS_RECALL
     names = words & content_words(" ".join(_NAME.findall(reference.split(" ", 1)[-1])))
-    if names:
+    if question and names:
         return recall, names <= said
     return recall, recall >= WORDS_RECALL
 
