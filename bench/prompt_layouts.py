@@ -104,7 +104,7 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
     from retrieval.embeddings import Embedder
     from trainer.demo.domain import generate_domain
     from trainer.evaluate import Evaluator
-    from trainer.scoring import score_answer
+    from trainer.scoring import score_answers
 
     embed = Embedder().embed
     layouts = _layouts()
@@ -130,14 +130,9 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
                         for q, hits in zip(asked, found_hits, strict=True)
                     ]
                     answers = await evaluator.answers(MODEL, chats)
-                    vectors = embed([x for a, q in zip(answers, asked, strict=True)
-                                     for x in (a, q.answer)])  # fmt: skip
-                    right = sum(
-                        score_answer(
-                            a, q.answer, float(vectors[2 * i] @ vectors[2 * i + 1]), q.question
-                        ).correct
-                        for i, (a, q) in enumerate(zip(answers, asked, strict=True))
-                    )
+                    scores = score_answers(answers, [q.answer for q in asked], embed,
+                                           [q.question for q in asked])  # fmt: skip
+                    right = sum(score.correct for score in scores)
                     results.setdefault((name, k), []).append(right / len(asked))
             await _off_topic(http, evaluator, domain.collection, layouts, results)
             print(f"seed {seed} measured", flush=True)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from trainer.scoring import score_answer
+from trainer.scoring import score_answers
 
 ALIAS = "cycles"
 COLLECTION = "quillfeather"
@@ -127,14 +127,14 @@ class DemoUsers:
             return DemoAnswer(question, body["id"], answer, body["model"])
 
         served = list(await asyncio.gather(*(one(question) for question in asked)))
-        vectors = self.embed(
-            [text for item in served for text in (item.answer, item.question.answer)]
+        scores = score_answers(
+            [item.answer for item in served],
+            [item.question.answer for item in served],
+            self.embed,
+            [item.question.question for item in served],
         )
-        for index, item in enumerate(served):
-            similarity = float(vectors[2 * index] @ vectors[2 * index + 1])
-            item.correct = score_answer(
-                item.answer, item.question.answer, similarity, item.question.question
-            ).correct
+        for item, score in zip(served, scores, strict=True):
+            item.correct = score.correct
         return served
 
     async def give_feedback(self, served: Sequence[DemoAnswer]) -> None:
