@@ -148,10 +148,23 @@ async def _measure(
         result.scores[key] = (accuracy.scorer, accuracy.contains)
         result.by_split[key] = (accuracy.on(split[True]), accuracy.on(split[False]))
     result.probes = measured.probes
+    _keep_answers(server.data_dir / f"answers-{domain.seed}.json", domain, measured)
     hits = measured.retrieval_hits
     result.retrieval_hit = sum(hits) / len(hits) if hits else 0.0
     result.gate_forms = {side: report[side]["holdout"].get("forms", {})
                          for side in ("candidate", "baseline")}  # fmt: skip
+
+
+def _keep_answers(path: Path, domain: Any, measured: Any) -> None:
+    """Every paraphrase's answers, for a look with ``--keep`` (the benchmark's figures are
+    only as good as the scorer's reading of these)."""
+    rows = [
+        {"question": question.question, "reference": question.answer,
+         **{f"{model} {mode}": [accuracy.answers[number], accuracy.correct[number]]
+            for (model, mode), accuracy in measured.paraphrases.items()}}
+        for number, question in enumerate(domain.paraphrases())
+    ]  # fmt: skip
+    path.write_text(json.dumps(rows, indent=1))
 
 
 def _held_out_facts(domain: Any, report: dict[str, Any]) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import random
 import socket
@@ -250,3 +251,18 @@ def tiny_lora(root: Any, seed: int) -> Any:
     config = {"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"]}
     (directory / "adapter_config.json").write_text(json.dumps(config))
     return directory
+
+
+def settings_env(values: Mapping[str, Any]) -> dict[str, str]:
+    """This process's environment with ``values`` (settings by flat name) as a ``loragate``
+    command reads them: what a test passes to the CLI it runs in its own process."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, dict):
+            return json.dumps(value)
+        if isinstance(value, bool):
+            return str(value).lower()
+        return str(value)
+
+    return {**os.environ, **{f"LORAGATE_{name.upper()}": text(value)
+                             for name, value in values.items()}}  # fmt: skip

@@ -18,7 +18,6 @@ Bad data and crashes, and what each gets:
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -41,7 +40,14 @@ from core.store.tables import Conversation, ReviewItem, utcnow
 from retrieval.embeddings import Embedder
 from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
-from tests.support import ThreadedGateway, create_keys, run, session_seed, wait_until
+from tests.support import (
+    ThreadedGateway,
+    create_keys,
+    run,
+    session_seed,
+    settings_env,
+    wait_until,
+)
 from trainer.dataset import read_snapshot
 from trainer.demo import ALIAS, DemoAnswer, DemoUsers, Question, questions, retrieval_config
 from trainer.evaluate import shipped_probes
@@ -167,17 +173,7 @@ def _rows(settings: Settings, query: Any) -> list[Any]:
 # neither loads the trainer's torch nor keeps what it leaves behind.
 def _env(loop: Loop, **overrides: Any) -> dict[str, str]:
     """The loop's settings, and ``overrides`` (flat names), as a CLI reads them."""
-    values = {**loop.overrides, **overrides}
-    return {**os.environ, **{f"LORAGATE_{name.upper()}": _env_value(value)
-                             for name, value in values.items()}}  # fmt: skip
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, dict):
-        return json.dumps(value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+    return settings_env({**loop.overrides, **overrides})
 
 
 def _train_command(alias: str) -> list[str]:

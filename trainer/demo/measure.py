@@ -9,12 +9,15 @@ answer contains the fact's key string.
 
 from __future__ import annotations
 
+import shutil
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from adapters.validation import WEIGHTS_FILE, safetensors_header
 from retrieval.grounding import ground_messages
 from trainer.demo import Embed, Question
 from trainer.demo.domain import Domain
@@ -100,7 +103,6 @@ async def compare(
 ) -> Comparison:
     """Load ``adapter_dir`` into vLLM under a temporary name and measure both models; the
     sources come from the gateway's own search of the domain's collection."""
-    headers = {"Authorization": f"Bearer {chat_key}"}
     # One paraphrase at a time: vLLM's CPU kernels round differently by batch size, and
     # batched, the same base and candidate scored 0.60 and 0.50 on a domain's 20
     # paraphrases that they answered 0.50 and 0.60 one by one. Sequential answers repeat
@@ -108,6 +110,29 @@ async def compare(
     evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
     batched = Evaluator(engine_url, embed, max_tokens=48)
     result = Comparison({}, {})
+    sources = await paraphrase_sources(gateway_url, chat_key, domain, top_k)
+    result.retrieval_hits = retrieval_hits(domain, sources)
+    try:
+        async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
+            for label, model in (("base", base_model), ("adapted", name)):
+                for mode in modes:
+                    grounded = sources if mode == "grounded" else None
+                    result.paraphrases[(label, mode)] = await paraphrase_accuracy(
+                        evaluator, model, domain, embed, grounded
+                    )
+                result.probes[label] = await probe_accuracy(batched, model)
+    finally:
+        await evaluator.close()
+        await batched.close()
+    return result
+
+
+async def paraphrase_sources(
+    gateway_url: str, chat_key: str, domain: Domain, top_k: int
+) -> list[list[str]]:
+    """The texts of each held-out paraphrase's top sources, from the gateway's own search of
+    the domain's collection."""
+    headers = {"Authorization": f"Bearer {chat_key}"}
     async with httpx.AsyncClient(base_url=gateway_url, headers=headers, timeout=60) as http:
 
         async def search(question: str) -> list[str]:
@@ -116,18 +141,20 @@ async def compare(
             found.raise_for_status()
             return [hit["text"] for hit in found.json()["data"]]
 
-        sources = [await search(question.question) for question in domain.paraphrases()]
-        result.retrieval_hits = retrieval_hits(domain, sources)
-        try:
-            async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
-                for label, model in (("base", base_model), ("adapted", name)):
-                    for mode in modes:
-                        grounded = sources if mode == "grounded" else None
-                        result.paraphrases[(label, mode)] = await paraphrase_accuracy(
-                            evaluator, model, domain, embed, grounded
-                        )
-                    result.probes[label] = await probe_accuracy(batched, model)
-        finally:
-            await evaluator.close()
-            await batched.close()
-    return result
+        return [await search(question.question) for question in domain.paraphrases()]
+
+
+def noop_twin(adapter_dir: Path, twin_dir: Path) -> Path:
+    """A copy of the adapter whose ``lora_B`` matrices are zero: the same shapes through
+    vLLM's LoRA path, adding exactly nothing to the base. What an adapter that learnt
+    nothing scores, which a real gain must exceed."""
+    shutil.copytree(adapter_dir, twin_dir)
+    weights = twin_dir / WEIGHTS_FILE
+    with weights.open("r+b") as handle:
+        data_start = 8 + struct.unpack("<Q", handle.read(8))[0]
+        for name, info in safetensors_header(weights).items():
+            if "lora_B" in name:
+                start, end = info["data_offsets"]
+                handle.seek(data_start + start)
+                handle.write(bytes(end - start))  # zero bits are 0.0 in every float dtype
+    return twin_dir
