@@ -17,7 +17,8 @@ Prints one table per seed and the mean with the spread, and writes them to
 docs/benchmarks.md. ``--seeds 3`` (the default) takes three new seeds from the clock unless
 ``--first-seed`` fixes them.
 
-    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--no-write] [--keep]
+    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--top-k 3]
+        [--no-write] [--keep]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ SECTION = "## Adaptation on generated domains"
 # own variables.
 MODEL = os.environ.get("LORAGATE_BASE_MODEL_NAME", "SmolLM2-135M-Instruct")
 MODEL_DIR = Path(os.environ.get("LORAGATE_BASE_MODEL_PATH", f"data/models/{MODEL}"))
-TOP_K = 3  # the alias's retrieval, as an operator would declare it
+TOP_K = 3  # the alias's retrieval, as an operator would declare it (--top-k)
 ROWS = (
     ("base, closed book", "base", "closed"),
     ("base + retrieval", "base", "grounded"),
@@ -70,6 +71,7 @@ class SeedResult:
     by_split: dict[tuple[str, str], tuple[float | None, float | None]] = field(default_factory=dict)
     retrieval_hit: float = 0.0  # paraphrases whose top sources hold the fact
     gate_forms: dict[str, dict[str, float]] = field(default_factory=dict)  # side → form → acc
+    top_k: int = TOP_K
 
 
 @dataclass
@@ -81,12 +83,13 @@ class Server:
     data_dir: Path
     chat_key: str
     admin_key: str
+    top_k: int
 
 
-def start_server(aliases: dict[str, str], model_dir: Path) -> Server:
+def start_server(aliases: dict[str, str], model_dir: Path, top_k: int) -> Server:
     """``loragate serve`` on a new data directory, every alias answering with retrieval."""
     data_dir = Path(tempfile.mkdtemp(prefix="loragate-adaptation-"))
-    retrieval = {alias: {"collection": c, "top_k": TOP_K} for alias, c in aliases.items()}
+    retrieval = {alias: {"collection": c, "top_k": top_k} for alias, c in aliases.items()}
     env = {"LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval), "LORAGATE_LOG_FORMAT": "json"}
     # The keys go into the store first; the gateway starts with them in place.
     settings_env = {**os.environ, "LORAGATE_DATA_DIR": str(data_dir),
@@ -95,7 +98,7 @@ def start_server(aliases: dict[str, str], model_dir: Path) -> Server:
             for scope in ("chat", "admin")]  # fmt: skip
     launched = start_gateway(data_dir, env, model_dir=model_dir, new_session=True)
     return Server(launched.process, launched.env, launched.base_url, launched.engine_url,
-                  data_dir, *keys)  # fmt: skip
+                  data_dir, *keys, top_k)  # fmt: skip
 
 
 async def play(server: Server, seed: int, facts: int) -> SeedResult:
@@ -133,11 +136,12 @@ async def _measure(
 
     report = version["eval_report"]
     result.verdict = "passed" if report["gate"]["passed"] else "rejected"
+    result.top_k = server.top_k
     result.counts = report["dataset"]["counts"]
     result.steps = report["training"]["steps"]
     measured = await compare(
         server.engine_url, server.base_url, server.chat_key, domain, version["path"], MODEL,
-        embed, TOP_K,
+        embed, server.top_k,
     )  # fmt: skip
     held = _held_out_facts(domain, report)
     split = {
@@ -188,7 +192,7 @@ def seed_table(result: SeedResult) -> str:
         lines.append(f"| {label} | {scorer:.2f} | {contains:.2f} | {trained} | {held} |")
     lines.append(f"| general probes, base → adapted | {result.probes['base']:.2f} → "
                  f"{result.probes['adapted']:.2f} | | | |")  # fmt: skip
-    lines.append(f"| right source in the top {TOP_K} | {result.retrieval_hit:.2f} | | | |")
+    lines.append(f"| right source in the top {result.top_k} | {result.retrieval_hit:.2f} | | | |")
     forms = result.gate_forms
     for form, accuracy in forms.get("candidate", {}).items():
         base = forms.get("baseline", {}).get(form)
@@ -221,7 +225,7 @@ def summary_table(results: list[SeedResult]) -> str:
             values = [v for r in results if (v := r.by_split[(model, mode)][index]) is not None]
             if values:
                 lines.append(f"| {label}, {part} | {spread(values)} | |")
-    lines.append(f"| right source in the top {TOP_K} | "
+    lines.append(f"| right source in the top {results[0].top_k} | "
                  f"{spread([r.retrieval_hit for r in results])} | |")  # fmt: skip
     drop = [result.probes["adapted"] - result.probes["base"] for result in results]
     lines.append(f"| general probes, adapted - base | {spread(drop)} | |")
@@ -236,6 +240,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=None)
     parser.add_argument("--facts", type=int, default=20)
+    parser.add_argument("--top-k", type=int, default=TOP_K, help="sources the alias answers with")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--keep",
@@ -246,7 +251,7 @@ def main() -> None:
     first = args.first_seed if args.first_seed is not None else int(time.time()) % 100_000
     seeds = [first + offset for offset in range(args.seeds)]
     server = start_server({f"domain-{seed}": f"domain-{seed}" for seed in seeds},
-                          MODEL_DIR.resolve())  # fmt: skip
+                          MODEL_DIR.resolve(), args.top_k)  # fmt: skip
     try:
         results = [asyncio.run(play(server, seed, args.facts)) for seed in seeds]
     except BaseException:
@@ -261,7 +266,8 @@ def main() -> None:
         shutil.rmtree(server.data_dir, ignore_errors=True)
     body = "\n\n".join([summary_table(results), *(seed_table(result) for result in results)])
     intro = (
-        f"`python bench/adaptation.py --seeds {args.seeds}` ({args.facts} facts a domain, "
+        f"`python bench/adaptation.py --seeds {args.seeds} --top-k {args.top_k}` "
+        f"({args.facts} facts a domain, "
         f"seeds {seeds[0]}-{seeds[-1]}, base {MODEL}, every other setting at its default; "
         f"{machine_description()}). "
         "Held-out paraphrases: one per fact, never asked by the users and never trained on. "

@@ -1,0 +1,167 @@
+"""The loop makes answers better on a domain nobody tuned it for (issue 16): a check run by
+hand, not in CI's ``make test`` (its name does not match ``test_*.py``, so pytest collects it
+only when named: ``pytest tests/integration/adaptation_check.py``; about four minutes on two
+AVX-512 cores, with the session's vLLM).
+
+A fictional company is generated from the session's seed (trainer/demo/domain.py: names,
+numbers and facts no model can know), and played through the real loop on the session's
+vLLM, every training and gate setting at its default: its documents are ingested, an alias
+answers with retrieval over them (one source: ``TOP_K``), simulated users ask each fact's two
+questions and correct the wrong answers, the operator approves, and ``loragate train`` runs
+in its own process.
+
+Then the published candidate, the base, and the candidate's no-op twin (its ``lora_B``
+zeroed: vLLM's LoRA path, adding nothing) answer every fact's held-out paraphrase (no user
+asked it, nothing trained on it) with the gateway's own sources, one request at a time, so
+that answers repeat exactly. The twin answers exactly as the base, word for word: whatever
+the candidate gains over the base is its training, and one paraphrase is beyond anything a
+no-op adapter can reach.
+
+Why it is not in CI: it failed one run in seven, by the gate, not by the candidate. In
+stop 35 it passed on one seed, and on six more (501-506, recorded) the twin matched the base
+every time and every candidate answered more paraphrases than the base (+1 to +3 of 12),
+but the gate refused one of them (+0.048 on its holdout, one question short of the 0.05
+margin). A test that fails now and then is a bug; this one's failures come from the gate's
+small holdout (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.settings import load_settings
+from retrieval.embeddings import Embedder
+from tests.integration.conftest import BASE_MODEL, EmbeddedServer
+from tests.support import ThreadedGateway, create_keys, run, session_seed, settings_env
+from trainer.demo import DemoUsers
+from trainer.demo.domain import Domain, generate_domain
+from trainer.demo.measure import Accuracy, noop_twin, paraphrase_accuracy, paraphrase_sources
+from trainer.evaluate import Evaluator
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]
+FACTS = 12
+TOP_K = 1  # one source: every candidate gained with it (docs/benchmarks.md, stop 35)
+MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as the second check shows
+
+
+@dataclass
+class Played:
+    domain: Domain
+    version: dict[str, Any]  # the trained version's card, with its eval report
+    train_output: str
+    scores: dict[str, Accuracy]  # base | candidate | twin, on the paraphrases with retrieval
+
+
+@pytest.fixture(scope="module")
+def played(
+    embedded_server: EmbeddedServer, prepared_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Played]:
+    seed = session_seed()
+    domain = generate_domain(seed, FACTS)
+    alias = f"domain-{seed}"
+    data_dir = tmp_path_factory.mktemp("adaptation")
+    overrides: dict[str, Any] = dict(
+        data_dir=data_dir,
+        engine_mode="external",
+        engine_urls=embedded_server.engine_url,
+        base_model_name=BASE_MODEL,
+        base_model_path=prepared_model,
+        retrieval_models={alias: {"collection": domain.collection, "top_k": TOP_K}},
+        log_format="text",
+        rollout_interval_s=3600,  # the canary stays put while the test looks at it
+    )
+    settings = load_settings(**overrides)
+    gateway = ThreadedGateway.start(settings)
+    keys = create_keys(settings.resolved_database_url)
+    embed = Embedder().embed
+
+    async def as_users(action: Callable[[DemoUsers], Awaitable[Any]]) -> Any:
+        users = DemoUsers(gateway.base_url, keys["chat"], keys["admin"], embed)
+        try:
+            return await action(users)
+        finally:
+            await users.close()
+
+    async def correct(users: DemoUsers) -> None:
+        await users.setup(alias, domain.collection, domain.documents())
+        served = await users.ask(domain.questions(), model=alias)
+        await users.give_feedback(served)
+        await users.wait_flagged(len(served), alias)
+        await users.approve_all(alias)
+
+    try:
+        run(as_users(correct))
+        trained = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "train", "--alias", alias],
+            env=settings_env(overrides),
+            capture_output=True,
+            text=True,
+        )
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        [version] = run(as_users(lambda users: users.versions(alias)))
+        twin = noop_twin(Path(version["path"]), data_dir / "noop-twin")
+        scores = run(_paraphrases(embedded_server.engine_url, gateway.base_url, keys["chat"],
+                                  domain, Path(version["path"]), twin, embed))  # fmt: skip
+        yield Played(domain, version, trained.stdout, scores)
+    finally:
+        gateway.stop()
+
+
+async def _paraphrases(
+    engine_url: str,
+    gateway_url: str,
+    chat_key: str,
+    domain: Domain,
+    candidate: Path,
+    twin: Path,
+    embed: Any,
+) -> dict[str, Accuracy]:
+    sources = await paraphrase_sources(gateway_url, chat_key, domain, TOP_K)
+    evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
+    try:
+        scores = {"base": await paraphrase_accuracy(evaluator, BASE_MODEL, domain, embed, sources)}
+        for label, adapter in (("candidate", candidate), ("twin", twin)):
+            async with evaluator.loaded(f"{label}-{domain.seed}", adapter) as name:
+                scores[label] = await paraphrase_accuracy(evaluator, name, domain, embed, sources)
+        return scores
+    finally:
+        await evaluator.close()
+
+
+def _explain(played: Played) -> str:
+    """The seed, the gate's verdict and each side's answers, for a failure's message."""
+    report = played.version["eval_report"]
+    lines = [f"seed {played.domain.seed}, gate {report['gate']}"]
+    for number, question in enumerate(played.domain.paraphrases()):
+        lines.append(f"Q {question.question} | reference {question.answer}")
+        for label, accuracy in played.scores.items():
+            lines.append(f"  {label} {accuracy.correct[number]}: {accuracy.answers[number]}")
+    return "\n".join(lines)
+
+
+def test_the_candidate_is_published_as_a_canary(played: Played) -> None:
+    report = played.version["eval_report"]
+    assert report["gate"]["passed"], _explain(played)
+    assert played.version["state"] == "canary"
+    # every setting at its default: the schedule sized to the data, the recipe, the 99 probes
+    assert report["training"]["recipe"]["grounded"] > 0
+    assert report["candidate"]["probes"]["count"] == report["baseline"]["probes"]["count"] == 99
+
+
+def test_a_noop_adapter_answers_exactly_as_the_base(played: Played) -> None:
+    """What makes the margin meaningful: through vLLM's LoRA path an adapter that changes
+    nothing gives the base's answers word for word, so it gains nothing."""
+    assert played.scores["twin"].answers == played.scores["base"].answers
+
+
+def test_the_candidate_beats_the_base_on_held_out_paraphrases(played: Played) -> None:
+    base, candidate = played.scores["base"], played.scores["candidate"]
+    gained = sum(candidate.correct) - sum(base.correct)
+    assert gained >= MARGIN, _explain(played)
