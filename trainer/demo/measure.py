@@ -103,15 +103,14 @@ async def compare(
 ) -> Comparison:
     """Load ``adapter_dir`` into vLLM under a temporary name and measure both models; the
     sources come from the gateway's own search of the domain's collection."""
+    sources = await paraphrase_sources(gateway_url, chat_key, domain, top_k)
+    result = Comparison({}, {}, retrieval_hits(domain, sources))
     # One paraphrase at a time: vLLM's CPU kernels round differently by batch size, and
     # batched, the same base and candidate scored 0.60 and 0.50 on a domain's 20
     # paraphrases that they answered 0.50 and 0.60 one by one. Sequential answers repeat
     # exactly, so a no-op adapter scores exactly the base. The 99 probes stay batched.
     evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
     batched = Evaluator(engine_url, embed, max_tokens=48)
-    result = Comparison({}, {})
-    sources = await paraphrase_sources(gateway_url, chat_key, domain, top_k)
-    result.retrieval_hits = retrieval_hits(domain, sources)
     try:
         async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
             for label, model in (("base", base_model), ("adapted", name)):
