@@ -55,7 +55,6 @@ MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as the second check sh
 class Played:
     domain: Domain
     version: dict[str, Any]  # the trained version's card, with its eval report
-    train_output: str
     scores: dict[str, Accuracy]  # base | candidate | twin, on the paraphrases with retrieval
 
 
@@ -109,7 +108,7 @@ def played(
         twin = noop_twin(Path(version["path"]), data_dir / "noop-twin")
         scores = run(_paraphrases(embedded_server.engine_url, gateway.base_url, keys["chat"],
                                   domain, Path(version["path"]), twin, embed))  # fmt: skip
-        yield Played(domain, version, trained.stdout, scores)
+        yield Played(domain, version, scores)
     finally:
         gateway.stop()
 
