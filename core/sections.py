@@ -256,7 +256,11 @@ class GatePolicy:
     INTERNAL: ClassVar[frozenset[str]] = frozenset()
 
     margin: float = Field(
-        default=0.05, ge=0, le=1, description="Holdout accuracy gain over live a candidate needs."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Holdout accuracy gain over live a candidate needs, pooled over the "
+        "holdout forms that tell the two apart (a form both answer all wrong is left out).",
     )
     probe_tolerance: float = Field(
         default=0.05,

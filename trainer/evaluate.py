@@ -5,9 +5,9 @@ Both are asked, through vLLM at temperature 0, the holdout in the forms users me
 probes shipped with the project. The candidate is loaded into vLLM under a temporary name for
 the duration.
 
-It passes when its holdout accuracy, pooled over the forms, beats the live version's by at
-least ``margin`` and its probe accuracy is no more than ``probe_tolerance`` below the live
-version's and the base model's.
+It passes when its holdout accuracy, pooled over the forms that tell the two apart, beats the
+live version's by at least ``margin`` and its probe accuracy is no more than
+``probe_tolerance`` below the live version's and the base model's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,55 @@ class Verdict:
     reasons: list[str]
     holdout_gain: float
     probe_change: float
+    forms_left_out: tuple[str, ...] = ()  # holdout forms that could not tell the sides apart
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "holdout_gain": self.holdout_gain,
+            "probe_change": self.probe_change,
+            "forms_left_out": list(self.forms_left_out),
+        }
+
+
+@dataclass(frozen=True)
+class PooledHoldout:
+    """Both sides' holdout accuracy over the items the gain is measured on."""
+
+    candidate: float
+    live: float
+    forms_left_out: tuple[str, ...] = ()
+
+
+def pool_holdout(candidate: SetScore, live: SetScore) -> PooledHoldout:
+    """Both sides' accuracy pooled over the holdout forms that can tell them apart.
+
+    A form both sides answer all wrong, or all right, says nothing about which is better,
+    and pooled in it only shrinks the gain: closed book, a holdout of made-up facts that
+    neither side trained on is 0 for both, and its third of the items cut a candidate's
+    +0.071 on the other forms to +0.048, under the 0.05 margin (docs/training.md). The
+    whole form is left out or kept, so a form where the sides merely tie still counts.
+    Scores without items (or not of the same items) pool every form."""
+    pooled = PooledHoldout(candidate.accuracy, live.accuracy)
+    live_marks = {item["id"]: bool(item["correct"]) for item in live.items}
+    if not candidate.items or {item["id"] for item in candidate.items} != set(live_marks):
+        return pooled
+    by_form: dict[str, list[tuple[bool, bool]]] = {}
+    for item in candidate.items:
+        pair = (bool(item["correct"]), live_marks[item["id"]])
+        by_form.setdefault(item["form"], []).append(pair)
+    silent = tuple(form for form, pairs in by_form.items() if len(set(chain(*pairs))) == 1)
+    kept = [pair for form, pairs in by_form.items() if form not in silent for pair in pairs]
+    if not silent:
+        return pooled
+    if not kept:  # the same answers throughout: no gain
+        return PooledHoldout(candidate.accuracy, live.accuracy, silent)
+    return PooledHoldout(
+        round(sum(mark for mark, _ in kept) / len(kept), 4),
+        round(sum(mark for _, mark in kept) / len(kept), 4),
+        silent,
+    )
 
 
 def decide(
@@ -87,15 +137,18 @@ def decide(
     lose up to the tolerance against the one before it; measured against the base as well,
     small losses cannot add up over versions."""
     (holdout_c, probes_c), (holdout_l, probes_l) = candidate, live
-    gain = holdout_c.accuracy - holdout_l.accuracy
+    pooled = pool_holdout(holdout_c, holdout_l)
+    gain = pooled.candidate - pooled.live
     change = probes_c.accuracy - probes_l.accuracy
     reasons = []
     if holdout_c.count == 0:
         reasons.append("the holdout is empty: nothing to measure a gain on")
     elif gain < policy.margin:
+        left_out = pooled.forms_left_out
         reasons.append(
-            f"holdout accuracy {holdout_c.accuracy:.3f} vs live {holdout_l.accuracy:.3f}: "
-            f"gain {gain:+.3f} is below the margin {policy.margin:.3f}"
+            f"holdout accuracy {pooled.candidate:.3f} vs live {pooled.live:.3f}"
+            + (f" (without {', '.join(left_out)}: the same on both sides)" if left_out else "")
+            + f": gain {gain:+.3f} is below the margin {policy.margin:.3f}"
         )
     if change < -policy.probe_tolerance:
         reasons.append(
@@ -108,7 +161,7 @@ def decide(
             f"probe accuracy {probes_c.accuracy:.3f} is more than the tolerance "
             f"{policy.probe_tolerance:.3f} below the base model's {base_probes.accuracy:.3f}"
         )
-    return Verdict(not reasons, reasons, round(gain, 4), round(change, 4))
+    return Verdict(not reasons, reasons, round(gain, 4), round(change, 4), pooled.forms_left_out)
 
 
 # The settings' defaults (``eval_*``), for an Evaluator made outside a training run.

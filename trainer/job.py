@@ -435,10 +435,7 @@ def _report(
         "candidate": {"holdout": candidate[0].summary(), "probes": candidate[1].summary()},
         "baseline": {"model": live_name, "holdout": live[0].summary(), "probes": live[1].summary()},
         "gate": {
-            "passed": verdict.passed,
-            "reasons": verdict.reasons,
-            "holdout_gain": verdict.holdout_gain,
-            "probe_change": verdict.probe_change,
+            **verdict.report(),
             "margin": config.gate.margin,
             "probe_tolerance": config.gate.probe_tolerance,
             "holdout_forms": list(config.gate.holdout_forms),

@@ -147,12 +147,7 @@ def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
                 "holdout": scored_l[0].summary(),
                 "probes": scored_l[1].summary(),
             },
-            "gate": {
-                "passed": verdict.passed,
-                "reasons": verdict.reasons,
-                "holdout_gain": verdict.holdout_gain,
-                "probe_change": verdict.probe_change,
-            },
+            "gate": verdict.report(),
         }
 
     report = _run(settings, evaluate)

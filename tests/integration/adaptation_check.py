@@ -27,10 +27,11 @@ small holdout (docs/training.md).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def played(
         twin = noop_twin(Path(version["path"]), data_dir / "noop-twin")
         scores = run(_paraphrases(embedded_server.engine_url, gateway.base_url, keys["chat"],
                                   domain, Path(version["path"]), twin, embed))  # fmt: skip
-        yield Played(domain, version, scores)
+        played = Played(domain, version, scores)
+        (data_dir / "played.json").write_text(json.dumps(_record(played), indent=1))
+        yield played
     finally:
         gateway.stop()
 
@@ -132,6 +135,16 @@ async def _paraphrases(
         return scores
     finally:
         await evaluator.close()
+
+
+def _record(played: Played) -> dict[str, Any]:
+    """What a run leaves in its data directory (``played.json``) to be read after it: the
+    seed, the version's card with its gate report, and every side's answers."""
+    return {
+        "seed": played.domain.seed,
+        "version": played.version,
+        "scores": {label: asdict(accuracy) for label, accuracy in played.scores.items()},
+    }
 
 
 def _explain(played: Played) -> str:

@@ -92,6 +92,63 @@ def test_gate_gives_a_reason_for_each_failing_condition() -> None:
     assert "probe accuracy fell" in verdict.reasons[1]
 
 
+def _holdout(model: str, marks: dict[str, str]) -> SetScore:
+    """A scored holdout from each form's marks, one character an item: "1" right, "0" wrong."""
+    items = [
+        {"id": f"q{number}~gate-{form}", "form": form, "correct": mark == "1"}
+        for form, row in marks.items()
+        for number, mark in enumerate(row)
+    ]
+    right = sum(item["correct"] for item in items)
+    return SetScore(model, len(items), accuracy=round(right / len(items), 4), items=items)
+
+
+def _decide_holdouts(candidate: SetScore, live: SetScore) -> Any:
+    probes = SetScore("p", 10, 0.9)
+    return decide((candidate, probes), (live, probes), POLICY)
+
+
+def test_a_form_both_sides_answer_all_wrong_is_left_out_of_the_gain() -> None:
+    # Stop 35's refused candidate, item for item in shape: one question better as served,
+    # level reworded, and closed book 0 for both (made-up facts neither trained on).
+    candidate = _holdout("c", {"served": "1111000", "reworded": "1110000", "closed_book": "0" * 7})
+    live = _holdout("l", {"served": "1110000", "reworded": "0111000", "closed_book": "0" * 7})
+    assert round(candidate.accuracy - live.accuracy, 4) == 0.0476  # pooled over all 21: short
+    verdict = _decide_holdouts(candidate, live)
+    assert verdict.passed
+    assert verdict.holdout_gain == 0.0714  # 7 of 14 against 6 of 14
+    assert verdict.forms_left_out == ("closed_book",)
+    assert verdict.report()["forms_left_out"] == ["closed_book"]
+
+
+def test_a_form_both_sides_answer_all_right_is_left_out_and_named_in_the_reason() -> None:
+    candidate = _holdout("c", {"served": "1111", "reworded": "1000"})
+    live = _holdout("l", {"served": "1111", "reworded": "0100"})
+    verdict = _decide_holdouts(candidate, live)
+    assert not verdict.passed
+    assert verdict.holdout_gain == 0.0
+    assert verdict.reasons == [
+        "holdout accuracy 0.250 vs live 0.250 (without served: the same on both sides): "
+        "gain +0.000 is below the margin 0.050"
+    ]
+
+
+def test_a_form_the_sides_only_tie_in_still_counts() -> None:
+    # reworded: one right answer each, on different questions: a tie, not an empty form.
+    candidate = _holdout("c", {"served": "1100", "reworded": "1000", "closed_book": "0000"})
+    live = _holdout("l", {"served": "1000", "reworded": "0100", "closed_book": "0000"})
+    verdict = _decide_holdouts(candidate, live)
+    assert verdict.holdout_gain == 0.125  # 3 of 8 against 2 of 8: reworded kept
+    assert verdict.forms_left_out == ("closed_book",)
+
+
+def test_a_holdout_the_sides_answer_alike_everywhere_gains_nothing() -> None:
+    same = {"served": "0000", "closed_book": "0000"}
+    verdict = _decide_holdouts(_holdout("c", same), _holdout("l", same))
+    assert not verdict.passed
+    assert verdict.holdout_gain == 0.0
+
+
 def test_gate_fails_on_an_empty_holdout() -> None:
     verdict = _decide(_scores("cand", 0.0, 0.90, count=0), _scores("live", 0.0, 0.90, count=0))
     assert not verdict.passed
