@@ -1,7 +1,7 @@
 """The loop makes answers better on a domain nobody tuned it for (issue 16): a check run by
 hand, not in CI's ``make test`` (its name does not match ``test_*.py``, so pytest collects it
-only when named: ``pytest tests/integration/adaptation_check.py``; about four minutes on two
-AVX-512 cores, with the session's vLLM).
+only when named: ``pytest tests/integration/adaptation_check.py``; with the session's vLLM,
+about 4 minutes on two AVX-512 cores, 15 to 25 on two AVX2 cores, which train in float32).
 
 A fictional company is generated from the session's seed (trainer/demo/domain.py: names,
 numbers and facts no model can know), and played through the real loop on the session's
@@ -15,14 +15,13 @@ zeroed: vLLM's LoRA path, adding nothing) answer every fact's held-out paraphras
 asked it, nothing trained on it) with the gateway's own sources, one request at a time, so
 that answers repeat exactly. The twin answers exactly as the base, word for word: whatever
 the candidate gains over the base is its training, and one paraphrase is beyond anything a
-no-op adapter can reach.
+no-op adapter can reach. Every answer, which facts the gate held out, and the gate's report
+are kept in the run's data directory (``played.json``).
 
-Why it is not in CI: it failed one run in seven, by the gate, not by the candidate. In
-stop 35 it passed on one seed, and on six more (501-506, recorded) the twin matched the base
-every time and every candidate answered more paraphrases than the base (+1 to +3 of 12),
-but the gate refused one of them (+0.048 on its holdout, one question short of the 0.05
-margin). A test that fails now and then is a bug; this one's failures come from the gate's
-small holdout (docs/training.md).
+Why it is not in CI: the candidate's gain is real but small and varies by seed, so the test
+would fail now and then for the loop's sake, not the test's (docs/training.md, "Adapting to
+domains nobody tuned it for"). On eight seeds of 12 facts the twin always matched the base;
+seven candidates gained 1 to 3 paraphrases, one (701, on an AVX2 host) gained 2 and lost 2.
 """
 
 from __future__ import annotations
@@ -46,10 +45,10 @@ from trainer.demo.domain import Domain, generate_domain
 from trainer.demo.measure import Accuracy, noop_twin, paraphrase_accuracy, paraphrase_sources
 from trainer.evaluate import Evaluator
 
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]  # for a hang, not a slow host
 FACTS = 12
 TOP_K = 1  # one source: every candidate gained with it (docs/benchmarks.md, stop 35)
-MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as the second check shows
+MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as the second test shows
 
 
 @dataclass
@@ -57,6 +56,7 @@ class Played:
     domain: Domain
     version: dict[str, Any]  # the trained version's card, with its eval report
     scores: dict[str, Accuracy]  # base | candidate | twin, on the paraphrases with retrieval
+    held_out: set[str]  # the facts of the gate's holdout, never trained on
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def played(
         twin = noop_twin(Path(version["path"]), data_dir / "noop-twin")
         scores = run(_paraphrases(embedded_server.engine_url, gateway.base_url, keys["chat"],
                                   domain, Path(version["path"]), twin, embed))  # fmt: skip
-        played = Played(domain, version, scores)
+        played = Played(domain, version, scores, _held_out(domain, version["eval_report"]))
         (data_dir / "played.json").write_text(json.dumps(_record(played), indent=1))
         yield played
     finally:
@@ -137,11 +137,20 @@ async def _paraphrases(
         await evaluator.close()
 
 
+def _held_out(domain: Domain, report: dict[str, Any]) -> set[str]:
+    """The facts whose users' questions the gate held out (its items as served)."""
+    fact_of = {question.question: question.fact for question in domain.questions()}
+    served = [item["question"] for item in report["holdout_items"] if item["form"] == "served"]
+    assert served and set(served) <= set(fact_of), served  # every one a user's question
+    return {fact_of[question] for question in served}
+
+
 def _record(played: Played) -> dict[str, Any]:
     """What a run leaves in its data directory (``played.json``) to be read after it: the
     seed, the version's card with its gate report, and every side's answers."""
     return {
         "seed": played.domain.seed,
+        "held_out": sorted(played.held_out),
         "version": played.version,
         "scores": {label: asdict(accuracy) for label, accuracy in played.scores.items()},
     }
@@ -152,7 +161,8 @@ def _explain(played: Played) -> str:
     report = played.version["eval_report"]
     lines = [f"seed {played.domain.seed}, gate {report['gate']}"]
     for number, question in enumerate(played.domain.paraphrases()):
-        lines.append(f"Q {question.question} | reference {question.answer}")
+        trained = "held out" if question.fact in played.held_out else "trained"
+        lines.append(f"Q ({trained}) {question.question} | reference {question.answer}")
         for label, accuracy in played.scores.items():
             lines.append(f"  {label} {accuracy.correct[number]}: {accuracy.answers[number]}")
     return "\n".join(lines)
@@ -162,8 +172,8 @@ def test_the_candidate_is_published_as_a_canary(played: Played) -> None:
     report = played.version["eval_report"]
     assert report["gate"]["passed"], _explain(played)
     assert played.version["state"] == "canary"
+    assert report["training"]["recipe"]["grounded"] > 0  # trained as served, with sources
     # every setting at its default: the schedule sized to the data, the recipe, the 99 probes
-    assert report["training"]["recipe"]["grounded"] > 0
     assert report["candidate"]["probes"]["count"] == report["baseline"]["probes"]["count"] == 99
 
 
