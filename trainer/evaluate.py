@@ -51,7 +51,15 @@ def gate_probes(policy: GatePolicy) -> list[Probe]:
     if policy.probes_path is None:
         return shipped_probes()
     path = policy.probes_path
-    return parse_probes(path.read_text(encoding="utf-8"), str(path))
+    probes = parse_probes(path.read_text(encoding="utf-8"), str(path))
+    if len(probes) * policy.probe_tolerance < 1:
+        # A 135M model's answers to short prompts flip both ways under any change of weights:
+        # with 8 probes and the 0.05 tolerance, one flip (0.125) refused a good candidate.
+        log.warning(
+            "too few probes for the tolerance: one changed answer refuses any candidate",
+            extra={"probes": len(probes), "path": str(path), "tolerance": policy.probe_tolerance},
+        )
+    return probes
 
 
 @dataclass

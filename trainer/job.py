@@ -49,7 +49,7 @@ from trainer.qlora import (
     total_steps,
     train,
 )
-from trainer.recipe import RECIPE_FILE, Ask, Ground, RecipeConfig, expand
+from trainer.recipe import RECIPE_FILE, Ask, Ground, RecipeConfig, as_trained, expand
 from trainer.regrounder import Regrounder
 from trainer.rehearsal import CACHE_DIR, rehearsal_set, replay_wanted, shipped_prompts
 from trainer.scoring import accuracy
@@ -231,6 +231,8 @@ class TrainingJob:
         counts."""
         work_dir = self._work_dir(alias, snapshot)
         validation = snapshot.examples("validation")
+        if self.config.recipe is not None:  # watched in the form it is trained in
+            validation = await as_trained(validation, self._ground(alias, trained=True))
         train_set, recipe = await self.expand(alias, work_dir, snapshot.examples("train"))
         rehearsal = await self.rehearsal(alias, work_dir, len(train_set))
         train_set += rehearsal

@@ -105,6 +105,16 @@ async def expand(
     return out
 
 
+async def as_trained(examples: Sequence[Example], ground: Ground | None) -> list[Example]:
+    """Each example in its own wording, as the recipe trains it: grounded afresh with the
+    source that states its reply, which the reply cites (closed book for an alias without
+    retrieval). For the validation split that early stopping watches: a turn as served
+    whose retrieval missed asks for a fact its sources do not hold, which no adapter learns
+    to answer, and a choice made on it is noise."""
+    own_wording = RecipeConfig(rewrites=0, paraphrases=0)
+    return (await expand(examples, own_wording, ground, None)).examples
+
+
 async def _wordings(
     examples: Sequence[Example], config: RecipeConfig, ask: Ask | None, out: Expansion
 ) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from tests.support import session_seed
 from trainer.dataset import Example
 from trainer.demo.domain import generate_domain
 from trainer.qlora import MAX_AUTO_EPOCHS, TrainConfig, _Batches, epochs_for, total_steps
-from trainer.recipe import RecipeConfig, cite, expand, keeps_the_fact, rewrites
+from trainer.recipe import RecipeConfig, as_trained, cite, expand, keeps_the_fact, rewrites
 from trainer.scoring import normalize
 
 SEED = session_seed()  # a new domain every run; in the assertion messages
@@ -58,6 +58,19 @@ async def test_every_correction_becomes_closed_book_and_grounded_examples() -> N
     assert asked[0] == question and len(set(asked)) == 4
     assert "For how long can I send a product back to Zorvex Goods?" in asked
     assert len({e.id for e in out.examples}) == len(out.examples)
+
+
+async def test_validation_is_watched_as_it_is_trained_one_wording_each() -> None:
+    # Served with the wrong source first and no citation: grounded afresh, the reply cites
+    # the source that states it, and no rewording is added.
+    served = _example(1, "What is the warranty on the Zorvex lamp?", "It has a 3-year warranty.")
+    served = replace(served, messages=ground_messages(served.messages, [SOURCES["returns"]]))
+    [watched] = await as_trained([served], _ground)
+    assert asked_question(watched.messages[-1]["content"]) == served.question
+    assert sources_in(watched.messages[-1]["content"]) == [SOURCES["warranty"], SOURCES["returns"]]
+    assert watched.reply == "It has a 3-year warranty [1]."
+    [closed] = await as_trained([served], None)  # an alias without retrieval
+    assert not sources_in(closed.messages[-1]["content"]) and closed.reply == served.reply
 
 
 async def test_without_retrieval_every_wording_is_closed_book() -> None:

@@ -308,6 +308,25 @@ def test_the_gate_asks_an_operators_probes_instead_of_the_shipped_ones(tmp_path:
     ]
 
 
+def test_a_probe_set_too_small_for_the_tolerance_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fewer probes than 1 / tolerance: one flipped answer alone is more than the tolerance."""
+    from core.probes import format_probes
+    from trainer.evaluate import gate_probes, shipped_probes
+
+    path = tmp_path / "probes.jsonl"
+    path.write_text(format_probes(shipped_probes()[:19]))
+    with caplog.at_level("WARNING", logger="loragate.eval"):
+        gate_probes(load_settings(eval_probes_path=path).evaluation)  # 19 x 0.05 < 1
+        assert [record.probes for record in caplog.records] == [19]  # type: ignore[attr-defined]
+        caplog.clear()
+        gate_probes(load_settings(eval_probes_path=path, eval_probe_tolerance=0.1).evaluation)
+        path.write_text(format_probes(shipped_probes()[:20]))
+        gate_probes(load_settings(eval_probes_path=path).evaluation)
+    assert caplog.records == []
+
+
 def test_probes_written_for_an_operator_read_back_the_same() -> None:
     from core.probes import format_probes, parse_probes
     from trainer.evaluate import shipped_probes
