@@ -261,7 +261,7 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     assert report["training"]["rehearsal_examples"] > 0  # the base's answers, against forgetting
     gate = report["gate"]
     # The gain is pooled over the forms that tell the sides apart (trainer/evaluate.py): a
-    # form both answer all wrong (or all right) is left out. Every form has one item a fact.
+    # form both answer all wrong (or all right) is left out. Each form asks every question once.
     forms_c, forms_b = candidate["holdout"]["forms"], base["holdout"]["forms"]
     left_out = {form for form in FORMS if forms_c[form] == forms_b[form] in (0.0, 1.0)}
     assert set(gate["forms_left_out"]) == left_out
