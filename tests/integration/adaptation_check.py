@@ -20,8 +20,8 @@ are kept in the run's data directory (``played.json``).
 
 Why it is not in CI: the candidate's gain is real but small and varies by seed, so the test
 would fail now and then for the loop's sake, not the test's (docs/training.md, "Adapting to
-domains nobody tuned it for"). On nine seeds of 12 facts the twin always matched the base;
-seven candidates gained 1 to 3 paraphrases, one (701, on an AVX2 host) gained 2 and lost 2,
+domains nobody tuned it for"). On ten seeds of 12 facts the twin always matched the base;
+eight candidates gained 1 to 3 paraphrases, one (701, on an AVX2 host) gained 2 and lost 2,
 and one (702) lost 2 where the base had answered 10 of 12.
 """
 
