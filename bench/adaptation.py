@@ -132,7 +132,7 @@ async def play(server: Server, seed: int, facts: int) -> SeedResult:
 async def _measure(
     server: Server, domain: Any, version: dict[str, Any], result: SeedResult, embed: Any
 ) -> None:
-    from trainer.demo.measure import compare
+    from trainer.demo.measure import compare, held_out_facts
 
     report = version["eval_report"]
     result.verdict = "passed" if report["gate"]["passed"] else "rejected"
@@ -143,7 +143,7 @@ async def _measure(
         server.engine_url, server.base_url, server.chat_key, domain, version["path"], MODEL,
         embed, server.top_k,
     )  # fmt: skip
-    held = _held_out_facts(domain, report)
+    held = held_out_facts(domain, report)
     split = {
         trained: [i for i, q in enumerate(domain.paraphrases()) if (q.fact in held) != trained]
         for trained in (True, False)
@@ -169,12 +169,6 @@ def _keep_answers(path: Path, domain: Any, measured: Any) -> None:
         for number, question in enumerate(domain.paraphrases())
     ]  # fmt: skip
     path.write_text(json.dumps(rows, indent=1))
-
-
-def _held_out_facts(domain: Any, report: dict[str, Any]) -> set[str]:
-    """The facts whose questions the gate held out (never trained on)."""
-    asked = {item["question"] for item in report["holdout_items"]}
-    return {question.fact for question in domain.questions() if question.question in asked}
 
 
 def seed_table(result: SeedResult) -> str:

@@ -43,7 +43,13 @@ from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import ThreadedGateway, create_keys, run, session_seed, settings_env
 from trainer.demo import DemoUsers
 from trainer.demo.domain import Domain, generate_domain
-from trainer.demo.measure import Accuracy, noop_twin, paraphrase_accuracy, paraphrase_sources
+from trainer.demo.measure import (
+    Accuracy,
+    held_out_facts,
+    noop_twin,
+    paraphrase_accuracy,
+    paraphrase_sources,
+)
 from trainer.evaluate import Evaluator
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]  # for a hang, not a slow host
@@ -140,10 +146,10 @@ async def _paraphrases(
 
 def _held_out(domain: Domain, report: dict[str, Any]) -> set[str]:
     """The facts whose users' questions the gate held out (its items as served)."""
-    fact_of = {question.question: question.fact for question in domain.questions()}
+    asked = {question.question for question in domain.questions()}
     served = [item["question"] for item in report["holdout_items"] if item["form"] == "served"]
-    assert served and set(served) <= set(fact_of), served  # every one a user's question
-    return {fact_of[question] for question in served}
+    assert served and set(served) <= asked, served  # every one a user's question
+    return held_out_facts(domain, report)
 
 
 def _record(played: Played) -> dict[str, Any]:

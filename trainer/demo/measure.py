@@ -14,6 +14,7 @@ import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -54,6 +55,13 @@ async def paraphrase_accuracy(
         chats = [ground_messages(chat, found) for chat, found in zip(chats, sources, strict=True)]
     answers = await evaluator.answers(model, chats)
     return _accuracy(answers, asked, domain, embed)
+
+
+def held_out_facts(domain: Domain, report: dict[str, Any]) -> set[str]:
+    """The facts whose users' questions the gate held out (never trained on): those asked
+    in its items as served, from a version's eval report."""
+    served = {item["question"] for item in report["holdout_items"] if item["form"] == "served"}
+    return {question.fact for question in domain.questions() if question.question in served}
 
 
 def retrieval_hits(domain: Domain, sources: Sequence[list[str]]) -> list[bool]:
