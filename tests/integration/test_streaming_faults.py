@@ -103,8 +103,17 @@ def test_a_stalled_vllm_gets_a_clean_timeout_then_recovers(
                               timeout=60)  # fmt: skip
         assert response.status_code == 504
         assert response.json()["error"]["code"] == "engine_timeout"
+        wait_until(lambda: count_conversations(database_url, "error") == 1, 30, "its error row")
+        # The timeout hangs up on vLLM, which aborts the request: the engine is not left busy.
+        embedded_server.wait_running_requests(0, 60, "vLLM to abort the timed-out request")
         proxy.resume()
-        wait_until(lambda: _answers(url, headers), 60, "the engine to answer through the proxy")
+        # Each probe that the 2 s timeout cuts while the engine catches up is one more error row
+        # (rightly so): once every probe's row is written, the stream's row is counted from there.
+        probes: list[bool] = []
+        wait_until(lambda: _answers(url, headers, probes), 60, "the engine to answer again")
+        wait_until(lambda: count_conversations(database_url) == 1 + len(probes), 30, "probe rows")
+        errors_before_the_stream = count_conversations(database_url, "error")
+        assert errors_before_the_stream == 1 + probes.count(False)
 
         with httpx.stream("POST", url, json=LONG_ANSWER, headers=headers, timeout=60) as stream:
             lines = (line for line in stream.iter_lines() if line.startswith("data:"))
@@ -118,15 +127,18 @@ def test_a_stalled_vllm_gets_a_clean_timeout_then_recovers(
         proxy.resume()
         row = wait_for_conversation(database_url, first["id"])
         assert row.status == "error" and row.response[0]["content"]
-        assert count_conversations(database_url, "error") == 2
+        assert count_conversations(database_url, "error") == errors_before_the_stream + 1
         wait_until(lambda: _answers(url, headers), 60, "the engine to answer again")
     finally:
         proxy.close()
 
 
-def _answers(url: str, headers: dict[str, str]) -> bool:
+def _answers(url: str, headers: dict[str, str], outcomes: list[bool] | None = None) -> bool:
     body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-    return httpx.post(url, json=body, headers=headers, timeout=30).status_code == 200
+    answered = httpx.post(url, json=body, headers=headers, timeout=30).status_code == 200
+    if outcomes is not None:
+        outcomes.append(answered)
+    return answered
 
 
 @pytest.mark.destructive(order=1)
