@@ -107,8 +107,9 @@ def test_a_stalled_vllm_gets_a_clean_timeout_then_recovers(
         # The timeout hangs up on vLLM, which aborts the request: the engine is not left busy.
         embedded_server.wait_running_requests(0, 60, "vLLM to abort the timed-out request")
         proxy.resume()
-        # Each probe that the 2 s timeout cuts while the engine catches up is one more error row
-        # (rightly so): once every probe's row is written, the stream's row is counted from there.
+        # Until the next health probe gets through, the stalled replica stays marked down and
+        # a request is refused (503): each refused probe is one more error row, rightly so
+        # (CI once saw 8). Once every probe's row is written, the stream's is counted from there.
         probes: list[bool] = []
         wait_until(lambda: _answers(url, headers, probes), 60, "the engine to answer again")
         wait_until(lambda: count_conversations(database_url) == 1 + len(probes), 30, "probe rows")
