@@ -22,7 +22,9 @@ Why it is not in CI: the candidate's gain is real but small and varies by seed, 
 would fail now and then for the loop's sake, not the test's (docs/training.md, "Adapting to
 domains nobody tuned it for"). On ten seeds of 12 facts the twin always matched the base;
 eight candidates gained 1 to 3 paraphrases, one (701, on an AVX2 host) gained 2 and lost 2,
-and one (702) lost 2 where the base had answered 10 of 12.
+and one (702) lost 2 where the base had answered 10 of 12. With a single source cited first
+(stop 37), seeds 702-705 gained 0, +2, +3 and +5, and the gate refused 702's and 704's
+candidates (probes; two bare "[1]" answers): all three tests passed on two of the four.
 """
 
 from __future__ import annotations
