@@ -108,8 +108,8 @@ def test_a_stalled_vllm_gets_a_clean_timeout_then_recovers(
         embedded_server.wait_running_requests(0, 60, "vLLM to abort the timed-out request")
         proxy.resume()
         # Until the next health probe gets through, the stalled replica stays marked down and
-        # a request is refused (503): each refused probe is one more error row, rightly so
-        # (CI once saw 8). Once every probe's row is written, the stream's is counted from there.
+        # a request is refused; each probe refused (or cut by the 2 s timeout) is one more
+        # error row, rightly so (CI once saw 8). The stream's is counted once they are written.
         probes: list[bool] = []
         wait_until(lambda: _answers(url, headers, probes), 60, "the engine to answer again")
         wait_until(lambda: count_conversations(database_url) == 1 + len(probes), 30, "probe rows")
