@@ -7,14 +7,17 @@ model (issue 16 saw a holdout that shared its facts with training). So the split
 groups of examples, one group per fact (``trainer/dataset.py``).
 
 Two replies state the same fact when they are alike in meaning (embedding cosine) and share
-what identifies the fact, measured on generated domains (30 domains of 20 facts, each fact's
-answer against its document's sentence: 600 of 600 same-fact pairs grouped, 8 of 11,400
-pairs of different facts grouped with each other, which only makes a group larger):
+what identifies the fact, measured on generated domains (300 domains of 20 facts, each
+fact's answer against its document's sentence: 6,000 of 6,000 same-fact pairs grouped, none
+of 57,000 pairs of different facts grouped with each other; joining them would only make a
+group larger):
 
 * both have numbers: they share one (a number is what most support facts are: days, prices,
   years; two facts about one product share its name but not their numbers);
 * neither has numbers: they share a rare name (a capitalised word or code that is not in
-  many replies, as the company's name is);
+  many replies, as the company's name is), and not both name something at least as rare
+  that the other lacks (before this rule, 261 of the 57,000 pairs joined: two facts about
+  one company, where its name was in under a fifth of the replies);
 * only one has numbers: they are near-identical.
 """
 
@@ -58,7 +61,8 @@ def fact_groups(replies: Sequence[str], vectors: np.ndarray | None) -> list[int]
         for index in same_text[1:]:
             join(same_text[0], index)
     for first, second, cosine in _similar_pairs(vectors):
-        if _same_fact(cosine, numbers[first], numbers[second], rare[first] & rare[second]):
+        names_one_thing = _name_one_thing(rare[first], rare[second], counts)
+        if _same_fact(cosine, numbers[first], numbers[second], names_one_thing):
             join(first, second)
     roots = [root(index) for index in range(len(replies))]
     numbering = {group: number for number, group in enumerate(dict.fromkeys(roots))}
@@ -87,12 +91,27 @@ def _similar_pairs(vectors: np.ndarray | None, block: int = 1024) -> list[tuple[
     return pairs
 
 
-def _same_fact(cosine: float, first: set[str], second: set[str], shared_names: set[str]) -> bool:
+def _same_fact(cosine: float, first: set[str], second: set[str], names_one_thing: bool) -> bool:
     if first and second:
         return bool(first & second) and cosine >= SIMILAR
     if first or second:
         return cosine >= NEAR_IDENTICAL
-    return bool(shared_names) and cosine >= SIMILAR
+    return names_one_thing and cosine >= SIMILAR
+
+
+def _name_one_thing(first: set[str], second: set[str], counts: Counter[str]) -> bool:
+    """Whether two replies' rare names identify one thing: they share one, and not both
+    name something at least as rare that the other lacks. Two facts about one company share
+    its name, but each names its own app, mascot or chief ("The Daekun Outfitters mobile app
+    is called Stoufil" and "The Daekun Outfitters mascot is a fox named Rigrar"), where the
+    company's name was in too few replies to count as common."""
+    shared = first & second
+    if not shared:
+        return False
+    rarest = min(counts[name] for name in shared)
+    first_names_more = any(counts[name] <= rarest for name in first - shared)
+    second_names_more = any(counts[name] <= rarest for name in second - shared)
+    return not (first_names_more and second_names_more)
 
 
 def _names(reply: str) -> set[str]:

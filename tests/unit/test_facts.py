@@ -46,8 +46,26 @@ def test_two_wordings_of_a_fact_are_one_fact_and_other_facts_are_not(embed: Embe
             pairs += 1
             merged_together += groups[first] == groups[second]
     assert not merged_apart, merged_apart
-    # Measured: 8 of 11,400 pairs of different facts joined; joining only makes a group larger.
+    # Measured: none of 57,000 pairs of different facts joined (300 domains); 261 before a
+    # company's app and mascot were told apart. Joining only makes a group larger.
     assert merged_together <= 0.01 * pairs, (SEED, merged_together, pairs)
+
+
+def test_two_facts_about_one_company_are_two_facts(embed: Embedder) -> None:
+    """The company's name is in too few replies to be common, and the app's and the mascot's
+    sentences share it and most of their words; each names its own thing (CI's seed 2882)."""
+    replies = [
+        "The app is called Stoufil.",
+        "The Daekun Outfitters mobile app is called Stoufil",
+        "The mascot is a fox named Rigrar.",
+        "The Daekun Outfitters mascot is a fox named Rigrar",
+        "The CEO of Daekun Outfitters is Ines Braebumio.",
+        "The chief executive of Daekun Outfitters is Ines Braebumio",
+        *(f"Returns are accepted within {days} days." for days in range(10, 160, 5)),
+    ]
+    groups = fact_groups(replies, embed.embed(replies))
+    assert groups[0] == groups[1] and groups[2] == groups[3] and groups[4] == groups[5]
+    assert len({groups[0], groups[2], groups[4]}) == 3, groups
 
 
 def test_equal_replies_are_one_fact_without_an_embedder() -> None:
