@@ -7,8 +7,9 @@ curates a dataset, trains a QLoRA adapter, scores it against the base on the fro
 through vLLM, and publishes it as a canary if it is better, or keeps it rejected.
 
 Bad data and crashes, and what each gets:
-* corrections that answer another question: a candidate that does not beat the base on the
-  holdout is kept as ``rejected``, with its report, and never rolls out;
+* corrections that answer another question, the held-out ones among them: a candidate that
+  does not beat the base on the holdout is kept as ``rejected``, with its report, and never
+  rolls out;
 * no approved examples, or nothing fitting the context: the CLI exits non-zero naming the
   cause, a ``failed`` run, no version (all duplicates and a corrupt snapshot: tests/unit);
 * the trainer killed mid-run: no version, the run recorded as failed by the next run, which
@@ -339,7 +340,9 @@ def test_adapters_show_prints_the_eval_report(loop: Loop, trained: RunOutcome) -
 def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None = None) -> None:
     """A new alias with the approved train-side examples of ``cycles`` and the same, correct,
     frozen holdout. ``wrong`` gives every example the reply of another question: confident,
-    fluent, on-domain, and wrong."""
+    fluent, on-domain, and wrong; and adds the held-out questions again, asked anew by other
+    users and corrected with a trained fact's reply, which the split by fact (by reply) sends
+    to training."""
 
     async def copy() -> None:
         db = Database(settings.resolved_database_url)
@@ -349,6 +352,7 @@ def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None =
                     await session.scalars(select(SplitItem).where(SplitItem.alias == ALIAS))
                 )
                 trained_ids = [row.completion_id for row in splits if row.split == "train"]
+                held_ids = [row.completion_id for row in splits if row.split == "holdout"]
                 for row in splits:
                     if row.split == "holdout":
                         session.add(
@@ -363,7 +367,8 @@ def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None =
                 chosen = trained_ids[:limit]
                 replies = [await _reply(session, completion_id) for completion_id in chosen]
                 if wrong:
-                    replies = replies[5:] + replies[:5]
+                    chosen += held_ids
+                    replies = replies[5:] + replies[:5] + replies[: len(held_ids)]
                 for completion_id, reply in zip(chosen, replies, strict=True):
                     await _copy_one(session, completion_id, alias, reply)
         finally:
@@ -411,14 +416,19 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
         loop, "cycles-wrong", train_max_steps=16, eval_holdout_forms="served",
         train_recipe=False, train_rehearsal_fraction=0,
     )  # fmt: skip
+    # The wrong corrections of held-out questions went to training, not into the holdout.
+    assert (
+        outcome.report["dataset"]["counts"]["holdout"]
+        == trained.report["dataset"]["counts"]["holdout"]
+    )
     assert outcome.state == "rejected", outcome.report["gate"]
     gate = outcome.report["gate"]
     assert gate["passed"] is False and gate["reasons"]
-    # Never a gain: the holdout's facts are never trained (split by fact), so the wrong
-    # replies reach them only as damage to reading the sources. Whether 16 steps do that
-    # damage to the 2 held-out facts depends on the facts drawn (one seed: 0.444 both sides);
-    # gaining nothing is enough for the margin to refuse it, and is what must always hold.
-    assert gate["holdout_gain"] <= 0, gate
+    # The frozen holdout is what the operator vouched for, and the candidate learnt to
+    # contradict it. Wrong replies to the trained questions alone were not enough to see:
+    # they reach the held-out facts only through reading the sources, and one CI run gained
+    # 0.22 on them (the replies' short form) while 2 of 8 probes fell.
+    assert gate["holdout_gain"] < 0, gate
     assert any(reason.startswith("holdout accuracy") for reason in gate["reasons"]), gate
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
     versions = loop.gateway.get(
