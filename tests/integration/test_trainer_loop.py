@@ -412,11 +412,12 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     # as served is enough to see them, and a third of the scoring. Trained on the wrong
     # conversations as served, without the recipe's expansion or rehearsal (the trained
     # fixture runs those): each wrong reply is seen more often, and the run costs a third.
+    # A small holdout fraction: the frozen holdout already holds more than it asks for, so no
+    # new fact tops it up, and every wrong correction, the held-out questions' too, is trained.
     outcome = _train(
         loop, "cycles-wrong", train_max_steps=16, eval_holdout_forms="served",
-        train_recipe=False, train_rehearsal_fraction=0,
+        train_recipe=False, train_rehearsal_fraction=0, train_holdout_fraction=0.05,
     )  # fmt: skip
-    # The wrong corrections of held-out questions went to training, not into the holdout.
     assert (
         outcome.report["dataset"]["counts"]["holdout"]
         == trained.report["dataset"]["counts"]["holdout"]
