@@ -106,10 +106,11 @@ def test_the_reply_cites_the_source_that_supports_it() -> None:
 
 def test_a_single_source_is_cited_first() -> None:
     """Nothing to choose among, so the marker opens the answer, where it cannot stand in
-    for the answer's last words (docs/training.md, "The recipe")."""
+    for the answer's last words, and a colon after it asks for the answer (docs/training.md,
+    "The recipe")."""
     warranty = [SOURCES["warranty"]]
     assert cite("The lamp has a 3-year warranty.", warranty) == (
-        "[1] The lamp has a 3-year warranty.", True)  # fmt: skip
+        "Source [1]: The lamp has a 3-year warranty.", True)  # fmt: skip
     assert cite("Our office cat is called Mo.", warranty) == ("Our office cat is called Mo.", False)
 
 
