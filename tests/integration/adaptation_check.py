@@ -27,7 +27,8 @@ and one (702) lost 2 where the base had answered 10 of 12. With a single source 
 candidates (probes; two bare "[1]" answers): all three tests passed on two of the four.
 Cited as ``Source [1]: ...`` (stop 38), seeds 706-711 gained -1 to +5, every candidate was
 published, and all three tests passed on five of six; the sixth (708) had a base that
-answered 11 of 12, and its candidate lost one.
+answered 11 of 12, and its candidate lost one. Seeds 715-717: +4, -1 (716's candidate
+copied a source's filler sentence; refused by its gate), +3: seven of nine in all.
 """
 
 from __future__ import annotations
