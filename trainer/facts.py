@@ -61,8 +61,7 @@ def fact_groups(replies: Sequence[str], vectors: np.ndarray | None) -> list[int]
         for index in same_text[1:]:
             join(same_text[0], index)
     for first, second, cosine in _similar_pairs(vectors):
-        names_one_thing = _name_one_thing(rare[first], rare[second], counts)
-        if _same_fact(cosine, numbers[first], numbers[second], names_one_thing):
+        if _same_fact(cosine, numbers[first], numbers[second], rare[first], rare[second], counts):
             join(first, second)
     roots = [root(index) for index in range(len(replies))]
     numbering = {group: number for number, group in enumerate(dict.fromkeys(roots))}
@@ -91,12 +90,20 @@ def _similar_pairs(vectors: np.ndarray | None, block: int = 1024) -> list[tuple[
     return pairs
 
 
-def _same_fact(cosine: float, first: set[str], second: set[str], names_one_thing: bool) -> bool:
-    if first and second:
-        return bool(first & second) and cosine >= SIMILAR
-    if first or second:
+def _same_fact(
+    cosine: float,
+    first_numbers: set[str],
+    second_numbers: set[str],
+    first_names: set[str],
+    second_names: set[str],
+    counts: Counter[str],
+) -> bool:
+    """By the replies' numbers when they have any, else by their rare names."""
+    if first_numbers and second_numbers:
+        return bool(first_numbers & second_numbers) and cosine >= SIMILAR
+    if first_numbers or second_numbers:
         return cosine >= NEAR_IDENTICAL
-    return names_one_thing and cosine >= SIMILAR
+    return cosine >= SIMILAR and _name_one_thing(first_names, second_names, counts)
 
 
 def _name_one_thing(first: set[str], second: set[str], counts: Counter[str]) -> bool:
