@@ -20,6 +20,7 @@ from adapters.errors import BaseModelError
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SMOKE_ANSWER = "paris"  # a broken checkpoint babbles fluent-looking tokens, never this
+DEFAULT_SOURCES = 4  # retrieved sources given to a base loragate has not measured
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class BundledModel:
     chat_template: str = ""  # a file in adapters/templates, for a GGUF that carries none
     end_of_turn: str = ""  # the token a reply ends with, when the GGUF's eos is another one
     add_bos: bool = False  # the GGUF tokenizer forgets the BOS that plain text needs
+    # How many retrieved sources an answer is grounded in unless the operator says
+    # (``retrieval.top_k``): what the model, and an adapter trained on it, reads best.
+    sources: int = DEFAULT_SOURCES
 
     @property
     def install_command(self) -> str:
@@ -55,6 +59,9 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
             instruct=True,
             summary="SmolLM2-135M-Instruct, Q4_1 GGUF (llama, 135M parameters, 49k vocabulary)",
             smoke_prompt="What is the capital of France? Answer in one word.",
+            # Among several sources the 135M model and its adapters copy the wrong one; with
+            # one they answer more paraphrases (docs/training.md, "The grounded prompt").
+            sources=1,
         ),
         BundledModel(
             name="gemma-3-270m",
@@ -83,6 +90,12 @@ def bundled_model(name: str) -> BundledModel:
     except KeyError:
         known = ", ".join(BUNDLED_MODELS)
         raise BaseModelError(f"no bundled model is called {name!r}; known: {known}") from None
+
+
+def default_sources(base_model_name: str) -> int:
+    """Retrieved sources an answer of this base is grounded in when nothing says how many."""
+    model = BUNDLED_MODELS.get(base_model_name)
+    return model.sources if model else DEFAULT_SOURCES
 
 
 def missing_packages(model: BundledModel) -> list[str]:

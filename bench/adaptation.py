@@ -17,7 +17,7 @@ Prints one table per seed and the mean with the spread, and writes them to
 docs/benchmarks.md. ``--seeds 3`` (the default) takes three new seeds from the clock unless
 ``--first-seed`` fixes them.
 
-    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--top-k 3]
+    python bench/adaptation.py [--seeds 3] [--first-seed N] [--facts 20] [--top-k K]
         [--no-write] [--keep]
 """
 
@@ -48,7 +48,6 @@ SECTION = "## Adaptation on generated domains"
 # own variables.
 MODEL = os.environ.get("LORAGATE_BASE_MODEL_NAME", "SmolLM2-135M-Instruct")
 MODEL_DIR = Path(os.environ.get("LORAGATE_BASE_MODEL_PATH", f"data/models/{MODEL}"))
-TOP_K = 3  # the alias's retrieval, as an operator would declare it (--top-k)
 ROWS = (
     ("base, closed book", "base", "closed"),
     ("base + retrieval", "base", "grounded"),
@@ -71,7 +70,7 @@ class SeedResult:
     by_split: dict[tuple[str, str], tuple[float | None, float | None]] = field(default_factory=dict)
     retrieval_hit: float = 0.0  # paraphrases whose top sources hold the fact
     gate_forms: dict[str, dict[str, float]] = field(default_factory=dict)  # side → form → acc
-    top_k: int = TOP_K
+    top_k: int = 0
 
 
 @dataclass
@@ -86,10 +85,14 @@ class Server:
     top_k: int
 
 
-def start_server(aliases: dict[str, str], model_dir: Path, top_k: int) -> Server:
-    """``loragate serve`` on a new data directory, every alias answering with retrieval."""
+def start_server(aliases: dict[str, str], model_dir: Path, top_k: int | None) -> Server:
+    """``loragate serve`` on a new data directory, every alias answering with retrieval from
+    ``top_k`` sources (None: as many as the gateway gives the base model by default)."""
+    from adapters.bundled_models import default_sources
+
     data_dir = Path(tempfile.mkdtemp(prefix="loragate-adaptation-"))
-    retrieval = {alias: {"collection": c, "top_k": top_k} for alias, c in aliases.items()}
+    declared = {"top_k": top_k} if top_k else {}
+    retrieval = {alias: {"collection": c, **declared} for alias, c in aliases.items()}
     env = {"LORAGATE_RETRIEVAL_MODELS": json.dumps(retrieval), "LORAGATE_LOG_FORMAT": "json"}
     # The keys go into the store first; the gateway starts with them in place.
     settings_env = {**os.environ, "LORAGATE_DATA_DIR": str(data_dir),
@@ -98,7 +101,7 @@ def start_server(aliases: dict[str, str], model_dir: Path, top_k: int) -> Server
             for scope in ("chat", "admin")]  # fmt: skip
     launched = start_gateway(data_dir, env, model_dir=model_dir, new_session=True)
     return Server(launched.process, launched.env, launched.base_url, launched.engine_url,
-                  data_dir, *keys, top_k)  # fmt: skip
+                  data_dir, *keys, top_k or default_sources(MODEL))  # fmt: skip
 
 
 async def play(server: Server, seed: int, facts: int) -> SeedResult:
@@ -140,8 +143,8 @@ async def _measure(
     result.counts = report["dataset"]["counts"]
     result.steps = report["training"]["steps"]
     measured = await compare(
-        server.engine_url, server.base_url, server.chat_key, domain, version["path"], MODEL,
-        embed, server.top_k,
+        server.engine_url, server.base_url, server.chat_key, domain,
+        {"adapted": Path(version["path"])}, MODEL, embed, server.top_k,
     )  # fmt: skip
     held = held_out_facts(domain, report)
     split = {
@@ -234,7 +237,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=None)
     parser.add_argument("--facts", type=int, default=20)
-    parser.add_argument("--top-k", type=int, default=TOP_K, help="sources the alias answers with")
+    parser.add_argument(
+        "--top-k", type=int, default=None,
+        help="sources the alias answers with (default: the gateway's for the base model)",
+    )  # fmt: skip
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--keep",
@@ -258,10 +264,11 @@ def main() -> None:
         print(f"kept: {server.data_dir}", flush=True)
     else:
         shutil.rmtree(server.data_dir, ignore_errors=True)
+    top_k_flag = f" --top-k {args.top_k}" if args.top_k else ""
     body = "\n\n".join([summary_table(results), *(seed_table(result) for result in results)])
     intro = (
-        f"`python bench/adaptation.py --seeds {args.seeds} --top-k {args.top_k}` "
-        f"({args.facts} facts a domain, "
+        f"`python bench/adaptation.py --seeds {args.seeds}{top_k_flag}` "
+        f"({args.facts} facts a domain, {server.top_k} source(s) an answer, "
         f"seeds {seeds[0]}-{seeds[-1]}, base {MODEL}, every other setting at its default; "
         f"{machine_description()}). "
         "Held-out paraphrases: one per fact, never asked by the users and never trained on. "

@@ -839,7 +839,12 @@ class RetrievalSettings:
     max_document_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1, description="Largest document accepted for ingestion."
     )
-    top_k: int = Field(default=4, ge=1, le=100, description="Sources given to the model.")
+    top_k: int | None = Field(
+        default=None, ge=1, le=100,
+        description="Sources given to the model. Empty: the base model's own number "
+        "(`loragate model list`): 1 for SmolLM2-135M-Instruct, which reads one source better "
+        "than several, 4 for a base loragate has not measured.",
+    )  # fmt: skip
     min_score: float = Field(
         default=0.3, ge=-1, le=1, description="Cosine score a chunk needs to be used as a source."
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from adapters.base_model import check_model_dir
+from adapters.bundled_models import default_sources
 from adapters.engine import EngineClient, EngineClientConfig
 from adapters.errors import BaseModelError
 from adapters.experiments import ExperimentController
@@ -236,11 +237,17 @@ def quality_monitor(settings: Settings, db: Database, embed_with: Embedder) -> Q
     )
 
 
+def sources_per_answer(settings: Settings) -> int:
+    """The global ``retrieval.top_k``, else the base model's own number of sources: the
+    gateway serves and the trainer grounds its examples with the same one."""
+    return settings.retrieval.top_k or default_sources(settings.model.base_model_name)
+
+
 def grounder(settings: Settings, retriever: Retriever, metrics: GatewayMetrics) -> Grounder:
     return Grounder(
         retriever=retriever,
         defaults=settings.retrieval.models,
-        top_k=settings.retrieval.top_k,
+        top_k=sources_per_answer(settings),
         min_score=settings.retrieval.min_score,
         metrics=metrics,
     )
@@ -389,7 +396,7 @@ def regrounder(settings: Settings, retriever: Retriever) -> Regrounder:
     return Regrounder(
         retriever=retriever,
         retrieval_models=settings.retrieval.models,
-        top_k=settings.retrieval.top_k,
+        top_k=sources_per_answer(settings),
         min_score=settings.retrieval.min_score,
     )
 

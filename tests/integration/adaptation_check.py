@@ -5,10 +5,10 @@ about 5.5 minutes on two AVX-512 cores, 15 to 25 on two AVX2 cores, which train 
 
 A fictional company is generated from the session's seed (trainer/demo/domain.py: names,
 numbers and facts no model can know), and played through the real loop on the session's
-vLLM, every training and gate setting at its default: its documents are ingested, an alias
-answers with retrieval over them (one source: ``TOP_K``), simulated users ask each fact's two
-questions and correct the wrong answers, the operator approves, and ``loragate train`` runs
-in its own process.
+vLLM, every setting at its default: its documents are ingested, an alias answers with
+retrieval over them (from the base's default number of sources: one for SmolLM2-135M),
+simulated users ask each fact's two questions and correct the wrong answers, the operator
+approves, and ``loragate train`` runs in its own process.
 
 Then the published candidate, the base, and the candidate's no-op twin (its ``lora_B``
 zeroed: vLLM's LoRA path, adding nothing) answer every fact's held-out paraphrase (no user
@@ -44,23 +44,16 @@ from typing import Any
 import pytest
 
 from core.settings import load_settings
+from gateway.wiring import sources_per_answer
 from retrieval.embeddings import Embedder
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer
 from tests.support import ThreadedGateway, create_keys, run, session_seed, settings_env
 from trainer.demo import DemoUsers
 from trainer.demo.domain import Domain, generate_domain
-from trainer.demo.measure import (
-    Accuracy,
-    held_out_facts,
-    noop_twin,
-    paraphrase_accuracy,
-    paraphrase_sources,
-)
-from trainer.evaluate import Evaluator
+from trainer.demo.measure import Accuracy, compare, held_out_facts, noop_twin
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]  # for a hang, not a slow host
 FACTS = 12
-TOP_K = 1  # one source: every candidate gained with it (docs/benchmarks.md, stop 35)
 MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as the second test shows
 
 
@@ -86,7 +79,7 @@ def played(
         engine_urls=embedded_server.engine_url,
         base_model_name=BASE_MODEL,
         base_model_path=prepared_model,
-        retrieval_models={alias: {"collection": domain.collection, "top_k": TOP_K}},
+        retrieval_models={alias: {"collection": domain.collection}},
         log_format="text",
         rollout_interval_s=3600,  # the canary stays put while the test looks at it
     )
@@ -120,34 +113,16 @@ def played(
         assert trained.returncode == 0, trained.stderr[-3000:]
         [version] = run(as_users(lambda users: users.versions(alias)))
         twin = noop_twin(Path(version["path"]), data_dir / "noop-twin")
-        scores = run(_paraphrases(embedded_server.engine_url, gateway.base_url, keys["chat"],
-                                  domain, Path(version["path"]), twin, embed))  # fmt: skip
+        adapters = {"candidate": Path(version["path"]), "twin": twin}
+        measured = run(compare(embedded_server.engine_url, gateway.base_url, keys["chat"],
+                               domain, adapters, BASE_MODEL, embed, sources_per_answer(settings),
+                               modes=("grounded",), probes=False))  # fmt: skip
+        scores = {label: accuracy for (label, _), accuracy in measured.paraphrases.items()}
         played = Played(domain, version, scores, _held_out(domain, version["eval_report"]))
         (data_dir / "played.json").write_text(json.dumps(_record(played), indent=1))
         yield played
     finally:
         gateway.stop()
-
-
-async def _paraphrases(
-    engine_url: str,
-    gateway_url: str,
-    chat_key: str,
-    domain: Domain,
-    candidate: Path,
-    twin: Path,
-    embed: Any,
-) -> dict[str, Accuracy]:
-    sources = await paraphrase_sources(gateway_url, chat_key, domain, TOP_K)
-    evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
-    try:
-        scores = {"base": await paraphrase_accuracy(evaluator, BASE_MODEL, domain, embed, sources)}
-        for label, adapter in (("candidate", candidate), ("twin", twin)):
-            async with evaluator.loaded(f"{label}-{domain.seed}", adapter) as name:
-                scores[label] = await paraphrase_accuracy(evaluator, name, domain, embed, sources)
-        return scores
-    finally:
-        await evaluator.close()
 
 
 def _held_out(domain: Domain, report: dict[str, Any]) -> set[str]:

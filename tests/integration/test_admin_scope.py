@@ -69,4 +69,3 @@ def test_scopes_are_enforced_on_every_route(app: tuple[Litestar, dict[str, str]]
         for path in ("/v1/chat/completions", "/v1/admin/keys", "/v1/collections"):
             answer = client.options(path)
             assert answer.status_code == 204, (path, answer.text)
-

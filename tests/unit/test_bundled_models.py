@@ -152,6 +152,7 @@ def test_cli_lists_models_and_refuses_an_unknown_one(tmp_path: Path) -> None:
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
     assert rows[DEFAULT_MODEL]["default"] and not rows["gemma-3-270m"]["instruct"]
     assert rows["gemma-3-270m"]["install"] == GEMMA.install_command
+    assert (rows[DEFAULT_MODEL]["sources"], rows["gemma-3-270m"]["sources"]) == (1, 4)
     refused = CliRunner().invoke(main, ["model", "prepare", "--model", "nope"], env=env)
     assert refused.exit_code == 1
     assert "no bundled model is called 'nope'; known: SmolLM2-135M-Instruct" in refused.output

@@ -123,3 +123,19 @@ def test_the_trainer_job_is_built_from_the_settings(tmp_path: Path) -> None:
     assert config.train.epochs == 1.5
     assert config.limits.holdout_fraction == 0.3
     assert config.data_dir == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sources"),
+    [
+        ({}, 1),  # SmolLM2-135M-Instruct reads one source better than several
+        ({"retrieval_top_k": 3}, 3),  # the operator's number wins
+        ({"base_model_name": "gemma-3-270m"}, 4),  # a bundled base not measured for it
+        ({"base_model_name": "my-org/llama-8b"}, 4),  # any other base
+    ],
+)
+def test_sources_per_answer_follow_the_base_model(overrides: dict[str, Any], sources: int) -> None:
+    """The gateway grounds answers, and the trainer its examples, in one number of sources."""
+    settings = Settings(**overrides)
+    assert wiring.sources_per_answer(settings) == sources
+    assert wiring.regrounder(settings, retriever=None).top_k == sources  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,10 @@ def _accuracy(
 
 @dataclass
 class Comparison:
-    """The base and an adapter on a domain's held-out paraphrases, and on the probes."""
+    """The base and adapters on a domain's held-out paraphrases, and on the probes."""
 
-    paraphrases: dict[tuple[str, str], Accuracy]  # (base | adapted, closed | grounded)
-    probes: dict[str, float]  # base | adapted
+    paraphrases: dict[tuple[str, str], Accuracy]  # (base | an adapter's label, closed | grounded)
+    probes: dict[str, float]  # base | an adapter's label; empty when not asked for
     retrieval_hits: list[bool] = field(default_factory=list)  # per paraphrase
 
 
@@ -103,14 +103,16 @@ async def compare(
     gateway_url: str,
     chat_key: str,
     domain: Domain,
-    adapter_dir: str,
+    adapters: Mapping[str, Path],
     base_model: str,
     embed: Embed,
     top_k: int,
     modes: Sequence[str] = ("closed", "grounded"),
+    probes: bool = True,
 ) -> Comparison:
-    """Load ``adapter_dir`` into vLLM under a temporary name and measure both models; the
-    sources come from the gateway's own search of the domain's collection."""
+    """Measure the base and each of ``adapters`` (label → directory), every adapter loaded
+    into vLLM under a temporary name while it answers; the sources come from the gateway's
+    own search of the domain's collection."""
     sources = await paraphrase_sources(gateway_url, chat_key, domain, top_k)
     result = Comparison({}, {}, retrieval_hits(domain, sources))
     # One paraphrase at a time: vLLM's CPU kernels round differently by batch size, and
@@ -119,15 +121,21 @@ async def compare(
     # exactly, so a no-op adapter scores exactly the base. The 99 probes stay batched.
     evaluator = Evaluator(engine_url, embed, max_tokens=48, concurrency=1)
     batched = Evaluator(engine_url, embed, max_tokens=48)
+
+    async def measure(label: str, model: str) -> None:
+        for mode in modes:
+            grounded = sources if mode == "grounded" else None
+            result.paraphrases[(label, mode)] = await paraphrase_accuracy(
+                evaluator, model, domain, embed, grounded
+            )
+        if probes:
+            result.probes[label] = await probe_accuracy(batched, model)
+
     try:
-        async with evaluator.loaded(f"measure-{domain.seed}", Path(adapter_dir)) as name:
-            for label, model in (("base", base_model), ("adapted", name)):
-                for mode in modes:
-                    grounded = sources if mode == "grounded" else None
-                    result.paraphrases[(label, mode)] = await paraphrase_accuracy(
-                        evaluator, model, domain, embed, grounded
-                    )
-                result.probes[label] = await probe_accuracy(batched, model)
+        await measure("base", base_model)
+        for label, adapter_dir in adapters.items():
+            async with evaluator.loaded(f"{label}-{domain.seed}", adapter_dir) as name:
+                await measure(label, name)
     finally:
         await evaluator.close()
         await batched.close()
