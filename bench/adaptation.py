@@ -85,7 +85,7 @@ class Server:
     top_k: int
 
 
-def start_server(aliases: dict[str, str], model_dir: Path, top_k: int | None) -> Server:
+def start_server(aliases: dict[str, str], model_dir: Path, top_k: int | None = None) -> Server:
     """``loragate serve`` on a new data directory, every alias answering with retrieval from
     ``top_k`` sources (None: as many as the gateway gives the base model by default)."""
     from adapters.bundled_models import default_sources

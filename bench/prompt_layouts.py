@@ -6,7 +6,7 @@ temperature 0 in each layout below, with the top 1-4 sources. The gateway's layo
 is ``retrieval.grounding.ground_messages`` (question first, numbered sources, one short
 instruction, all in the user turn); the others are the layout it replaced and candidates.
 
-    python bench/prompt_layouts.py [--seeds 3] [--first-seed N] [--no-write]
+    python bench/prompt_layouts.py [--seeds 3] [--first-seed N] [--top-ks 1 2 3 4] [--no-write]
 """
 
 from __future__ import annotations
@@ -97,10 +97,38 @@ def _layouts() -> dict[str, Callable[[str, list[Hit]], Chat]]:
             "Using the sources, answer the question in one sentence that states the answer, "
             "and cite the source like [1]."
         ),
+        "question first, one source in the singular: 'Source:', 'using the source'": (
+            lambda q, hits: _singular(
+                q,
+                hits,
+                "Answer the question in one sentence using the source, and cite it like [1].",
+            )
+        ),
+        "question first, singular, 'the sentence of the source that answers it'": (
+            lambda q, hits: _singular(
+                q,
+                hits,
+                "Answer the question in one sentence, with the "
+                "words of the source that answer it, and cite it like "
+                "[1].",
+            )
+        ),
     }
 
 
-async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], list[float]]:
+def _singular(question: str, hits: list[Hit], instruction: str) -> Chat:
+    """One source named in the singular; several as the default layout has them."""
+    from retrieval.grounding import ground_messages
+
+    if len(hits) != 1:
+        return ground_messages([{"role": "user", "content": question}], hits)
+    content = f"Question: {question}\n\nSource:\n{_numbered([hits[0].text])}\n\n{instruction}"
+    return [{"role": "user", "content": content}]
+
+
+async def measure(
+    server: Server, seeds: list[int], top_ks: tuple[int, ...] = TOP_KS
+) -> dict[tuple[str, int], list[float]]:
     from retrieval.embeddings import Embedder
     from trainer.demo.domain import generate_domain
     from trainer.evaluate import Evaluator
@@ -108,7 +136,10 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
 
     embed = Embedder().embed
     layouts = _layouts()
-    evaluator = Evaluator(server.engine_url, embed, max_tokens=48)
+    # Paraphrases one at a time, so that answers repeat exactly (batched, vLLM's CPU kernels
+    # round differently by batch size); the general probes batched.
+    evaluator = Evaluator(server.engine_url, embed, max_tokens=48, concurrency=1)
+    batched = Evaluator(server.engine_url, embed, max_tokens=48)
     admin = {"Authorization": f"Bearer {server.admin_key}"}
     results: dict[tuple[str, int], list[float]] = {}
     async with httpx.AsyncClient(base_url=server.base_url, headers=admin, timeout=60) as http:
@@ -120,11 +151,11 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
             asked = domain.paraphrases()
             found_hits = []
             for question in asked:
-                params = {"q": question.question, "k": max(TOP_KS)}
+                params = {"q": question.question, "k": max(top_ks)}
                 found = await http.get(f"/v1/collections/{domain.collection}/search", params=params)
                 found_hits.append([Hit(**hit) for hit in found.json()["data"]])
             for name, layout in layouts.items():
-                for k in TOP_KS:
+                for k in top_ks:
                     chats = [
                         layout(q.question, hits[:k])
                         for q, hits in zip(asked, found_hits, strict=True)
@@ -134,9 +165,10 @@ async def measure(server: Server, seeds: list[int]) -> dict[tuple[str, int], lis
                                            [q.question for q in asked])  # fmt: skip
                     right = sum(score.correct for score in scores)
                     results.setdefault((name, k), []).append(right / len(asked))
-            await _off_topic(http, evaluator, domain.collection, layouts, results)
+            await _off_topic(http, batched, domain.collection, layouts, results)
             print(f"seed {seed} measured", flush=True)
     await evaluator.close()
+    await batched.close()
     return results
 
 
@@ -168,13 +200,14 @@ async def _off_topic(
 
 def table(results: dict[tuple[str, int], list[float]]) -> str:
     names = list(dict.fromkeys(name for name, _ in results))
+    top_ks = sorted({k for _, k in results} - {OFF_TOPIC})
     lines = [
-        "| layout | " + " | ".join(f"top {k}" for k in TOP_KS) + " | general, off-topic top 3 |",
-        "| --- |" + " ---: |" * (len(TOP_KS) + 1),
+        "| layout | " + " | ".join(f"top {k}" for k in top_ks) + " | general, off-topic top 3 |",
+        "| --- |" + " ---: |" * (len(top_ks) + 1),
     ]
     for name in names:
         cells = []
-        for k in (*TOP_KS, OFF_TOPIC):
+        for k in (*top_ks, OFF_TOPIC):
             values = results[(name, k)]
             cells.append(f"{statistics.fmean(values):.2f} ({min(values):.2f}-{max(values):.2f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -185,13 +218,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=None)
+    parser.add_argument("--top-ks", type=int, nargs="+", default=list(TOP_KS))
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     first = args.first_seed if args.first_seed is not None else int(time.time()) % 100_000
     seeds = [first + offset for offset in range(args.seeds)]
     server = start_server({}, (Path("data/models") / MODEL).resolve())
     try:
-        results = asyncio.run(measure(server, seeds))
+        results = asyncio.run(measure(server, seeds, tuple(args.top_ks)))
     finally:
         os.killpg(server.process.pid, signal.SIGTERM)
         server.process.wait(60)
