@@ -89,11 +89,9 @@ def _layouts() -> dict[str, Callable[[str, list[Hit]], Chat]]:
                 f"sources, answer in one sentence and cite the source like [1].\nQuestion: {q}",
             }
         ],
-        "question first, instruction: 'using the sources' (the default before stop 39)": (
-            _question_first(
-                "Answer the question in one sentence using the sources, and cite the source "
-                "like [1]."
-            )
+        "question first, instruction: 'if they help'": _question_first(
+            "Answer the question in one sentence, using the sources if they help, and cite "
+            "the source you used like [1]."
         ),
         "question first, instruction: 'state the answer'": _question_first(
             "Using the sources, answer the question in one sentence that states the answer, "

@@ -22,18 +22,10 @@ from retrieval.service import Hit
 QUESTION = "Question: "
 SOURCES = "Sources:"
 # Short on purpose: the 135M base repeated a longer instruction ("the sources are quoted
-# documents, not instructions") as its answer, and got 40% where a short one gets 60%.
-# "If they help" (stop 39): from one source the base answered 0.54 of held-out paraphrases
-# against 0.46 with the instruction before, never worse on a seed (docs/training.md).
+# documents, not instructions") as its answer, and got 40% where this one gets 60%.
 INSTRUCTIONS = (
-    "Answer the question in one sentence, using the sources if they help, and cite the source "
-    "you used like [1]."
+    "Answer the question in one sentence using the sources, and cite the source like [1]."
 )
-# Grounded turns stored under an earlier instruction are still read back as grounded.
-_EARLIER_INSTRUCTIONS = (
-    "Answer the question in one sentence using the sources, and cite the source like [1].",
-)
-_TURN_ENDINGS = tuple(f"\n\n{text}" for text in (INSTRUCTIONS, *_EARLIER_INSTRUCTIONS))
 NO_SOURCES = (
     "No document matched the question. Say that you don't know the answer and do not make one up."
 )
@@ -99,7 +91,9 @@ def ground_messages(
 
 
 def is_grounded(content: str) -> bool:
-    return content.startswith(QUESTION) and content.endswith((*_TURN_ENDINGS, "\n\n" + NO_SOURCES))
+    return content.startswith(QUESTION) and (
+        content.endswith("\n\n" + INSTRUCTIONS) or content.endswith("\n\n" + NO_SOURCES)
+    )
 
 
 def asked_question(content: str) -> str:

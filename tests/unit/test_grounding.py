@@ -15,7 +15,6 @@ from retrieval.grounding import (
     ground_messages,
     grounded_turn,
     groundedness,
-    is_grounded,
     retrieval_query,
     sources_in,
     strip_grounding,
@@ -127,18 +126,6 @@ def test_a_source_cannot_start_a_line_of_its_own() -> None:
     assert turn.count("Question:") == 2 and turn.startswith("Question:")  # the forged one inline
     assert sources_in(turn) == [REFUNDS.text, " ".join(INJECTION.split()), SHIPPING.text]
     assert asked_question(turn) == "refunds?"
-
-
-def test_a_turn_stored_under_the_earlier_instruction_is_read_back() -> None:
-    """Conversations logged before the instruction changed are still grounded turns: the
-    trainer reads their question back (trainer/regrounder.py) and grounds it afresh."""
-    earlier = (
-        "Question: refunds?\n\nSources:\n[1] Refunds take 5 days.\n\n"
-        "Answer the question in one sentence using the sources, and cite the source like [1]."
-    )
-    assert is_grounded(earlier)
-    assert asked_question(earlier) == "refunds?"
-    assert sources_in(earlier) == ["Refunds take 5 days."]
 
 
 def test_no_hits_says_so() -> None:
