@@ -88,7 +88,8 @@ class Server:
 def start_server(aliases: dict[str, str], model_dir: Path, top_k: int | None = None) -> Server:
     """``loragate serve`` on a new data directory, every alias answering with retrieval from
     ``top_k`` sources (None: as many as the gateway gives the base model by default)."""
-    from adapters.bundled_models import default_sources
+    from core.settings import load_settings
+    from gateway.wiring import sources_per_answer
 
     data_dir = Path(tempfile.mkdtemp(prefix="loragate-adaptation-"))
     declared = {"top_k": top_k} if top_k else {}
@@ -100,8 +101,11 @@ def start_server(aliases: dict[str, str], model_dir: Path, top_k: int | None = N
     keys = [loragate(settings_env, "keys", "create", "--scope", scope, "--name", "bench").strip()
             for scope in ("chat", "admin")]  # fmt: skip
     launched = start_gateway(data_dir, env, model_dir=model_dir, new_session=True)
+    # The gateway's own rule, on the settings this environment gives it (the variables added
+    # above do not bear on it).
+    answered_from = top_k or sources_per_answer(load_settings())
     return Server(launched.process, launched.env, launched.base_url, launched.engine_url,
-                  data_dir, *keys, top_k or default_sources(MODEL))  # fmt: skip
+                  data_dir, *keys, answered_from)  # fmt: skip
 
 
 async def play(server: Server, seed: int, facts: int) -> SeedResult:
