@@ -1,10 +1,22 @@
-"""The adaptation loop on the real stack: vLLM CPU, SQLite, FAISS, QLoRA on the CPU.
+"""The adaptation loop on the real stack (vLLM CPU, SQLite, FAISS, QLoRA on the CPU), on a
+domain nobody tuned it for, every setting at its default.
 
-Simulated users ask the demo questions of a few facts, drawn by the session's seed, through
-the alias ``cycles`` (grounded on the Quillfeather documents) and correct the wrong answers;
+A fictional company is generated from the session's seed (trainer/demo/domain.py: names,
+numbers and facts no model can know; ``FACTS`` of them). Its documents are ingested, an alias
+answers with retrieval over them (the base's default number of sources: one for
+SmolLM2-135M), simulated users ask each fact's two questions and correct the wrong answers,
 an operator approves. Then ``loragate train``, in its own process as an operator runs it,
-curates a dataset, trains a QLoRA adapter, scores it against the base on the frozen holdout
-through vLLM, and publishes it as a canary if it is better, or keeps it rejected.
+curates a dataset, trains a QLoRA adapter with the recipe and the schedule sized to the data,
+scores it against the base on the frozen holdout and the shipped probes through vLLM, and
+publishes it as a canary if it is better, or keeps it rejected.
+
+Does the loop make answers better? The candidate, the base, and the candidate's no-op twin
+(its ``lora_B`` zeroed: vLLM's LoRA path, adding nothing) answer every fact's held-out
+paraphrase (no user asked it, nothing trained on it) with the gateway's own sources, one
+request at a time, so that answers repeat exactly. The twin answers as the base word for
+word, so whatever the candidate gains is its training, and one paraphrase is beyond anything
+a no-op adapter reaches. Every answer, the gate's holdout and its report are kept in the
+run's data directory (``played.json``).
 
 Bad data and crashes, and what each gets:
 * corrections that answer another question, the held-out ones among them: a candidate that
@@ -19,14 +31,13 @@ Bad data and crashes, and what each gets:
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +49,7 @@ from core.probes import format_probes
 from core.settings import Settings, load_settings
 from core.store import Database
 from core.store.tables import Conversation, ReviewItem, utcnow
+from gateway.wiring import sources_per_answer
 from retrieval.embeddings import Embedder
 from retrieval.grounding import sources_in
 from tests.integration.conftest import BASE_MODEL, EmbeddedServer, sdk_client
@@ -50,30 +62,24 @@ from tests.support import (
     wait_until,
 )
 from trainer.dataset import read_snapshot
-from trainer.demo import ALIAS, DemoAnswer, DemoUsers, Question, questions, retrieval_config
+from trainer.demo import DemoAnswer, DemoUsers
+from trainer.demo.domain import Domain, generate_domain
+from trainer.demo.measure import Accuracy, compare, held_out_facts, noop_twin
 from trainer.evaluate import shipped_probes
 from trainer.holdout_forms import FORMS
 from trainer.job import RunOutcome
 from trainer.rehearsal import spread
 from trainer.tables import SplitItem, TrainingRun
 
-# The module's fixtures train and evaluate for real, and the first test pays for them. Sized
-# for CI on a slow 2-core host, where vLLM's CPU build serves an adapter at a few tokens a
-# second: 8 of the demo's 24 facts (24 questions, 3 a fact, so the holdout split by fact has
-# 2), 12 QLoRA steps, and 8 of the shipped probes through ``eval_probes_path``. The limit is
-# for a hang, not for a slow host.
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1800)]
-TRAIN_STEPS = 12
-FACTS = 8
+# The module's fixtures train, gate and measure for real once (about 6 minutes on two
+# AVX-512 cores), and the first test pays for them. The limit is for a hang, not a slow host.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]
+FACTS = 20  # room above a base that reads one source well (12: it answered 11 of 12 once)
+MARGIN = 1  # paraphrase: the no-op twin gains exactly 0, as its test shows
+QUESTIONS = 2 * FACTS  # each fact asked two ways
+# The runs on copied aliases (taught wrong facts, killed mid-run) look at the verdict and the
+# resume, not at the probes: 8 of the shipped ones, and short answers, keep them quick.
 PROBES = 8
-
-
-def _asked() -> list[Question]:
-    """Every question of ``FACTS`` demo facts, drawn by the session's seed."""
-    asked = questions()
-    facts = sorted({question.fact for question in asked})
-    chosen = set(random.Random(session_seed()).sample(facts, FACTS))
-    return [question for question in asked if question.fact in chosen]
 
 
 @dataclass
@@ -82,71 +88,76 @@ class Loop:
     settings: Settings
     overrides: dict[str, Any]  # the settings, by flat name: the CLI gets them as env vars
     keys: dict[str, str]
+    domain: Domain
+    alias: str
     served: list[DemoAnswer]
 
 
-def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path) -> dict[str, Any]:
-    probes = data_dir / "probes.jsonl"
-    probes.write_text(format_probes(spread(shipped_probes(), PROBES)))
+def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path, domain: Domain,
+               alias: str) -> dict[str, Any]:  # fmt: skip
+    """Where the loop runs, and nothing else: every setting of the loop at its default."""
     return dict(
         data_dir=data_dir,
         engine_mode="external",
         engine_urls=embedded.engine_url,
         base_model_name=BASE_MODEL,
         base_model_path=model_dir,
-        retrieval_models=retrieval_config(),
+        retrieval_models={alias: {"collection": domain.collection}},
         log_format="text",
-        train_max_steps=TRAIN_STEPS,
-        # Above the default 2e-4, so that 12 steps move the model enough for both verdicts'
-        # paths to be seen in a few minutes (docs/training.md, "Why these defaults").
-        train_learning_rate=5e-4,
-        # One scoring request at a time: batched with others, the same base model scored
-        # 0.72 and 0.67 on one holdout in two runs (vLLM's CPU kernels round differently by
-        # batch), which is the size of the margin. Batching does not make the gate faster
-        # here either: vLLM's CPU build runs LoRA with reference kernels, and a batch of 14
-        # adapter requests made 2 tokens/s on a slow host. Rewordings and rehearsal answers
-        # are still asked 16 at a time (trainer_generation_concurrency): only scores compare.
-        eval_concurrency=1,
-        eval_max_tokens=48,  # the demo's answers are one sentence
-        eval_probes_path=probes,
         rollout_interval_s=3600,  # the canary stays put while the tests look at it
     )
+
+
+def _quick(data_dir: Path) -> dict[str, Any]:
+    """Settings for the runs on copied aliases: a few probes, short answers."""
+    probes = data_dir / "probes.jsonl"
+    if not probes.exists():
+        probes.write_text(format_probes(spread(shipped_probes(), PROBES)))
+    return dict(eval_probes_path=probes, eval_max_tokens=48)
 
 
 @pytest.fixture(scope="module")
 def loop(
     embedded_server: EmbeddedServer, prepared_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Loop]:
+    domain = generate_domain(session_seed(), FACTS)
+    alias = f"domain-{domain.seed}"
     data_dir = tmp_path_factory.mktemp("loop")
-    overrides = _overrides(embedded_server, data_dir, prepared_model)
+    overrides = _overrides(embedded_server, data_dir, prepared_model, domain, alias)
     settings = load_settings(**overrides)
     gateway = ThreadedGateway.start(settings)
     keys = create_keys(settings.resolved_database_url)
     embedder = Embedder()
 
-    def as_users(action: Callable[[DemoUsers], Awaitable[Any]]) -> Any:
-        async def go() -> Any:
-            users = DemoUsers(gateway.base_url, keys["chat"], keys["admin"], embedder.embed)
-            try:
-                return await action(users)
-            finally:
-                await users.close()
-
-        return run(go())
-
     async def ask_and_rate(users: DemoUsers) -> list[DemoAnswer]:
-        await users.setup()
-        served = await users.ask(_asked())
+        await users.setup(alias, domain.collection, domain.documents())
+        served = await users.ask(domain.questions(), model=alias)
         await users.give_feedback(served)
         return served
 
     try:
-        served: list[DemoAnswer] = as_users(ask_and_rate)
+        served: list[DemoAnswer] = _as_users(gateway, keys, embedder, ask_and_rate)
         wait_until(lambda: _pending(settings) == len(served), 60, "every answer flagged")
-        as_users(lambda users: users.approve_all())
-        yield Loop(gateway, settings, overrides, keys, served)
+        _as_users(gateway, keys, embedder, lambda users: users.approve_all(alias))
+        yield Loop(gateway, settings, overrides, keys, domain, alias, served)
     finally:
         gateway.stop()
+
+
+def _as_users(
+    gateway: ThreadedGateway,
+    keys: dict[str, str],
+    embedder: Embedder,
+    action: Callable[[DemoUsers], Awaitable[Any]],
+) -> Any:
+    async def go() -> Any:
+        users = DemoUsers(gateway.base_url, keys["chat"], keys["admin"], embedder.embed)
+        try:
+            return await action(users)
+        finally:
+            await users.close()
+
+    return run(go())
 
 
 def _reasons(item: ReviewItem) -> set[str]:
@@ -205,17 +216,17 @@ def _train_fails(loop: Loop, alias: str, **overrides: Any) -> str:
 
 @pytest.fixture(scope="module")
 def trained(loop: Loop) -> RunOutcome:
-    return _train(loop, ALIAS)
+    return _train(loop, loop.alias)
 
 
 # -- the loop, as it should go ------------------------------------------------------------
 def test_flags_become_approved_review_items(loop: Loop) -> None:
-    items = _rows(loop.settings, select(ReviewItem).where(ReviewItem.alias == ALIAS))
-    assert len(items) == len(loop.served) == 3 * FACTS
+    items = _rows(loop.settings, select(ReviewItem).where(ReviewItem.alias == loop.alias))
+    assert len(items) == len(loop.served) == QUESTIONS
     assert {item.state for item in items} == {"approved"}
     reasons = {reason["reason"] for item in items for reason in item.reasons}
     wrong = sum(not served.correct for served in loop.served)
-    assert 0 < wrong < len(items), "the base should get some demo questions right and some wrong"
+    assert 0 < wrong < len(items), "the grounded base gets some questions right and some wrong"
     assert {"correction", "operator_flag"} <= reasons
     flagged_wrong = [item for item in items if "correction" in _reasons(item)]
     assert len(flagged_wrong) == wrong and all(item.correction for item in items)
@@ -224,13 +235,13 @@ def test_flags_become_approved_review_items(loop: Loop) -> None:
 def test_the_dataset_is_the_conversation_as_served(loop: Loop, trained: RunOutcome) -> None:
     snapshot = read_snapshot(Path(trained.report["dataset"]["path"]))
     counts = snapshot.manifest["counts"]
-    assert sum(counts.values()) + sum(snapshot.manifest["dropped"].values()) == 3 * FACTS
+    assert sum(counts.values()) + sum(snapshot.manifest["dropped"].values()) == QUESTIONS
     train, holdout = snapshot.examples("train"), snapshot.examples("holdout")
     assert train and holdout
     turn = train[0].messages[-1]  # as served: the sources in the user turn
     assert turn["role"] == "user" and sources_in(turn["content"])
     assert {example.id for example in train}.isdisjoint(example.id for example in holdout)
-    frozen = _rows(loop.settings, select(SplitItem).where(SplitItem.alias == ALIAS))
+    frozen = _rows(loop.settings, select(SplitItem).where(SplitItem.alias == loop.alias))
     assert sum(row.split == "holdout" for row in frozen) == counts["holdout"]
     assert sum(row.split == "train" for row in frozen) == counts["train"] + counts["validation"]
 
@@ -239,10 +250,7 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     loop: Loop, trained: RunOutcome
 ) -> None:
     """Both sides answer the same frozen holdout and the probes, and the verdict follows the
-    measurements. Whether 12 steps beat the grounded base is the product's open question
-    (issue 16: with the question-first sources the base answered 0.56 to 0.78 of the demo
-    holdout, and five candidates gained -0.22 to +0.11 on it; README), so this test checks
-    each outcome's consequences rather than betting on one."""
+    measurements, whichever it is; that this candidate passes is the next section's test."""
     report, settings = trained.report, loop.settings
     candidate, base = report["candidate"], report["baseline"]
     assert base["model"] == BASE_MODEL
@@ -256,10 +264,13 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     served = {item["question"] for item in items if item["form"] == "served"}
     reworded = {item["question"] for item in items if item["form"] == "reworded"}
     assert len(reworded) == holdout_count and not reworded & served
-    assert candidate["probes"]["count"] == base["probes"]["count"] == PROBES
-    assert report["gate"]["probes"] == str(settings.evaluation.probes_path)
-    assert report["training"]["steps"] == TRAIN_STEPS
+    # every setting at its default: the shipped probes, the recipe, the schedule sized to the data
+    shipped = len(shipped_probes())
+    assert candidate["probes"]["count"] == base["probes"]["count"] == shipped
+    assert report["training"]["recipe"]["grounded"] > 0  # trained as served, with sources
     assert report["training"]["rehearsal_examples"] > 0  # the base's answers, against forgetting
+    assert report["training"]["steps"] > 0
+    assert report["gate"]["probes"] == "shipped"
     gate = report["gate"]
     # The gain is pooled over the forms that tell the sides apart (trainer/evaluate.py): a
     # form both answer all wrong (or all right) is left out. Each form asks every question once.
@@ -276,11 +287,11 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     )
     assert gate["passed"] is should_pass and bool(gate["reasons"]) is not should_pass
     assert trained.state == ("published" if should_pass else "rejected")
-    runs = _rows(settings, select(TrainingRun).where(TrainingRun.alias == ALIAS))
+    runs = _rows(settings, select(TrainingRun).where(TrainingRun.alias == loop.alias))
     assert [(run.state, run.candidate) for run in runs] == [(trained.state, trained.candidate)]
 
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
-    rollout = loop.gateway.get(f"/v1/admin/rollouts/{ALIAS}", headers=headers)
+    rollout = loop.gateway.get(f"/v1/admin/rollouts/{loop.alias}", headers=headers)
     versions = loop.gateway.get("/v1/admin/adapters", headers=headers).json()["data"]
     card = next(version for version in versions if version["name"] == trained.candidate)
     assert card["eval_report"]["gate"]["passed"] is should_pass
@@ -336,20 +347,96 @@ def test_adapters_show_prints_the_eval_report(loop: Loop, trained: RunOutcome) -
     assert card["eval_report"]["candidate"]["holdout"]["count"] > 0
 
 
+# -- answers get better ---------------------------------------------------------------------
+@dataclass
+class Played:
+    version: dict[str, Any]  # the trained version's card, with its eval report
+    scores: dict[str, Accuracy]  # base | candidate | twin, on the paraphrases with retrieval
+    held_out: set[str]  # the facts of the gate's holdout, never trained on
+
+
+@pytest.fixture(scope="module")
+def played(embedded_server: EmbeddedServer, loop: Loop, trained: RunOutcome) -> Played:
+    """The base, the candidate and its no-op twin on every fact's held-out paraphrase."""
+    domain, data_dir = loop.domain, loop.settings.data_dir
+    headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
+    listed = loop.gateway.get("/v1/admin/adapters", headers=headers, params={"alias": loop.alias})
+    [version] = listed.json()["data"]
+    assert version["name"] == trained.candidate
+    adapters = {"candidate": Path(version["path"])}
+    adapters["twin"] = noop_twin(adapters["candidate"], data_dir / "noop-twin")
+    measured = run(compare(embedded_server.engine_url, loop.gateway.base_url, loop.keys["chat"],
+                           domain, adapters, BASE_MODEL, Embedder().embed,
+                           sources_per_answer(loop.settings), modes=("grounded",),
+                           probes=False))  # fmt: skip
+    scores = {label: accuracy for (label, _), accuracy in measured.paraphrases.items()}
+    played = Played(version, scores, _held_out(domain, version["eval_report"]))
+    (data_dir / "played.json").write_text(json.dumps(_record(domain, played), indent=1))
+    return played
+
+
+def _held_out(domain: Domain, report: dict[str, Any]) -> set[str]:
+    """The facts whose users' questions the gate held out (its items as served)."""
+    asked = {question.question for question in domain.questions()}
+    served = [item["question"] for item in report["holdout_items"] if item["form"] == "served"]
+    assert served and set(served) <= asked, served  # every one a user's question
+    return held_out_facts(domain, report)
+
+
+def _record(domain: Domain, played: Played) -> dict[str, Any]:
+    """What a run leaves in its data directory (``played.json``) to be read after it: the
+    seed, the version's card with its gate report, and every side's answers."""
+    return {
+        "seed": domain.seed,
+        "held_out": sorted(played.held_out),
+        "version": played.version,
+        "scores": {label: asdict(accuracy) for label, accuracy in played.scores.items()},
+    }
+
+
+def _explain(domain: Domain, played: Played) -> str:
+    """The seed, the gate's verdict and each side's answers, for a failure's message."""
+    report = played.version["eval_report"]
+    lines = [f"seed {domain.seed}, gate {report['gate']}"]
+    for number, question in enumerate(domain.paraphrases()):
+        trained = "held out" if question.fact in played.held_out else "trained"
+        lines.append(f"Q ({trained}) {question.question} | reference {question.answer}")
+        for label, accuracy in played.scores.items():
+            lines.append(f"  {label} {accuracy.correct[number]}: {accuracy.answers[number]}")
+    return "\n".join(lines)
+
+
+def test_a_noop_adapter_answers_exactly_as_the_base(played: Played) -> None:
+    """What makes the margin meaningful: through vLLM's LoRA path an adapter that changes
+    nothing gives the base's answers word for word, so it gains nothing."""
+    assert played.scores["twin"].answers == played.scores["base"].answers
+
+
+def test_the_candidate_beats_the_base_on_held_out_paraphrases(loop: Loop, played: Played) -> None:
+    base, candidate = played.scores["base"], played.scores["candidate"]
+    gained = sum(candidate.correct) - sum(base.correct)
+    assert gained >= MARGIN, _explain(loop.domain, played)
+
+
+def test_the_candidate_is_published_as_a_canary(loop: Loop, played: Played) -> None:
+    assert played.version["eval_report"]["gate"]["passed"], _explain(loop.domain, played)
+    assert played.version["state"] == "canary"
+
+
 # -- bad data --------------------------------------------------------------------------
-def _copy_alias(settings: Settings, alias: str, wrong: bool, limit: int | None = None) -> None:
-    """A new alias with the approved train-side examples of ``cycles`` and the same, correct,
+def _copy_alias(loop: Loop, alias: str, wrong: bool, limit: int | None = None) -> None:
+    """A new alias with the approved train-side examples of the loop's and the same, correct,
     frozen holdout. ``wrong`` gives every example the reply of another question: confident,
     fluent, on-domain, and wrong; and adds the held-out questions again, asked anew by other
     users and corrected with a trained fact's reply, which the split by fact (by reply) sends
     to training."""
 
     async def copy() -> None:
-        db = Database(settings.resolved_database_url)
+        db = Database(loop.settings.resolved_database_url)
         try:
             async with db.transaction() as session:
                 splits = list(
-                    await session.scalars(select(SplitItem).where(SplitItem.alias == ALIAS))
+                    await session.scalars(select(SplitItem).where(SplitItem.alias == loop.alias))
                 )
                 trained_ids = [row.completion_id for row in splits if row.split == "train"]
                 held_ids = [row.completion_id for row in splits if row.split == "holdout"]
@@ -407,16 +494,19 @@ async def _copy_one(session: Any, completion_id: str, alias: str, reply: str) ->
 
 
 def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutcome) -> None:
-    _copy_alias(loop.settings, "cycles-wrong", wrong=True)
+    wrong_alias = f"{loop.alias}-wrong"
+    _copy_alias(loop, wrong_alias, wrong=True)
     # 16 steps: with 8, the wrong facts once moved no holdout answer (gain 0.0). The holdout
     # as served is enough to see them, and a third of the scoring. Trained on the wrong
     # conversations as served, without the recipe's expansion or rehearsal (the trained
     # fixture runs those): each wrong reply is seen more often, and the run costs a third.
     # A small holdout fraction: the frozen holdout already holds more than it asks for, so no
     # new fact tops it up, and every wrong correction, the held-out questions' too, is trained.
+    # A learning rate above the default, so that 16 steps move the model enough to be seen.
     outcome = _train(
-        loop, "cycles-wrong", train_max_steps=16, eval_holdout_forms="served",
-        train_recipe=False, train_rehearsal_fraction=0, train_holdout_fraction=0.05,
+        loop, wrong_alias, train_max_steps=16, train_learning_rate=5e-4, train_recipe=False,
+        train_rehearsal_fraction=0, train_holdout_fraction=0.05, eval_holdout_forms="served",
+        **_quick(loop.settings.data_dir),
     )  # fmt: skip
     assert (
         outcome.report["dataset"]["counts"]["holdout"]
@@ -433,27 +523,27 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     assert any(reason.startswith("holdout accuracy") for reason in gate["reasons"]), gate
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
     versions = loop.gateway.get(
-        "/v1/admin/adapters", headers=headers, params={"alias": "cycles-wrong"}
+        "/v1/admin/adapters", headers=headers, params={"alias": wrong_alias}
     ).json()["data"]
     assert [
         (version["state"], version["eval_report"]["gate"]["passed"]) for version in versions
     ] == [("rejected", False)]
-    rollout = loop.gateway.get("/v1/admin/rollouts/cycles-wrong", headers=headers)
+    rollout = loop.gateway.get(f"/v1/admin/rollouts/{wrong_alias}", headers=headers)
     assert rollout.status_code == 404  # a rejected candidate never rolls out
 
 
 def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunOutcome) -> None:
-    assert "no approved examples" in _train_fails(loop, "cycles-empty")
-    _copy_alias(loop.settings, "cycles-long", wrong=False, limit=10)
-    assert "over_context" in _train_fails(loop, "cycles-long", train_max_example_tokens=40)
+    assert "no approved examples" in _train_fails(loop, "copy-empty")
+    _copy_alias(loop, "copy-long", wrong=False, limit=10)
+    assert "over_context" in _train_fails(loop, "copy-long", train_max_example_tokens=40)
     runs = _rows(
         loop.settings,
-        select(TrainingRun).where(TrainingRun.alias.in_(["cycles-empty", "cycles-long"])),
+        select(TrainingRun).where(TrainingRun.alias.in_(["copy-empty", "copy-long"])),
     )
     assert sorted(run.state for run in runs) == ["failed", "failed"]
     assert all(run.error for run in runs)
     headers = {"Authorization": f"Bearer {loop.keys['admin']}"}
-    for alias in ("cycles-empty", "cycles-long"):
+    for alias in ("copy-empty", "copy-long"):
         listed = loop.gateway.get("/v1/admin/adapters", headers=headers, params={"alias": alias})
         assert listed.json()["data"] == []
 
@@ -462,13 +552,13 @@ def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunO
 def test_a_trainer_killed_mid_run_leaves_nothing_and_resumes(
     loop: Loop, trained: RunOutcome
 ) -> None:
-    alias = "cycles-crash"
-    _copy_alias(loop.settings, alias, wrong=False, limit=24)
+    alias = "copy-crash"
+    _copy_alias(loop, alias, wrong=False, limit=24)
     # What is tested is the crash and the resume, not the recipe (the trained fixture's).
     env = _env(
         loop, train_max_steps=4, train_checkpoint_every=1, train_eval_every=0,
         trainer_auto_rollout=False, eval_holdout_forms="served", train_recipe=False,
-        train_rehearsal_fraction=0,
+        train_rehearsal_fraction=0, **_quick(loop.settings.data_dir),
     )  # fmt: skip
     command = _train_command(alias)
     work = loop.settings.data_dir / "training" / alias

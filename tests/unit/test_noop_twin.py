@@ -1,5 +1,5 @@
-"""The no-op twin the adaptation check measures against: every ``lora_B`` zero, the rest of
-the adapter as it was (tests/integration/adaptation_check.py serves it through vLLM)."""
+"""The no-op twin the trainer's loop test measures against: every ``lora_B`` zero, the rest
+of the adapter as it was (tests/integration/test_trainer_loop.py serves it through vLLM)."""
 
 from __future__ import annotations
 
