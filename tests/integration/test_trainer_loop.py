@@ -18,6 +18,11 @@ word, so whatever the candidate gains is its training, and one paraphrase is bey
 a no-op adapter reaches. Every answer, the gate's holdout and its report are kept in the
 run's data directory (``played.json``).
 
+Whether the gate publishes this candidate is checked for following the gate's measurements,
+not bet on: at 20 facts it refused 2 of 16 candidates that gained on the paraphrases. Its
+holdout (a quarter of the facts, split by fact) held one or two questions the base got
+wrong, and the candidate fixed none of them (docs/training.md, "In CI").
+
 Bad data and crashes, and what each gets:
 * corrections that answer another question, the held-out ones among them: a candidate that
   does not beat the base on the holdout is kept as ``rejected``, with its report, and never
@@ -250,7 +255,7 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     loop: Loop, trained: RunOutcome
 ) -> None:
     """Both sides answer the same frozen holdout and the probes, and the verdict follows the
-    measurements, whichever it is; that this candidate passes is the next section's test."""
+    measurements, whichever it is (the module's docstring says why it is not bet on)."""
     report, settings = trained.report, loop.settings
     candidate, base = report["candidate"], report["baseline"]
     assert base["model"] == BASE_MODEL
@@ -413,14 +418,10 @@ def test_a_noop_adapter_answers_exactly_as_the_base(played: Played) -> None:
 
 
 def test_the_candidate_beats_the_base_on_held_out_paraphrases(loop: Loop, played: Played) -> None:
+    """Whether or not the gate published it."""
     base, candidate = played.scores["base"], played.scores["candidate"]
     gained = sum(candidate.correct) - sum(base.correct)
     assert gained >= MARGIN, _explain(loop.domain, played)
-
-
-def test_the_candidate_is_published_as_a_canary(loop: Loop, played: Played) -> None:
-    assert played.version["eval_report"]["gate"]["passed"], _explain(loop.domain, played)
-    assert played.version["state"] == "canary"
 
 
 # -- bad data --------------------------------------------------------------------------
