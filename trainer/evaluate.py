@@ -135,6 +135,31 @@ def pool_holdout(candidate: SetScore, live: SetScore) -> PooledHoldout:
     )
 
 
+def changed_items(candidate: SetScore, live: SetScore) -> list[dict[str, Any]]:
+    """The items the two sides are marked differently on, with both answers: what a verdict
+    turned on. A handful where the items are hundreds, so a report keeps them for both the
+    holdout and the probes; without them a refusal names a score, not a question."""
+    live_items = {_item_key(item): item for item in live.items}
+    changed = []
+    for item in candidate.items:
+        other = live_items.get(_item_key(item))
+        if other is None or bool(other["correct"]) == bool(item["correct"]):
+            continue
+        changed.append({
+            "asked": item.get("question", item.get("prompt")),
+            **({"form": item["form"]} if "form" in item else {}),
+            "expected": item.get("reference", item.get("expect")),
+            "candidate": item["answer"],
+            "live": other["answer"],
+            "candidate_correct": bool(item["correct"]),
+        })  # fmt: skip
+    return changed
+
+
+def _item_key(item: dict[str, Any]) -> str:
+    return str(item.get("id", item.get("prompt")))
+
+
 def decide(
     candidate: tuple[SetScore, SetScore],
     live: tuple[SetScore, SetScore],

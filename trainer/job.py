@@ -37,7 +37,15 @@ from trainer.dataset import (
     write_examples,
     write_snapshot,
 )
-from trainer.evaluate import Evaluator, GatePolicy, SetScore, Verdict, decide, gate_probes
+from trainer.evaluate import (
+    Evaluator,
+    GatePolicy,
+    SetScore,
+    Verdict,
+    changed_items,
+    decide,
+    gate_probes,
+)
 from trainer.holdout_forms import holdout_forms
 from trainer.lock import training_lock
 from trainer.qlora import (
@@ -443,8 +451,20 @@ def _report(
             "holdout_forms": list(config.gate.holdout_forms),
             "probes": str(config.gate.probes_path or "shipped"),
         },
+        "changed": changed(candidate, live),
         "holdout_items": [
             {key: item[key] for key in ("id", "form", "question", "answer", "reference", "correct")}
             for item in candidate[0].items
         ],
+    }
+
+
+def changed(
+    candidate: tuple[SetScore, SetScore], live: tuple[SetScore, SetScore]
+) -> dict[str, list[dict[str, Any]]]:
+    """The holdout items and probes the candidate and the live version are marked differently
+    on, with both answers."""
+    return {
+        "holdout": changed_items(candidate[0], live[0]),
+        "probes": changed_items(candidate[1], live[1]),
     }

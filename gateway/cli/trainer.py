@@ -125,6 +125,7 @@ def eval_group() -> None:
 def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
     """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
     from trainer.evaluate import decide
+    from trainer.job import changed
     from trainer.store import TrainerStore
 
     settings: Settings = ctx.obj
@@ -148,6 +149,7 @@ def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
                 "probes": scored_l[1].summary(),
             },
             "gate": verdict.report(),
+            "changed": changed(scored_c, scored_l),
         }
 
     report = _run(settings, evaluate)

@@ -285,6 +285,12 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     kept = [form for form in FORMS if form not in left_out]
     gain = sum(forms_c[form] - forms_b[form] for form in kept) / max(1, len(kept))
     change = candidate["probes"]["accuracy"] - base["probes"]["accuracy"]
+    # The items the sides disagree on, kept with both answers, add up to the difference.
+    for part in ("holdout", "probes"):
+        disagreed = report["changed"][part]
+        wins = sum(item["candidate_correct"] for item in disagreed)
+        difference = candidate[part]["accuracy"] - base[part]["accuracy"]
+        assert wins - (len(disagreed) - wins) == round(difference * candidate[part]["count"])
     assert gate["holdout_gain"] == pytest.approx(gain, abs=1e-3)
     assert gate["probe_change"] == pytest.approx(change, abs=1e-3)
     should_pass = (

@@ -10,7 +10,7 @@ import pytest
 from core.sections import FlagRules
 from core.store.conversations import ConversationRecord
 from gateway.flagging import Flag, Flagger, alias_of
-from trainer.evaluate import GatePolicy, SetScore, decide
+from trainer.evaluate import GatePolicy, SetScore, changed_items, decide
 
 POLICY = GatePolicy(margin=0.05, probe_tolerance=0.10)
 
@@ -147,6 +147,39 @@ def test_a_holdout_the_sides_answer_alike_everywhere_gains_nothing() -> None:
     verdict = _decide_holdouts(_holdout("c", same), _holdout("l", same))
     assert not verdict.passed
     assert verdict.holdout_gain == 0.0
+
+
+def _holdout_item(item_id: str, answer: str, correct: bool) -> dict[str, Any]:
+    return {"id": item_id, "form": "reworded", "question": f"q {item_id}", "answer": answer,
+            "reference": f"ref {item_id}", "correct": correct}  # fmt: skip
+
+
+def test_the_report_names_the_items_the_sides_disagree_on_with_both_answers() -> None:
+    candidate = SetScore("c", 3, items=[_holdout_item("a", "right", True),
+                                        _holdout_item("b", "wrong", False),
+                                        _holdout_item("c", "same", True)])  # fmt: skip
+    live = SetScore("l", 3, items=[_holdout_item("c", "same", True),
+                                   _holdout_item("b", "right", True),
+                                   _holdout_item("a", "wrong", False)])  # fmt: skip
+    assert changed_items(candidate, live) == [
+        {"asked": "q a", "form": "reworded", "expected": "ref a", "candidate": "right",
+         "live": "wrong", "candidate_correct": True},
+        {"asked": "q b", "form": "reworded", "expected": "ref b", "candidate": "wrong",
+         "live": "right", "candidate_correct": False},
+    ]  # fmt: skip
+
+
+def test_changed_probes_are_matched_by_prompt() -> None:
+    def probe(prompt: str, answer: str, ok: bool) -> dict[str, Any]:
+        return {"prompt": prompt, "answer": answer, "expect": ["4"], "correct": ok}
+
+    candidate = SetScore("c", 2, items=[probe("2+2?", "5", False), probe("3+1?", "4", True)])
+    live = SetScore("l", 2, items=[probe("3+1?", "4", True), probe("2+2?", "4", True)])
+    assert changed_items(candidate, live) == [
+        {"asked": "2+2?", "expected": ["4"], "candidate": "5", "live": "4",
+         "candidate_correct": False},
+    ]  # fmt: skip
+    assert changed_items(candidate, SetScore("l")) == []  # nothing to compare with
 
 
 def test_gate_fails_on_an_empty_holdout() -> None:
