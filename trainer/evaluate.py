@@ -135,6 +135,16 @@ def pool_holdout(candidate: SetScore, live: SetScore) -> PooledHoldout:
     )
 
 
+def changed(
+    candidate: tuple[SetScore, SetScore], live: tuple[SetScore, SetScore]
+) -> dict[str, list[dict[str, Any]]]:
+    """The holdout items and the probes (``changed_items``) of a scored pair of sides."""
+    return {
+        "holdout": changed_items(candidate[0], live[0]),
+        "probes": changed_items(candidate[1], live[1]),
+    }
+
+
 def changed_items(candidate: SetScore, live: SetScore) -> list[dict[str, Any]]:
     """The items the two sides are marked differently on, with both answers: what a verdict
     turned on. A handful where the items are hundreds, so a report keeps them for both the

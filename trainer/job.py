@@ -42,7 +42,7 @@ from trainer.evaluate import (
     GatePolicy,
     SetScore,
     Verdict,
-    changed_items,
+    changed,
     decide,
     gate_probes,
 )
@@ -456,15 +456,4 @@ def _report(
             {key: item[key] for key in ("id", "form", "question", "answer", "reference", "correct")}
             for item in candidate[0].items
         ],
-    }
-
-
-def changed(
-    candidate: tuple[SetScore, SetScore], live: tuple[SetScore, SetScore]
-) -> dict[str, list[dict[str, Any]]]:
-    """The holdout items and probes the candidate and the live version are marked differently
-    on, with both answers."""
-    return {
-        "holdout": changed_items(candidate[0], live[0]),
-        "probes": changed_items(candidate[1], live[1]),
     }

@@ -124,8 +124,7 @@ def eval_group() -> None:
 @click.pass_context
 def eval_compare(ctx: click.Context, alias: str, candidate: str | None) -> None:
     """Score a candidate against ALIAS's live version (or the base) on holdout and probes."""
-    from trainer.evaluate import decide
-    from trainer.job import changed
+    from trainer.evaluate import changed, decide
     from trainer.store import TrainerStore
 
     settings: Settings = ctx.obj

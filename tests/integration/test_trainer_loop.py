@@ -538,6 +538,19 @@ def test_a_candidate_taught_wrong_facts_is_rejected(loop: Loop, trained: RunOutc
     rollout = loop.gateway.get(f"/v1/admin/rollouts/{wrong_alias}", headers=headers)
     assert rollout.status_code == 404  # a rejected candidate never rolls out
 
+    # An operator asks why: ``loragate eval compare`` scores it again and names the questions.
+    compared = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "eval", "compare", wrong_alias,
+         "--candidate", str(outcome.candidate), "--json"],
+        env=_env(loop, eval_holdout_forms="served", **_quick(loop.settings.data_dir)),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    again = json.loads(compared.stdout)["report"]
+    assert again["gate"]["passed"] is False and again["gate"]["holdout_gain"] < 0
+    lost = [item for item in again["changed"]["holdout"] if not item["candidate_correct"]]
+    assert lost and all(item["asked"] and item["expected"] and item["live"] for item in lost)
+
 
 def test_bad_datasets_fail_clearly_and_publish_nothing(loop: Loop, trained: RunOutcome) -> None:
     assert "no approved examples" in _train_fails(loop, "copy-empty")
