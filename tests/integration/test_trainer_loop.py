@@ -76,7 +76,7 @@ from trainer.job import RunOutcome
 from trainer.rehearsal import spread
 from trainer.tables import SplitItem, TrainingRun
 
-# The module's fixtures train, gate and measure for real once (about 6 minutes on two
+# The module's fixtures train, gate and measure for real once (8 to 9 minutes on two
 # AVX-512 cores), and the first test pays for them. The limit is for a hang, not a slow host.
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2400)]
 FACTS = 20  # room above a base that reads one source well (12: it answered 11 of 12 once)
@@ -96,6 +96,7 @@ class Loop:
     domain: Domain
     alias: str
     served: list[DemoAnswer]
+    embedder: Embedder  # the scorer's sentence vectors, loaded once for the module
 
 
 def _overrides(embedded: EmbeddedServer, data_dir: Path, model_dir: Path, domain: Domain,
@@ -144,7 +145,7 @@ def loop(
         served: list[DemoAnswer] = _as_users(gateway, keys, embedder, ask_and_rate)
         wait_until(lambda: _pending(settings) == len(served), 60, "every answer flagged")
         _as_users(gateway, keys, embedder, lambda users: users.approve_all(alias))
-        yield Loop(gateway, settings, overrides, keys, domain, alias, served)
+        yield Loop(gateway, settings, overrides, keys, domain, alias, served, embedder)
     finally:
         gateway.stop()
 
@@ -377,7 +378,7 @@ def played(embedded_server: EmbeddedServer, loop: Loop, trained: RunOutcome) -> 
     adapters = {"candidate": Path(version["path"])}
     adapters["twin"] = noop_twin(adapters["candidate"], data_dir / "noop-twin")
     measured = run(compare(embedded_server.engine_url, loop.gateway.base_url, loop.keys["chat"],
-                           domain, adapters, BASE_MODEL, Embedder().embed,
+                           domain, adapters, BASE_MODEL, loop.embedder.embed,
                            sources_per_answer(loop.settings), modes=("grounded",),
                            probes=False))  # fmt: skip
     scores = {label: accuracy for (label, _), accuracy in measured.paraphrases.items()}
