@@ -97,6 +97,12 @@ def _layouts() -> dict[str, Callable[[str, list[Hit]], Chat]]:
             "Using the sources, answer the question in one sentence that states the answer, "
             "and cite the source like [1]."
         ),
+        "question first, instruction without a citation": _question_first(
+            "Answer the question in one sentence using the sources."
+        ),
+        "question first, 'states the answer', without a citation": _question_first(
+            "Using the sources, answer the question in one full sentence that states the answer."
+        ),
         "question first, one source in the singular: 'Source:', 'using the source'": (
             lambda q, hits: _singular(
                 q,
