@@ -19,7 +19,7 @@ a no-op adapter reaches. Every answer, the gate's holdout and its report are kep
 run's data directory (``played.json``).
 
 Whether the gate publishes this candidate is checked for following the gate's measurements,
-not bet on: at 20 facts it refused 2 of 18 candidates that gained on the paraphrases. Its
+not bet on: at 20 facts it refused 2 of 26 candidates that gained on the paraphrases. Its
 holdout (a quarter of the facts, split by fact) held one or two facts the base got
 wrong, and the candidate fixed none of them (docs/training.md, "In CI").
 
