@@ -289,6 +289,14 @@ class GatePolicy:
         "(reworded, without sources; aliases with retrieval). Comma list in the env.",
     )
 
+    rewordings: int = Field(
+        default=3,
+        ge=1,
+        le=8,
+        description="Wordings of each held-out question in the `reworded` form: the base "
+        "model's paraphrase when it keeps every name and number, then templated ones. Each is "
+        "an item: more items on the same held-out facts, so one question does not decide.",
+    )
     probes_path: Path | None = Field(
         default=None,
         description="JSONL file of general-ability probes, one "

@@ -6,21 +6,22 @@ way, or whose retrieval misses. So the gate asks every held-out fact up to three
 (``eval_holdout_forms``):
 
 * ``served``: the conversation as it was served, the same sources for both sides;
-* ``reworded``: another wording of the question (the base model's paraphrase when it keeps
-  every name and number, else a templated rewording, ``trainer/recipe.py``), grounded afresh
-  as the alias serves it today when it answers with retrieval;
-* ``closed_book``: the reworded question without sources, for an alias with retrieval: does
+* ``reworded``: ``eval_rewordings`` other wordings of the question (the base model's
+  paraphrase when it keeps every name and number, then templated rewordings,
+  ``trainer/recipe.py``), each grounded afresh as the alias serves it today when it answers
+  with retrieval;
+* ``closed_book``: the first rewording without sources, for an alias with retrieval: does
   the model carry the fact itself when retrieval misses it?
 
 The forms of one fact are scored as separate items and pooled into one accuracy, and each
-form's accuracy is reported beside it.
+form's accuracy is reported beside it. Several rewordings, because a 135M base's misses
+with the right source in hand are mostly wording-dependent non-answers, and a holdout of a
+few facts asked one way each left a verdict to one or two questions (docs/training.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-
 from core.sections import HOLDOUT_FORMS
 from trainer.dataset import Example
 from trainer.recipe import (
@@ -47,39 +48,47 @@ async def holdout_forms(
     forms: Sequence[str],
     ground: Ground | None,
     ask: Ask | None,
+    rewordings: int = 1,
 ) -> list[Example]:
-    """Every holdout example in each of ``forms``; ``ground`` is None for an alias without
-    retrieval (its reworded question is already closed book)."""
+    """Every holdout example in each of ``forms``, ``rewordings`` wordings of it in the
+    reworded form; ``ground`` is None for an alias without retrieval (its reworded question
+    is already closed book)."""
     wanted = [form for form in FORMS if form in forms]
     out = list(holdout) if "served" in wanted else []
     if not {"reworded", "closed_book"} & set(wanted) or not holdout:
         return out
-    wordings = await reworded_questions(holdout, ask)
+    wordings = await reworded_questions(holdout, ask, rewordings)
     for example in holdout:
-        bare = with_question(example, wordings[example.id], _form_id(example, "reworded"))
+        questions = wordings[example.id]
         if "reworded" in wanted:
-            out.append(bare if ground is None else await ground(example.alias, bare))
+            for number, question in enumerate(questions):
+                bare = with_question(example, question, _form_id(example, "reworded", number))
+                out.append(bare if ground is None else await ground(example.alias, bare))
         if "closed_book" in wanted and ground is not None:
-            out.append(replace(bare, id=_form_id(example, "closed_book")))
+            out.append(with_question(example, questions[0], _form_id(example, "closed_book")))
     return out
 
 
-async def reworded_questions(examples: Sequence[Example], ask: Ask | None) -> dict[str, str]:
-    """One new wording per example: the model's when it keeps the fact, else a template's."""
-    wordings = {example.id: _templated(example) for example in examples}
+async def reworded_questions(
+    examples: Sequence[Example], ask: Ask | None, count: int = 1
+) -> dict[str, list[str]]:
+    """``count`` new wordings per example: the model's first when it keeps the fact, then
+    templated ones."""
+    wordings = {example.id: _templated(example, count) for example in examples}
     if ask is None:
         return wordings
     answers = await asked_paraphrases([example.question for example in examples], ask)
     for example, candidate in zip(examples, answers, strict=True):
-        if keeps_the_fact(example.question, candidate, [example.question]):
-            wordings[example.id] = candidate
+        templated = wordings[example.id]
+        if keeps_the_fact(example.question, candidate, [example.question, *templated]):
+            wordings[example.id] = [candidate, *templated][:count]
     return wordings
 
 
-def _templated(example: Example) -> str:
-    found = rewrites(example.question, 1, example.id + _SEPARATOR)
-    return found[0] if found else example.question
+def _templated(example: Example, count: int) -> list[str]:
+    return rewrites(example.question, count, example.id + _SEPARATOR) or [example.question]
 
 
-def _form_id(example: Example, form: str) -> str:
-    return f"{example.id}{_SEPARATOR}{form}"
+def _form_id(example: Example, form: str, wording: int = 0) -> str:
+    """The first wording keeps the plain form id, as scored before there were several."""
+    return f"{example.id}{f'~w{wording}' if wording else ''}{_SEPARATOR}{form}"

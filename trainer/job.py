@@ -366,6 +366,7 @@ class TrainingJob:
                 self.config.gate.holdout_forms,
                 self._ground(alias, trained=False),
                 self._ask(generator),
+                self.config.gate.rewordings,
             )
             async with evaluator.loaded(served_as, adapter_dir) as name:
                 candidate = await evaluator.score(name, holdout, probes)

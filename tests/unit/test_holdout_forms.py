@@ -59,10 +59,30 @@ async def test_a_faithful_model_paraphrase_is_the_rewording() -> None:
     paraphrase = "For how long can a lamp go back to Zorvex Goods?"
     _, ask = _asker(paraphrase)
     wordings = await reworded_questions([_example(1)], ask)  # type: ignore[arg-type]
-    assert wordings == {"c1": paraphrase}
+    assert wordings == {"c1": [paraphrase]}
     _, invents = _asker("Is it 30 days at Zorvex Goods?")  # a number the question lacks
     wordings = await reworded_questions([_example(1)], invents)  # type: ignore[arg-type]
-    assert wordings["c1"] not in (QUESTION, "Is it 30 days at Zorvex Goods?")
+    assert wordings["c1"][0] not in (QUESTION, "Is it 30 days at Zorvex Goods?")
+
+
+async def test_several_rewordings_are_items_of_the_reworded_form() -> None:
+    """The model's faithful paraphrase first, then distinct templated wordings, each grounded
+    afresh and scored as its own item; closed book asks the first wording only."""
+    paraphrase = "For how long can a lamp go back to Zorvex Goods?"
+    _, ask = _asker(paraphrase)
+    out = await holdout_forms([_example(1)], FORMS, _ground, ask, rewordings=3)  # type: ignore[arg-type]
+    assert [form_of(e.id) for e in out] == ["served", "reworded", "reworded", "reworded",
+                                            "closed_book"]  # fmt: skip
+    reworded = out[1:4]
+    assert reworded[0].question == paraphrase == out[4].question
+    assert len({e.question for e in reworded} | {QUESTION}) == 4  # all new, all different
+    assert all("Zorvex Goods" in e.question for e in reworded)
+    assert all(sources_in(e.messages[-1]["content"]) == [TODAY_SOURCE] for e in reworded)
+    assert out[1].id == "c1~gate-reworded"  # the first keeps the id it always had
+    assert len({e.id for e in out}) == len(out)
+    _, refused = _asker("nonsense")
+    wordings = await reworded_questions([_example(1)], refused, 3)  # type: ignore[arg-type]
+    assert len(set(wordings["c1"])) == 3 and QUESTION not in wordings["c1"]
 
 
 async def test_an_alias_without_retrieval_has_no_separate_closed_book_form() -> None:
