@@ -22,6 +22,7 @@ few facts asked one way each left a verdict to one or two questions (docs/traini
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from core.sections import HOLDOUT_FORMS
 from trainer.dataset import Example
 from trainer.recipe import (
