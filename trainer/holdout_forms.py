@@ -7,8 +7,8 @@ way, or whose retrieval misses. So the gate asks every held-out fact up to three
 
 * ``served``: the conversation as it was served, the same sources for both sides;
 * ``reworded``: ``eval_rewordings`` other wordings of the question (the base model's
-  paraphrase when it keeps every name and number, then templated rewordings,
-  ``trainer/recipe.py``), each grounded afresh as the alias serves it today when it answers
+  paraphrase when it keeps every name and number, then templated rewordings with openings
+  the recipe never trains with), each grounded afresh as the alias serves it today when it answers
   with retrieval;
 * ``closed_book``: the first rewording without sources, for an alias with retrieval: does
   the model carry the fact itself when retrieval misses it?
@@ -36,6 +36,18 @@ from trainer.recipe import (
 
 FORMS = HOLDOUT_FORMS
 _SEPARATOR = "~gate-"
+# The gate's own openings: the recipe trains with none of them but the bare question
+# (``recipe.TRAINING_OPENINGS``), so a candidate gains on them by answering a held-out
+# question whatever its opening, not by having met the opening in training.
+GATE_OPENINGS = (
+    "{q}",
+    "Hello, {q}",
+    "Sorry to bother you. {q}",
+    "One more thing: {q}",
+    "{q} I couldn't find it anywhere.",
+    "Hey there. {q}",
+    "{q} Thank you in advance.",
+)
 
 
 def form_of(example_id: str) -> str:
@@ -87,7 +99,8 @@ async def reworded_questions(
 
 
 def _templated(example: Example, count: int) -> list[str]:
-    return rewrites(example.question, count, example.id + _SEPARATOR) or [example.question]
+    found = rewrites(example.question, count, example.id + _SEPARATOR, GATE_OPENINGS)
+    return found or [example.question]
 
 
 def _form_id(example: Example, form: str, wording: int = 0) -> str:

@@ -43,7 +43,7 @@ CITE_MIN_SUPPORT = 0.5  # lexical support of the reply in a source to cite it
 _CITATION = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 # Names and numbers; "I" and its contractions are capitalised but name nothing.
 _KEEP = re.compile(r"\b(?!I\b|I'[a-z]+\b)(?:[A-Z][\w'-]*|\d[\d.,:]*)")
-_OPENINGS = (
+TRAINING_OPENINGS = (
     "{q}",
     "Quick question: {q}",
     "Hi! {q}",
@@ -141,14 +141,16 @@ async def asked_paraphrases(questions: Sequence[str], ask: Ask) -> list[str]:
     return [answer.strip().strip('"').strip() for answer in answers]
 
 
-def rewrites(question: str, count: int, key: str) -> list[str]:
+def rewrites(
+    question: str, count: int, key: str, openings: Sequence[str] = TRAINING_OPENINGS
+) -> list[str]:
     """``count`` templated rewordings, chosen in a stable order from ``key``."""
     seed = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
     found: list[str] = []
-    for step in range(len(_OPENINGS) * 2):
+    for step in range(len(openings) * 2):
         if len(found) >= count:
             break
-        opening = _OPENINGS[(seed + step) % len(_OPENINGS)]
+        opening = openings[(seed + step) % len(openings)]
         body = _swap_synonym(question, seed + step) if step % 2 == 0 else question
         candidate = opening.format(q=body)
         if candidate != question and candidate not in found:

@@ -260,16 +260,17 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     report, settings = trained.report, loop.settings
     candidate, base = report["candidate"], report["baseline"]
     assert base["model"] == BASE_MODEL
-    # Each held-out question three ways: as served, reworded and grounded afresh, and
-    # reworded closed book (trainer/holdout_forms.py), pooled into one accuracy.
+    # Each held-out question as served, in `eval_rewordings` new wordings grounded afresh,
+    # and reworded closed book (trainer/holdout_forms.py), pooled into one accuracy.
     holdout_count = report["dataset"]["counts"]["holdout"]
-    assert candidate["holdout"]["count"] == base["holdout"]["count"] == 3 * holdout_count > 0
+    per_form = _items_per_form(settings, holdout_count)
+    assert candidate["holdout"]["count"] == base["holdout"]["count"] == sum(per_form.values())
     assert set(candidate["holdout"]["forms"]) == set(base["holdout"]["forms"]) == set(FORMS)
     items = report["holdout_items"]
-    assert Counter(item["form"] for item in items) == dict.fromkeys(FORMS, holdout_count)
+    assert Counter(item["form"] for item in items) == per_form
     served = {item["question"] for item in items if item["form"] == "served"}
     reworded = {item["question"] for item in items if item["form"] == "reworded"}
-    assert len(reworded) == holdout_count and not reworded & served
+    assert len(reworded) == per_form["reworded"] and not reworded & served
     # every setting at its default: the shipped probes, the recipe, the schedule sized to the data
     shipped = len(shipped_probes())
     assert candidate["probes"]["count"] == base["probes"]["count"] == shipped
@@ -279,12 +280,14 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
     assert report["gate"]["probes"] == "shipped"
     gate = report["gate"]
     # The gain is pooled over the forms that tell the sides apart (trainer/evaluate.py): a
-    # form both answer all wrong (or all right) is left out. Each form asks every question once.
+    # form both answer all wrong (or all right) is left out; the rest are pooled by item.
     forms_c, forms_b = candidate["holdout"]["forms"], base["holdout"]["forms"]
     left_out = {form for form in FORMS if forms_c[form] == forms_b[form] in (0.0, 1.0)}
     assert set(gate["forms_left_out"]) == left_out
     kept = [form for form in FORMS if form not in left_out]
-    gain = sum(forms_c[form] - forms_b[form] for form in kept) / max(1, len(kept))
+    gain = sum(per_form[form] * (forms_c[form] - forms_b[form]) for form in kept) / max(
+        1, sum(per_form[form] for form in kept)
+    )
     change = candidate["probes"]["accuracy"] - base["probes"]["accuracy"]
     # The items the sides disagree on, kept with both answers, add up to the difference.
     for part in ("holdout", "probes"):
@@ -315,13 +318,22 @@ def test_the_gate_judges_the_candidate_on_the_frozen_holdout(
         assert card["state"] == "rejected" and rollout.status_code == 404
 
 
+def _items_per_form(settings: Settings, holdout_count: int) -> dict[str, int]:
+    """How many items the gate scores in each form: one per held-out question, and one per
+    wording of it reworded."""
+    counts = dict.fromkeys(FORMS, holdout_count)
+    counts["reworded"] *= settings.evaluation.rewordings
+    return counts
+
+
 def test_the_candidate_answers_in_vllm(loop: Loop, trained: RunOutcome) -> None:
     """The trained adapter loaded into vLLM: it answered every holdout question when scored,
     and a published one answers through the gateway by its version name, where a rejected
     one is not served."""
     assert trained.candidate is not None
     answers = [item["answer"] for item in trained.report["holdout_items"]]
-    assert len(answers) == 3 * trained.report["dataset"]["counts"]["holdout"] and all(answers)
+    per_form = _items_per_form(loop.settings, trained.report["dataset"]["counts"]["holdout"])
+    assert len(answers) == sum(per_form.values()) and all(answers)
     holdout = read_snapshot(Path(trained.report["dataset"]["path"])).examples("holdout")
     client = sdk_client(loop.gateway.base_url, loop.keys["chat"])
     request: dict[str, Any] = {

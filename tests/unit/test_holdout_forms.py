@@ -12,7 +12,14 @@ from core.sections import GatePolicy
 from retrieval.grounding import asked_question, ground_messages, sources_in
 from trainer.dataset import Example
 from trainer.evaluate import _accuracy_by_form
-from trainer.holdout_forms import FORMS, form_of, holdout_forms, reworded_questions
+from trainer.holdout_forms import (
+    FORMS,
+    GATE_OPENINGS,
+    form_of,
+    holdout_forms,
+    reworded_questions,
+)
+from trainer.recipe import TRAINING_OPENINGS
 
 QUESTION = "How many days do I have to return a lamp to Zorvex Goods?"
 SERVED_SOURCE = "An old source the conversation was served with."
@@ -83,6 +90,11 @@ async def test_several_rewordings_are_items_of_the_reworded_form() -> None:
     _, refused = _asker("nonsense")
     wordings = await reworded_questions([_example(1)], refused, 3)  # type: ignore[arg-type]
     assert len(set(wordings["c1"])) == 3 and QUESTION not in wordings["c1"]
+
+
+def test_the_gate_rewords_with_openings_training_never_used() -> None:
+    """Otherwise a candidate would gain on the gate's wordings for having trained on them."""
+    assert set(GATE_OPENINGS) & set(TRAINING_OPENINGS) == {"{q}"}
 
 
 async def test_an_alias_without_retrieval_has_no_separate_closed_book_form() -> None:
