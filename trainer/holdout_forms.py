@@ -8,8 +8,8 @@ way, or whose retrieval misses. So the gate asks every held-out fact up to three
 * ``served``: the conversation as it was served, the same sources for both sides;
 * ``reworded``: ``eval_rewordings`` other wordings of the question (the base model's
   paraphrase when it keeps every name and number, then templated rewordings with openings
-  the recipe never trains with), each grounded afresh as the alias serves it today when it answers
-  with retrieval;
+  the recipe never trains with), each grounded afresh as the alias serves it today when it
+  answers with retrieval;
 * ``closed_book``: the first rewording without sources, for an alias with retrieval: does
   the model carry the fact itself when retrieval misses it?
 
