@@ -21,8 +21,9 @@ run's data directory (``played.json``).
 Whether the gate publishes this candidate is checked for following the gate's measurements,
 not bet on: at 20 facts it refused 2 of 26 candidates that gained on the paraphrases. Its
 holdout (a quarter of the facts, split by fact) held one or two facts the base got
-wrong, and the candidate fixed none of them; asked three ways reworded since, it refused 1
-of 5, whose base's misses were retrieval misses (docs/training.md, "In CI").
+wrong, and the candidate fixed none of them; asked three ways reworded since, it refused 2
+of 6: one whose base's misses were retrieval misses, one whose candidate answered a held-out
+fact worse (docs/training.md, "In CI").
 
 Bad data and crashes, and what each gets:
 * corrections that answer another question, the held-out ones among them: a candidate that
