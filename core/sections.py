@@ -285,8 +285,9 @@ class GatePolicy:
     holdout_forms: tuple[str, ...] = Field(
         default=("served", "reworded", "closed_book"),
         description="How the gate asks each held-out question, pooled into one accuracy: "
-        "`served` (as it was), `reworded` (another wording, grounded afresh), `closed_book` "
-        "(reworded, without sources; aliases with retrieval). Comma list in the env.",
+        "`served` (as it was), `reworded` (`eval_rewordings` other wordings, each grounded "
+        "afresh), `closed_book` (the first rewording, without sources; aliases with "
+        "retrieval). Comma list in the env.",
     )
 
     rewordings: int = Field(
